@@ -11,6 +11,7 @@ export const AGENT_VERSION = "0.1.0";
 
 export const ERROR_CODES = [
   "CONNECTION_TIMEOUT",
+  "NODE_UNREACHABLE",
   "VERSION_MISMATCH",
   "INVALID_API_KEY",
   "INVALID_REQUEST",
@@ -37,6 +38,7 @@ export type ErrorCode = (typeof ERROR_CODES)[number];
 /** The HTTP status each code is sent with. */
 export const ERROR_STATUS: Record<ErrorCode, number> = {
   CONNECTION_TIMEOUT: 504,
+  NODE_UNREACHABLE: 503,
   VERSION_MISMATCH: 409,
   INVALID_API_KEY: 401,
   INVALID_REQUEST: 400,
@@ -144,6 +146,8 @@ export interface WorkerInfo {
   progress?: number;
   /** Decode speed of the last finished request, tokens/s. */
   last_tokens_per_second?: number;
+  /** Process id on the node. */
+  pid: number;
   /** The worker's own bearer key; only sent to a caller that holds the hive token. */
   api_key: string;
 }
@@ -374,8 +378,8 @@ export function parseChatRequest(x: unknown): ChatRequest {
   if (!Array.isArray(m) || m.length === 0 || m.length > 1000) invalid("messages", "a non-empty array");
   const messages = m.map((msg: unknown, i: number) => {
     if (!isObject(msg)) invalid(`messages[${i}]`, "an object with role and content");
-    const role = optEnum(msg, "role", CHAT_ROLES);
-    if (role === undefined) invalid(`messages[${i}].role`, `one of ${CHAT_ROLES.join(", ")}`);
+    const role = msg.role as ChatRole;
+    if (!CHAT_ROLES.includes(role)) invalid(`messages[${i}].role`, `one of ${CHAT_ROLES.join(", ")}`);
     if (typeof msg.content !== "string") invalid(`messages[${i}].content`, "a string");
     return { role, content: msg.content };
   });

@@ -1,0 +1,256 @@
+// Typed HTTP clients for a node's hive and its workers (protocol v1), over any Transport.
+// Every call is bounded (connect + request timeouts), idempotent calls retry a failed connection with
+// backoff and jitter, errors come back as RbeeError with the protocol's code, and streams are async
+// iterables of typed events. Cancelling a stream's AbortSignal sends DELETE /v1/inference/{id}.
+
+import { randomUUID } from "node:crypto";
+import { request } from "undici";
+import { createParser } from "eventsource-parser";
+import {
+  HIVE_PATHS, RbeeError, SSE_DONE, WORKER_PATHS, isErrorEnvelope, parseStreamEvent,
+  type CapabilitiesResponse, type ChatRequest, type DownloadProgressEvent, type DownloadRequest, type DownloadResponse,
+  type HealthResponse, type InferenceRequest, type InfillRequest, type ModelsResponse, type ReadyResponse,
+  type SpawnRequest, type SpawnResponse, type StreamEvent, type WorkerInfo, type WorkersResponse, type LoadingProgressEvent,
+} from "../../../hive-agent/src/protocol";
+import type { Transport } from "./transport";
+
+export interface RetryPolicy {
+  attempts: number;
+  /** Delay before retry n (n ≥ 1) is baseMs × 2^(n-1), ± jitter. */
+  baseMs: number;
+  jitter: number;
+}
+
+export interface ClientOptions {
+  transport: Transport;
+  /** http://127.0.0.1:<port> as seen from the node. */
+  baseUrl: string;
+  token: string;
+  /** Names the node in messages ("localhost", "gpu1"). */
+  nodeName?: string;
+  requestTimeoutMs?: number;
+  retry?: Partial<RetryPolicy>;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, baseMs: 200, jitter: 0.25 };
+
+/** Connection-level failures that a retry may fix (as opposed to an HTTP error answer). */
+function isConnectionError(e: unknown): boolean {
+  const code = (e as any)?.code ?? (e as any)?.cause?.code;
+  return typeof code === "string" && /^(ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT|UND_ERR_SOCKET|UND_ERR_CLOSED|ERR_SSH_CHANNEL)/.test(code);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+class HttpClient {
+  protected readonly retry: RetryPolicy;
+  constructor(
+    protected readonly transport: Transport,
+    protected readonly baseUrl: string,
+    protected readonly token: string,
+    protected readonly nodeName: string,
+    protected readonly requestTimeoutMs: number,
+    retry: Partial<RetryPolicy> = {},
+  ) {
+    this.retry = { ...DEFAULT_RETRY, ...retry };
+  }
+
+  /** One JSON call. GETs (and calls marked idempotent) retry connection failures. */
+  protected async call<T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown, opts: { idempotent?: boolean; timeoutMs?: number } = {}): Promise<T> {
+    const idempotent = opts.idempotent ?? method !== "POST";
+    let lastError: unknown;
+    const attempts = idempotent ? this.retry.attempts : 1;
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      if (attempt > 1) await sleep(this.retry.baseMs * 2 ** (attempt - 2) * (1 - this.retry.jitter + Math.random() * 2 * this.retry.jitter));
+      try {
+        const res = await request(this.baseUrl + path, {
+          method,
+          dispatcher: this.transport.dispatcher,
+          headers: { authorization: `Bearer ${this.token}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+          body: body !== undefined ? JSON.stringify(body) : undefined,
+          headersTimeout: opts.timeoutMs ?? this.requestTimeoutMs,
+          bodyTimeout: opts.timeoutMs ?? this.requestTimeoutMs,
+        });
+        const text = await res.body.text();
+        if (res.statusCode >= 400) throw errorFromResponse(res.statusCode, text, `${method} ${path}`);
+        return (text ? JSON.parse(text) : undefined) as T;
+      } catch (e) {
+        lastError = e;
+        if (!isConnectionError(e)) throw e;
+      }
+    }
+    throw this.unreachable(lastError, attempts);
+  }
+
+  protected unreachable(e: unknown, attempts: number): RbeeError {
+    const cause = (e as any)?.code ?? (e as any)?.cause?.code ?? (e as Error)?.message;
+    const timeout = /TIMEOUT/.test(String(cause));
+    return new RbeeError(
+      timeout ? "CONNECTION_TIMEOUT" : "NODE_UNREACHABLE",
+      `cannot connect to ${this.nodeName} (${this.transport.description}) after ${attempts} attempt${attempts > 1 ? "s" : ""}: ${cause}`,
+      { node: this.nodeName, attempts, cause: String(cause) },
+    );
+  }
+
+  /**
+   * Opens an SSE stream and yields its JSON events until `data: [DONE]`.
+   * A stream that closes before [DONE] yields `onPrematureClose()` as its last event, so a consumer
+   * always learns how a stream ended.
+   */
+  protected async *sse<E>(method: "GET" | "POST", path: string, body: unknown, signal: AbortSignal | undefined, parse: (x: unknown) => E, onPrematureClose: () => E, onAbort?: () => void): AsyncGenerator<E> {
+    const streamAbort = new AbortController();
+    let res;
+    try {
+      res = await request(this.baseUrl + path, {
+        method,
+        dispatcher: this.transport.dispatcher,
+        headers: { authorization: `Bearer ${this.token}`, accept: "text/event-stream", ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+        body: body !== undefined ? JSON.stringify(body) : undefined,
+        signal: streamAbort.signal,
+        headersTimeout: this.requestTimeoutMs,
+        bodyTimeout: 0, // a stream may legitimately pause (long prompt evaluation, model loading)
+      });
+    } catch (e) {
+      if (isConnectionError(e)) throw this.unreachable(e, 1);
+      throw e;
+    }
+    if (res.statusCode >= 400) throw errorFromResponse(res.statusCode, await res.body.text(), `${method} ${path}`);
+
+    const queue: E[] = [];
+    let done = false;
+    const parser = createParser({
+      onEvent: (m) => {
+        if (done) return;
+        if (m.data === SSE_DONE) {
+          done = true;
+          return;
+        }
+        queue.push(parse(JSON.parse(m.data)));
+      },
+    });
+    // On abort: let the server end the stream itself (it answers DELETE with an `end` event); if it
+    // does not within a second, cut the connection.
+    let abortTimer: NodeJS.Timeout | undefined;
+    const onSignal = () => {
+      onAbort?.();
+      abortTimer = setTimeout(() => streamAbort.abort(), 1000);
+    };
+    if (signal?.aborted) onSignal();
+    else signal?.addEventListener("abort", onSignal, { once: true });
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of res.body) {
+        parser.feed(decoder.decode(chunk as Buffer, { stream: true }));
+        while (queue.length) yield queue.shift()!;
+        if (done) break;
+      }
+    } catch (e) {
+      if (!streamAbort.signal.aborted) {
+        // The connection broke (worker killed, SSH dropped): report it as the stream's last event.
+        yield onPrematureClose();
+        return;
+      }
+    } finally {
+      clearTimeout(abortTimer);
+      signal?.removeEventListener("abort", onSignal);
+      if (!done) res.body.destroy();
+    }
+    while (queue.length) yield queue.shift()!;
+    if (!done) yield onPrematureClose();
+  }
+}
+
+export function errorFromResponse(status: number, text: string, what: string): RbeeError {
+  try {
+    const body = JSON.parse(text);
+    if (isErrorEnvelope(body)) return new RbeeError(body.error.code, body.error.message, body.error.details);
+  } catch {
+    // not JSON: fall through
+  }
+  return new RbeeError(status === 401 ? "INVALID_API_KEY" : "INTERNAL", `${what}: HTTP ${status} ${text.slice(0, 200)}`);
+}
+
+export class HiveClient extends HttpClient {
+  constructor(readonly options: ClientOptions) {
+    super(options.transport, options.baseUrl, options.token, options.nodeName ?? "node", options.requestTimeoutMs ?? 30_000, options.retry);
+  }
+
+  health(): Promise<HealthResponse> {
+    return this.call("GET", HIVE_PATHS.health);
+  }
+  capabilities(): Promise<CapabilitiesResponse> {
+    return this.call("GET", HIVE_PATHS.capabilities, undefined, { timeoutMs: 90_000 });
+  }
+  async workers(): Promise<WorkerInfo[]> {
+    return (await this.call<WorkersResponse>("GET", HIVE_PATHS.workers)).workers;
+  }
+  worker(id: string): Promise<WorkerInfo> {
+    return this.call("GET", `${HIVE_PATHS.workers}/${encodeURIComponent(id)}`);
+  }
+  spawn(req: SpawnRequest): Promise<SpawnResponse> {
+    return this.call("POST", HIVE_PATHS.spawn, req, { timeoutMs: 120_000 });
+  }
+  shutdown(id: string): Promise<void> {
+    return this.call("POST", HIVE_PATHS.shutdown(id), undefined, { idempotent: true, timeoutMs: 60_000 });
+  }
+  async models() {
+    return (await this.call<ModelsResponse>("GET", HIVE_PATHS.models)).models;
+  }
+  download(req: DownloadRequest): Promise<DownloadResponse> {
+    return this.call("POST", HIVE_PATHS.download, req, { idempotent: true });
+  }
+  downloadProgress(id: string, signal?: AbortSignal): AsyncGenerator<DownloadProgressEvent> {
+    return this.sse("GET", HIVE_PATHS.downloadProgress(id), undefined, signal, (x) => x as DownloadProgressEvent, () => ({
+      stage: "error",
+      code: "NODE_UNREACHABLE",
+      message: `the connection to ${this.nodeName} closed while following the download`,
+    }));
+  }
+
+  /** A client for one of this hive's workers, over the same transport. */
+  workerClient(w: Pick<WorkerInfo, "url" | "api_key" | "id">): WorkerClient {
+    return new WorkerClient(this.transport, w.url, w.api_key, `${this.nodeName}/${w.id}`, this.requestTimeoutMs, this.retry);
+  }
+}
+
+export class WorkerClient extends HttpClient {
+  constructor(transport: Transport, url: string, apiKey: string, name: string, requestTimeoutMs = 30_000, retry?: Partial<RetryPolicy>) {
+    super(transport, url, apiKey, name, requestTimeoutMs, retry);
+  }
+
+  ready(): Promise<ReadyResponse> {
+    return this.call("GET", WORKER_PATHS.ready);
+  }
+  loadingProgress(signal?: AbortSignal): AsyncGenerator<LoadingProgressEvent> {
+    return this.sse("GET", WORKER_PATHS.loadingProgress, undefined, signal, (x) => x as LoadingProgressEvent, () => ({
+      stage: "error",
+      code: "WORKER_CRASHED",
+      message: "the worker closed the loading stream unexpectedly (it probably crashed while loading)",
+    }));
+  }
+  async cancel(requestId: string): Promise<void> {
+    await this.call("DELETE", WORKER_PATHS.cancel(requestId), undefined, { timeoutMs: 5000 });
+  }
+
+  inference(req: InferenceRequest, signal?: AbortSignal) {
+    return this.generate(WORKER_PATHS.inference, req, signal);
+  }
+  infill(req: InfillRequest, signal?: AbortSignal) {
+    return this.generate(WORKER_PATHS.infill, req, signal);
+  }
+  chat(req: ChatRequest, signal?: AbortSignal) {
+    return this.generate(WORKER_PATHS.chat, req, signal);
+  }
+
+  private generate<R extends { request_id?: string }>(path: string, req: R, signal?: AbortSignal): AsyncGenerator<StreamEvent> {
+    const body = { ...req, request_id: req.request_id ?? randomUUID() };
+    return this.sse("POST", path, body, signal, parseStreamEvent, () => ({
+      type: "error",
+      code: "WORKER_CRASHED",
+      message: "stream closed unexpectedly: the worker or the connection to it went away",
+    }), () => {
+      // Tell the worker to stop generating; its stream then ends with stop_reason "cancelled".
+      this.cancel(body.request_id).catch(() => {});
+    });
+  }
+}

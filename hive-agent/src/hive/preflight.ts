@@ -1,0 +1,66 @@
+// Checks made before a worker is spawned (DESIGN §4 phase 4): the model is present, the backend and
+// device exist, and the model plus its KV cache fit in RAM or VRAM — so a spawn fails in milliseconds
+// with a clear reason instead of minutes later with an out-of-memory crash.
+
+import { statSync } from "node:fs";
+import { RbeeError, type Backend, type CapabilitiesResponse } from "../protocol";
+
+export interface ModelShape {
+  layers: number;
+  embdKv: number;
+  trainContext: number;
+}
+
+/** Reads the few GGUF fields the memory estimate needs. */
+export async function readModelShape(modelPath: string): Promise<ModelShape> {
+  const nlc = await import("node-llama-cpp");
+  const info = await nlc.readGgufFileInfo(modelPath, { readTensorInfo: false });
+  const arch = info.metadata.general.architecture as string;
+  const a = ((info.metadata as any)[arch] ?? {}) as Record<string, any>;
+  const heads = Number(a.attention?.head_count ?? 1);
+  const headsKv = Number(a.attention?.head_count_kv ?? heads);
+  const embd = Number(a.embedding_length ?? 0);
+  const headDim = Number(a.attention?.key_length ?? embd / heads);
+  return { layers: Number(a.block_count ?? 0), embdKv: headDim * headsKv, trainContext: Number(a.context_length ?? 4096) };
+}
+
+/** Bytes a worker needs: weights × 1.2 (compute buffers, fragmentation) + an f16 KV cache per slot. */
+export function estimateBytes(modelBytes: number, shape: ModelShape, contextSize: number, slots: number): number {
+  const kv = 2 /* K and V */ * shape.layers * shape.embdKv * contextSize * slots * 2; /* f16 */
+  return Math.ceil(modelBytes * 1.2 + kv);
+}
+
+const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+
+export function checkBackend(caps: CapabilitiesResponse, backend: Backend, device: number) {
+  if (!caps.backends.includes(backend))
+    throw new RbeeError("BACKEND_UNAVAILABLE", `backend ${backend} is not available on this node; available: ${caps.backends.join(", ")}`, {
+      requested: backend,
+      available: caps.backends,
+    });
+  if (backend !== "cpu" && !caps.devices.some((d) => d.backend === backend && d.index === device))
+    throw new RbeeError("BACKEND_UNAVAILABLE", `no ${backend} device ${device} on this node; it has ${caps.devices.filter((d) => d.backend === backend).length}`, {
+      requested: `${backend}:${device}`,
+      available: caps.devices.map((d) => `${d.backend}:${d.index} ${d.name}`),
+    });
+}
+
+export function checkMemory(caps: CapabilitiesResponse, backend: Backend, device: number, modelPath: string, needed: number) {
+  const size = statSync(modelPath).size;
+  if (backend === "cpu") {
+    if (needed > caps.ram_free_bytes)
+      throw new RbeeError(
+        "INSUFFICIENT_RAM",
+        `not enough RAM: the model needs about ${gib(needed)}, ${gib(caps.ram_free_bytes)} is available; use a smaller quantization (e.g. Q4_K_M), a smaller context_size or fewer slots`,
+        { needed_bytes: needed, available_bytes: caps.ram_free_bytes, model_bytes: size },
+      );
+    return;
+  }
+  const dev = caps.devices.find((d) => d.backend === backend && d.index === device)!;
+  if (needed > dev.vram_free_bytes)
+    throw new RbeeError(
+      "VRAM_EXHAUSTED",
+      `not enough VRAM on ${dev.name}: the model needs about ${gib(needed)}, ${gib(dev.vram_free_bytes)} is free; use a smaller quantization (e.g. Q4_K_M), a smaller context_size, fewer slots, or backend cpu`,
+      { needed_bytes: needed, available_bytes: dev.vram_free_bytes, model_bytes: size },
+    );
+}

@@ -1,0 +1,245 @@
+// Worker supervision: spawns one `hive-agent worker` process per model, follows it from loading to
+// ready, keeps its state fresh (health monitor), stops idle ones, and reports crashes.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes, randomUUID } from "node:crypto";
+import { createInterface } from "node:readline";
+import {
+  RbeeError, WORKER_PATHS, type Backend, type ErrorCode, type LoadFailedCallback, type ReadyCallback, type WorkerInfo, type WorkerState,
+} from "../protocol";
+import type { Logger } from "../util/log";
+import type { WorkerHealth } from "../worker/server";
+import { LISTENING_PREFIX } from "../worker/main";
+
+export interface SupervisorOptions {
+  /** Path of the hive-agent program to run as `worker` (the bundle itself). */
+  agentScript: string;
+  hiveUrl: () => string;
+  hiveToken: string;
+  idleTimeoutMs: number;
+  healthIntervalMs: number;
+  /** Removes a worker after this many failed health checks in a row. */
+  maxHealthFailures: number;
+  gracefulShutdownMs: number;
+  loadTimeoutMs: number;
+}
+
+export interface SpawnPlan {
+  modelRef: string;
+  modelPath: string;
+  backend: Backend;
+  device: number;
+  contextSize: number;
+  slots: number;
+  threads: number;
+  batchSize?: number;
+}
+
+interface Worker {
+  id: string;
+  plan: SpawnPlan;
+  apiKey: string;
+  proc: ChildProcess;
+  url: string;
+  state: WorkerState;
+  progress: number;
+  slotsBusy: number;
+  lastActivity: number;
+  lastTokensPerSecond?: number;
+  healthFailures: number;
+  startedAt: number;
+  exited: Promise<void>;
+}
+
+/** Why a worker is gone, kept so a keeper asking about it learns what happened. */
+export interface WorkerFailure {
+  code: ErrorCode;
+  message: string;
+  at: number;
+}
+
+export class Supervisor {
+  private workers = new Map<string, Worker>();
+  private failures = new Map<string, WorkerFailure>();
+  private monitor?: NodeJS.Timeout;
+
+  constructor(
+    private readonly opts: SupervisorOptions,
+    private readonly log: Logger,
+  ) {}
+
+  start() {
+    this.monitor = setInterval(() => void this.checkAll(), this.opts.healthIntervalMs);
+    this.monitor.unref();
+  }
+
+  /** Starts a worker process; resolves once it listens (its URL is known), before the model is loaded. */
+  async spawn(plan: SpawnPlan): Promise<WorkerInfo> {
+    const id = `w-${randomUUID().slice(0, 8)}`;
+    const apiKey = randomBytes(24).toString("base64url");
+    const env: NodeJS.ProcessEnv = { ...process.env, RBEE_WORKER_KEY: apiKey, RBEE_HIVE_TOKEN: this.opts.hiveToken };
+    // One process per GPU: the worker only sees the device it was given.
+    if (plan.backend === "cuda") env.CUDA_VISIBLE_DEVICES = String(plan.device);
+    if (plan.backend === "vulkan") env.GGML_VK_VISIBLE_DEVICES = String(plan.device);
+    const args = [
+      this.opts.agentScript, "worker",
+      "--id", id,
+      "--model-path", plan.modelPath,
+      "--model-ref", plan.modelRef,
+      "--backend", plan.backend,
+      "--device", String(plan.device),
+      "--context-size", String(plan.contextSize),
+      "--slots", String(plan.slots),
+      "--threads", String(plan.threads),
+      "--hive-url", this.opts.hiveUrl(),
+      ...(plan.batchSize ? ["--batch-size", String(plan.batchSize)] : []),
+    ];
+    // stdin is a pipe the worker watches: if the hive dies, the worker sees EOF and exits.
+    const proc = spawn(process.execPath, args, { env, stdio: ["pipe", "pipe", "inherit"] });
+    const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+    const w: Worker = {
+      id, plan, apiKey, proc, url: "", state: "loading", progress: 0, slotsBusy: 0,
+      lastActivity: Date.now(), healthFailures: 0, startedAt: Date.now(), exited,
+    };
+    this.workers.set(id, w);
+
+    proc.once("exit", (code, signal) => this.onExit(w, code, signal));
+    const port = await new Promise<number>((resolve, reject) => {
+      const lines = createInterface({ input: proc.stdout! });
+      lines.on("line", (line) => {
+        if (line.startsWith(LISTENING_PREFIX)) resolve(Number(line.slice(LISTENING_PREFIX.length)));
+      });
+      proc.once("exit", () => reject(this.failures.get(id) ? new RbeeError(this.failures.get(id)!.code, this.failures.get(id)!.message) : new RbeeError("LOADING_FAILED", "the worker exited before it listened")));
+    });
+    w.url = `http://127.0.0.1:${port}`;
+    this.log.info(`worker ${id} started (pid ${proc.pid}) for ${plan.modelRef} on ${plan.backend}:${plan.device}, listening on ${w.url}`);
+    return this.info(w);
+  }
+
+  onReady(cb: ReadyCallback) {
+    const w = this.workers.get(cb.worker_id);
+    if (!w) throw new RbeeError("WORKER_NOT_FOUND", `no worker ${cb.worker_id} on this hive`);
+    if (w.state === "loading") w.state = "idle";
+    w.url = cb.url;
+    w.progress = 1;
+    w.lastActivity = Date.now();
+    this.log.info(`worker ${w.id} ready after ${Date.now() - w.startedAt} ms`);
+  }
+
+  onLoadFailed(cb: LoadFailedCallback) {
+    const w = this.workers.get(cb.worker_id);
+    if (!w) throw new RbeeError("WORKER_NOT_FOUND", `no worker ${cb.worker_id} on this hive`);
+    this.failures.set(w.id, { code: cb.code, message: cb.message, at: Date.now() });
+    this.log.warn(`worker ${w.id} failed to load: ${cb.message}`);
+  }
+
+  list(): WorkerInfo[] {
+    return [...this.workers.values()].map((w) => this.info(w));
+  }
+
+  /** A worker by id; a gone one answers with why it is gone (WORKER_CRASHED, LOADING_FAILED…). */
+  get(id: string): WorkerInfo {
+    const w = this.workers.get(id);
+    if (w) return this.info(w);
+    const f = this.failures.get(id);
+    if (f) throw new RbeeError(f.code, f.message, { worker_id: id, at: f.at });
+    throw new RbeeError("WORKER_NOT_FOUND", `no worker ${id} on this hive`);
+  }
+
+  /** Asks every ready worker for its state now, so a listing is never stale. */
+  async refresh(): Promise<void> {
+    await Promise.all([...this.workers.values()].filter((w) => w.state !== "loading" && w.state !== "stopping").map((w) => this.checkHealth(w, 1000)));
+  }
+
+  /** SIGTERM, then SIGKILL after the grace period. Resolves once the process is gone. */
+  async shutdown(id: string, reason = "requested"): Promise<void> {
+    const w = this.workers.get(id);
+    if (!w) return void this.get(id);
+    if (w.state !== "stopping") {
+      w.state = "stopping";
+      this.log.info(`stopping worker ${id} (${reason})`);
+      w.proc.kill("SIGTERM");
+    }
+    const timer = setTimeout(() => {
+      this.log.warn(`worker ${id} did not stop within ${this.opts.gracefulShutdownMs} ms; killing it`);
+      w.proc.kill("SIGKILL");
+    }, this.opts.gracefulShutdownMs);
+    await w.exited;
+    clearTimeout(timer);
+  }
+
+  async shutdownAll(): Promise<void> {
+    if (this.monitor) clearInterval(this.monitor);
+    await Promise.all([...this.workers.keys()].map((id) => this.shutdown(id, "hive stopping")));
+  }
+
+  private info(w: Worker): WorkerInfo {
+    return {
+      id: w.id,
+      url: w.url,
+      model_ref: w.plan.modelRef,
+      backend: w.plan.backend,
+      device: w.plan.device,
+      state: w.state,
+      slots_total: w.plan.slots,
+      slots_busy: w.slotsBusy,
+      last_activity: w.lastActivity,
+      ...(w.state === "loading" ? { progress: w.progress } : {}),
+      ...(w.lastTokensPerSecond !== undefined ? { last_tokens_per_second: w.lastTokensPerSecond } : {}),
+      pid: w.proc.pid ?? 0,
+      api_key: w.apiKey,
+    };
+  }
+
+  private onExit(w: Worker, code: number | null, signal: NodeJS.Signals | null) {
+    this.workers.delete(w.id);
+    if (w.state === "stopping") {
+      this.log.info(`worker ${w.id} stopped`);
+      return;
+    }
+    if (this.failures.has(w.id)) return; // load failure already reported by the worker itself
+    const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+    const message = `worker ${w.id} (${w.plan.modelRef}) ${how} while ${w.state}`;
+    this.failures.set(w.id, { code: w.state === "loading" ? "LOADING_FAILED" : "WORKER_CRASHED", message, at: Date.now() });
+    this.log.error(message);
+  }
+
+  private async checkAll() {
+    const now = Date.now();
+    for (const w of this.workers.values()) {
+      if (w.state === "stopping") continue;
+      if (w.state === "loading") {
+        if (now - w.startedAt > this.opts.loadTimeoutMs) {
+          this.failures.set(w.id, { code: "LOADING_TIMEOUT", message: `worker ${w.id} did not finish loading ${w.plan.modelRef} within ${Math.round(this.opts.loadTimeoutMs / 1000)} s (reached ${Math.round(w.progress * 100)}%)`, at: now });
+          void this.shutdown(w.id, "loading timed out");
+        }
+        continue;
+      }
+      await this.checkHealth(w, Math.min(5000, this.opts.healthIntervalMs));
+      if (w.state === "idle" && w.slotsBusy === 0 && Date.now() - w.lastActivity > this.opts.idleTimeoutMs)
+        void this.shutdown(w.id, `idle for ${Math.round(this.opts.idleTimeoutMs / 1000)} s`);
+    }
+  }
+
+  private async checkHealth(w: Worker, timeoutMs: number) {
+    try {
+      const res = await fetch(w.url + WORKER_PATHS.health, { headers: { authorization: `Bearer ${w.apiKey}` }, signal: AbortSignal.timeout(timeoutMs) });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const h = (await res.json()) as WorkerHealth;
+      if (w.state !== "stopping") w.state = h.state;
+      w.slotsBusy = h.slots_busy;
+      w.lastActivity = h.last_activity;
+      w.lastTokensPerSecond = h.last_tokens_per_second;
+      w.healthFailures = 0;
+    } catch (e) {
+      if (w.state === "stopping" || !this.workers.has(w.id)) return;
+      w.healthFailures++;
+      this.log.warn(`worker ${w.id} health check failed (${w.healthFailures}/${this.opts.maxHealthFailures}): ${(e as Error).message}`);
+      if (w.healthFailures >= this.opts.maxHealthFailures) {
+        this.failures.set(w.id, { code: "WORKER_CRASHED", message: `worker ${w.id} stopped answering health checks`, at: Date.now() });
+        w.state = "stopping";
+        w.proc.kill("SIGKILL");
+      }
+    }
+  }
+}

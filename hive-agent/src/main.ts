@@ -1,0 +1,148 @@
+// `hive-agent daemon | worker | detect | version`: the program deployed to every node.
+
+import { parseArgs } from "node:util";
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { AGENT_VERSION, type Backend } from "./protocol";
+import { DEFAULT_DAEMON_OPTIONS, HiveDaemon } from "./hive/daemon";
+import { detectCapabilities } from "./hive/capabilities";
+import { runWorker } from "./worker/main";
+
+const USAGE = `usage: hive-agent <command> [options]
+
+commands:
+  daemon   run the node's hive (HTTP API on loopback)
+             --bind 127.0.0.1 --port 0 --token-file FILE --home DIR
+             [--idle-timeout-ms N] [--health-interval-ms N] [--grace-ms N] [--load-timeout-ms N]
+             [--download-attempts N] [--download-backoff-ms N] [--download-stall-ms N]
+  worker   one model process (started by the daemon, not by hand)
+  detect   print this node's GPU backends, devices and memory as JSON
+  version  print the version
+`;
+
+function fail(message: string, code = 2): never {
+  process.stderr.write(`hive-agent: ${message}\n`);
+  process.exit(code);
+}
+
+function int(value: string | undefined, name: string, fallback?: number): number {
+  if (value === undefined) {
+    if (fallback === undefined) fail(`--${name} is required\n\n${USAGE}`);
+    return fallback;
+  }
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) fail(`--${name} must be a non-negative integer, got "${value}"`);
+  return n;
+}
+
+async function main() {
+  const [command, ...rest] = process.argv.slice(2);
+  switch (command) {
+    case "version":
+    case "--version":
+      console.log(AGENT_VERSION);
+      return;
+    case "detect":
+      console.log(JSON.stringify(await detectCapabilities()));
+      // node-llama-cpp may keep native handles alive; detection is a one-shot process.
+      process.exit(0);
+    case "daemon":
+      return daemon(rest);
+    case "worker":
+      return worker(rest);
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(USAGE);
+      return;
+    default:
+      fail(`unknown command "${command}"\n\n${USAGE}`);
+  }
+}
+
+async function daemon(argv: string[]) {
+  const { values: v } = parseArgs({
+    args: argv,
+    options: {
+      bind: { type: "string", default: "127.0.0.1" },
+      port: { type: "string", default: "0" },
+      "token-file": { type: "string" },
+      home: { type: "string" },
+      "idle-timeout-ms": { type: "string" },
+      "health-interval-ms": { type: "string" },
+      "grace-ms": { type: "string" },
+      "load-timeout-ms": { type: "string" },
+      "download-attempts": { type: "string" },
+      "download-backoff-ms": { type: "string" },
+      "download-stall-ms": { type: "string" },
+    },
+    strict: true,
+  });
+  if (!v["token-file"]) fail(`--token-file is required\n\n${USAGE}`);
+  if (!v.home) fail(`--home is required\n\n${USAGE}`);
+  const home = path.resolve(v.home);
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  const download: Record<string, number> = {};
+  if (v["download-attempts"]) download.maxAttempts = int(v["download-attempts"], "download-attempts");
+  if (v["download-backoff-ms"]) download.backoffBaseMs = int(v["download-backoff-ms"], "download-backoff-ms");
+  if (v["download-stall-ms"]) download.stallTimeoutMs = int(v["download-stall-ms"], "download-stall-ms");
+  let hive: HiveDaemon;
+  try {
+    hive = new HiveDaemon({
+      bind: v.bind!,
+      port: int(v.port, "port"),
+      tokenFile: path.resolve(v["token-file"]),
+      home,
+      idleTimeoutMs: int(v["idle-timeout-ms"], "idle-timeout-ms", DEFAULT_DAEMON_OPTIONS.idleTimeoutMs),
+      healthIntervalMs: int(v["health-interval-ms"], "health-interval-ms", DEFAULT_DAEMON_OPTIONS.healthIntervalMs),
+      gracefulShutdownMs: int(v["grace-ms"], "grace-ms", DEFAULT_DAEMON_OPTIONS.gracefulShutdownMs),
+      loadTimeoutMs: int(v["load-timeout-ms"], "load-timeout-ms", DEFAULT_DAEMON_OPTIONS.loadTimeoutMs),
+      download,
+    });
+  } catch (e) {
+    fail((e as Error).message, 1);
+  }
+  const port = await hive.start().catch((e) => fail(`cannot listen on ${v.bind}:${v.port}: ${(e as Error).message}`, 1));
+  console.log(`rbee hive listening on ${v.bind}:${port}`);
+  const stop = (signal: string) => {
+    process.stderr.write(`hive-agent: ${signal} received, stopping\n`);
+    hive.stop().then(() => process.exit(0));
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+async function worker(argv: string[]) {
+  const { values: v } = parseArgs({
+    args: argv,
+    options: {
+      id: { type: "string" },
+      "model-path": { type: "string" },
+      "model-ref": { type: "string" },
+      backend: { type: "string", default: "cpu" },
+      device: { type: "string", default: "0" },
+      "context-size": { type: "string", default: "4096" },
+      slots: { type: "string", default: "1" },
+      threads: { type: "string" },
+      "batch-size": { type: "string" },
+      "hive-url": { type: "string" },
+    },
+    strict: true,
+  });
+  if (!v.id || !v["model-path"] || !v["hive-url"]) fail("worker needs --id, --model-path and --hive-url (it is started by the hive daemon)");
+  await runWorker({
+    id: v.id,
+    modelPath: v["model-path"],
+    modelRef: v["model-ref"] ?? v["model-path"],
+    backend: v.backend as Backend,
+    device: int(v.device, "device"),
+    contextSize: int(v["context-size"], "context-size"),
+    slots: int(v.slots, "slots"),
+    threads: int(v.threads, "threads"),
+    batchSize: v["batch-size"] ? int(v["batch-size"], "batch-size") : undefined,
+    hiveUrl: v["hive-url"],
+  });
+}
+
+main().catch((e) => fail((e as Error).stack ?? String(e), 1));

@@ -1,0 +1,253 @@
+// The llama.cpp side of a worker: loads one model, owns one context with N sequences (slots), and turns
+// a prompt, an infill (prefix/suffix) or a chat into a stream of tokens. No HTTP here.
+
+import type { Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token, ChatWrapper } from "node-llama-cpp";
+import type { Backend, ChatMessage, SamplingOptions, StopReason } from "../protocol";
+import { RbeeError } from "../protocol";
+import { StopMatcher } from "./stop-matcher";
+
+export interface EngineOptions {
+  modelPath: string;
+  backend: Backend;
+  /** Total context per slot, in tokens. */
+  contextSize: number;
+  slots: number;
+  threads: number;
+  batchSize?: number;
+  onLoadProgress?: (progress: number) => void;
+}
+
+/** What the engine reports for every generated token. */
+export interface TokenEvent {
+  /** Text that became final with this token (may be "" while a UTF-8 sequence or a stop prefix is pending). */
+  text: string;
+  index: number;
+}
+
+export interface GenerationResult {
+  tokensOut: number;
+  decodeMs: number;
+  firstTokenMs: number;
+  stopReason: StopReason;
+}
+
+export type Prompt = { kind: "text"; prompt: string } | { kind: "infill"; prefix: string; suffix: string } | { kind: "chat"; messages: ChatMessage[] };
+
+/** A prompt turned into tokens and checked against the context, ready for a slot. */
+export interface PreparedPrompt {
+  tokens: Token[];
+  stopTokenSequences: Token[][];
+  stopTexts: string[];
+}
+
+const BACKEND_TO_GPU = { cuda: "cuda", metal: "metal", vulkan: "vulkan", cpu: false } as const;
+
+export class Engine {
+  private freeSlots: LlamaContextSequence[] = [];
+  private chatWrapper?: ChatWrapper;
+
+  private constructor(
+    private readonly nlc: typeof import("node-llama-cpp"),
+    readonly llama: Llama,
+    readonly model: LlamaModel,
+    readonly context: LlamaContext,
+    readonly slotsTotal: number,
+  ) {
+    for (let i = 0; i < slotsTotal; i++) this.freeSlots.push(context.getSequence());
+  }
+
+  static async load(opts: EngineOptions): Promise<Engine> {
+    const nlc = await import("node-llama-cpp");
+    let llama: Llama;
+    try {
+      llama = await nlc.getLlama({ gpu: BACKEND_TO_GPU[opts.backend], build: "never", logLevel: nlc.LlamaLogLevel.error });
+    } catch (e) {
+      throw new RbeeError("BACKEND_UNAVAILABLE", `backend ${opts.backend} cannot be used on this node: ${(e as Error).message}`);
+    }
+    const model = await llama.loadModel({
+      modelPath: opts.modelPath,
+      onLoadProgress: opts.onLoadProgress,
+      gpuLayers: opts.backend === "cpu" ? 0 : "max",
+    });
+    const context = await model.createContext({
+      contextSize: opts.contextSize, // per sequence: node-llama-cpp gives each slot its own cells
+      sequences: opts.slots,
+      threads: { ideal: opts.threads, min: 1 },
+      batchSize: opts.batchSize,
+      // Infill and chat prompts are rebuilt per request; a slot keeps its KV cache so a request that
+      // extends the previous one (typing in the editor) only evaluates the new tokens.
+    });
+    return new Engine(nlc, llama, model, context, opts.slots);
+  }
+
+  get slotsBusy(): number {
+    return this.slotsTotal - this.freeSlots.length;
+  }
+
+  get infillSupported(): boolean {
+    const t = this.model.tokens.infill;
+    return t.prefix != null && t.suffix != null;
+  }
+
+  /** Takes a free slot or fails at once with ALL_SLOTS_BUSY (the caller retries with backoff). */
+  acquireSlot(): LlamaContextSequence {
+    const slot = this.freeSlots.pop();
+    if (!slot) throw new RbeeError("ALL_SLOTS_BUSY", `all ${this.slotsTotal} slots of this worker are busy; retry shortly`);
+    return slot;
+  }
+
+  releaseSlot(slot: LlamaContextSequence) {
+    this.freeSlots.push(slot);
+  }
+
+  /** Tokenizes a prompt and checks it fits; throws INVALID_REQUEST / INFILL_UNSUPPORTED before any slot is taken. */
+  prepare(p: Prompt, maxTokens: number): PreparedPrompt {
+    const prepared = this.tokenizePrompt(p);
+    const contextPerSlot = this.context.contextSize;
+    if (prepared.tokens.length + maxTokens > contextPerSlot)
+      throw new RbeeError(
+        "INVALID_REQUEST",
+        `prompt (${prepared.tokens.length} tokens) + max_tokens (${maxTokens}) exceed this worker's context of ${contextPerSlot} tokens per slot; shorten the prompt or spawn the worker with a larger context_size`,
+        { field: "max_tokens" },
+      );
+    return prepared;
+  }
+
+  private tokenizePrompt(p: Prompt): PreparedPrompt {
+    const model = this.model;
+    const bos = model.tokens.shouldPrependBosToken && model.tokens.bos != null ? [model.tokens.bos] : [];
+    switch (p.kind) {
+      case "text":
+        return { tokens: [...bos, ...model.tokenize(p.prompt)], stopTokenSequences: [], stopTexts: [] };
+      case "infill": {
+        const { prefix, suffix, middle } = model.tokens.infill;
+        if (prefix == null || suffix == null) throw new RbeeError("INFILL_UNSUPPORTED", "this model has no fill-in-the-middle tokens; use a code model such as a Qwen2.5-Coder or DeepSeek-Coder GGUF");
+        const pre = model.tokenize(p.prefix);
+        const suf = model.tokenize(p.suffix);
+        // Same layout llama.cpp uses: <PRE> prefix <SUF> suffix <MID> (suffix first for models without <MID>).
+        const tokens = middle != null ? [...bos, prefix, ...pre, suffix, ...suf, middle] : [...bos, suffix, ...suf, prefix, ...pre];
+        return { tokens, stopTokenSequences: [], stopTexts: [] };
+      }
+      case "chat": {
+        this.chatWrapper ??= this.resolveChatWrapper();
+        const chatHistory = p.messages.map((m) =>
+          m.role === "assistant" ? { type: "model" as const, response: [m.content] } : { type: m.role, text: m.content },
+        );
+        chatHistory.push({ type: "model", response: [] });
+        const state = this.chatWrapper.generateContextState({ chatHistory });
+        // A trigger made of plain text (ChatML's "<|im_end|>" in a vocabulary without that token) is
+        // matched on text, so none of it leaks into the reply; one with special tokens, token by token.
+        const textTriggers = state.stopGenerationTriggers.filter((t) => t.values.every((v) => typeof v === "string"));
+        const tokenTriggers = state.stopGenerationTriggers.filter((t) => !textTriggers.includes(t));
+        return {
+          tokens: state.contextText.tokenize(model.tokenizer),
+          stopTexts: textTriggers.map((t) => t.values.join("")).filter((t) => t.length > 0),
+          stopTokenSequences: tokenTriggers.map((t) => t.tokenize(model.tokenizer, "trimLeadingSpace")).filter((t) => t.length > 0),
+        };
+      }
+    }
+  }
+
+  private resolveChatWrapper(): ChatWrapper {
+    // Resolved on first chat: it reads the model's Jinja template (tokenizer.chat_template).
+    return this.nlc.resolveChatWrapper(this.model);
+  }
+
+  /**
+   * Generates on one slot until max_tokens, an end-of-generation token, a stop sequence or the signal.
+   * `onToken` is called once per generated token, so a stream carries exactly tokens_out token events.
+   */
+  async generate(
+    slot: LlamaContextSequence,
+    prepared: PreparedPrompt,
+    opts: SamplingOptions,
+    signal: AbortSignal,
+    onToken: (e: TokenEvent) => void,
+  ): Promise<GenerationResult> {
+    const { tokens: input, stopTokenSequences, stopTexts } = prepared;
+
+    const started = performance.now();
+    // Reuse the slot's KV cache for the common prefix; at least one token must be evaluated.
+    const last = input[input.length - 1];
+    await slot.adaptStateToTokens(input.slice(0, -1), false);
+    const toEvaluate = [...input.slice(slot.nextTokenIndex), last];
+    if (signal.aborted) return { tokensOut: 0, decodeMs: 0, firstTokenMs: 0, stopReason: "cancelled" };
+
+    const stops = new StopMatcher([...(opts.stop ?? []), ...stopTexts]);
+    const generated: Token[] = [];
+    let pendingTokens: Token[] = []; // tokens whose text is not complete UTF-8 yet
+    let stopReason: StopReason = "max_tokens";
+    let firstTokenAt = 0;
+
+    const iterator = slot.evaluate(toEvaluate, {
+      temperature: opts.temperature ?? 0.8,
+      topK: opts.top_k ?? 40,
+      topP: opts.top_p ?? 0.95,
+      seed: opts.seed,
+      yieldEogToken: true,
+    });
+    try {
+      for await (const token of iterator) {
+        if (signal.aborted) {
+          stopReason = "cancelled";
+          break;
+        }
+        if (!firstTokenAt) firstTokenAt = performance.now();
+        if (this.model.isEogToken(token)) {
+          stopReason = "eos";
+          break;
+        }
+        generated.push(token);
+        const index = generated.length - 1;
+        if (endsWithSequence(generated, stopTokenSequences)) {
+          stopReason = "stop_sequence";
+          onToken({ text: stops.flush(), index });
+          break;
+        }
+        pendingTokens.push(token);
+        // Detokenize with a few preceding tokens as context (leading-space rules of some tokenizers).
+        const pendingStart = generated.length - pendingTokens.length;
+        const piece = this.model.detokenize(pendingTokens, false, generated.slice(Math.max(0, pendingStart - 8), pendingStart));
+        let text = "";
+        if (!piece.endsWith("\uFFFD")) {
+          pendingTokens = [];
+          const r = stops.push(piece);
+          text = r.text;
+          if (r.stopped) {
+            stopReason = "stop_sequence";
+            onToken({ text, index });
+            break;
+          }
+        }
+        const isLast = generated.length >= opts.max_tokens;
+        if (isLast) text += stops.flush();
+        onToken({ text, index });
+        if (isLast) break;
+      }
+    } finally {
+      await iterator.return?.();
+    }
+    const end = performance.now();
+    return {
+      tokensOut: generated.length,
+      decodeMs: firstTokenAt ? end - firstTokenAt : 0,
+      firstTokenMs: firstTokenAt ? firstTokenAt - started : 0,
+      stopReason,
+    };
+  }
+
+  async dispose() {
+    await this.context.dispose();
+    await this.model.dispose();
+    await this.llama.dispose();
+  }
+}
+
+function endsWithSequence(tokens: Token[], sequences: Token[][]): boolean {
+  outer: for (const seq of sequences) {
+    if (seq.length > tokens.length) continue;
+    for (let i = 0; i < seq.length; i++) if (tokens[tokens.length - seq.length + i] !== seq[i]) continue outer;
+    return true;
+  }
+  return false;
+}

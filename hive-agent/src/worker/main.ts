@@ -1,0 +1,89 @@
+// `hive-agent worker …`: one process per loaded model, spawned by the hive.
+// It listens first (so loading progress can be followed), announces its port on stdout for the hive,
+// loads the model, then calls the hive back with /v1/workers/ready (or /v1/workers/load-failed).
+
+import { HIVE_PATHS, RbeeError, BACKENDS, type Backend, type LoadFailedCallback, type ReadyCallback } from "../protocol";
+import { createLogger, registerSecret } from "../util/log";
+import { Engine } from "./engine";
+import { WorkerServer } from "./server";
+
+export interface WorkerArgs {
+  id: string;
+  modelPath: string;
+  modelRef: string;
+  backend: Backend;
+  device: number;
+  contextSize: number;
+  slots: number;
+  threads: number;
+  batchSize?: number;
+  hiveUrl: string;
+}
+
+/** The line a worker prints once it listens; the hive reads the port from it. */
+export const LISTENING_PREFIX = "RBEE_WORKER_LISTENING ";
+
+export async function runWorker(args: WorkerArgs): Promise<void> {
+  const log = createLogger(`worker ${args.id}`);
+  const apiKey = process.env.RBEE_WORKER_KEY ?? "";
+  const hiveToken = process.env.RBEE_HIVE_TOKEN ?? "";
+  if (apiKey.length < 16 || !hiveToken) throw new Error("RBEE_WORKER_KEY and RBEE_HIVE_TOKEN must be set by the hive");
+  registerSecret(apiKey);
+  registerSecret(hiveToken);
+  if (!BACKENDS.includes(args.backend)) throw new Error(`unknown backend ${args.backend}`);
+
+  const server = new WorkerServer(apiKey, args.modelRef, log);
+  const port = await server.listen("127.0.0.1", 0);
+  const url = `http://127.0.0.1:${port}`;
+  process.stdout.write(`${LISTENING_PREFIX}${port}\n`);
+
+  const callHive = async (path: string, body: ReadyCallback | LoadFailedCallback) => {
+    const res = await fetch(args.hiveUrl + path, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${hiveToken}` },
+      body: JSON.stringify(body),
+    });
+    if (!res.ok) throw new Error(`hive refused ${path}: HTTP ${res.status} ${await res.text()}`);
+  };
+
+  let engine: Engine | undefined;
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`${signal}: stopping`);
+    await server.stop();
+    await engine?.dispose();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+  // The hive holds our stdin open; EOF means the hive is gone, and an orphan worker must not linger.
+  process.stdin.on("end", () => void shutdown("hive gone"));
+  process.stdin.on("error", () => void shutdown("hive gone"));
+  process.stdin.resume();
+
+  try {
+    const t0 = Date.now();
+    engine = await Engine.load({
+      modelPath: args.modelPath,
+      backend: args.backend,
+      contextSize: args.contextSize,
+      slots: args.slots,
+      threads: args.threads,
+      batchSize: args.batchSize,
+      onLoadProgress: (p) => server.setProgress(p),
+    });
+    if (stopping) return;
+    server.setReady(engine);
+    log.info(`loaded ${args.modelRef} in ${Date.now() - t0} ms (${args.backend}, ${args.slots} slots, ${args.threads} threads, context ${engine.context.contextSize}) on ${url}`);
+    await callHive(HIVE_PATHS.ready, { worker_id: args.id, url, model_ref: args.modelRef, backend: args.backend, device: args.device });
+  } catch (e) {
+    const err = e instanceof RbeeError ? e : new RbeeError("LOADING_FAILED", `loading ${args.modelRef} failed: ${(e as Error).message}`);
+    log.error(err.message);
+    server.setLoadFailed(err);
+    await callHive(HIVE_PATHS.loadFailed, { worker_id: args.id, code: err.code, message: err.message }).catch((c) => log.error(String(c)));
+    await server.stop();
+    process.exit(1);
+  }
+}

@@ -1,0 +1,182 @@
+// The worker's HTTP API (DESIGN §3, "Worker"): readiness, loading progress, and the three generation
+// endpoints as SSE token streams, with cancellation by DELETE or by the client hanging up.
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { randomUUID } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import {
+  parseChatRequest, parseInferenceRequest, parseInfillRequest, RbeeError, WORKER_PATHS,
+  type LoadingProgressEvent, type ReadyResponse, type SamplingOptions, type StreamEvent, type WorkerState,
+} from "../protocol";
+import { checkBearer, endSse, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
+import type { Logger } from "../util/log";
+import type { Engine, Prompt } from "./engine";
+
+export interface WorkerHealth {
+  status: "alive";
+  state: WorkerState;
+  slots_total: number;
+  slots_busy: number;
+  last_activity: number;
+  last_tokens_per_second?: number;
+}
+
+export class WorkerServer {
+  private server: Server;
+  private engine?: Engine;
+  private state: WorkerState = "loading";
+  private progress = 0;
+  private progressListeners = new Set<(e: LoadingProgressEvent) => void>();
+  private active = new Map<string, AbortController>();
+  private lastActivity = Date.now();
+  private lastTokensPerSecond?: number;
+
+  constructor(
+    private readonly apiKey: string,
+    private readonly modelRef: string,
+    private readonly log: Logger,
+  ) {
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((e) => sendError(res, e));
+    });
+    // Streams can be long; nothing should time them out at the socket level.
+    this.server.requestTimeout = 0;
+    this.server.keepAliveTimeout = 65_000;
+  }
+
+  async listen(host: string, port: number): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(port, host, () => resolve());
+    });
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  setProgress(progress: number) {
+    this.progress = progress;
+    for (const l of this.progressListeners) l({ stage: "loading", progress });
+  }
+
+  setReady(engine: Engine) {
+    this.engine = engine;
+    this.state = "idle";
+    for (const l of this.progressListeners) l({ stage: "ready" });
+  }
+
+  setLoadFailed(err: RbeeError) {
+    for (const l of this.progressListeners) l({ stage: "error", code: err.code, message: err.message });
+  }
+
+  /** Stops accepting work, cancels what runs, and closes the listener. */
+  async stop() {
+    this.state = "stopping";
+    for (const c of this.active.values()) c.abort();
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  health(): WorkerHealth {
+    return {
+      status: "alive",
+      state: this.state,
+      slots_total: this.engine?.slotsTotal ?? 0,
+      slots_busy: this.engine?.slotsBusy ?? 0,
+      last_activity: this.lastActivity,
+      ...(this.lastTokensPerSecond !== undefined ? { last_tokens_per_second: this.lastTokensPerSecond } : {}),
+    };
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse) {
+    checkBearer(req, [this.apiKey]);
+    const path = (req.url ?? "/").split("?")[0];
+    const method = req.method ?? "GET";
+
+    if (method === "GET" && path === WORKER_PATHS.health) return sendJson(res, 200, this.health());
+    if (method === "GET" && path === WORKER_PATHS.ready) {
+      const body: ReadyResponse = { ready: this.engine !== undefined && this.state !== "stopping", state: this.state, ...(this.state === "loading" ? { progress: this.progress } : {}) };
+      return sendJson(res, 200, body);
+    }
+    if (method === "GET" && path === WORKER_PATHS.loadingProgress) return this.streamLoadingProgress(res);
+    if (method === "POST" && path === WORKER_PATHS.inference) {
+      const r = parseInferenceRequest(await readJson(req));
+      return this.generate(req, res, r, { kind: "text", prompt: r.prompt });
+    }
+    if (method === "POST" && path === WORKER_PATHS.infill) {
+      const r = parseInfillRequest(await readJson(req));
+      return this.generate(req, res, r, { kind: "infill", prefix: r.prefix, suffix: r.suffix });
+    }
+    if (method === "POST" && path === WORKER_PATHS.chat) {
+      const r = parseChatRequest(await readJson(req));
+      return this.generate(req, res, r, { kind: "chat", messages: r.messages });
+    }
+    const cancel = method === "DELETE" && matchPath(/^\/v1\/inference\/([^/]+)$/, path);
+    if (cancel) {
+      // Idempotent: cancelling an unknown or finished request is not an error.
+      this.active.get(cancel[0])?.abort();
+      res.writeHead(204).end();
+      return;
+    }
+    throw new RbeeError("NOT_FOUND", `no endpoint ${method} ${path} on this worker`);
+  }
+
+  private streamLoadingProgress(res: ServerResponse) {
+    startSse(res);
+    if (this.engine) {
+      writeSse(res, { stage: "ready" } satisfies LoadingProgressEvent);
+      return endSse(res);
+    }
+    writeSse(res, { stage: "loading", progress: this.progress } satisfies LoadingProgressEvent);
+    const listener = (e: LoadingProgressEvent) => {
+      writeSse(res, e);
+      if (e.stage !== "loading") {
+        this.progressListeners.delete(listener);
+        endSse(res);
+      }
+    };
+    this.progressListeners.add(listener);
+    res.on("close", () => this.progressListeners.delete(listener));
+  }
+
+  private async generate(req: IncomingMessage, res: ServerResponse, opts: SamplingOptions, prompt: Prompt) {
+    const engine = this.engine;
+    if (!engine || this.state === "loading") throw new RbeeError("WORKER_NOT_READY", "the model is still loading; wait for /v1/ready");
+    if (this.state === "stopping") throw new RbeeError("SHUTTING_DOWN", "this worker is shutting down");
+    const requestId = opts.request_id ?? randomUUID();
+    if (this.active.has(requestId)) throw new RbeeError("INVALID_REQUEST", `request_id "${requestId}" is already running`, { field: "request_id" });
+    const prepared = engine.prepare(prompt, opts.max_tokens);
+    const slot = engine.acquireSlot();
+
+    const abort = new AbortController();
+    this.active.set(requestId, abort);
+    this.touch();
+    // A client that hangs up cancels its generation (the response closes before we end it).
+    res.on("close", () => {
+      if (!res.writableFinished) abort.abort();
+    });
+
+    try {
+      startSse(res);
+      const send = (e: StreamEvent) => writeSse(res, e);
+      send({ type: "started", request_id: requestId, model: this.modelRef });
+      const result = await engine.generate(slot, prepared, opts, abort.signal, (t) => send({ type: "token", t: t.text, i: t.index }));
+      if (result.decodeMs > 0 && result.tokensOut > 1) this.lastTokensPerSecond = Math.round(((result.tokensOut - 1) / result.decodeMs) * 1000 * 10) / 10;
+      send({ type: "end", tokens_out: result.tokensOut, decode_ms: Math.round(result.decodeMs), stop_reason: result.stopReason, first_token_ms: Math.round(result.firstTokenMs * 10) / 10 });
+      endSse(res);
+      this.log.debug(`request ${requestId}: ${result.tokensOut} tokens, ${result.stopReason}`);
+    } catch (e) {
+      this.log.warn(`request ${requestId} failed: ${(e as Error).message}`);
+      sendError(res, e);
+    } finally {
+      this.active.delete(requestId);
+      engine.releaseSlot(slot);
+      this.touch();
+    }
+  }
+
+  private touch() {
+    this.lastActivity = Date.now();
+    if (this.engine && this.state !== "stopping") this.state = this.engine.slotsBusy > 0 ? "busy" : "idle";
+  }
+}

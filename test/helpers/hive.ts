@@ -1,0 +1,89 @@
+// Starts a real hive-agent daemon (dist/hive-agent.js, as deployed) in a temporary home for a test.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { HiveClient } from "../../extension/src/keeper/hive-client";
+import { loopbackTransport, type Transport } from "../../extension/src/keeper/transport";
+
+export const REPO_ROOT = path.resolve(__dirname, "..", "..");
+export const AGENT_BUNDLE = path.join(REPO_ROOT, "dist", "hive-agent.js");
+
+export interface TestHive {
+  proc: ChildProcess;
+  port: number;
+  token: string;
+  home: string;
+  logFile: string;
+  client: HiveClient;
+  transport: Transport;
+  log(): string;
+  stop(): Promise<void>;
+}
+
+export async function startHive(extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<TestHive> {
+  if (!existsSync(AGENT_BUNDLE)) throw new Error(`${AGENT_BUNDLE} is missing: run the tests through test/run.mjs (it builds first)`);
+  const home = mkdtempSync(path.join(tmpdir(), "rbee-hive-"));
+  const token = randomBytes(24).toString("base64url");
+  const tokenFile = path.join(home, "token");
+  writeFileSync(tokenFile, token, { mode: 0o600 });
+  const logFile = path.join(home, "hive.log");
+  const { openSync } = await import("node:fs");
+  const logFd = openSync(logFile, "a");
+  const proc = spawn(process.execPath, [AGENT_BUNDLE, "daemon", "--bind", "127.0.0.1", "--port", "0", "--token-file", tokenFile, "--home", home, ...extraArgs], {
+    stdio: ["ignore", "pipe", logFd],
+    env: { ...process.env, ...env },
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = "";
+    proc.stdout!.on("data", (d) => {
+      out += d;
+      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    proc.once("exit", (code) => reject(new Error(`hive exited with ${code}: ${readFileSync(logFile, "utf8")}`)));
+  });
+  const transport = loopbackTransport();
+  const client = new HiveClient({ transport, baseUrl: `http://127.0.0.1:${port}`, token, nodeName: "localhost" });
+  return {
+    proc, port, token, home, logFile, client, transport,
+    log: () => readFileSync(logFile, "utf8"),
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill("SIGTERM");
+        await new Promise((r) => proc.once("exit", r));
+      }
+      await transport.close();
+      rmSync(home, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Waits until a spawned worker reports ready (polls /v1/ready like the keeper does). */
+export async function waitReady(hive: TestHive, workerId: string, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const w = await hive.client.worker(workerId);
+    if (w.state !== "loading") return w;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`worker ${workerId} not ready within ${timeoutMs} ms`);
+}
+
+/** Collects a whole stream. */
+export async function collect<E>(it: AsyncIterable<E>): Promise<E[]> {
+  const out: E[] = [];
+  for await (const e of it) out.push(e);
+  return out;
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
