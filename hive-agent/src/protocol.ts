@@ -392,7 +392,7 @@ export function parseSpawnRequest(x: unknown): SpawnRequest {
     model_ref: reqString(o, "model_ref", 2048),
     backend: optEnum(o, "backend", BACKENDS),
     device: optNumber(o, "device", 0, 64, true),
-    context_size: optNumber(o, "context_size", 16, 1 << 20, true),
+    context_size: optNumber(o, "context_size", 16, 1 << 22, true),
     slots: optNumber(o, "slots", 1, 64, true),
     threads: optNumber(o, "threads", 1, 1024, true),
     batch_size: optNumber(o, "batch_size", 1, 1 << 16, true),

@@ -1,0 +1,174 @@
+// The hive daemon's API: auth, bad input, preflight errors, idle timeout, shutdown cascade, logs.
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { request } from "undici";
+import { ensureModel } from "../fixtures/models";
+import { startHive, waitReady, collect, isAlive, type TestHive } from "../helpers/hive";
+import { AGENT_VERSION } from "../../hive-agent/src/protocol";
+
+const tiny = () => `file:${ensureModel("tiny")}`;
+
+async function raw(hive: TestHive, method: string, p: string, body?: string, token: string | null = hive.token) {
+  const res = await request(`http://127.0.0.1:${hive.port}${p}`, {
+    method: method as any,
+    headers: { ...(token !== null ? { authorization: `Bearer ${token}` } : {}), "content-type": "application/json" },
+    body,
+  });
+  return { status: res.statusCode, body: (await res.body.json()) as any };
+}
+
+describe("hive API", () => {
+  let hive: TestHive;
+  before(async () => {
+    hive = await startHive();
+  });
+  after(() => hive.stop());
+
+  test("health reports version and api version", async () => {
+    assert.deepEqual(await hive.client.health(), { status: "alive", version: AGENT_VERSION, api_version: "v1" });
+  });
+
+  test("capabilities detect the CPU backend, cores and RAM through node-llama-cpp", async () => {
+    const caps = await hive.client.capabilities();
+    assert.ok(caps.backends.includes("cpu"));
+    assert.ok(caps.cpu_cores >= 1);
+    assert.ok(caps.ram_total_bytes > 2 ** 30 && caps.ram_free_bytes > 0 && caps.ram_free_bytes <= caps.ram_total_bytes);
+    for (const d of caps.devices) assert.ok(caps.backends.includes(d.backend));
+  });
+
+  test("a wrong or missing token gets 401 INVALID_API_KEY", async () => {
+    const wrong = await raw(hive, "GET", "/v1/workers", undefined, "not-the-token-at-all");
+    assert.equal(wrong.status, 401);
+    assert.equal(wrong.body.error.code, "INVALID_API_KEY");
+    const missing = await raw(hive, "GET", "/v1/health", undefined, null);
+    assert.equal(missing.status, 401);
+    assert.match(missing.body.error.message, /Authorization/);
+  });
+
+  test("malformed JSON gets 400 INVALID_REQUEST; a missing field is named", async () => {
+    const bad = await raw(hive, "POST", "/v1/workers/spawn", "{not json");
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.error.code, "INVALID_REQUEST");
+    const missing = await raw(hive, "POST", "/v1/workers/spawn", JSON.stringify({ slots: 2 }));
+    assert.equal(missing.status, 400);
+    assert.match(missing.body.error.message, /model_ref/);
+    const wrongType = await raw(hive, "POST", "/v1/workers/spawn", JSON.stringify({ model_ref: tiny(), slots: "two" }));
+    assert.equal(wrongType.body.error.details.field, "slots");
+  });
+
+  test("a body over the size limit gets 413", async () => {
+    const big = await raw(hive, "POST", "/v1/workers/spawn", JSON.stringify({ model_ref: "x".repeat(5 << 20) }));
+    assert.equal(big.status, 413);
+    assert.equal(big.body.error.code, "PAYLOAD_TOO_LARGE");
+  });
+
+  test("unknown endpoints get 404 with an envelope", async () => {
+    const r = await raw(hive, "GET", "/v1/nope");
+    assert.equal(r.status, 404);
+    assert.equal(r.body.error.code, "NOT_FOUND");
+  });
+
+  test("an unknown model gets MODEL_NOT_FOUND", async () => {
+    await assert.rejects(hive.client.spawn({ model_ref: "hf:nobody/nothing/x.gguf" }), (e: any) => e.code === "MODEL_NOT_FOUND" && /download/.test(e.message));
+    await assert.rejects(hive.client.spawn({ model_ref: "file:/nonexistent/model.gguf" }), (e: any) => e.code === "MODEL_NOT_FOUND");
+  });
+
+  test("model refs that try to escape the models folder are refused", async () => {
+    for (const ref of ["../../etc/passwd.gguf", "hf:owner/../../../x.gguf", "sub/../../x.gguf", "/etc/x.gguf", "file:relative.gguf"])
+      await assert.rejects(hive.client.spawn({ model_ref: ref }), (e: any) => e.code === "INVALID_REQUEST", ref);
+  });
+
+  test("a backend the node lacks gets BACKEND_UNAVAILABLE with what is available", async () => {
+    const caps = await hive.client.capabilities();
+    const missing = (["cuda", "metal", "vulkan"] as const).find((b) => !caps.backends.includes(b))!;
+    await assert.rejects(hive.client.spawn({ model_ref: tiny(), backend: missing }), (e: any) => e.code === "BACKEND_UNAVAILABLE" && e.message.includes("cpu") && e.details.requested === missing);
+  });
+
+  test("a worker that cannot fit in RAM is refused before loading with needed vs available", async () => {
+    await assert.rejects(hive.client.spawn({ model_ref: tiny(), backend: "cpu", context_size: 1 << 22, slots: 64 }), (e: any) =>
+      e.code === "INSUFFICIENT_RAM" && e.details.needed_bytes > e.details.available_bytes && /quantization/.test(e.message));
+    assert.equal((await hive.client.workers()).length, 0);
+  });
+
+  test("a file that is not a GGUF model is refused at preflight", async () => {
+    const file = path.join(hive.home, "not-a-model.gguf");
+    writeFileSync(file, "this is not a model");
+    await assert.rejects(hive.client.spawn({ model_ref: `file:${file}` }), (e: any) => e.code === "LOADING_FAILED" && /not a readable GGUF/.test(e.message));
+  });
+
+  test("tokens never appear in the hive's log", async () => {
+    const s = await hive.client.spawn({ model_ref: tiny(), slots: 1, threads: 1 });
+    const w = await waitReady(hive, s.worker_id);
+    await collect(hive.client.workerClient(w).inference({ prompt: "x", max_tokens: 2 }));
+    await raw(hive, "GET", "/v1/workers", undefined, "wrong-token-value-123456");
+    await hive.client.shutdown(w.id);
+    const log = hive.log();
+    assert.match(log, /worker .* ready/);
+    assert.ok(!log.includes(hive.token), "hive token leaked into the log");
+    assert.ok(!log.includes(w.api_key), "worker key leaked into the log");
+  });
+});
+
+describe("hive lifecycle", () => {
+  test("the idle timeout stops a worker that is not used, but not one that is streaming", async () => {
+    const hive = await startHive(["--idle-timeout-ms", "1500", "--health-interval-ms", "250"]);
+    try {
+      const idle = await waitReady(hive, (await hive.client.spawn({ model_ref: tiny(), slots: 1, threads: 1 })).worker_id);
+      const busy = await waitReady(hive, (await hive.client.spawn({ model_ref: tiny(), slots: 1, threads: 1 })).worker_id);
+      // Keep `busy` streaming for longer than the idle timeout.
+      const streaming = collect(hive.client.workerClient(busy).inference({ prompt: "keep busy", max_tokens: 4000, temperature: 0 }));
+      const deadline = Date.now() + 10_000;
+      while (isAlive(idle.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(!isAlive(idle.pid), "idle worker still running");
+      assert.ok(isAlive(busy.pid), "streaming worker was stopped");
+      const events = await streaming;
+      assert.equal(events.at(-1)?.type, "end");
+      assert.match(hive.log(), /idle for/);
+    } finally {
+      await hive.stop();
+    }
+  });
+
+  test("SIGTERM to the hive stops all its workers and removes hive.json", async () => {
+    const hive = await startHive();
+    try {
+      assert.ok(existsSync(path.join(hive.home, "hive.json")));
+      const a = (await hive.client.spawn({ model_ref: tiny(), slots: 1, threads: 1 })).worker_id;
+      const b = (await hive.client.spawn({ model_ref: tiny(), slots: 1, threads: 1 })).worker_id;
+      const pids = [(await waitReady(hive, a)).pid, (await waitReady(hive, b)).pid];
+      hive.proc.kill("SIGTERM");
+      const code = await new Promise((r) => hive.proc.once("exit", r));
+      assert.equal(code, 0);
+      for (const pid of pids) assert.ok(!isAlive(pid), `worker ${pid} survived the hive`);
+      assert.ok(!existsSync(path.join(hive.home, "hive.json")));
+    } finally {
+      await hive.stop();
+    }
+  });
+
+  test("workers of a hive killed with SIGKILL exit by themselves", async () => {
+    const hive = await startHive();
+    try {
+      const w = await waitReady(hive, (await hive.client.spawn({ model_ref: tiny(), slots: 1, threads: 1 })).worker_id);
+      hive.proc.kill("SIGKILL");
+      const deadline = Date.now() + 10_000;
+      while (isAlive(w.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(!isAlive(w.pid), "orphan worker kept running");
+    } finally {
+      await hive.stop();
+    }
+  });
+
+  test("the daemon refuses a non-loopback bind address and a missing token file", async () => {
+    const { spawnSync } = await import("node:child_process");
+    const { AGENT_BUNDLE } = await import("../helpers/hive");
+    const r1 = spawnSync(process.execPath, [AGENT_BUNDLE, "daemon", "--bind", "0.0.0.0", "--token-file", "/nonexistent", "--home", "/tmp/rbee-never"], { encoding: "utf8" });
+    assert.equal(r1.status, 1);
+    assert.match(r1.stderr, /loopback|token file/);
+    const r2 = spawnSync(process.execPath, [AGENT_BUNDLE, "daemon", "--home", "/tmp/rbee-never"], { encoding: "utf8" });
+    assert.equal(r2.status, 2);
+    assert.match(r2.stderr, /--token-file is required/);
+  });
+});
