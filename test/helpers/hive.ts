@@ -2,7 +2,7 @@
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, rmSync, openSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { HiveClient } from "../../extension/src/keeper/hive-client";
@@ -30,7 +30,6 @@ export async function startHive(extraArgs: string[] = [], env: NodeJS.ProcessEnv
   const tokenFile = path.join(home, "token");
   writeFileSync(tokenFile, token, { mode: 0o600 });
   const logFile = path.join(home, "hive.log");
-  const { openSync } = await import("node:fs");
   const logFd = openSync(logFile, "a");
   const proc = spawn(process.execPath, [AGENT_BUNDLE, "daemon", "--bind", "127.0.0.1", "--port", "0", "--token-file", tokenFile, "--home", home, ...extraArgs], {
     stdio: ["ignore", "pipe", logFd],

@@ -5,7 +5,8 @@ import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { request } from "undici";
 import { ensureModel } from "../fixtures/models";
-import { startHive, waitReady, collect, isAlive, type TestHive } from "../helpers/hive";
+import { spawnSync } from "node:child_process";
+import { startHive, waitReady, collect, isAlive, AGENT_BUNDLE, type TestHive } from "../helpers/hive";
 import { AGENT_VERSION } from "../../hive-agent/src/protocol";
 
 const tiny = () => `file:${ensureModel("tiny")}`;
@@ -162,8 +163,6 @@ describe("hive lifecycle", () => {
   });
 
   test("the daemon refuses a non-loopback bind address and a missing token file", async () => {
-    const { spawnSync } = await import("node:child_process");
-    const { AGENT_BUNDLE } = await import("../helpers/hive");
     const r1 = spawnSync(process.execPath, [AGENT_BUNDLE, "daemon", "--bind", "0.0.0.0", "--token-file", "/nonexistent", "--home", "/tmp/rbee-never"], { encoding: "utf8" });
     assert.equal(r1.status, 1);
     assert.match(r1.stderr, /loopback|token file/);
