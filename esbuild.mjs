@@ -1,7 +1,8 @@
 // Bundles each entry point into one CommonJS file under dist/.
 // node-llama-cpp stays external: it carries native binaries and is installed next to the bundle.
 import * as esbuild from "esbuild";
-import { existsSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
 
 const entries = [
   { in: "hive-agent/src/main.ts", out: "dist/hive-agent.js", banner: "#!/usr/bin/env node" },
@@ -27,3 +28,8 @@ for (const e of entries) {
   if (watch) await (await esbuild.context(options)).watch();
   else await esbuild.build(options);
 }
+
+// sql.js's JS is bundled but its WebAssembly is not: the registry looks for it next to the bundles
+// (extension/src/keeper/registry-sqljs.ts).
+mkdirSync("dist", { recursive: true });
+copyFileSync(createRequire(import.meta.url).resolve("sql.js/dist/sql-wasm.wasm"), "dist/sql-wasm.wasm");
