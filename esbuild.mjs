@@ -1,7 +1,7 @@
 // Bundles each entry point into one CommonJS file under dist/.
 // node-llama-cpp stays external: it carries native binaries and is installed next to the bundle.
 import * as esbuild from "esbuild";
-import { copyFileSync, existsSync, mkdirSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
 const entries = [
@@ -11,11 +11,14 @@ const entries = [
 ];
 
 const watch = process.argv.includes("--watch");
+// RBEE_BUILD_VERSION lets a test build an agent of another version (upgrade and mismatch tests).
+const version = process.env.RBEE_BUILD_VERSION ?? JSON.parse(readFileSync("package.json", "utf8")).version;
+const outDir = process.env.RBEE_BUILD_OUT;
 for (const e of entries) {
   if (!existsSync(e.in)) continue; // entry points arrive issue by issue
   const options = {
     entryPoints: [e.in],
-    outfile: e.out,
+    outfile: outDir ? e.out.replace(/^dist\//, outDir + "/") : e.out,
     bundle: true,
     platform: "node",
     target: "node20",
@@ -23,6 +26,7 @@ for (const e of entries) {
     sourcemap: "linked",
     external: ["node-llama-cpp", "cpu-features", ...(e.external ?? [])],
     banner: e.banner ? { js: e.banner } : undefined,
+    define: { __RBEE_VERSION__: JSON.stringify(version) },
     logLevel: "warning",
   };
   if (watch) await (await esbuild.context(options)).watch();
@@ -31,5 +35,5 @@ for (const e of entries) {
 
 // sql.js's JS is bundled but its WebAssembly is not: the registry looks for it next to the bundles
 // (extension/src/keeper/registry-sqljs.ts).
-mkdirSync("dist", { recursive: true });
-copyFileSync(createRequire(import.meta.url).resolve("sql.js/dist/sql-wasm.wasm"), "dist/sql-wasm.wasm");
+mkdirSync(outDir ?? "dist", { recursive: true });
+copyFileSync(createRequire(import.meta.url).resolve("sql.js/dist/sql-wasm.wasm"), `${outDir ?? "dist"}/sql-wasm.wasm`);

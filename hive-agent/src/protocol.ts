@@ -3,8 +3,20 @@
 // Field names are snake_case on the wire.
 
 export const API_VERSION = "v1";
-/** Version of the hive-agent program; the keeper compares its major part with its own. */
-export const AGENT_VERSION = "0.1.0";
+declare const __RBEE_VERSION__: string | undefined;
+/**
+ * Version of this build (package.json's, injected by esbuild); the keeper compares it with the
+ * hive's. Unbundled code (tests under tsx) reads package.json.
+ */
+export const AGENT_VERSION: string =
+  typeof __RBEE_VERSION__ === "string" ? __RBEE_VERSION__ : (require("../../package.json") as { version: string }).version;
+
+/** Versions that can talk: the same major, and for 0.x the same minor too (semver's rule for 0.x). */
+export function versionsCompatible(a: string, b: string): boolean {
+  const [am, an] = a.split(".").map(Number);
+  const [bm, bn] = b.split(".").map(Number);
+  return am === bm && (am !== 0 || an === bn);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Errors
