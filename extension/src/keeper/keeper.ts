@@ -1,0 +1,368 @@
+// The keeper's infer flow (DESIGN §4), phase by phase, for the CLI and the VS Code UI alike:
+//   1 registry → 2 node preflight → 3 model (download) → 4 worker preflight (by the hive, at spawn)
+//   → 5 spawn → 6 register → 7 wait for ready → 8 stream.
+// A warm call finds a ready worker in the registry and goes straight to 8.
+
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import {
+  AGENT_VERSION, RbeeError, versionsCompatible,
+  type Backend, type ChatMessage, type DownloadProgressEvent, type SamplingOptions, type StopReason, type StreamEvent,
+} from "../../../hive-agent/src/protocol";
+import type { HiveClient, WorkerClient } from "./hive-client";
+import { rbeeHome, type Registry, type WorkerRecord } from "./registry";
+
+export const PHASES = ["registry", "node", "model", "spawn", "register", "ready", "stream"] as const;
+export type Phase = (typeof PHASES)[number];
+
+/** What the keeper narrates while it works; a CLI prints it, the extension shows progress. */
+export type KeeperEvent =
+  | { kind: "phase"; phase: Phase; status: "started" | "done" | "skipped"; message: string }
+  | { kind: "download"; event: DownloadProgressEvent }
+  | { kind: "loading"; progress: number }
+  | { kind: "retry"; reason: string; attempt: number; of: number; delayMs: number };
+
+/** A connected node: its hive client. Local and SSH nodes both provide one. */
+export interface NodeHandle {
+  name: string;
+  hive: HiveClient;
+}
+
+export interface NodeConnector {
+  /** Connects to a node's hive, starting or deploying it when the connector knows how. */
+  connect(node: string, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal): Promise<NodeHandle>;
+  /** The connection to a node was found broken: drop it so the next call reconnects. */
+  invalidate?(node: string): void;
+}
+
+export interface WorkerSpec {
+  node: string;
+  model: string;
+  backend?: Backend;
+  device?: number;
+  contextSize?: number;
+  slots?: number;
+  threads?: number;
+}
+
+export type Generation =
+  | ({ kind: "inference"; prompt: string } & SamplingOptions)
+  | ({ kind: "infill"; prefix: string; suffix: string } & SamplingOptions)
+  | ({ kind: "chat"; messages: ChatMessage[] } & SamplingOptions);
+
+export interface GenerationResult {
+  text: string;
+  tokensOut: number;
+  stopReason: StopReason;
+  decodeMs: number;
+  firstTokenMs?: number;
+  workerId: string;
+  /** True when this call had to spawn the worker (a cold start). */
+  spawned: boolean;
+}
+
+/** EC4: the stream broke; what was generated is kept in a file. */
+export class StreamInterruptedError extends RbeeError {
+  constructor(message: string, readonly partialText: string, readonly partialFile: string | undefined, readonly tokensOut: number, readonly maxTokens: number) {
+    super("WORKER_CRASHED", message, { tokens_out: tokensOut, max_tokens: maxTokens, partial_file: partialFile });
+  }
+}
+
+export interface KeeperOptions {
+  registry: Registry;
+  nodes: NodeConnector;
+  /** Phase 7 limit. */
+  loadTimeoutMs?: number;
+  /** EC6: waits before retrying a worker whose slots are all busy. */
+  busyRetryDelaysMs?: number[];
+  /** Where partial outputs of broken streams are saved. */
+  partialDir?: string;
+}
+
+const noop = () => {};
+
+export class Keeper {
+  private readonly loadTimeoutMs: number;
+  private readonly busyDelays: number[];
+
+  constructor(private readonly opts: KeeperOptions) {
+    this.loadTimeoutMs = opts.loadTimeoutMs ?? 5 * 60_000;
+    this.busyDelays = opts.busyRetryDelaysMs ?? [1000, 2000, 4000];
+  }
+
+  get registry() {
+    return this.opts.registry;
+  }
+
+  /** Phases 1–7: a ready worker for (node, model), reusing one when it can. */
+  async ensureWorker(spec: WorkerSpec, onEvent: (e: KeeperEvent) => void = noop, signal?: AbortSignal): Promise<{ worker: WorkerRecord; client: WorkerClient; spawned: boolean }> {
+    const phase = (p: Phase, status: "started" | "done" | "skipped", message: string) => onEvent({ kind: "phase", phase: p, status, message });
+
+    // 1. Registry: a worker known to be ready skips every other phase.
+    phase("registry", "started", `looking for a ready worker for ${spec.model} on ${spec.node}`);
+    const known = await this.opts.registry.findReadyWorker(spec.node, spec.model);
+    if (known) {
+      const client = await this.reuse(spec.node, known.worker, known.fresh);
+      if (client) {
+        phase("registry", "done", `reusing worker ${known.worker.id}`);
+        return { worker: known.worker, client, spawned: false };
+      }
+    }
+    phase("registry", "done", "no ready worker registered");
+
+    // 2. Node preflight.
+    phase("node", "started", `connecting to ${spec.node}`);
+    const node = await this.connectNode(spec.node, onEvent, signal);
+    phase("node", "done", `${spec.node} is up`);
+
+    // Another window or CLI run may have spawned a worker for this model already.
+    const running = (await node.hive.workers()).find((w) => w.model_ref === spec.model && w.state !== "stopping" && (!spec.backend || w.backend === spec.backend));
+    if (running) {
+      const record = await this.register(spec.node, running);
+      if (running.state === "loading") await this.waitReady(node, record, onEvent, signal);
+      phase("spawn", "skipped", `worker ${running.id} already runs ${spec.model}`);
+      return { worker: record, client: node.hive.workerClient(running), spawned: false };
+    }
+
+    // 3. Model: present in the node's catalog, or downloaded now.
+    await this.ensureModel(node, spec.model, onEvent, signal);
+
+    // 4–5. Worker preflight happens in the hive's spawn (RAM/VRAM, backend), before anything loads.
+    phase("spawn", "started", `starting a worker for ${spec.model}`);
+    const spawned = await node.hive.spawn({
+      model_ref: spec.model, backend: spec.backend, device: spec.device, context_size: spec.contextSize, slots: spec.slots, threads: spec.threads,
+    });
+    const info = await node.hive.worker(spawned.worker_id);
+    phase("spawn", "done", `worker ${info.id} is loading on ${info.backend}:${info.device}`);
+
+    // 6. Register it, so other windows and later runs find it.
+    phase("register", "started", "recording the worker in the registry");
+    const record = await this.register(spec.node, info);
+    phase("register", "done", `worker ${info.id} registered`);
+
+    // 7. Wait for ready.
+    await this.waitReady(node, record, onEvent, signal);
+    return { worker: record, client: node.hive.workerClient(info), spawned: true };
+  }
+
+  /** Phases 1–8 for one generation: tokens go to `onToken` as they arrive. */
+  async generate(spec: WorkerSpec, gen: Generation, handlers: { onEvent?: (e: KeeperEvent) => void; onToken?: (t: string) => void } = {}, signal?: AbortSignal): Promise<GenerationResult> {
+    const onEvent = handlers.onEvent ?? noop;
+    for (let attempt = 0; ; attempt++) {
+      const { worker, client, spawned } = await this.ensureWorker(spec, onEvent, signal);
+      try {
+        return await this.stream(worker, client, spawned, gen, onEvent, handlers.onToken ?? noop, signal);
+      } catch (e) {
+        // A registered worker that vanished before sending anything: forget it and start over once.
+        if (attempt === 0 && e instanceof RbeeError && (e.code === "NODE_UNREACHABLE" || e.code === "CONNECTION_TIMEOUT") && !spawned) {
+          await this.opts.registry.removeWorker(worker.id);
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  private async stream(worker: WorkerRecord, client: WorkerClient, spawned: boolean, gen: Generation, onEvent: (e: KeeperEvent) => void, onToken: (t: string) => void, signal?: AbortSignal): Promise<GenerationResult> {
+    onEvent({ kind: "phase", phase: "stream", status: "started", message: `generating on worker ${worker.id}` });
+    const { kind, ...body } = gen;
+    let text = "";
+    let tokensOut = 0;
+    for (let retry = 0; ; retry++) {
+      const events = kind === "inference" ? client.inference(body as any, signal) : kind === "infill" ? client.infill(body as any, signal) : client.chat(body as any, signal);
+      try {
+        for await (const e of events as AsyncIterable<StreamEvent>) {
+          if (e.type === "token") {
+            text += e.t;
+            tokensOut++;
+            if (e.t) onToken(e.t);
+          } else if (e.type === "end") {
+            await this.opts.registry.markWorkerHealthy(worker.id, Date.now()).catch(noop);
+            onEvent({ kind: "phase", phase: "stream", status: "done", message: `${e.tokens_out} tokens, ${e.stop_reason}` });
+            return { text, tokensOut: e.tokens_out, stopReason: e.stop_reason, decodeMs: e.decode_ms, firstTokenMs: e.first_token_ms, workerId: worker.id, spawned };
+          } else if (e.type === "error") {
+            if (e.code === "WORKER_CRASHED") await this.opts.registry.removeWorker(worker.id).catch(noop);
+            const file = this.savePartial(text);
+            throw new StreamInterruptedError(
+              `stream closed unexpectedly after ${tokensOut}/${gen.max_tokens} tokens: ${e.message}` + (file ? `; the partial output is saved in ${file}` : ""),
+              text, file, tokensOut, gen.max_tokens,
+            );
+          }
+        }
+        throw new RbeeError("INTERNAL", "the stream ended without an end event");
+      } catch (e) {
+        // EC6: every slot busy — wait 1, 2, 4 s, then give up with a clear error.
+        if (e instanceof RbeeError && e.code === "ALL_SLOTS_BUSY") {
+          if (retry >= this.busyDelays.length)
+            throw new RbeeError("ALL_SLOTS_BUSY", `worker ${worker.id} stayed busy (all ${worker.slots_total} slots in use) through ${this.busyDelays.length} retries; try again later, or spawn it with more slots`);
+          const delayMs = this.busyDelays[retry];
+          onEvent({ kind: "retry", reason: "all slots busy", attempt: retry + 1, of: this.busyDelays.length, delayMs });
+          await sleep(delayMs, signal);
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  private savePartial(text: string): string | undefined {
+    if (!text) return undefined;
+    try {
+      const dir = this.opts.partialDir ?? path.join(rbeeHome(), "partial");
+      mkdirSync(dir, { recursive: true });
+      const file = path.join(dir, `partial-${new Date().toISOString().replace(/[:.]/g, "-")}.txt`);
+      writeFileSync(file, text);
+      return file;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Checks a registered worker before reuse; a stale entry gets a fresh health check first. */
+  private async reuse(node: string, w: WorkerRecord, fresh: boolean): Promise<WorkerClient | undefined> {
+    // Warm path: no hive round trip at all; the worker is reached directly.
+    const handle = await this.connectNodeQuiet(node);
+    if (!handle) return undefined;
+    const client = handle.hive.workerClient(w);
+    if (fresh) return client;
+    try {
+      const r = await client.ready();
+      if (!r.ready) throw new Error("not ready");
+      await this.opts.registry.markWorkerHealthy(w.id, Date.now());
+      return client;
+    } catch {
+      await this.opts.registry.removeWorker(w.id);
+      return undefined;
+    }
+  }
+
+  private nodeHandles = new Map<string, NodeHandle>();
+
+  private async connectNodeQuiet(node: string): Promise<NodeHandle | undefined> {
+    const cached = this.nodeHandles.get(node);
+    if (cached) return cached;
+    try {
+      return await this.connectNode(node, noop);
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async connectNode(node: string, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal): Promise<NodeHandle> {
+    const cached = this.nodeHandles.get(node);
+    if (cached) return cached;
+    let handle: NodeHandle;
+    try {
+      handle = await this.opts.nodes.connect(node, onEvent, signal);
+      const health = await handle.hive.health();
+      // EC8: refuse a hive this keeper cannot talk to, saying how to fix it.
+      if (!versionsCompatible(health.version, AGENT_VERSION))
+        throw new RbeeError(
+          "VERSION_MISMATCH",
+          `${node} runs hive-agent ${health.version} but this rbee is ${AGENT_VERSION}; upgrade the node with "rbee nodes deploy ${node}"` +
+            (node === "localhost" ? ` (for localhost: "rbee hive stop", then run again to start the bundled ${AGENT_VERSION})` : "") + `, or install rbee ${health.version.split(".")[0]}.x`,
+          { node_version: health.version, keeper_version: AGENT_VERSION },
+        );
+      await this.opts.registry.setNodeStatus(node, "online", { agent_version: health.version }).catch(noop);
+    } catch (e) {
+      await this.opts.registry.setNodeStatus(node, "offline", { error: (e as Error).message }).catch(noop);
+      if (e instanceof RbeeError && e.code === "INVALID_API_KEY")
+        throw new RbeeError("INVALID_API_KEY", `${node} refused rbee's token (authentication failed). ${tokenHint(node)}`);
+      throw e;
+    }
+    this.nodeHandles.set(node, handle);
+    return handle;
+  }
+
+  private async ensureModel(node: NodeHandle, model: string, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal) {
+    onEvent({ kind: "phase", phase: "model", status: "started", message: `checking ${model} on ${node.name}` });
+    if (model.startsWith("file:") || !/^(hf:|https?:)/.test(model)) {
+      onEvent({ kind: "phase", phase: "model", status: "skipped", message: `${model} is a file on the node` });
+      return;
+    }
+    const models = await node.hive.models();
+    const present = models.find((m) => m.model_ref === model);
+    if (present) {
+      onEvent({ kind: "phase", phase: "model", status: "done", message: `${model} is in the catalog` });
+      return;
+    }
+    const { download_id } = await node.hive.download({ model_ref: model });
+    for await (const event of node.hive.downloadProgress(download_id, signal)) {
+      onEvent({ kind: "download", event });
+      if (event.stage === "complete") {
+        await this.opts.registry.upsertModel({ node: node.name, model_ref: model, local_path: event.local_path, size_bytes: event.size_bytes, sha256: event.sha256 }).catch(noop);
+        onEvent({ kind: "phase", phase: "model", status: "done", message: `downloaded ${model}` });
+        return;
+      }
+      if (event.stage === "error") throw new RbeeError(event.code, event.message);
+    }
+    if (signal?.aborted) throw new RbeeError("REQUEST_CANCELLED", "cancelled while downloading");
+  }
+
+  private async register(node: string, w: import("../../../hive-agent/src/protocol").WorkerInfo): Promise<WorkerRecord> {
+    return this.opts.registry.upsertWorker({
+      id: w.id, node, model_ref: w.model_ref, url: w.url, backend: w.backend, device: w.device, state: w.state,
+      slots_total: w.slots_total, api_key: w.api_key, ...(w.state !== "loading" ? { last_health_at: Date.now() } : {}),
+    });
+  }
+
+  /** Phase 7: follows the worker's loading stream until ready, within the load limit (EC7). */
+  private async waitReady(node: NodeHandle, w: WorkerRecord, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal) {
+    onEvent({ kind: "phase", phase: "ready", status: "started", message: `loading ${w.model_ref}` });
+    const client = node.hive.workerClient(w);
+    const limit = new AbortController();
+    let progress = 0;
+    const timer = setTimeout(() => limit.abort(), this.loadTimeoutMs);
+    const onAbort = () => limit.abort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      for await (const e of client.loadingProgress(limit.signal)) {
+        if (limit.signal.aborted) break;
+        if (e.stage === "loading") {
+          progress = e.progress;
+          onEvent({ kind: "loading", progress });
+        } else if (e.stage === "ready") {
+          await this.opts.registry.markWorkerHealthy(w.id, Date.now(), "idle");
+          onEvent({ kind: "phase", phase: "ready", status: "done", message: `worker ${w.id} is ready` });
+          return;
+        } else {
+          await this.opts.registry.removeWorker(w.id);
+          throw new RbeeError(e.code, e.message);
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    }
+    // Limit reached (or cancelled): the half-loaded worker is of no use to anyone.
+    await node.hive.shutdown(w.id).catch(noop);
+    await this.opts.registry.removeWorker(w.id);
+    if (signal?.aborted) throw new RbeeError("REQUEST_CANCELLED", "cancelled while the model was loading");
+    throw new RbeeError(
+      "LOADING_TIMEOUT",
+      `loading timed out: ${w.model_ref} reached ${Math.round(progress * 100)}% in ${Math.round(this.loadTimeoutMs / 1000)} s; the worker was stopped. Try a smaller model or quantization, or a longer limit`,
+      { progress },
+    );
+  }
+
+  async close() {
+    this.nodeHandles.clear();
+  }
+}
+
+export function tokenHint(node: string): string {
+  return node === "localhost"
+    ? `The token comes from ${path.join(rbeeHome(), "hive", "token")}, which the local hive reads at start; if you replaced it, run "rbee hive stop" and try again.`
+    : `The token is created when rbee deploys the hive; run "rbee nodes deploy ${node}" to install a fresh one.`;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new RbeeError("REQUEST_CANCELLED", "cancelled"));
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(t);
+      reject(new RbeeError("REQUEST_CANCELLED", "cancelled"));
+    }, { once: true });
+  });
+}
