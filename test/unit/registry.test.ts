@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { DEFAULT_MAX_STALE_MS, Registry, RegistryError, defaultRegistryPath, type WorkerInput } from "../../extension/src/keeper/registry";
@@ -194,7 +194,8 @@ test("everything persists across close and reopen, and the file is private (0600
   await a.setNodeStatus("gpu1", "online", { at: 5 });
   const snapshot = { nodes: await a.listNodes(), workers: await a.listWorkers(), models: await a.listModels("gpu1") };
   a.close();
-  await rejectsWith(a.listNodes(), "REGISTRY_CLOSED");
+  await rejectsWith(a.listNodes(), "REGISTRY_CLOSED", /was closed; open it again/);
+  await rejectsWith(a.upsertNode({ alias: "x", host: "h", transport: "ssh" }), "REGISTRY_CLOSED");
 
   assert.equal(statSync(file).mode & 0o777, 0o600);
   const b = await Registry.open(file, { logger: () => {} });
@@ -369,6 +370,15 @@ test("a registry written by a newer rbee is refused, not overwritten or moved as
   assert.equal(existsSync(`${file}.lock`), false, "the lock is released on failure");
 });
 
+test("a registry path that cannot be read gives REGISTRY_IO naming it, and nothing is moved", async (t) => {
+  const dir = tempDir(t);
+  const file = path.join(dir, "registry.sqlite");
+  mkdirSync(file);
+  const err = await rejectsWith(Registry.open(file, { logger: () => {} }), "REGISTRY_IO", /cannot read the registry .*registry\.sqlite: EISDIR/);
+  assert.equal(err.details?.errno, "EISDIR");
+  assert.deepEqual(readdirSync(dir), ["registry.sqlite"]);
+});
+
 // ---------------------------------------------------------------------------------------------
 // Corrupt files
 
@@ -537,6 +547,18 @@ test("a lock older than staleMs is broken even if its pid exists (hung or reused
   const r = await openWithNode(file, { lock: { timeoutMs: 3000, staleMs: 5000 } });
   t.after(() => r.close());
   writeLock(file, process.ppid, Date.now() - 60_000);
+  await r.upsertWorker(worker("w1"));
+  assert.equal((await r.getWorker("w1"))?.id, "w1");
+});
+
+test("an unreadable lock (its writer died between create and write) is broken only once it is old", async (t) => {
+  const file = path.join(tempDir(t), "registry.sqlite");
+  const r = await openWithNode(file, { lock: { timeoutMs: 300 } });
+  t.after(() => r.close());
+  writeFileSync(`${file}.lock`, "");
+  await rejectsWith(r.upsertWorker(worker("w1")), "REGISTRY_LOCK_TIMEOUT", /locked by other processes/);
+  const past = new Date(Date.now() - 10_000);
+  utimesSync(`${file}.lock`, past, past);
   await r.upsertWorker(worker("w1"));
   assert.equal((await r.getWorker("w1"))?.id, "w1");
 });

@@ -4,6 +4,8 @@
 // folder. A reader (or a process killed mid-write) therefore only ever sees a whole old file or a whole
 // new one. Because every write is a rename, the file's identity (device, inode, size, mtime) changes
 // on every write: comparing identities tells a process whether another one has written since it read.
+// The inode alone would not do if it could be freed and reused by a later write within one mtime tick,
+// so a process keeps the file it loaded open ("pinned"): a pinned inode cannot be reused.
 
 import { closeSync, fstatSync, fsyncSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { randomBytes } from "node:crypto";
@@ -15,7 +17,7 @@ function identityOf(st: { dev: bigint; ino: bigint; size: bigint; mtimeNs: bigin
   return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
 }
 
-/** The identity of the file now on disk, or null when there is none. */
+/** The identity of the file now at `file`, or null when there is none. */
 export function fileIdentity(file: string): FileIdentity | null {
   try {
     return identityOf(statSync(file, { bigint: true }));
@@ -25,8 +27,14 @@ export function fileIdentity(file: string): FileIdentity | null {
   }
 }
 
-/** The file's bytes and the identity of exactly those bytes (read through one descriptor). */
-export function readWithIdentity(file: string): { bytes: Uint8Array; identity: FileIdentity } | null {
+/** A file held open so that its identity stays unique while a process relies on it. */
+export interface PinnedFile {
+  fd: number;
+  identity: FileIdentity;
+}
+
+/** Opens and pins `file`; null when there is none. */
+export function pinFile(file: string): PinnedFile | null {
   let fd: number;
   try {
     fd = openSync(file, "r");
@@ -35,11 +43,27 @@ export function readWithIdentity(file: string): { bytes: Uint8Array; identity: F
     throw e;
   }
   try {
-    const identity = identityOf(fstatSync(fd, { bigint: true }));
-    return { bytes: readFileSync(fd), identity };
-  } finally {
+    return { fd, identity: identityOf(fstatSync(fd, { bigint: true })) };
+  } catch (e) {
     closeSync(fd);
+    throw e;
   }
+}
+
+/** Pins `file` and reads it: the bytes are exactly those of the pinned identity. */
+export function pinAndRead(file: string): { pin: PinnedFile; bytes: Uint8Array } | null {
+  const pin = pinFile(file);
+  if (!pin) return null;
+  try {
+    return { pin, bytes: readFileSync(pin.fd) };
+  } catch (e) {
+    unpin(pin);
+    throw e;
+  }
+}
+
+export function unpin(pin: PinnedFile | null): void {
+  if (pin) closeSync(pin.fd);
 }
 
 const TEMP_INFIX = ".tmp-";

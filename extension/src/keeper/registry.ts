@@ -17,7 +17,7 @@ import os from "node:os";
 import path from "node:path";
 import type { ModelEntry, WorkerInfo, WorkerState } from "../../../hive-agent/src/protocol";
 import { FileLock, type FileLockOptions } from "./registry-lock";
-import { fileIdentity, moveAside, readWithIdentity, removeOrphanTempFiles, writeFileAtomic, type FileIdentity } from "./registry-file";
+import { fileIdentity, moveAside, pinAndRead, pinFile, removeOrphanTempFiles, unpin, writeFileAtomic, type PinnedFile } from "./registry-file";
 import { CorruptRegistry, SCHEMA_VERSION, checkIntegrity, checkShape, hasSqliteHeader, migrate, schemaVersionOf } from "./registry-schema";
 import { loadSqlJs, type SqlDatabase, type SqlJs } from "./registry-sqljs";
 import {
@@ -117,7 +117,7 @@ function totalChanges(db: SqlDatabase): number {
 }
 
 /** Rolls back if a transaction is still open (SQLite ends one itself after some errors). */
-export function rollback(db: SqlDatabase): void {
+function rollback(db: SqlDatabase): void {
   try {
     db.run("ROLLBACK");
   } catch {
@@ -134,8 +134,8 @@ function merge<T extends object>(stored: T | undefined, input: object): T {
 
 export class Registry {
   private db: SqlDatabase;
-  /** Identity of the file `db` was loaded from or last written to; null = out of step with disk. */
-  private identity: FileIdentity | null = null;
+  /** The file `db` was loaded from or last written to, held open; null = out of step with disk. */
+  private pinned: PinnedFile | null = null;
   private closed = false;
   private readonly lock: FileLock;
   private readonly log: RegistryLogger;
@@ -155,7 +155,12 @@ export class Registry {
     const registry = new Registry(resolved, SQL, opts);
     try {
       await registry.lock.withLock(() => {
-        const orphans = removeOrphanTempFiles(resolved);
+        let orphans: number;
+        try {
+          orphans = removeOrphanTempFiles(resolved);
+        } catch (e) {
+          throw registry.ioError("read", e);
+        }
         if (orphans) registry.log("info", `removed ${orphans} temp file(s) left by an interrupted registry write`);
         registry.syncWithDisk();
       });
@@ -171,7 +176,11 @@ export class Registry {
     private readonly SQL: SqlJs,
     private readonly opts: RegistryOptions,
   ) {
-    this.log = opts.logger ?? ((level, message) => level === "warn" && console.warn(`rbee registry: ${message}`));
+    this.log =
+      opts.logger ??
+      ((level, message) => {
+        if (level === "warn") console.warn(`rbee registry: ${message}`);
+      });
     this.lock = new FileLock(`${path}.lock`, { ...opts.lock, logger: this.log });
     this.db = new SQL.Database();
   }
@@ -180,6 +189,8 @@ export class Registry {
     if (this.closed) return;
     this.closed = true;
     this.db.close();
+    unpin(this.pinned);
+    this.pinned = null;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -389,7 +400,12 @@ export class Registry {
   needsRebuild(): Promise<RebuildNeeded | null> {
     return this.read((db) => {
       const raw = db.exec("SELECT value FROM meta WHERE key = ?", [REBUILD_KEY])[0]?.values[0]?.[0];
-      return typeof raw === "string" ? (JSON.parse(raw) as RebuildNeeded) : null;
+      if (typeof raw !== "string") return null;
+      try {
+        return JSON.parse(raw) as RebuildNeeded;
+      } catch {
+        return { reason: raw, since: 0, moved_to: null }; // still a request to rebuild, whatever wrote it
+      }
     });
   }
 
@@ -471,7 +487,7 @@ export class Registry {
    * Runs `change` under the lock on the latest file content, in one transaction, then writes the
    * file before the lock is released. A change that throws is rolled back and nothing is written.
    */
-  private mutate<T>(change: (db: SqlDatabase) => T): Promise<T> {
+  private async mutate<T>(change: (db: SqlDatabase) => T): Promise<T> {
     this.assertOpen();
     return this.lock.withLock(() => {
       this.assertOpen();
@@ -494,31 +510,33 @@ export class Registry {
 
   /** true when the copy is current (already, or after a plain reload); false when the lock is needed. */
   private tryReloadWithoutLock(): boolean {
-    const id = fileIdentity(this.path);
-    if (id !== null && id === this.identity) return true;
-    const onDisk = id === null ? null : readWithIdentity(this.path);
+    if (this.isCurrent()) return true;
+    const onDisk = this.readDisk();
     if (!onDisk) return false;
     let loaded: { db: SqlDatabase; migrated: number[] };
     try {
       loaded = this.load(onDisk.bytes);
     } catch (e) {
+      unpin(onDisk.pin);
       if (e instanceof CorruptRegistry) return false;
       throw e;
     }
     if (loaded.migrated.length) {
-      loaded.db.close(); // an older rbee wrote it: migrate under the lock so the file is upgraded once
+      // An older rbee wrote it: migrate under the lock, so the file is upgraded once.
+      loaded.db.close();
+      unpin(onDisk.pin);
       return false;
     }
-    this.adopt(loaded.db, onDisk.identity);
+    this.adopt(loaded.db, onDisk.pin);
     return true;
   }
 
   /** Under the lock: load the file if it changed; repair it if missing or corrupt; migrate it if old. */
   private syncWithDisk(): void {
-    const onDisk = readWithIdentity(this.path);
-    if (onDisk && onDisk.identity === this.identity) return;
+    if (this.isCurrent()) return;
+    const onDisk = this.readDisk();
     if (!onDisk) {
-      const vanished = this.identity !== null;
+      const vanished = this.pinned !== null;
       if (vanished) this.log("warn", `the registry ${this.path} disappeared; started a fresh one (workers will be re-learnt from the hives)`);
       this.adopt(this.freshDatabase(vanished ? { reason: "the registry file disappeared", since: Date.now(), moved_to: null } : null), null);
       this.persist();
@@ -528,15 +546,44 @@ export class Registry {
     try {
       loaded = this.load(onDisk.bytes);
     } catch (e) {
+      unpin(onDisk.pin);
       if (!(e instanceof CorruptRegistry)) throw e;
       this.recoverFromCorruption(e.message);
       return;
     }
-    this.adopt(loaded.db, onDisk.identity);
+    this.adopt(loaded.db, onDisk.pin);
     if (loaded.migrated.length) {
       this.log("info", `migrated the registry ${this.path} to schema version ${SCHEMA_VERSION} (applied ${loaded.migrated.join(", ")})`);
       this.persist();
     }
+  }
+
+  /** Whether the file on disk is still the one the copy came from (one stat, no read). */
+  private isCurrent(): boolean {
+    if (!this.pinned) return false;
+    try {
+      return fileIdentity(this.path) === this.pinned.identity;
+    } catch (e) {
+      throw this.ioError("read", e);
+    }
+  }
+
+  private readDisk(): { pin: PinnedFile; bytes: Uint8Array } | null {
+    try {
+      return pinAndRead(this.path);
+    } catch (e) {
+      throw this.ioError("read", e);
+    }
+  }
+
+  private ioError(action: "read" | "write", e: unknown): RegistryError {
+    const err = e as NodeJS.ErrnoException;
+    return new RegistryError(
+      "REGISTRY_IO",
+      `cannot ${action} the registry ${this.path}: ${err.message}. ` +
+        (action === "write" ? `Check free disk space and the permissions of ${path.dirname(this.path)}.` : "Check that it is a file this user can read."),
+      { path: this.path, errno: err.code },
+    );
   }
 
   private recoverFromCorruption(reason: string): void {
@@ -588,24 +635,28 @@ export class Registry {
     return db;
   }
 
-  private adopt(db: SqlDatabase, identity: FileIdentity | null): void {
+  /** Makes `db` the copy, and `pin` the file it matches (null: matches no file yet). */
+  private adopt(db: SqlDatabase, pin: PinnedFile | null): void {
     if (db !== this.db) this.db.close();
     this.db = db;
-    this.identity = identity;
+    if (pin !== this.pinned) unpin(this.pinned);
+    this.pinned = pin;
   }
 
   /** Writes the copy to disk (under the lock). On failure the copy is marked stale, to be reloaded. */
   private persist(): void {
     try {
       writeFileAtomic(this.path, this.db.export());
-      this.identity = fileIdentity(this.path);
     } catch (e) {
-      this.identity = null;
-      throw new RegistryError(
-        "REGISTRY_IO",
-        `cannot write the registry ${this.path}: ${(e as Error).message}. Check free disk space and the permissions of ${path.dirname(this.path)}.`,
-        { path: this.path, errno: (e as NodeJS.ErrnoException).code },
-      );
+      this.adopt(this.db, null);
+      throw this.ioError("write", e);
+    }
+    // Under the lock nobody else writes, so the file now at the path is the one just written.
+    try {
+      this.adopt(this.db, pinFile(this.path));
+    } catch (e) {
+      this.adopt(this.db, null);
+      throw this.ioError("read", e);
     }
   }
 }
