@@ -101,6 +101,7 @@ export class LocalHive {
   private async start(): Promise<number> {
     const agent = this.opts.agentScript ?? defaultAgentScript();
     if (!existsSync(agent)) throw new RbeeError("NODE_UNREACHABLE", `the hive-agent program is missing at ${agent}; reinstall rbee (or run npm run build)`);
+    this.token(); // created on first start
     rmSync(this.infoFile, { force: true });
     const log = openSync(this.logFile, "a");
     const child = spawn(

@@ -1,0 +1,355 @@
+// `rbee`: the keeper as a command-line tool (headless use, scripts, tests). Tokens go to stdout,
+// narration and errors to stderr. Exit codes: 0 ok, 1 error, 2 usage, 130 cancelled.
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { RbeeError, BACKENDS, AGENT_VERSION, type Backend } from "../../hive-agent/src/protocol";
+import { Keeper, StreamInterruptedError } from "./keeper/keeper";
+import { LocalHive } from "./keeper/local-hive";
+import { LocalConnector, LOCALHOST } from "./keeper/local-connector";
+import { Registry, defaultRegistryPath } from "./keeper/registry";
+import { Narrator } from "./cli/narration";
+
+const HELP: Record<string, string> = {
+  main: `rbee ${AGENT_VERSION}: your own machines as a private code-completion and chat cloud
+
+usage: rbee <command> [options]
+
+commands:
+  infer            stream a completion from a model on a node
+  nodes list       the nodes rbee knows (localhost and your ~/.ssh/config hosts)
+  workers list     workers running on a node
+  workers shutdown stop a worker
+  models list      models in a node's catalog
+  models download  download a model into a node's catalog
+  hive start|stop|status   the local hive (localhost's daemon)
+
+global options:
+  --registry FILE  registry file (default ${defaultRegistryPath()}; RBEE_HOME moves ~/.rbee)
+  --json           machine-readable output where it applies
+  --help           help for a command
+`,
+  infer: `usage: rbee infer --model REF --prompt TEXT [options]
+
+  --node NAME          node to run on (default localhost)
+  --model REF          hf:owner/repo[/file.gguf], https://…/x.gguf, file:/abs/x.gguf
+  --prompt TEXT        the prompt ("-" reads it from stdin)
+  --max-tokens N       tokens to generate (default 128)
+  --temperature X      sampling temperature (default 0.8)
+  --seed N             sampling seed, for reproducible output
+  --backend B          cuda | metal | vulkan | cpu (default: the node's best)
+  --device N           GPU index (default 0)
+  --threads N          CPU threads for a new worker (default: cores - 1)
+  --timeout S          give up after S seconds (default: none)
+  --ephemeral          stop the local hive afterwards if this run started it
+  --no-autostart       fail instead of starting the local hive
+  --json               print one JSON object with the result instead of streaming text
+`,
+  nodes: `usage: rbee nodes list [--json]\n`,
+  workers: `usage: rbee workers list [--node NAME] [--json]\n       rbee workers shutdown ID [--node NAME]\n`,
+  models: `usage: rbee models list [--node NAME] [--json]\n       rbee models download REF [--node NAME]\n`,
+  hive: `usage: rbee hive start|stop|status [--json]\n`,
+};
+
+class UsageError extends Error {}
+
+const GLOBAL_OPTIONS = {
+  help: { type: "boolean", short: "h" },
+  json: { type: "boolean" },
+  registry: { type: "string" },
+  node: { type: "string", default: LOCALHOST },
+} satisfies ParseArgsConfig["options"];
+
+function parse<O extends ParseArgsConfig["options"]>(argv: string[], options: O) {
+  try {
+    return parseArgs({ args: argv, options: { ...GLOBAL_OPTIONS, ...options }, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+function num(value: string | undefined, name: string, opts: { integer?: boolean; min?: number } = {}): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min))
+    throw new UsageError(`--${name} must be ${opts.integer ? "an integer" : "a number"}${opts.min !== undefined ? ` ≥ ${opts.min}` : ""}, got "${value}"`);
+  return n;
+}
+
+interface Context {
+  registry: Registry;
+  local: LocalHive;
+  connector: LocalConnector;
+  keeper: Keeper;
+  close(): Promise<void>;
+}
+
+async function open(registryPath: string | undefined, autoStart = true): Promise<Context> {
+  const registry = await Registry.open(registryPath ?? defaultRegistryPath(), { logger: (level, m) => level === "warn" && process.stderr.write(`rbee: ${m}\n`) });
+  const local = new LocalHive();
+  const connector = new LocalConnector(local, registry, { autoStart });
+  const keeper = new Keeper({ registry, nodes: connector });
+  return {
+    registry, local, connector, keeper,
+    async close() {
+      registry.close();
+      await local.close();
+    },
+  };
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+async function infer(argv: string[]): Promise<number> {
+  const { values: v } = parse(argv, {
+    model: { type: "string" },
+    prompt: { type: "string" },
+    "max-tokens": { type: "string", default: "128" },
+    temperature: { type: "string" },
+    seed: { type: "string" },
+    backend: { type: "string" },
+    device: { type: "string" },
+    threads: { type: "string" },
+    timeout: { type: "string" },
+    ephemeral: { type: "boolean" },
+    "no-autostart": { type: "boolean" },
+  });
+  if (v.help) return help("infer");
+  if (!v.model) throw new UsageError("--model is required");
+  if (v.prompt === undefined) throw new UsageError("--prompt is required");
+  if (v.backend && !BACKENDS.includes(v.backend as Backend)) throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}`);
+  const prompt = v.prompt === "-" ? await readStdin() : v.prompt;
+  const timeout = num(v.timeout, "timeout", { min: 0 });
+
+  const ctx = await open(v.registry, !v["no-autostart"]);
+  const narrator = new Narrator(process.stderr, Boolean(v.json));
+  const abort = new AbortController();
+  let cancelledBySignal = false;
+  const onSigint = () => {
+    if (abort.signal.aborted) process.exit(130); // a second Ctrl+C does not wait
+    cancelledBySignal = true;
+    abort.abort();
+  };
+  process.on("SIGINT", onSigint);
+  const timer = timeout !== undefined ? setTimeout(() => abort.abort(), timeout * 1000) : undefined;
+  let wroteText = false;
+  try {
+    const result = await ctx.keeper.generate(
+      { node: v.node!, model: v.model, backend: v.backend as Backend | undefined, device: num(v.device, "device", { integer: true, min: 0 }), threads: num(v.threads, "threads", { integer: true, min: 1 }) },
+      {
+        kind: "inference",
+        prompt,
+        max_tokens: num(v["max-tokens"], "max-tokens", { integer: true, min: 1 })!,
+        temperature: num(v.temperature, "temperature", { min: 0 }),
+        seed: num(v.seed, "seed", { integer: true, min: 0 }),
+      },
+      {
+        onEvent: (e) => narrator.event(e),
+        onToken: (t) => {
+          if (v.json) return;
+          narrator.done();
+          process.stdout.write(t);
+          wroteText = true;
+        },
+      },
+      abort.signal,
+    );
+    narrator.done();
+    if (v.json) process.stdout.write(JSON.stringify({ text: result.text, tokens_out: result.tokensOut, stop_reason: result.stopReason, decode_ms: result.decodeMs, first_token_ms: result.firstTokenMs, worker_id: result.workerId, spawned: result.spawned }) + "\n");
+    else if (wroteText) process.stdout.write("\n");
+    if (result.stopReason === "cancelled") {
+      process.stderr.write(cancelledBySignal ? "Cancelled.\n" : `Timed out after ${timeout} s.\n`);
+      return cancelledBySignal ? 130 : 1;
+    }
+    return 0;
+  } catch (e) {
+    narrator.done();
+    if (wroteText) process.stdout.write("\n");
+    if (abort.signal.aborted && e instanceof RbeeError && e.code === "REQUEST_CANCELLED") {
+      process.stderr.write(cancelledBySignal ? "Cancelled.\n" : `Timed out after ${timeout} s.\n`);
+      return cancelledBySignal ? 130 : 1;
+    }
+    throw e;
+  } finally {
+    clearTimeout(timer);
+    process.off("SIGINT", onSigint);
+    if (v.ephemeral && ctx.connector.startedHive) await ctx.local.stop();
+    await ctx.close();
+  }
+}
+
+function print(json: boolean | undefined, data: unknown, table: () => string) {
+  process.stdout.write(json ? JSON.stringify(data, null, 2) + "\n" : table());
+}
+
+function formatTable(rows: string[][]): string {
+  if (!rows.length) return "";
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n") + "\n";
+}
+
+async function nodes(argv: string[]): Promise<number> {
+  const { values: v, positionals } = parse(argv, {});
+  if (v.help || positionals[0] !== "list") return help("nodes", !v.help);
+  const ctx = await open(v.registry, false);
+  try {
+    const status = await ctx.local.status();
+    const caps = status.running ? await (await ctx.local.connectExisting())!.capabilities() : undefined;
+    const rows = [
+      {
+        alias: LOCALHOST, host: "127.0.0.1", reachable: status.running, agent_version: status.version ?? null,
+        backends: caps?.backends ?? [], gpus: caps?.devices.map((d) => ({ name: d.name, vram_total_bytes: d.vram_total_bytes, vram_free_bytes: d.vram_free_bytes })) ?? [],
+        status: status.running ? "running" : "not started",
+      },
+    ];
+    print(v.json, { nodes: rows }, () =>
+      formatTable([
+        ["NODE", "HOST", "STATUS", "AGENT", "BACKENDS", "GPUS"],
+        ...rows.map((r) => [r.alias, r.host, r.status, r.agent_version ?? "-", r.backends.join(",") || "-", r.gpus.map((g) => `${g.name} ${(g.vram_free_bytes / 2 ** 30).toFixed(1)}/${(g.vram_total_bytes / 2 ** 30).toFixed(1)} GiB`).join("; ") || "-"]),
+      ]),
+    );
+    return 0;
+  } finally {
+    await ctx.close();
+  }
+}
+
+async function connectHive(ctx: Context, node: string) {
+  const handle = await ctx.connector.connect(node, () => {});
+  return handle.hive;
+}
+
+async function workers(argv: string[]): Promise<number> {
+  const { values: v, positionals } = parse(argv, {});
+  const sub = positionals[0];
+  if (v.help || (sub !== "list" && sub !== "shutdown")) return help("workers", !v.help);
+  const ctx = await open(v.registry, false);
+  try {
+    const hive = await connectHive(ctx, v.node!);
+    if (sub === "list") {
+      const list = await hive.workers();
+      await ctx.registry.replaceNodeState(v.node!, list, await hive.models());
+      const safe = list.map(({ api_key: _secret, ...w }) => w);
+      print(v.json, { workers: safe }, () =>
+        formatTable([["ID", "MODEL", "STATE", "BACKEND", "SLOTS", "TOK/S"], ...safe.map((w) => [w.id, w.model_ref, w.state, `${w.backend}:${w.device}`, `${w.slots_busy}/${w.slots_total}`, w.last_tokens_per_second?.toFixed(1) ?? "-"])]) || "no workers\n",
+      );
+      return 0;
+    }
+    const id = positionals[1];
+    if (!id) throw new UsageError("workers shutdown needs a worker ID (see rbee workers list)");
+    await hive.shutdown(id);
+    await ctx.registry.removeWorker(id);
+    process.stderr.write(`worker ${id} stopped\n`);
+    return 0;
+  } finally {
+    await ctx.close();
+  }
+}
+
+async function models(argv: string[]): Promise<number> {
+  const { values: v, positionals } = parse(argv, {});
+  const sub = positionals[0];
+  if (v.help || (sub !== "list" && sub !== "download")) return help("models", !v.help);
+  const ctx = await open(v.registry, sub === "download");
+  try {
+    const hive = await connectHive(ctx, v.node!);
+    if (sub === "list") {
+      const list = await hive.models();
+      print(v.json, { models: list }, () => formatTable([["MODEL", "SIZE", "PATH"], ...list.map((m) => [m.model_ref, `${(m.size_bytes / 2 ** 20).toFixed(1)} MiB`, m.local_path])]) || "no models\n");
+      return 0;
+    }
+    const ref = positionals[1];
+    if (!ref) throw new UsageError("models download needs a model ref, e.g. hf:owner/repo/file.gguf");
+    const narrator = new Narrator(process.stderr, Boolean(v.json));
+    const { download_id } = await hive.download({ model_ref: ref });
+    for await (const event of hive.downloadProgress(download_id)) {
+      narrator.event({ kind: "download", event });
+      if (event.stage === "error") throw new RbeeError(event.code, event.message);
+      if (event.stage === "complete") {
+        narrator.done();
+        await ctx.registry.upsertNode({ alias: v.node!, host: "127.0.0.1", transport: "loopback" });
+        await ctx.registry.upsertModel({ node: v.node!, model_ref: ref, local_path: event.local_path, size_bytes: event.size_bytes, sha256: event.sha256 });
+        print(v.json, event, () => `${ref} → ${event.local_path}\n`);
+      }
+    }
+    return 0;
+  } finally {
+    await ctx.close();
+  }
+}
+
+async function hiveCommand(argv: string[]): Promise<number> {
+  const { values: v, positionals } = parse(argv, {});
+  const sub = positionals[0];
+  if (v.help || !["start", "stop", "status"].includes(sub)) return help("hive", !v.help);
+  const local = new LocalHive();
+  try {
+    if (sub === "start") {
+      const { started } = await local.ensure();
+      const s = await local.status();
+      print(v.json, { ...s, started }, () => `local hive ${started ? "started" : "already running"} (pid ${s.pid}, port ${s.port}, log ${s.logFile})\n`);
+    } else if (sub === "stop") {
+      const stopped = await local.stop();
+      print(v.json, { stopped }, () => (stopped ? "local hive stopped\n" : "no local hive was running\n"));
+    } else {
+      const s = await local.status();
+      print(v.json, s, () => (s.running ? `running: pid ${s.pid}, port ${s.port}, version ${s.version}, home ${s.home}\n` : `not running (home ${s.home})\n`));
+    }
+    return 0;
+  } finally {
+    await local.close();
+  }
+}
+
+function help(topic: string, asError = false): number {
+  (asError ? process.stderr : process.stdout).write(HELP[topic] ?? HELP.main);
+  return asError ? 2 : 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case "infer":
+        return await infer(rest);
+      case "nodes":
+        return await nodes(rest);
+      case "workers":
+        return await workers(rest);
+      case "models":
+        return await models(rest);
+      case "hive":
+        return await hiveCommand(rest);
+      case "--version":
+      case "version":
+        process.stdout.write(`${AGENT_VERSION}\n`);
+        return 0;
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        return help("main");
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`rbee: ${e.message}\n\n${HELP[command] ?? HELP.main}`);
+      return 2;
+    }
+    if (e instanceof StreamInterruptedError) {
+      process.stderr.write(`rbee: ${e.message}\n`);
+      return 1;
+    }
+    const code = e instanceof RbeeError ? ` [${e.code}]` : (e as any)?.code ? ` [${(e as any).code}]` : "";
+    process.stderr.write(`rbee: ${(e as Error).message}${code}\n`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => process.exit(code));
+}

@@ -1,0 +1,51 @@
+// Connects the keeper to `localhost`, the node every install has: no SSH, the local hive is started
+// on demand (unless told not to) and reached over loopback.
+
+import { readFileSync } from "node:fs";
+import { RbeeError } from "../../../hive-agent/src/protocol";
+import { HiveClient } from "./hive-client";
+import type { KeeperEvent, NodeConnector, NodeHandle } from "./keeper";
+import type { LocalHive } from "./local-hive";
+import type { Registry } from "./registry";
+import { loopbackTransport } from "./transport";
+
+export const LOCALHOST = "localhost";
+
+export class LocalConnector implements NodeConnector {
+  /** Set when this process started the local hive (an ephemeral run stops it again). */
+  startedHive = false;
+
+  constructor(
+    private readonly local: LocalHive,
+    private readonly registry: Registry,
+    private readonly opts: { autoStart: boolean } = { autoStart: true },
+  ) {}
+
+  async connect(node: string, onEvent: (e: KeeperEvent) => void): Promise<NodeHandle> {
+    if (node !== LOCALHOST) throw new RbeeError("NODE_UNREACHABLE", `unknown node "${node}"; use "localhost" or a Host from your ~/.ssh/config ("rbee nodes list" shows them)`);
+    await this.registry.upsertNode({ alias: LOCALHOST, host: "127.0.0.1", transport: "loopback" });
+    if (this.opts.autoStart) {
+      const { client, started } = await this.local.ensure(() =>
+        onEvent({ kind: "phase", phase: "node", status: "started", message: "no local hive is running: starting one" }),
+      );
+      this.startedHive ||= started;
+      return { name: LOCALHOST, hive: client };
+    }
+    // Without auto-start, a hive that does not answer is an error (EC1), after the client's 3 tries.
+    let port: number;
+    try {
+      port = JSON.parse(readFileSync(this.local.infoFile, "utf8")).port;
+    } catch {
+      throw new RbeeError("NODE_UNREACHABLE", `no local hive is running (${this.local.infoFile} is missing); start it with "rbee hive start"`);
+    }
+    const hive = new HiveClient({ transport: loopbackTransport(), baseUrl: `http://127.0.0.1:${port}`, token: this.local.token(), nodeName: LOCALHOST });
+    try {
+      await hive.health();
+    } catch (e) {
+      if (e instanceof RbeeError && (e.code === "NODE_UNREACHABLE" || e.code === "CONNECTION_TIMEOUT"))
+        throw new RbeeError(e.code, `${e.message}. Check that the local hive runs ("rbee hive status"; its log is ${this.local.logFile}) or start it with "rbee hive start"`, e.details);
+      throw e;
+    }
+    return { name: LOCALHOST, hive };
+  }
+}
