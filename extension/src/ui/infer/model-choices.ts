@@ -1,0 +1,44 @@
+// The model list of the pickers ("rbee: Infer", Start Worker, the chat's model picker): what runs,
+// what the node has, what was used recently, what is configured — each model once, in that order.
+
+import { RbeeError } from "../../../../hive-agent/src/protocol";
+import { parseModelRef } from "../../../../hive-agent/src/catalog/model-ref";
+
+export type ModelSource = "running" | "catalog" | "recent" | "configured";
+
+export interface ModelChoice {
+  ref: string;
+  source: ModelSource;
+}
+
+const ORDER: ModelSource[] = ["running", "catalog", "recent", "configured"];
+
+export function modelChoices(lists: Partial<Record<ModelSource, readonly string[]>>): ModelChoice[] {
+  const seen = new Set<string>();
+  const out: ModelChoice[] = [];
+  for (const source of ORDER) {
+    for (const ref of lists[source] ?? []) {
+      if (!ref || seen.has(ref)) continue;
+      seen.add(ref);
+      out.push({ ref, source });
+    }
+  }
+  return out;
+}
+
+/** `recent` with `ref` moved to the front, at most `max` long. */
+export function rememberRecent(recent: readonly string[], ref: string, max = 10): string[] {
+  return [ref, ...recent.filter((r) => r !== ref)].slice(0, max);
+}
+
+/** An InputBox validation message for a typed model ref, or undefined when it is valid. */
+export function modelRefProblem(ref: string): string | undefined {
+  const value = ref.trim();
+  if (!value) return "Type a model: hf:owner/repo[/file.gguf], https://…/model.gguf or file:/abs/path.gguf";
+  try {
+    parseModelRef(value);
+    return undefined;
+  } catch (e) {
+    return e instanceof RbeeError ? e.message : String(e);
+  }
+}

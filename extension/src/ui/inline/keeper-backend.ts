@@ -1,0 +1,84 @@
+// The real CompletionBackend: the keeper finds (or, for a configured model, starts) the worker, and
+// the request goes straight to the worker's /v1/infill stream.
+//
+// Why not keeper.generate: an inline completion must fail fast and leave no trace. generate retries
+// a busy worker for up to 7 s, saves partial output of broken streams to files and writes the
+// registry after every request; none of that helps a suggestion that is stale 100 ms later.
+
+import { RbeeError } from "../../../../hive-agent/src/protocol";
+import type { Keeper, KeeperEvent } from "../../keeper/keeper";
+import type { CompletionBackend, CompletionTarget, EngineSettings, InfillRequestBody, InfillResult, TargetResolution } from "./completion-engine";
+
+/** How long a failed start of the configured model keeps us from trying again on every keystroke. */
+const WARM_RETRY_MS = 60_000;
+const LOCALHOST = "localhost";
+
+export class KeeperCompletionBackend implements CompletionBackend {
+  private warming: { key: string; promise: Promise<void> } | undefined;
+  private warmFailure: { key: string; message: string; at: number } | undefined;
+
+  constructor(
+    private readonly keeper: () => Promise<Keeper>,
+    /** Progress of a worker being started for completions (status bar, log). */
+    private readonly onWarmEvent: (e: KeeperEvent) => void = () => {},
+  ) {}
+
+  async resolveTarget(s: EngineSettings): Promise<TargetResolution> {
+    const keeper = await this.keeper();
+    if (s.model) {
+      const target = { node: s.node || LOCALHOST, model: s.model };
+      if (await keeper.registry.findReadyWorker(target.node, target.model)) return { target };
+      return this.warm(keeper, target);
+    }
+    const workers = await keeper.registry.listWorkers(s.node ? { node: s.node } : {});
+    const ready = workers.find((w) => (w.state === "idle" || w.state === "busy") && w.url);
+    if (!ready)
+      return {
+        none: "no-worker",
+        reason: `no ready worker${s.node ? ` on ${s.node}` : ""}: start one from the Remote Nodes view, or set rbee.completion.model to have rbee start it`,
+      };
+    return { target: { node: ready.node, model: ready.model_ref } };
+  }
+
+  /** Starts the configured model's worker once, in the background; completions resume when it is ready. */
+  private warm(keeper: Keeper, target: CompletionTarget): TargetResolution {
+    const key = `${target.node}\u0000${target.model}`;
+    if (this.warmFailure?.key === key && Date.now() - this.warmFailure.at < WARM_RETRY_MS)
+      return { none: "error", reason: `starting ${target.model} on ${target.node} failed: ${this.warmFailure.message}` };
+    if (this.warming?.key !== key) {
+      const promise = keeper
+        .ensureWorker({ node: target.node, model: target.model }, this.onWarmEvent)
+        .then(() => {
+          this.warmFailure = undefined;
+        })
+        .catch((e: Error) => {
+          this.warmFailure = { key, message: e.message, at: Date.now() };
+        })
+        .finally(() => {
+          if (this.warming?.promise === promise) this.warming = undefined;
+        });
+      this.warming = { key, promise };
+    }
+    return { none: "warming", reason: `starting a worker for ${target.model} on ${target.node}` };
+  }
+
+  async infill(target: CompletionTarget, body: InfillRequestBody, signal: AbortSignal): Promise<InfillResult> {
+    const keeper = await this.keeper();
+    // A registered, recently checked worker comes back without any network round trip.
+    const { worker, client } = await keeper.ensureWorker({ node: target.node, model: target.model }, undefined, signal);
+    let text = "";
+    try {
+      for await (const e of client.infill(body, signal)) {
+        if (e.type === "token") text += e.t;
+        else if (e.type === "end") return { text, stopReason: e.stop_reason, workerMs: (e.first_token_ms ?? 0) + e.decode_ms };
+        else if (e.type === "error") throw new RbeeError(e.code, e.message);
+      }
+      throw new RbeeError("INTERNAL", "the infill stream ended without an end event");
+    } catch (e) {
+      // A worker that is gone must not be offered again: the next request finds or starts another.
+      if (e instanceof RbeeError && ["NODE_UNREACHABLE", "CONNECTION_TIMEOUT", "WORKER_CRASHED", "WORKER_NOT_FOUND"].includes(e.code))
+        await keeper.registry.removeWorker(worker.id).catch(() => {});
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,152 @@
+// The pure logic of inline completions: context window, cache (typing into a suggestion), the
+// repeat filter, and the one-request-per-editor gate with its debounce.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { contextWindow, cursorAllowsCompletion } from "../../extension/src/ui/inline/context-window";
+import { CompletionCache } from "../../extension/src/ui/inline/completion-cache";
+import { cleanSuggestion } from "../../extension/src/ui/inline/suggestion-filter";
+import { debounce, RequestGate, SupersededError } from "../../extension/src/ui/inline/request-gate";
+
+test("context window: short texts pass through unchanged", () => {
+  assert.deepEqual(contextWindow("const a = ", ";\n", { maxPrefixChars: 100, maxSuffixChars: 100 }), { prefix: "const a = ", suffix: ";\n" });
+});
+
+test("context window: long prefix is cut to the limit at a line start, keeping the cursor's line", () => {
+  const before = "line one\nline two\nline three\nconst x = ";
+  const w = contextWindow(before, "", { maxPrefixChars: 25, maxSuffixChars: 10 });
+  assert.ok(w.prefix.length <= 25);
+  assert.equal(w.prefix, "line three\nconst x = ");
+  // A single long line is cut mid-line rather than dropped.
+  const oneLine = "x".repeat(50);
+  assert.equal(contextWindow(oneLine, "", { maxPrefixChars: 20, maxSuffixChars: 10 }).prefix, "x".repeat(20));
+});
+
+test("context window: long suffix is cut at the end of a whole line", () => {
+  const after = ");\nreturn a;\nreturn b;\n}";
+  const w = contextWindow("f(", after, { maxPrefixChars: 10, maxSuffixChars: 15 });
+  assert.equal(w.suffix, ");\nreturn a;\n");
+});
+
+test("completions are offered at line ends and before closers, not inside words", () => {
+  assert.equal(cursorAllowsCompletion(""), true);
+  assert.equal(cursorAllowsCompletion(")"), true);
+  assert.equal(cursorAllowsCompletion("  ]);"), true);
+  assert.equal(cursorAllowsCompletion("foo)"), false);
+  assert.equal(cursorAllowsCompletion("x"), false);
+});
+
+test("cache: an exact context is a hit; another suffix or scope is not", () => {
+  const cache = new CompletionCache();
+  cache.set({ scope: "ts", prefix: "function add(a, b) {\n  return ", suffix: "\n}" }, "a + b;");
+  assert.equal(cache.get({ scope: "ts", prefix: "function add(a, b) {\n  return ", suffix: "\n}" }), "a + b;");
+  assert.equal(cache.get({ scope: "ts", prefix: "function add(a, b) {\n  return ", suffix: "\n}\n// more" }), undefined);
+  assert.equal(cache.get({ scope: "py", prefix: "function add(a, b) {\n  return ", suffix: "\n}" }), undefined);
+});
+
+test("cache: typing the start of a suggestion serves the rest; typing something else or all of it does not", () => {
+  const cache = new CompletionCache();
+  const prefix = "function add(a, b) {\n  return ";
+  cache.set({ scope: "ts", prefix, suffix: "\n}" }, "a + b;");
+  assert.equal(cache.get({ scope: "ts", prefix: prefix + "a", suffix: "\n}" }), " + b;");
+  assert.equal(cache.get({ scope: "ts", prefix: prefix + "a + ", suffix: "\n}" }), "b;");
+  assert.equal(cache.get({ scope: "ts", prefix: prefix + "x", suffix: "\n}" }), undefined);
+  assert.equal(cache.get({ scope: "ts", prefix: prefix + "a + b;", suffix: "\n}" }), undefined, "a suggestion typed out in full is used up");
+});
+
+test("cache: typed-through hits survive the window sliding forward (only the tail is compared)", () => {
+  const cache = new CompletionCache(8, 32);
+  const body = "x".repeat(500) + "\nconst total = ";
+  cache.set({ scope: "ts", prefix: body.slice(-200), suffix: "" }, "items.length;");
+  // The new window starts 5 characters later and ends with the 5 typed characters.
+  const typed = body + "items";
+  assert.equal(cache.get({ scope: "ts", prefix: typed.slice(-200), suffix: "" }), ".length;");
+});
+
+test("cache: a prefix shorter than the tail only matches at the start of the document", () => {
+  const cache = new CompletionCache(8, 64);
+  cache.set({ scope: "ts", prefix: "let ", suffix: "" }, "value = 1;");
+  assert.equal(cache.get({ scope: "ts", prefix: "let val", suffix: "" }), "ue = 1;");
+  assert.equal(cache.get({ scope: "ts", prefix: "// x\nlet val", suffix: "" }), undefined);
+});
+
+test("cache: least recently used entries are evicted first; a hit refreshes an entry", () => {
+  const cache = new CompletionCache(2, 64);
+  cache.set({ scope: "s", prefix: "a", suffix: "" }, "1");
+  cache.set({ scope: "s", prefix: "b", suffix: "" }, "2");
+  assert.equal(cache.get({ scope: "s", prefix: "a", suffix: "" }), "1"); // a is now the most recent
+  cache.set({ scope: "s", prefix: "c", suffix: "" }, "3");
+  assert.equal(cache.size, 2);
+  assert.equal(cache.get({ scope: "s", prefix: "b", suffix: "" }), undefined);
+  assert.equal(cache.get({ scope: "s", prefix: "a", suffix: "" }), "1");
+  assert.equal(cache.get({ scope: "s", prefix: "c", suffix: "" }), "3");
+});
+
+test("cache: a hit takes well under a millisecond with a full cache of long contexts", () => {
+  const cache = new CompletionCache(64, 256);
+  for (let i = 0; i < 64; i++) cache.set({ scope: "ts", prefix: `${"y".repeat(3000)}\n// entry ${i}\nconst v${i} = `, suffix: "\n".repeat(500) }, `compute(${i});`);
+  const prefix = `${"y".repeat(3000)}\n// entry 0\nconst v0 = comp`;
+  const n = 200;
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) assert.equal(cache.get({ scope: "ts", prefix, suffix: "\n".repeat(500) }), "ute(0);");
+  const perHit = (performance.now() - t0) / n;
+  assert.ok(perHit < 1, `a cache hit took ${perHit.toFixed(3)} ms`);
+});
+
+test("suggestions that repeat the text after the cursor are dropped", () => {
+  assert.equal(cleanSuggestion("return a + b;\n}", "\n  return a + b;\n}"), undefined);
+  assert.equal(cleanSuggestion("   \n ", "x"), undefined);
+  // The model re-emits the next line.
+  assert.equal(cleanSuggestion("console.log(x);", "\nconsole.log(x);\n"), undefined);
+  // New text is kept, trailing whitespace goes.
+  assert.equal(cleanSuggestion("a + b;  \n", "\n}"), "a + b;");
+});
+
+test("a suggestion ending with the rest of the line loses that ending (no doubled bracket)", () => {
+  assert.equal(cleanSuggestion("a, b)", ")"), "a, b");
+  assert.equal(cleanSuggestion("a, b);", ");\nnext"), "a, b");
+  assert.equal(cleanSuggestion(")", ")"), undefined);
+  // Unrelated endings are left alone.
+  assert.equal(cleanSuggestion("a, b", ")"), "a, b");
+});
+
+test("gate: a new request for an editor aborts the one in flight there, not other editors'", () => {
+  const gate = new RequestGate();
+  const first = gate.begin("editor-1");
+  const other = gate.begin("editor-2");
+  const second = gate.begin("editor-1");
+  assert.equal(first.signal.aborted, true);
+  assert.ok(first.signal.reason instanceof SupersededError);
+  assert.equal(second.signal.aborted, false);
+  assert.equal(other.signal.aborted, false);
+  first.release(); // a late release of the old request must not drop the new one
+  assert.equal(gate.inFlight, 2);
+  second.release();
+  other.release();
+  assert.equal(gate.inFlight, 0);
+});
+
+test("gate: the caller's cancellation aborts the request", () => {
+  const gate = new RequestGate();
+  const vscodeToken = new AbortController();
+  const t = gate.begin("e", vscodeToken.signal);
+  vscodeToken.abort();
+  assert.equal(t.signal.aborted, true);
+  t.release();
+  const already = new AbortController();
+  already.abort();
+  assert.equal(gate.begin("e", already.signal).signal.aborted, true);
+});
+
+test("debounce: resolves true after the delay, false at once when aborted", async () => {
+  const c = new AbortController();
+  const t0 = Date.now();
+  assert.equal(await debounce(30, c.signal), true);
+  assert.ok(Date.now() - t0 >= 25);
+  const d = new AbortController();
+  const p = debounce(10_000, d.signal);
+  const t1 = Date.now();
+  d.abort();
+  assert.equal(await p, false);
+  assert.ok(Date.now() - t1 < 1000);
+  assert.equal(await debounce(0, new AbortController().signal), true);
+});
