@@ -1,0 +1,95 @@
+// rbee's VS Code entry point: creates the surfaces and wires them to one lazily built keeper stack.
+// Kept thin and cheap: nothing here opens the registry, loads sql.js or starts a process — the first
+// command, view refresh or completion does (ui/services.ts).
+
+import * as vscode from "vscode";
+import { ChatService } from "./ui/chat/chat-service";
+import { registerChatParticipant } from "./ui/chat/chat-participant";
+import { ChatView } from "./ui/chat/chat-view";
+import { InferCommand } from "./ui/infer/infer-command";
+import { CompletionEngine } from "./ui/inline/completion-engine";
+import { RbeeInlineProvider } from "./ui/inline/inline-provider";
+import { KeeperCompletionBackend } from "./ui/inline/keeper-backend";
+import { RbeeLog } from "./ui/log";
+import { NodeCommands } from "./ui/nodes/node-commands";
+import { NodesTree } from "./ui/nodes/nodes-tree";
+import { NodeTokenStore } from "./ui/secrets";
+import { RbeeServices } from "./ui/services";
+import { chatSettings, completionSettings, setSetting } from "./ui/settings";
+import { CompletionStatusBar } from "./ui/status-bar";
+
+/** What activate() returns: for other extensions and for the tests inside VS Code. */
+export interface RbeeApi {
+  activationMs: number;
+  services: RbeeServices;
+  tokens: NodeTokenStore;
+  nodes: NodesTree;
+  inline: RbeeInlineProvider;
+  engine: CompletionEngine;
+  chat: ChatView;
+}
+
+let services: RbeeServices | undefined;
+
+export function activate(context: vscode.ExtensionContext): RbeeApi {
+  const started = performance.now();
+  const log = new RbeeLog();
+  services = new RbeeServices({ storageDir: context.globalStorageUri.fsPath, bundleDir: __dirname, extensionDir: context.extensionPath, log });
+  const tokens = new NodeTokenStore(context.secrets);
+  const s = services;
+
+  // Remote Nodes.
+  const nodes = new NodesTree(s, log);
+  const treeView = vscode.window.createTreeView("rbee.nodes", { treeDataProvider: nodes });
+  context.subscriptions.push(log, nodes, treeView, nodes.attach(treeView), new NodeCommands(s, nodes, log, context.globalState).register());
+
+  // Inline completions and their status bar item.
+  const status = new CompletionStatusBar();
+  const backend = new KeeperCompletionBackend(() => s.keeper(), (e) => log.event(e, "[completion]"));
+  const engine = new CompletionEngine(backend, completionSettings, (state) => status.update(state));
+  const inline = new RbeeInlineProvider(engine, completionSettings);
+  engine.reset();
+  context.subscriptions.push(
+    status,
+    { dispose: () => engine.dispose() },
+    vscode.languages.registerInlineCompletionItemProvider({ pattern: "**" }, inline),
+    vscode.commands.registerCommand("rbee.toggleInline", async () => {
+      const enabled = !completionSettings().enabled;
+      await setSetting("completion.enabled", enabled);
+      return enabled;
+    }),
+    vscode.workspace.onDidChangeConfiguration((e) => {
+      if (e.affectsConfiguration("rbee.completion")) engine.reset();
+    }),
+  );
+
+  // "rbee: Infer".
+  const infer = new InferCommand(s, log, context.globalState, nodes);
+  context.subscriptions.push(vscode.commands.registerCommand("rbee.infer", (args?: Parameters<InferCommand["run"]>[0]) => infer.run(args)));
+
+  // Chat: the webview view and, where VS Code has the API, the @rbee participant.
+  let chat: ChatView | undefined;
+  const chatService = new ChatService(s, chatSettings, (e) => {
+    log.event(e, "[chat]");
+    chat?.narrate(e);
+  });
+  chat = new ChatView(context, chatService, log);
+  const chatView = chat;
+  context.subscriptions.push(
+    chatView,
+    vscode.window.registerWebviewViewProvider(ChatView.viewType, chatView, { webviewOptions: { retainContextWhenHidden: true } }),
+    vscode.commands.registerCommand("rbee.chat.clear", () => chatView.controller.clear()),
+  );
+  const participant = registerChatParticipant(context.extensionUri, chatService, () => chatView.currentModel(), () => chatSettings().systemPrompt);
+  if (participant) context.subscriptions.push(participant);
+
+  const activationMs = performance.now() - started;
+  log.info(`rbee activated in ${activationMs.toFixed(1)} ms`);
+  return { activationMs, services: s, tokens, nodes, inline, engine, chat: chatView };
+}
+
+export async function deactivate(): Promise<void> {
+  // Workers and the local hive keep running: they serve other windows and the next session warm.
+  await services?.dispose();
+  services = undefined;
+}

@@ -1,0 +1,101 @@
+// localhost as a node of the Remote Nodes view: its hive is a local process started on demand.
+
+import { RbeeError, type ModelEntry, type WorkerInfo } from "../../../../hive-agent/src/protocol";
+import type { HiveClient } from "../../keeper/hive-client";
+import type { KeeperEvent, NodeConnector, NodeHandle } from "../../keeper/keeper";
+import type { LocalHive } from "../../keeper/local-hive";
+import type { Registry } from "../../keeper/registry";
+import type { LocalRuntime } from "./local-runtime";
+import type { NodeController } from "./node-controller";
+import { LOCALHOST_ENTRY } from "./node-directory";
+import { registryNeedsSync, withoutKeys, type NodeSnapshot } from "./node-snapshot";
+
+export class LocalNodeController implements NodeController {
+  readonly entry = LOCALHOST_ENTRY;
+
+  constructor(
+    private readonly local: LocalHive,
+    private readonly runtime: LocalRuntime,
+    private readonly registry: Registry,
+  ) {}
+
+  async probe(): Promise<NodeSnapshot> {
+    const base = { node: this.entry, backends: [], devices: [], workers: [], models: [], checkedAt: Date.now() };
+    let hive: HiveClient | undefined;
+    try {
+      hive = await this.local.connectExisting();
+    } catch (e) {
+      return { ...base, status: "unreachable", reason: (e as Error).message };
+    }
+    if (!hive) return { ...base, status: "not-deployed", reason: "start it with the ▶ button (or run “rbee: Infer”)" };
+    try {
+      const [health, caps, workers, models] = await Promise.all([hive.health(), hive.capabilities(), hive.workers(), hive.models()]);
+      await this.syncRegistry(workers, models);
+      return {
+        ...base,
+        status: "running",
+        agentVersion: health.version,
+        backends: caps.backends,
+        devices: caps.devices,
+        ramTotalBytes: caps.ram_total_bytes,
+        ramFreeBytes: caps.ram_free_bytes,
+        workers: withoutKeys(workers),
+        models,
+      };
+    } catch (e) {
+      return { ...base, status: "unreachable", reason: (e as Error).message };
+    }
+  }
+
+  /** The keeper picks workers from the registry: keep it in step with what the hive reports. */
+  private async syncRegistry(workers: WorkerInfo[], models: ModelEntry[]) {
+    const stored = { workers: await this.registry.listWorkers({ node: this.entry.name }), models: await this.registry.listModels(this.entry.name) };
+    if (!registryNeedsSync(stored, { workers, models })) return;
+    await this.registry.upsertNode({ alias: this.entry.name, host: this.entry.host, transport: "loopback" });
+    await this.registry.replaceNodeState(this.entry.name, workers, models);
+  }
+
+  async deploy(onEvent: (e: KeeperEvent) => void, onLine: (line: string) => void): Promise<void> {
+    await this.hive(true, onEvent, onLine);
+  }
+
+  async hive(start: boolean, onEvent: (e: KeeperEvent) => void = () => {}, onLine: (line: string) => void = () => {}): Promise<HiveClient> {
+    if (!start) {
+      const existing = await this.local.connectExisting();
+      if (!existing) throw new RbeeError("NODE_UNREACHABLE", "the local hive is not running: start it from the Remote Nodes view (▶ on localhost)");
+      return existing;
+    }
+    await this.runtime.prepare(onLine);
+    const { client } = await this.local.ensure(() => onEvent({ kind: "phase", phase: "node", status: "started", message: "starting the local hive" }));
+    return client;
+  }
+
+  async logFile(): Promise<string> {
+    return this.local.logFile;
+  }
+}
+
+/**
+ * The keeper's connector for localhost, with the runtime step in front: before the local hive is
+ * started for the first time, its node-llama-cpp is made available (see local-runtime.ts).
+ */
+export class LocalNodeConnector implements NodeConnector {
+  constructor(
+    private readonly inner: NodeConnector,
+    private readonly local: LocalHive,
+    private readonly runtime: LocalRuntime,
+    private readonly onLine: (line: string) => void,
+  ) {}
+
+  async connect(node: string, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal): Promise<NodeHandle> {
+    if (node === LOCALHOST_ENTRY.name && !this.runtime.ready() && !(await this.local.connectExisting())) {
+      onEvent({ kind: "phase", phase: "node", status: "started", message: "installing the llama.cpp runtime for the local hive (once)" });
+      await this.runtime.prepare(this.onLine);
+    }
+    return this.inner.connect(node, onEvent, signal);
+  }
+
+  invalidate(node: string): void {
+    this.inner.invalidate?.(node);
+  }
+}

@@ -1,0 +1,176 @@
+// The Remote Nodes actions: deploy (localhost: start the hive), start and stop a worker, download
+// a model, show a node's log, refresh. Each works from a tree item or, from the command palette,
+// asks which node / worker. Failures of an action the user started get one notification each.
+
+import * as vscode from "vscode";
+import { RbeeError, type DownloadProgressEvent } from "../../../../hive-agent/src/protocol";
+import type { KeeperEvent } from "../../keeper/keeper";
+import { showError, type RbeeLog } from "../log";
+import { progressStep } from "../narration";
+import type { RbeeServices } from "../services";
+import { pickModel, pickNode, recentModels, rememberModel, typeModelRef } from "../infer/pickers";
+import { modelShortName } from "./node-format";
+import type { NodesTree, TreeNode } from "./nodes-tree";
+
+type Progress = vscode.Progress<{ message?: string }>;
+
+export class NodeCommands {
+  constructor(
+    private readonly services: RbeeServices,
+    private readonly tree: NodesTree,
+    private readonly log: RbeeLog,
+    private readonly memento: vscode.Memento,
+  ) {}
+
+  register(): vscode.Disposable {
+    return vscode.Disposable.from(
+      vscode.commands.registerCommand("rbee.refreshNodes", () => this.tree.refresh()),
+      vscode.commands.registerCommand("rbee.deployNode", (item?: TreeNode) => this.deploy(item)),
+      vscode.commands.registerCommand("rbee.startWorker", (item?: TreeNode, model?: string) => this.startWorker(item, model)),
+      vscode.commands.registerCommand("rbee.stopWorker", (item?: TreeNode) => this.stopWorker(item)),
+      vscode.commands.registerCommand("rbee.downloadModel", (item?: TreeNode, model?: string) => this.downloadModel(item, model)),
+      vscode.commands.registerCommand("rbee.showLogs", (item?: TreeNode) => this.showLogs(item)),
+    );
+  }
+
+  private async nodeOf(item: TreeNode | undefined, title: string): Promise<string | undefined> {
+    if (item && "node" in item) return typeof item.node === "string" ? item.node : undefined;
+    if (item?.kind === "node") return item.snapshot.node.name;
+    return pickNode(this.tree, title);
+  }
+
+  private progress<T>(title: string, work: (p: Progress, signal: AbortSignal) => Promise<T>): Promise<T> {
+    return Promise.resolve(vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title, cancellable: true }, (p, token) => {
+      const abort = new AbortController();
+      token.onCancellationRequested(() => abort.abort());
+      return work(p, abort.signal);
+    }));
+  }
+
+  private narrate(p: Progress, context: string) {
+    return (e: KeeperEvent) => {
+      this.log.event(e, context);
+      const step = progressStep(e);
+      if (step) p.report({ message: step.message });
+    };
+  }
+
+  async deploy(item?: TreeNode): Promise<boolean> {
+    const node = await this.nodeOf(item, "rbee: Deploy — which node?");
+    if (!node) return false;
+    const controller = await this.services.controller(node);
+    const verb = controller.entry.transport === "loopback" ? "starting the local hive" : `deploying to ${node}`;
+    try {
+      await this.tree.whileBusy(node, verb, () =>
+        this.progress(`rbee: ${verb}`, (p) => controller.deploy(this.narrate(p, `[${node}]`), (line) => {
+          this.log.info(`[${node}] ${line}`);
+          p.report({ message: line.slice(0, 120) });
+        })),
+      );
+      this.log.info(`[${node}] hive is running`);
+      return true;
+    } catch (e) {
+      void showError(this.log, `${verb} failed`, e);
+      return false;
+    }
+  }
+
+  async startWorker(item?: TreeNode, modelArg?: string): Promise<string | undefined> {
+    const node = await this.nodeOf(item, "rbee: Start Worker — on which node?");
+    if (!node) return undefined;
+    const model = modelArg ?? (await pickModel(this.services, node, recentModels(this.memento), [], `rbee: Start a worker on ${node}`));
+    if (!model) return undefined;
+    await rememberModel(this.memento, model);
+    try {
+      const worker = await this.tree.whileBusy(node, `starting a worker for ${modelShortName(model)}`, () =>
+        this.progress(`rbee: starting ${modelShortName(model)} on ${node}`, async (p, signal) => {
+          const keeper = await this.services.keeper();
+          return (await keeper.ensureWorker({ node, model }, this.narrate(p, `[${node}]`), signal)).worker;
+        }),
+      );
+      this.log.info(`[${node}] worker ${worker.id} serves ${model}`);
+      return worker.id;
+    } catch (e) {
+      void showError(this.log, `starting ${modelShortName(model)} on ${node} failed`, e);
+      return undefined;
+    }
+  }
+
+  async stopWorker(item?: TreeNode): Promise<boolean> {
+    let target: { node: string; id: string; model: string } | undefined;
+    if (item?.kind === "worker") target = { node: item.node, id: item.worker.id, model: item.worker.model_ref };
+    else {
+      const { registry } = await this.services.get();
+      const workers = await registry.listWorkers();
+      const picked = await vscode.window.showQuickPick(
+        workers.map((w) => ({ label: modelShortName(w.model_ref), description: `${w.node} · ${w.state}`, detail: w.id, w })),
+        { title: "rbee: Stop which worker?" },
+      );
+      if (picked) target = { node: picked.w.node, id: picked.w.id, model: picked.w.model_ref };
+    }
+    if (!target) return false;
+    const { node, id, model } = target;
+    try {
+      await this.tree.whileBusy(node, `stopping ${modelShortName(model)}`, async () => {
+        const hive = await (await this.services.controller(node)).hive(false);
+        try {
+          await hive.shutdown(id);
+        } catch (e) {
+          // Already gone (idle timeout, crash): what the user wanted is done.
+          if (!(e instanceof RbeeError && (e.code === "WORKER_NOT_FOUND" || e.code === "NOT_FOUND"))) throw e;
+        }
+        await (await this.services.get()).registry.removeWorker(id);
+      });
+      this.log.info(`[${node}] worker ${id} (${model}) stopped`);
+      return true;
+    } catch (e) {
+      void showError(this.log, `stopping the worker on ${node} failed`, e);
+      return false;
+    }
+  }
+
+  async downloadModel(item?: TreeNode, modelArg?: string): Promise<string | undefined> {
+    const node = await this.nodeOf(item, "rbee: Download a model — to which node?");
+    if (!node) return undefined;
+    const model = modelArg ?? (await typeModelRef(`rbee: Download a model to ${node}`));
+    if (!model) return undefined;
+    try {
+      const path = await this.tree.whileBusy(node, `downloading ${modelShortName(model)}`, () =>
+        this.progress(`rbee: downloading ${modelShortName(model)} to ${node}`, async (p, signal) => {
+          const hive = await (await this.services.controller(node)).hive(true);
+          const { download_id } = await hive.download({ model_ref: model });
+          for await (const event of hive.downloadProgress(download_id, signal)) {
+            this.narrate(p, `[${node}]`)({ kind: "download", event });
+            if (event.stage === "error") throw new RbeeError(event.code, event.message);
+            if (event.stage === "complete") return this.recordDownload(node, model, event);
+          }
+          throw new RbeeError("REQUEST_CANCELLED", "the download was cancelled (it goes on on the node; Download again to follow it)");
+        }),
+      );
+      await rememberModel(this.memento, model);
+      return path;
+    } catch (e) {
+      void showError(this.log, `downloading ${model} to ${node} failed`, e);
+      return undefined;
+    }
+  }
+
+  private async recordDownload(node: string, model: string, event: Extract<DownloadProgressEvent, { stage: "complete" }>): Promise<string> {
+    const { registry } = await this.services.get();
+    const entry = (await this.tree.list()).find((n) => n.name === node);
+    if (entry) await registry.upsertNode({ alias: entry.name, host: entry.host, transport: entry.transport });
+    await registry.upsertModel({ node, model_ref: model, local_path: event.local_path, size_bytes: event.size_bytes, sha256: event.sha256 });
+    return event.local_path;
+  }
+
+  async showLogs(item?: TreeNode): Promise<void> {
+    const node = item?.kind === "node" ? item.snapshot.node.name : item && "node" in item && typeof item.node === "string" ? item.node : undefined;
+    if (!node) return this.log.show();
+    try {
+      const file = await (await this.services.controller(node)).logFile();
+      await vscode.window.showTextDocument(vscode.Uri.file(file), { preview: true });
+    } catch (e) {
+      void showError(this.log, `opening ${node}'s log failed`, e);
+    }
+  }
+}

@@ -1,0 +1,215 @@
+// The Remote Nodes view: one item per node (localhost first), with its status, agent version and
+// backends; under it its GPUs (free/total VRAM), its workers and its models. It refreshes on an
+// interval while visible; a failing node shows its error on its own item — never as notifications.
+
+import * as vscode from "vscode";
+import type { DeviceInfo, ModelEntry } from "../../../../hive-agent/src/protocol";
+import type { RbeeServices } from "../services";
+import type { RbeeLog } from "../log";
+import { nodesSettings } from "../settings";
+import type { NodeEntry } from "./node-directory";
+import { deviceDescription, deviceLabel, formatBytes, modelDescription, modelShortName, nodeDescription, nodeTooltip, workerDescription } from "./node-format";
+import type { NodeSnapshot, WorkerView } from "./node-snapshot";
+
+export type TreeNode =
+  | { kind: "node"; snapshot: NodeSnapshot }
+  | { kind: "device"; node: string; device: DeviceInfo }
+  | { kind: "cpu"; node: string; snapshot: NodeSnapshot }
+  | { kind: "worker"; node: string; worker: WorkerView }
+  | { kind: "models"; node: string; models: ModelEntry[] }
+  | { kind: "model"; node: string; model: ModelEntry }
+  | { kind: "message"; text: string; tooltip?: string };
+
+export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disposable {
+  private readonly changed = new vscode.EventEmitter<TreeNode | undefined>();
+  readonly onDidChangeTreeData = this.changed.event;
+  private snapshots = new Map<string, NodeSnapshot>();
+  private listingErrors: { source: string; message: string }[] = [];
+  /** Nodes an action is working on (deploying, starting a worker), with what it does. */
+  private readonly busy = new Map<string, string>();
+  private timer: NodeJS.Timeout | undefined;
+  private refreshing: Promise<void> | undefined;
+  private loaded = false;
+  private readonly refreshed = new vscode.EventEmitter<void>();
+  /** Fires after every completed refresh. */
+  readonly onDidRefresh = this.refreshed.event;
+
+  constructor(
+    private readonly services: RbeeServices,
+    private readonly log: RbeeLog,
+  ) {}
+
+  /** The latest snapshot of a node (for pickers and tests). */
+  snapshot(node: string): NodeSnapshot | undefined {
+    return this.snapshots.get(node);
+  }
+
+  async list(): Promise<NodeEntry[]> {
+    return (await this.services.directory.list()).nodes;
+  }
+
+  /** Binds the interval refresh to the view's visibility. */
+  attach(view: vscode.TreeView<TreeNode>): vscode.Disposable {
+    const sync = () => {
+      if (view.visible) {
+        void this.refresh();
+        this.startTimer();
+      } else this.stopTimer();
+    };
+    const sub = view.onDidChangeVisibility(sync);
+    const config = vscode.workspace.onDidChangeConfiguration((e) => {
+      if (e.affectsConfiguration("rbee.nodes") && view.visible) this.startTimer();
+    });
+    sync();
+    return vscode.Disposable.from(sub, config);
+  }
+
+  private startTimer() {
+    this.stopTimer();
+    this.timer = setInterval(() => void this.refresh(), nodesSettings().refreshSeconds * 1000);
+  }
+
+  private stopTimer() {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Probes every node (in parallel); overlapping calls share one probe round. */
+  refresh(): Promise<void> {
+    this.refreshing ??= this.probeAll().finally(() => {
+      this.refreshing = undefined;
+      this.refreshed.fire();
+    });
+    return this.refreshing;
+  }
+
+  private async probeAll() {
+    const listing = await this.services.directory.list();
+    this.listingErrors = listing.errors;
+    const next = new Map<string, NodeSnapshot>();
+    await Promise.all(
+      listing.nodes.map(async (entry) => {
+        try {
+          next.set(entry.name, await (await this.services.controller(entry.name)).probe());
+        } catch (e) {
+          next.set(entry.name, { node: entry, status: "unreachable", reason: (e as Error).message, backends: [], devices: [], workers: [], models: [], checkedAt: Date.now() });
+        }
+      }),
+    );
+    for (const [name, s] of next) {
+      const before = this.snapshots.get(name);
+      if (s.status === "unreachable" && before?.status !== "unreachable") this.log.warn(`[nodes] ${name} is unreachable: ${s.reason}`);
+    }
+    this.snapshots = next;
+    this.loaded = true;
+    this.changed.fire(undefined);
+  }
+
+  /** Marks a node as busy (shown as "starting: …") while `work` runs, then refreshes. */
+  async whileBusy<T>(node: string, what: string, work: () => Promise<T>): Promise<T> {
+    this.busy.set(node, what);
+    this.changed.fire(undefined);
+    try {
+      return await work();
+    } finally {
+      this.busy.delete(node);
+      await this.refresh();
+    }
+  }
+
+  getTreeItem(n: TreeNode): vscode.TreeItem {
+    switch (n.kind) {
+      case "node": {
+        const s = this.withBusy(n.snapshot);
+        const item = new vscode.TreeItem(s.node.name, vscode.TreeItemCollapsibleState.Expanded);
+        item.id = `node:${s.node.name}`;
+        item.description = nodeDescription(s);
+        item.tooltip = nodeTooltip(s);
+        item.iconPath = new vscode.ThemeIcon(
+          s.node.transport === "loopback" ? "vm" : "remote",
+          new vscode.ThemeColor(s.status === "running" ? "testing.iconPassed" : s.status === "unreachable" ? "testing.iconFailed" : "disabledForeground"),
+        );
+        item.contextValue = `rbee.node.${s.status}.${s.node.transport}`;
+        return item;
+      }
+      case "device": {
+        const item = new vscode.TreeItem(deviceLabel(n.device));
+        item.id = `device:${n.node}:${n.device.backend}:${n.device.index}`;
+        item.description = deviceDescription(n.device);
+        item.iconPath = new vscode.ThemeIcon("circuit-board");
+        item.contextValue = "rbee.device";
+        return item;
+      }
+      case "cpu": {
+        const item = new vscode.TreeItem("CPU only");
+        item.id = `cpu:${n.node}`;
+        item.description = n.snapshot.ramFreeBytes !== undefined && n.snapshot.ramTotalBytes !== undefined ? `${formatBytes(n.snapshot.ramFreeBytes)} RAM free of ${formatBytes(n.snapshot.ramTotalBytes)}` : undefined;
+        item.iconPath = new vscode.ThemeIcon("chip");
+        item.contextValue = "rbee.device";
+        return item;
+      }
+      case "worker": {
+        const item = new vscode.TreeItem(modelShortName(n.worker.model_ref));
+        item.id = `worker:${n.node}:${n.worker.id}`;
+        item.description = workerDescription(n.worker);
+        item.tooltip = `Worker ${n.worker.id} (pid ${n.worker.pid})\n${n.worker.model_ref}\n${workerDescription(n.worker)}`;
+        item.iconPath = new vscode.ThemeIcon(n.worker.state === "loading" ? "loading~spin" : "server-process");
+        item.contextValue = "rbee.worker";
+        return item;
+      }
+      case "models": {
+        const item = new vscode.TreeItem(`Models (${n.models.length})`, n.models.length ? vscode.TreeItemCollapsibleState.Collapsed : vscode.TreeItemCollapsibleState.None);
+        item.id = `models:${n.node}`;
+        item.iconPath = new vscode.ThemeIcon("library");
+        item.contextValue = "rbee.models";
+        return item;
+      }
+      case "model": {
+        const item = new vscode.TreeItem(modelShortName(n.model.model_ref));
+        item.id = `model:${n.node}:${n.model.model_ref}`;
+        item.description = modelDescription(n.model);
+        item.tooltip = `${n.model.model_ref}\n${n.model.local_path}`;
+        item.iconPath = new vscode.ThemeIcon("file-binary");
+        item.contextValue = "rbee.model";
+        return item;
+      }
+      case "message": {
+        const item = new vscode.TreeItem(n.text);
+        item.tooltip = n.tooltip;
+        item.iconPath = new vscode.ThemeIcon("info");
+        return item;
+      }
+    }
+  }
+
+  async getChildren(n?: TreeNode): Promise<TreeNode[]> {
+    if (!n) {
+      if (!this.loaded) await this.refresh();
+      const nodes: TreeNode[] = [...this.snapshots.values()].map((snapshot) => ({ kind: "node", snapshot }));
+      for (const e of this.listingErrors) nodes.push({ kind: "message", text: `${e.source}: could not be read`, tooltip: e.message });
+      return nodes;
+    }
+    if (n.kind === "node") {
+      const s = n.snapshot;
+      const name = s.node.name;
+      if (s.status !== "running") return [];
+      const out: TreeNode[] = s.devices.length ? s.devices.map((device) => ({ kind: "device", node: name, device })) : [{ kind: "cpu", node: name, snapshot: s }];
+      out.push(...s.workers.map((worker): TreeNode => ({ kind: "worker", node: name, worker })));
+      out.push({ kind: "models", node: name, models: s.models });
+      return out;
+    }
+    if (n.kind === "models") return n.models.map((model) => ({ kind: "model", node: n.node, model }));
+    return [];
+  }
+
+  private withBusy(s: NodeSnapshot): NodeSnapshot {
+    const what = this.busy.get(s.node.name);
+    return what ? { ...s, status: "starting", reason: what } : s;
+  }
+
+  dispose() {
+    this.stopTimer();
+    this.changed.dispose();
+    this.refreshed.dispose();
+  }
+}

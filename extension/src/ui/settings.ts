@@ -1,0 +1,65 @@
+// The extension's settings (package.json "contributes.configuration"), read in one place with their
+// defaults and bounds, so a bad value in settings.json degrades to the default instead of an error.
+
+import * as vscode from "vscode";
+import { DEFAULT_ENGINE_SETTINGS, type EngineSettings } from "./inline/completion-engine";
+
+export const SECTION = "rbee";
+
+function get<T>(key: string, fallback: T, valid: (v: unknown) => boolean = () => true): T {
+  const value = vscode.workspace.getConfiguration(SECTION).get<unknown>(key);
+  return value !== undefined && value !== null && valid(value) ? (value as T) : fallback;
+}
+
+const isInt = (min: number, max: number) => (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= min && v <= max;
+const isNum = (min: number, max: number) => (v: unknown) => typeof v === "number" && v >= min && v <= max;
+const isString = (v: unknown) => typeof v === "string";
+
+export function completionSettings(): EngineSettings {
+  const d = DEFAULT_ENGINE_SETTINGS;
+  return {
+    enabled: get("completion.enabled", d.enabled, (v) => typeof v === "boolean"),
+    debounceMs: get("completion.debounceMs", d.debounceMs, isInt(0, 5000)),
+    maxTokens: get("completion.maxTokens", d.maxTokens, isInt(1, 1024)),
+    temperature: get("completion.temperature", d.temperature, isNum(0, 2)),
+    disabledLanguages: get("completion.disabledLanguages", d.disabledLanguages as string[], (v) => Array.isArray(v) && v.every(isString)),
+    node: get("completion.node", d.node, isString).trim(),
+    model: get("completion.model", d.model, isString).trim(),
+    window: {
+      maxPrefixChars: get("completion.maxPrefixChars", d.window.maxPrefixChars, isInt(100, 100_000)),
+      maxSuffixChars: get("completion.maxSuffixChars", d.window.maxSuffixChars, isInt(0, 100_000)),
+    },
+  };
+}
+
+export type InferOutput = "newEditor" | "atCursor";
+
+export function inferSettings() {
+  return {
+    output: get<InferOutput>("infer.output", "newEditor", (v) => v === "newEditor" || v === "atCursor"),
+    maxTokens: get("infer.maxTokens", 256, isInt(1, 32768)),
+    temperature: get("infer.temperature", 0.8, isNum(0, 2)),
+    node: get("infer.node", "", isString).trim(),
+    model: get("infer.model", "", isString).trim(),
+  };
+}
+
+export function chatSettings() {
+  return {
+    node: get("chat.node", "localhost", isString).trim() || "localhost",
+    model: get("chat.model", "", isString).trim(),
+    maxTokens: get("chat.maxTokens", 512, isInt(1, 32768)),
+    temperature: get("chat.temperature", 0.7, isNum(0, 2)),
+    systemPrompt: get("chat.systemPrompt", "You are a helpful coding assistant. Answer concisely, with code in fenced blocks.", isString),
+  };
+}
+
+export function nodesSettings() {
+  return {
+    refreshSeconds: get("nodes.refreshIntervalSeconds", 5, isInt(1, 3600)),
+  };
+}
+
+export async function setSetting(key: string, value: unknown, target = vscode.ConfigurationTarget.Global): Promise<void> {
+  await vscode.workspace.getConfiguration(SECTION).update(key, value, target);
+}

@@ -1,0 +1,47 @@
+// The status bar item of inline completions: state and the last latency; a click toggles them.
+
+import * as vscode from "vscode";
+import type { EngineState } from "./inline/completion-engine";
+import { modelShortName } from "./nodes/node-format";
+
+export function statusText(s: EngineState): { text: string; tooltip: string } {
+  switch (s.kind) {
+    case "off":
+      return { text: "$(circle-slash) rbee", tooltip: `rbee: ${s.reason}. Click to switch inline completions on.` };
+    case "idle": {
+      const latency = s.lastLatencyMs !== undefined ? ` ${Math.round(s.lastLatencyMs)} ms` : "";
+      const target = s.target ? `${modelShortName(s.target.model)} on ${s.target.node}` : "the first ready worker";
+      return { text: `$(sparkle) rbee${latency}`, tooltip: `rbee inline completions: on (${target})${latency ? `; last completion took${latency}` : ""}. Click to switch off.` };
+    }
+    case "requesting":
+      return { text: "$(loading~spin) rbee", tooltip: `rbee: asking ${s.target ? modelShortName(s.target.model) : "the worker"}…` };
+    case "no-worker":
+      return { text: "$(debug-disconnect) rbee", tooltip: `rbee: ${s.reason}` };
+    case "warming":
+      return { text: "$(sync~spin) rbee", tooltip: `rbee: ${s.reason}` };
+    case "error":
+      return { text: "$(warning) rbee", tooltip: `rbee: the last completion failed: ${s.message}` };
+  }
+}
+
+export class CompletionStatusBar implements vscode.Disposable {
+  private readonly item: vscode.StatusBarItem;
+
+  constructor() {
+    this.item = vscode.window.createStatusBarItem("rbee.completionStatus", vscode.StatusBarAlignment.Right, 100);
+    this.item.name = "rbee inline completions";
+    this.item.command = "rbee.toggleInline";
+    this.item.show();
+  }
+
+  update(s: EngineState) {
+    const { text, tooltip } = statusText(s);
+    this.item.text = text;
+    this.item.tooltip = tooltip;
+    this.item.backgroundColor = s.kind === "error" ? new vscode.ThemeColor("statusBarItem.warningBackground") : undefined;
+  }
+
+  dispose() {
+    this.item.dispose();
+  }
+}
