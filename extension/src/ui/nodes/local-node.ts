@@ -8,7 +8,7 @@ import type { Registry } from "../../keeper/registry";
 import type { LocalRuntime } from "./local-runtime";
 import type { NodeController } from "./node-controller";
 import { LOCALHOST_ENTRY } from "./node-directory";
-import { registryNeedsSync, withoutKeys, type NodeSnapshot } from "./node-snapshot";
+import { reconcileReported, registryNeedsSync, withoutKeys, type NodeSnapshot } from "./node-snapshot";
 
 export class LocalNodeController implements NodeController {
   readonly entry = LOCALHOST_ENTRY;
@@ -50,9 +50,10 @@ export class LocalNodeController implements NodeController {
   /** The keeper picks workers from the registry: keep it in step with what the hive reports. */
   private async syncRegistry(workers: WorkerInfo[], models: ModelEntry[]) {
     const stored = { workers: await this.registry.listWorkers({ node: this.entry.name }), models: await this.registry.listModels(this.entry.name) };
-    if (!registryNeedsSync(stored, { workers, models })) return;
+    const reconciled = reconcileReported(stored.workers, workers);
+    if (!registryNeedsSync(stored, { workers: reconciled, models })) return;
     await this.registry.upsertNode({ alias: this.entry.name, host: this.entry.host, transport: "loopback" });
-    await this.registry.replaceNodeState(this.entry.name, workers, models);
+    await this.registry.replaceNodeState(this.entry.name, reconciled, models);
   }
 
   async deploy(onEvent: (e: KeeperEvent) => void, onLine: (line: string) => void): Promise<void> {

@@ -45,3 +45,16 @@ export function registryNeedsSync(stored: { workers: readonly WorkerRecord[]; mo
   const models = new Set(stored.models.map((m) => m.model_ref));
   return reported.models.some((m) => !models.has(m.model_ref));
 }
+
+/**
+ * The hive's worker list as the registry should store it. The hive learns that a worker is ready
+ * from the worker's callback, a moment after the worker's own loading stream told the keeper; a
+ * worker the registry already holds as ready is not set back to "loading" by that lag.
+ */
+export function reconcileReported(stored: readonly WorkerRecord[], reported: readonly WorkerInfo[]): WorkerInfo[] {
+  const byId = new Map(stored.map((w) => [w.id, w]));
+  return reported.map((w) => {
+    const s = byId.get(w.id);
+    return w.state === "loading" && s && (s.state === "idle" || s.state === "busy") && s.url === w.url ? { ...w, state: s.state } : w;
+  });
+}
