@@ -3,7 +3,7 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { ensureModel } from "../fixtures/models";
 import { FakeHfHub } from "../helpers/fake-hf-hub";
@@ -187,6 +187,30 @@ describe("rbee CLI, hives with special settings", () => {
       assert.equal(r.code, 1);
       assert.match(r.stderr, /localhost runs hive-agent 9\.0\.0 but this rbee is 0\.\d+\.\d+; upgrade the node with "rbee nodes deploy localhost"/);
       assert.match(r.stderr, /VERSION_MISMATCH/);
+    } finally {
+      await runCli(["hive", "stop"], env);
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("rbee CLI and a damaged registry", () => {
+  test("a corrupt registry is moved aside with a warning and rebuilt from what the hive reports", async () => {
+    const home = newRbeeHome();
+    const env = { RBEE_HOME: home };
+    try {
+      const first = JSON.parse((await runCli(["infer", "--model", model, "--prompt", "x", "--max-tokens", "2", "--json"], env)).stdout);
+      writeFileSync(path.join(home, "registry.sqlite"), "garbage, not SQLite at all");
+      const r = await runCli(["infer", "--model", model, "--prompt", "x", "--max-tokens", "2", "--json"], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /corrupt/i);
+      const second = JSON.parse(r.stdout);
+      assert.equal(second.spawned, false, "the running worker was found again through the hive");
+      assert.equal(second.worker_id, first.worker_id);
+      // The rebuilt registry knows the worker again: the next run takes the warm path.
+      const third = await runCli(["infer", "--model", model, "--prompt", "x", "--max-tokens", "2"], env);
+      assert.doesNotMatch(third.stderr, /\[node\]/);
+      assert.ok(readdirSync(home).some((f) => f.startsWith("registry.sqlite.corrupt-")));
     } finally {
       await runCli(["hive", "stop"], env);
       rmSync(home, { recursive: true, force: true });

@@ -259,6 +259,11 @@ export class Keeper {
           { node_version: health.version, keeper_version: AGENT_VERSION },
         );
       await this.opts.registry.setNodeStatus(node, "online", { agent_version: health.version }).catch(noop);
+      // A registry that was found corrupt and recreated re-learns the node from its hive.
+      if (await this.opts.registry.needsRebuild()) {
+        await this.opts.registry.replaceNodeState(node, await handle.hive.workers(), await handle.hive.models());
+        await this.opts.registry.markRebuilt();
+      }
     } catch (e) {
       await this.opts.registry.setNodeStatus(node, "offline", { error: (e as Error).message }).catch(noop);
       if (e instanceof RbeeError && e.code === "INVALID_API_KEY")
