@@ -8,11 +8,12 @@
 // itself still chdirs to the passwd home, and SFTP starts there, so remote paths must be absolute).
 // A node can also get its own PATH (e.g. one without `node`, to test the deploy error).
 //
-// The test's ssh config (aliases node1, node2, … with HostName/Port/User/IdentityFile) and a
-// known_hosts with every node's host key are written next to the nodes.
+// The test's ssh config (aliases node1, node2, … with HostName/Port/User/IdentityFile and
+// UserKnownHostsFile) and that known_hosts, holding every node's host key, are written next to the
+// nodes.
 
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -62,6 +63,8 @@ export interface SshdCluster {
   sshConfigPath: string;
   /** known_hosts holding every node's current host key. */
   knownHostsPath: string;
+  /** Adds a public key (`<type> <base64>` line) to every node's authorized_keys. */
+  authorize(publicKeyLine: string): void;
   /** Stops every sshd and every process that runs from this cluster's folders; removes the folder. */
   stop(): Promise<void>;
 }
@@ -263,6 +266,9 @@ export async function startSshdCluster(opts: { nodes: SshdNodeOptions[] }): Prom
     strangerKeyPath,
     sshConfigPath: path.join(dir, "ssh_config"),
     knownHostsPath: path.join(dir, "known_hosts"),
+    authorize(line) {
+      for (const n of nodes) appendFileSync(path.join(n.root, "authorized_keys"), line.trim() + "\n");
+    },
     async stop() {
       for (const n of nodes) await n.stop();
       // Detached daemons started over SSH outlive their session; they all run from this folder.
@@ -321,7 +327,16 @@ export async function startSshdCluster(opts: { nodes: SshdNodeOptions[] }): Prom
     cluster.sshConfigPath,
     nodes
       .map((n) =>
-        [`Host ${n.alias}`, `  HostName ${n.address}`, `  Port ${n.port}`, "  User root", `  IdentityFile ${clientKeyPath}`, "  IdentitiesOnly yes", ""].join("\n"),
+        [
+          `Host ${n.alias}`,
+          `  HostName ${n.address}`,
+          `  Port ${n.port}`,
+          "  User root",
+          `  IdentityFile ${clientKeyPath}`,
+          "  IdentitiesOnly yes",
+          `  UserKnownHostsFile ${cluster.knownHostsPath}`,
+          "",
+        ].join("\n"),
       )
       .join("\n"),
   );
