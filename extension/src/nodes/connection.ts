@@ -49,6 +49,13 @@ export interface SshConnectOptions {
   retryDelaysMs?: number[];
   keepaliveIntervalMs?: number;
   keepaliveCountMax?: number;
+  /**
+   * Open one short pty session right after connecting (default true). OpenSSH's sshd decides at
+   * a connection's first session whether it is interactive, and only then turns Nagle off; without
+   * it, small response writes (SSE tokens) wait ~40 ms for our delayed ACK. Measured here: first
+   * token over a forwarded channel 48 ms → 7 ms.
+   */
+  lowLatency?: boolean;
   /** Host name to address; default the system resolver (dns.lookup). */
   resolveHost?: (hostname: string) => Promise<string>;
   /** Diagnostics (never secrets). */
@@ -86,6 +93,31 @@ const HOST_KEY_ALGORITHMS = [
   "rsa-sha2-256",
   "ssh-rsa",
 ] as const;
+
+/**
+ * Runs `true` on a pty as the connection's first session, so sshd marks the connection
+ * interactive (TCP_NODELAY, low-delay QoS). Best effort: a node that refuses ptys (PermitTTY no)
+ * just keeps Nagle on.
+ */
+function requestInteractive(client: Client): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 5000);
+    const done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    try {
+      client.exec("true", { pty: true }, (err, ch) => {
+        if (err) return done();
+        ch.on("close", done);
+        ch.resume();
+        ch.stderr.resume();
+      });
+    } catch {
+      done();
+    }
+  });
+}
 
 /** "user@host:port (via jump)" for messages. */
 export function describeSpec(spec: SshNodeSpec): string {
@@ -281,6 +313,7 @@ export class SshConnection extends EventEmitter {
       if (delays[i]) await sleep(delays[i]);
       try {
         const client = await this.attempt();
+        if (this.opts.lowLatency ?? true) await requestInteractive(client);
         this.adopt(client);
         return client;
       } catch (err) {
