@@ -232,6 +232,20 @@ describe("deploy over SSH", () => {
     }
   });
 
+  test("two deploys at once (two windows) install once and leave one hive running", async () => {
+    const pools = [newPool(), newPool()];
+    try {
+      const results = await Promise.all(pools.map((p) => deployHive(p.get("node2"), base)));
+      assert.deepEqual(results.map((r) => r.changed).sort(), [false, true], "the second waited for the lock, then found it done");
+      assert.equal(results[0].pid, results[1].pid);
+      assert.equal(results[0].token, results[1].token);
+      assert.deepEqual(pgrep(`hive-agent.js daemon .*${hiveHome("node2")}`).map(Number), [results[0].pid], "one hive, not two");
+      assert.equal(existsSync(path.join(cluster.node("node2").home, ".rbee", "deploy.lock")), false, "the lock was released");
+    } finally {
+      for (const p of pools) p.close();
+    }
+  });
+
   test("a node without a usable `node` gets NODE_JS_MISSING with the fix, and nothing is installed", async () => {
     const pool = newPool();
     try {

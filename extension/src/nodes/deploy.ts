@@ -293,29 +293,72 @@ export async function deployHive(conn: SshConnection, opts: DeployOptions = {}):
   const state = await probeState(conn, local.version, nodeCommand);
   const nodePath = requireNodeJs(conn, state, nodeCommand);
   emit({ step: "probe", status: "done", message: `${conn.alias}: Node.js ${state.nodeVersion}; agent ${local.version} ${state.installed ? "installed" : "not installed"}` });
-  const agentDir = `${state.root}/agent/${local.version}`;
 
-  // Same version installed, running and answering: nothing to do.
-  if (state.installed && state.hiveAlive && state.hive!.version === local.version && state.token) {
-    const healthy = await hiveAnswers(conn, state.hive!.port, state.token, local.version);
-    if (healthy) {
-      emit({ step: "health", status: "done", message: `hive ${local.version} on ${conn.alias} is up to date` });
-      return {
-        alias: conn.alias,
-        version: local.version,
-        changed: false,
-        runtime: "present",
-        backends: state.backends,
-        pid: state.hive!.pid,
-        port: state.hive!.port,
-        token: state.token,
-        agentDir,
-        hiveHome: state.hiveHome,
-        durationMs: Date.now() - started,
-      };
-    }
+  const upToDate = await upToDateResult(conn, state, local.version, started, emit);
+  if (upToDate) return upToDate;
+  return withDeployLock(conn, emit, async () => {
+    // Another deploy (another window, another CLI run) may have finished while we waited.
+    const fresh = await probeState(conn, local.version, nodeCommand);
+    return (await upToDateResult(conn, fresh, local.version, started, emit)) ?? installAndStart(conn, fresh, local, nodePath, opts, emit, started);
+  });
+}
+
+/** The result of a no-op deploy when the same version is installed, running and answering. */
+async function upToDateResult(conn: SshConnection, state: NodeState, version: string, started: number, emit: (e: DeployEvent) => void): Promise<DeployResult | undefined> {
+  if (!(state.installed && state.hiveAlive && state.hive!.version === version && state.token)) return undefined;
+  if (!(await hiveAnswers(conn, state.hive!.port, state.token, version))) return undefined;
+  emit({ step: "health", status: "done", message: `hive ${version} on ${conn.alias} is up to date` });
+  return {
+    alias: conn.alias,
+    version,
+    changed: false,
+    runtime: "present",
+    backends: state.backends,
+    pid: state.hive!.pid,
+    port: state.hive!.port,
+    token: state.token,
+    agentDir: `${state.root}/agent/${version}`,
+    hiveHome: state.hiveHome,
+    durationMs: Date.now() - started,
+  };
+}
+
+/**
+ * One deploy at a time per node, across processes: a lock folder under ~/.rbee (mkdir is atomic
+ * everywhere; flock is not on macOS). A lock older than 15 minutes is a crashed deploy's and is broken.
+ */
+async function withDeployLock<T>(conn: SshConnection, emit: (e: DeployEvent) => void, fn: () => Promise<T>): Promise<T> {
+  const acquire = `${REMOTE_PATHS}
+mkdir -p "$R"
+i=0
+while ! mkdir "$R/deploy.lock" 2>/dev/null; do
+  if [ -n "$(find "$R/deploy.lock" -maxdepth 0 -mmin +15 2>/dev/null)" ]; then rm -rf "$R/deploy.lock"; continue; fi
+  [ $i -eq 0 ] && echo waiting
+  i=$((i+1)); [ $i -gt 3000 ] && exit 5
+  sleep 0.2
+done`;
+  const r = await sh(conn, acquire, { timeoutMs: 11 * 60_000 });
+  if (r.code !== 0) {
+    throw new NodeError("REMOTE_COMMAND_FAILED", `another deploy to ${conn.alias} has held ~/.rbee/deploy.lock for 10 minutes; if none runs, remove that folder on the node`, { alias: conn.alias });
   }
+  if (r.stdout.includes("waiting")) emit({ step: "probe", status: "warning", message: `waited for another deploy to ${conn.alias} to finish` });
+  try {
+    return await fn();
+  } finally {
+    await sh(conn, `${REMOTE_PATHS}\nrmdir "$R/deploy.lock" 2>/dev/null || rm -rf "$R/deploy.lock"`).catch(() => {});
+  }
+}
 
+async function installAndStart(
+  conn: SshConnection,
+  state: NodeState,
+  local: LocalAgent,
+  nodePath: string,
+  opts: DeployOptions,
+  emit: (e: DeployEvent) => void,
+  started: number,
+): Promise<DeployResult> {
+  const agentDir = `${state.root}/agent/${local.version}`;
   let runtime: DeployResult["runtime"] = "present";
   let backends: string[];
   if (!state.installed) {
