@@ -262,11 +262,6 @@ export class SshConnection extends EventEmitter {
     c.end();
   }
 
-  /** Tears the TCP connection down without the SSH goodbye (what a network failure looks like). */
-  destroyForTest(): void {
-    this.client?.destroy();
-  }
-
   // -------------------------------------------------------------------------------------------
 
   private async openExec(command: string): Promise<ClientChannel> {
@@ -313,13 +308,16 @@ export class SshConnection extends EventEmitter {
       if (delays[i]) await sleep(delays[i]);
       try {
         const client = await this.attempt();
+        let closed = false;
+        client.once("close", () => (closed = true));
         if (this.opts.lowLatency ?? true) await requestInteractive(client);
+        if (closed) throw this.lostError("right after connecting");
         this.adopt(client);
         return client;
       } catch (err) {
         last = isNodeError(err) ? err : new NodeError("SSH_FAILED", `SSH to ${this.alias} failed: ${(err as Error)?.message ?? err}`, { alias: this.alias }, { cause: err });
         if (!RETRIABLE.has(last.code)) throw last;
-        this.opts.log?.(`ssh ${this.alias}: attempt ${i + 1} failed (${last.code}), retrying`);
+        this.opts.log?.(`ssh ${this.alias}: attempt ${i + 1} of ${delays.length} failed (${last.code}): ${last.message}`);
       }
     }
     throw last!;
@@ -390,7 +388,7 @@ export class SshConnection extends EventEmitter {
           }
           sock = s;
           const auth = new AuthSequence(spec, this.opts, deadline);
-          const hostKeyNames = knownHostsNames(spec);
+          const knownTypes = knownHostKeyTypes(spec);
           try {
             client.connect({
               sock: s,
@@ -398,7 +396,7 @@ export class SshConnection extends EventEmitter {
               readyTimeout: 0, // our own deadline, which pauses while a callback waits for the user
               keepaliveInterval: this.opts.keepaliveIntervalMs ?? spec.serverAliveIntervalMs ?? DEFAULT_KEEPALIVE_MS,
               keepaliveCountMax: this.opts.keepaliveCountMax ?? spec.serverAliveCountMax ?? DEFAULT_KEEPALIVE_COUNT,
-              algorithms: { serverHostKey: hostKeyPreference(spec, hostKeyNames) as any },
+              algorithms: { serverHostKey: hostKeyPreference(knownTypes) as any },
               hostVerifier: (key: Buffer, verify: (ok: boolean) => void) => {
                 deadline.pause();
                 this.verifyHostKey(key).then(
@@ -599,13 +597,13 @@ function socketError(spec: SshNodeSpec, address: string, err: NodeJS.ErrnoExcept
   }
 }
 
-function knownHostsNames(spec: SshNodeSpec): string[] {
+function knownHostKeyTypes(spec: SshNodeSpec): string[] {
   const name = spec.hostKeyAlias ?? spec.hostname;
   return knownKeyTypes([...spec.userKnownHostsFiles, ...spec.globalKnownHostsFiles], name, spec.hostKeyAlias ? 22 : spec.port);
 }
 
 /** Prefers the host key types known_hosts has for this host, so a known host verifies (as OpenSSH does). */
-function hostKeyPreference(_spec: SshNodeSpec, knownTypes: string[]): string[] {
+function hostKeyPreference(knownTypes: string[]): string[] {
   const preferred: string[] = [];
   for (const t of knownTypes) {
     const algos = t === "ssh-rsa" ? ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] : [t];
