@@ -40,20 +40,23 @@ test("the fixture suite passes inside a real VS Code and leaves a PNG screenshot
     "rbeeFixture.hello inserts its greeting into the active editor",
     "keys pressed by the harness through playwright reach the editor",
     "the harness reads the workbench DOM and saves a screenshot",
+    "the harness reads and clicks inside the extension's webview",
   ]) {
     assert.ok(result.output.some((line) => line.startsWith(`ok - ${name}`)), `case did not pass: ${name}\n${report()}`);
   }
-  assert.ok(result.output.some((line) => line === "# fixture: 4 passed, 0 failed"), report());
+  assert.ok(result.output.includes("# fixture: 5 passed, 0 failed"), report());
 
-  assert.equal(result.screenshots.length, 1);
-  const shot = result.screenshots[0];
-  assert.match(shot, /test-output\/vscode\/fixture-hello\.png$/);
-  assert.ok(existsSync(shot));
-  const png = readFileSync(shot);
-  assert.deepEqual(png.subarray(0, 8), PNG_SIGNATURE, "screenshot is not a PNG");
-  // IHDR: width and height of the 1280x800 viewport.
-  assert.equal(png.readUInt32BE(16), 1280);
-  assert.equal(png.readUInt32BE(20), 800);
+  assert.equal(result.screenshots.length, 2);
+  assert.match(result.screenshots[0], /test-output\/vscode\/fixture-hello\.png$/);
+  assert.match(result.screenshots[1], /test-output\/vscode\/fixture-webview\.png$/);
+  for (const shot of result.screenshots) {
+    assert.ok(existsSync(shot), shot);
+    const png = readFileSync(shot);
+    assert.deepEqual(png.subarray(0, 8), PNG_SIGNATURE, `${shot} is not a PNG`);
+    // IHDR: width and height of the 1280x800 viewport.
+    assert.equal(png.readUInt32BE(16), 1280);
+    assert.equal(png.readUInt32BE(20), 800);
+  }
 
   // Teardown left nothing behind.
   assert.deepEqual(processesOfRun(runMarker), []);

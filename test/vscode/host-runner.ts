@@ -35,9 +35,13 @@ export async function runCases(suite: string, cases: HostCase[]): Promise<void> 
  * pressed in the browser becomes a document change a few messages later), so tests wait for the
  * effect instead of sleeping. `describe` explains the wait and the state seen, for the failure.
  */
-export async function waitUntil(check: () => boolean, describe: () => string, timeoutMs = 10_000): Promise<void> {
+export async function waitUntil(
+  check: () => boolean | Promise<boolean>,
+  describe: () => string,
+  timeoutMs = 10_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${describe()}`);
     await new Promise((r) => setTimeout(r, 25));
   }

@@ -1,7 +1,7 @@
 // Runs inside the extension host (loaded as extensionTestsPath) with test/vscode/fixture as the
 // extension under development. It proves the harness end to end: the extension activates, its
-// command edits a real editor, keys pressed by playwright reach that editor, and a screenshot is
-// taken on request.
+// command edits a real editor, keys pressed by playwright reach that editor, the harness reads the
+// DOM and clicks inside a webview, and screenshots are taken on request.
 import assert from "node:assert/strict";
 import * as vscode from "vscode";
 import { workbench } from "../bridge-client";
@@ -62,6 +62,22 @@ export async function run(): Promise<void> {
         );
         const file = await workbench.screenshot("fixture-hello");
         assert.match(file, /fixture-hello\.png$/);
+      },
+    },
+    {
+      name: "the harness reads and clicks inside the extension's webview",
+      fn: async () => {
+        await vscode.commands.executeCommand("rbeeFixture.showWebview");
+        const inWebview = { webview: EXTENSION_ID };
+        await workbench.waitFor("#greeting", inWebview);
+        assert.deepEqual(await workbench.text("#greeting", inWebview), [`${GREETING} webview`]);
+        await workbench.click("#ping", inWebview);
+        let pings = 0;
+        await waitUntil(
+          async () => (pings = (await vscode.commands.executeCommand<number>("rbeeFixture.pingCount"))) === 1,
+          () => `the webview's click to reach the extension (pings: ${pings})`,
+        );
+        await workbench.screenshot("fixture-webview");
       },
     },
   ]);
