@@ -39,6 +39,8 @@ global options:
   --backend B          cuda | metal | vulkan | cpu (default: the node's best)
   --device N           GPU index (default 0)
   --threads N          CPU threads for a new worker (default: cores - 1)
+  --context-size N     context per slot for a new worker (default: min(model's, 4096))
+  --slots N            parallel requests a new worker serves (default 2 on CPU, 4 on GPU)
   --timeout S          give up after S seconds (default: none)
   --ephemeral          stop the local hive afterwards if this run started it
   --no-autostart       fail instead of starting the local hive
@@ -87,7 +89,7 @@ async function open(registryPath: string | undefined, autoStart = true): Promise
   const registry = await Registry.open(registryPath ?? defaultRegistryPath(), { logger: (level, m) => level === "warn" && process.stderr.write(`rbee: ${m}\n`) });
   const local = new LocalHive();
   const connector = new LocalConnector(local, registry, { autoStart });
-  const keeper = new Keeper({ registry, nodes: connector });
+  const keeper = new Keeper({ registry, nodes: connector, ...keeperTuningFromEnv() });
   return {
     registry, local, connector, keeper,
     async close() {
@@ -95,6 +97,16 @@ async function open(registryPath: string | undefined, autoStart = true): Promise
       await local.close();
     },
   };
+}
+
+/** RBEE_LOAD_TIMEOUT_MS and RBEE_BUSY_RETRY_MS ("1000,2000,4000") tune the keeper's limits. */
+function keeperTuningFromEnv(): { loadTimeoutMs?: number; busyRetryDelaysMs?: number[] } {
+  const out: { loadTimeoutMs?: number; busyRetryDelaysMs?: number[] } = {};
+  const load = Number(process.env.RBEE_LOAD_TIMEOUT_MS);
+  if (load > 0) out.loadTimeoutMs = load;
+  const busy = process.env.RBEE_BUSY_RETRY_MS?.split(",").map(Number);
+  if (busy?.length && busy.every((n) => n >= 0)) out.busyRetryDelaysMs = busy;
+  return out;
 }
 
 async function readStdin(): Promise<string> {
@@ -113,6 +125,8 @@ async function infer(argv: string[]): Promise<number> {
     backend: { type: "string" },
     device: { type: "string" },
     threads: { type: "string" },
+    "context-size": { type: "string" },
+    slots: { type: "string" },
     timeout: { type: "string" },
     ephemeral: { type: "boolean" },
     "no-autostart": { type: "boolean" },
@@ -138,7 +152,8 @@ async function infer(argv: string[]): Promise<number> {
   let wroteText = false;
   try {
     const result = await ctx.keeper.generate(
-      { node: v.node!, model: v.model, backend: v.backend as Backend | undefined, device: num(v.device, "device", { integer: true, min: 0 }), threads: num(v.threads, "threads", { integer: true, min: 1 }) },
+      { node: v.node!, model: v.model, backend: v.backend as Backend | undefined, device: num(v.device, "device", { integer: true, min: 0 }), threads: num(v.threads, "threads", { integer: true, min: 1 }),
+        contextSize: num(v["context-size"], "context-size", { integer: true, min: 16 }), slots: num(v.slots, "slots", { integer: true, min: 1 }) },
       {
         kind: "inference",
         prompt,

@@ -152,6 +152,9 @@ export interface WorkerInfo {
   state: WorkerState;
   slots_total: number;
   slots_busy: number;
+  /** Context per slot, in tokens, and decode threads the worker was started with. */
+  context_size: number;
+  threads: number;
   /** Epoch milliseconds of the last request start or end. */
   last_activity: number;
   /** Loading progress 0..1 while state is "loading". */

@@ -21,7 +21,7 @@ test("node directory: localhost first, sources deduplicated, a broken source rep
 
 const worker: WorkerInfo = {
   id: "w1", url: "http://127.0.0.1:4000", model_ref: "hf:org/repo/coder-1.5b-q8_0.gguf", backend: "cuda", device: 0, state: "idle",
-  slots_total: 4, slots_busy: 1, last_activity: 0, pid: 42, api_key: "secret-key", last_tokens_per_second: 87.25,
+  slots_total: 4, slots_busy: 1, context_size: 4096, threads: 1, last_activity: 0, pid: 42, api_key: "secret-key", last_tokens_per_second: 87.25,
 };
 
 test("formatting of nodes, GPUs, workers and model names", () => {

@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import {
   AGENT_VERSION, RbeeError, versionsCompatible,
-  type Backend, type ChatMessage, type DownloadProgressEvent, type SamplingOptions, type StopReason, type StreamEvent,
+  type Backend, type ChatMessage, type WorkerInfo, type DownloadProgressEvent, type SamplingOptions, type StopReason, type StreamEvent,
 } from "../../../hive-agent/src/protocol";
 import type { HiveClient, WorkerClient } from "./hive-client";
 import { rbeeHome, type Registry, type WorkerRecord } from "./registry";
@@ -101,7 +101,7 @@ export class Keeper {
     // 1. Registry: a worker known to be ready skips every other phase.
     phase("registry", "started", `looking for a ready worker for ${spec.model} on ${spec.node}`);
     const known = await this.opts.registry.findReadyWorker(spec.node, spec.model);
-    if (known) {
+    if (known && registeredMatches(known.worker, spec)) {
       const client = await this.reuse(spec.node, known.worker, known.fresh);
       if (client) {
         phase("registry", "done", `reusing worker ${known.worker.id}`);
@@ -116,7 +116,7 @@ export class Keeper {
     phase("node", "done", `${spec.node} is up`);
 
     // Another window or CLI run may have spawned a worker for this model already.
-    const running = (await node.hive.workers()).find((w) => w.model_ref === spec.model && w.state !== "stopping" && (!spec.backend || w.backend === spec.backend));
+    const running = (await node.hive.workers()).find((w) => w.model_ref === spec.model && w.state !== "stopping" && runningMatches(w, spec));
     if (running) {
       const record = await this.register(spec.node, running);
       if (running.state === "loading") await this.waitReady(node, record, onEvent, signal);
@@ -220,9 +220,14 @@ export class Keeper {
 
   /** Checks a registered worker before reuse; a stale entry gets a fresh health check first. */
   private async reuse(node: string, w: WorkerRecord, fresh: boolean): Promise<WorkerClient | undefined> {
-    // Warm path: no hive round trip at all; the worker is reached directly.
-    const handle = await this.connectNodeQuiet(node);
-    if (!handle) return undefined;
+    // Warm path: only the node's transport is needed; the worker is reached directly, and a fresh
+    // registry entry skips the hive's health and version round trips.
+    let handle: NodeHandle;
+    try {
+      handle = this.nodeHandles.get(node) ?? (await this.opts.nodes.connect(node, noop));
+    } catch {
+      return undefined;
+    }
     const client = handle.hive.workerClient(w);
     if (fresh) return client;
     try {
@@ -237,16 +242,6 @@ export class Keeper {
   }
 
   private nodeHandles = new Map<string, NodeHandle>();
-
-  private async connectNodeQuiet(node: string): Promise<NodeHandle | undefined> {
-    const cached = this.nodeHandles.get(node);
-    if (cached) return cached;
-    try {
-      return await this.connectNode(node, noop);
-    } catch {
-      return undefined;
-    }
-  }
 
   private async connectNode(node: string, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal): Promise<NodeHandle> {
     const cached = this.nodeHandles.get(node);
@@ -264,6 +259,11 @@ export class Keeper {
           { node_version: health.version, keeper_version: AGENT_VERSION },
         );
       await this.opts.registry.setNodeStatus(node, "online", { agent_version: health.version }).catch(noop);
+      // A registry that was found corrupt and recreated re-learns the node from its hive.
+      if (await this.opts.registry.needsRebuild()) {
+        await this.opts.registry.replaceNodeState(node, await handle.hive.workers(), await handle.hive.models());
+        await this.opts.registry.markRebuilt();
+      }
     } catch (e) {
       await this.opts.registry.setNodeStatus(node, "offline", { error: (e as Error).message }).catch(noop);
       if (e instanceof RbeeError && e.code === "INVALID_API_KEY")
@@ -299,7 +299,7 @@ export class Keeper {
     if (signal?.aborted) throw new RbeeError("REQUEST_CANCELLED", "cancelled while downloading");
   }
 
-  private async register(node: string, w: import("../../../hive-agent/src/protocol").WorkerInfo): Promise<WorkerRecord> {
+  private async register(node: string, w: WorkerInfo): Promise<WorkerRecord> {
     return this.opts.registry.upsertWorker({
       id: w.id, node, model_ref: w.model_ref, url: w.url, backend: w.backend, device: w.device, state: w.state,
       slots_total: w.slots_total, api_key: w.api_key, ...(w.state !== "loading" ? { last_health_at: Date.now() } : {}),
@@ -348,6 +348,28 @@ export class Keeper {
   async close() {
     this.nodeHandles.clear();
   }
+}
+
+/** A registered worker fits a spec when every option the spec names matches (the registry does not
+ * record context size and threads, so a spec naming those is answered from the hive's list). */
+function registeredMatches(w: WorkerRecord, spec: WorkerSpec): boolean {
+  return (
+    (!spec.backend || w.backend === spec.backend) &&
+    (spec.device === undefined || w.device === spec.device) &&
+    (!spec.slots || w.slots_total === spec.slots) &&
+    spec.contextSize === undefined &&
+    spec.threads === undefined
+  );
+}
+
+function runningMatches(w: WorkerInfo, spec: WorkerSpec): boolean {
+  return (
+    (!spec.backend || w.backend === spec.backend) &&
+    (spec.device === undefined || w.device === spec.device) &&
+    (!spec.slots || w.slots_total === spec.slots) &&
+    (spec.contextSize === undefined || w.context_size === spec.contextSize) &&
+    (spec.threads === undefined || w.threads === spec.threads)
+  );
 }
 
 export function tokenHint(node: string): string {

@@ -23,7 +23,8 @@ export class LocalConnector implements NodeConnector {
 
   async connect(node: string, onEvent: (e: KeeperEvent) => void): Promise<NodeHandle> {
     if (node !== LOCALHOST) throw new RbeeError("NODE_UNREACHABLE", `unknown node "${node}"; use "localhost" or a Host from your ~/.ssh/config ("rbee nodes list" shows them)`);
-    await this.registry.upsertNode({ alias: LOCALHOST, host: "127.0.0.1", transport: "loopback" });
+    // A registry write costs an fsync: only the first run records the node.
+    if (!(await this.registry.getNode(LOCALHOST))) await this.registry.upsertNode({ alias: LOCALHOST, host: "127.0.0.1", transport: "loopback" });
     if (this.opts.autoStart) {
       const { client, started } = await this.local.ensure(() =>
         onEvent({ kind: "phase", phase: "node", status: "started", message: "no local hive is running: starting one" }),

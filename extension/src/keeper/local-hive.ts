@@ -106,7 +106,7 @@ export class LocalHive {
     const log = openSync(this.logFile, "a");
     const child = spawn(
       process.execPath,
-      [agent, "daemon", "--bind", "127.0.0.1", "--port", "0", "--token-file", this.tokenFile, "--home", this.home, ...(this.opts.daemonArgs ?? [])],
+      [agent, "daemon", "--bind", "127.0.0.1", "--port", "0", "--token-file", this.tokenFile, "--home", this.home, ...this.daemonArgs()],
       // Detached in its own session: it serves later runs after this process exits.
       { detached: true, stdio: ["ignore", log, log], env: { ...process.env, ELECTRON_RUN_AS_NODE: "1" } },
     );
@@ -129,6 +129,11 @@ export class LocalHive {
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new RbeeError("CONNECTION_TIMEOUT", `the local hive did not start within ${(this.opts.startTimeoutMs ?? 20_000) / 1000} s; see ${this.logFile}`);
+  }
+
+  /** Extra daemon flags: the option, else RBEE_HIVE_ARGS (e.g. "--idle-timeout-ms 600000"). */
+  private daemonArgs(): string[] {
+    return this.opts.daemonArgs ?? (process.env.RBEE_HIVE_ARGS ?? "").split(/\s+/).filter(Boolean);
   }
 
   async status(): Promise<LocalHiveStatus> {

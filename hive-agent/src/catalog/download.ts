@@ -209,6 +209,10 @@ export class Downloads {
             progress();
           }
         }
+      } catch (e) {
+        if (abort.signal.aborted) throw e;
+        const cause = (e as any).cause?.message ?? (e as Error).message;
+        throw new RbeeError("DOWNLOAD_FAILED", `connection closed after ${downloaded} of ${total ?? "unknown"} bytes (${cause})`);
       } finally {
         out.end();
         await once(out, "close");

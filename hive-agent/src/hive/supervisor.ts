@@ -183,6 +183,8 @@ export class Supervisor {
       state: w.state,
       slots_total: w.plan.slots,
       slots_busy: w.slotsBusy,
+      context_size: w.plan.contextSize,
+      threads: w.plan.threads,
       last_activity: w.lastActivity,
       ...(w.state === "loading" ? { progress: w.progress } : {}),
       ...(w.lastTokensPerSecond !== undefined ? { last_tokens_per_second: w.lastTokensPerSecond } : {}),
