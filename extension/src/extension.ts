@@ -15,7 +15,8 @@ import { NodeCommands } from "./ui/nodes/node-commands";
 import { NodesTree } from "./ui/nodes/nodes-tree";
 import { NodeTokenStore } from "./ui/secrets";
 import { RbeeServices } from "./ui/services";
-import { chatSettings, completionSettings, setSetting } from "./ui/settings";
+import { chatSettings, completionSettings, nodesSettings, setSetting } from "./ui/settings";
+import { sshPrompts } from "./ui/ssh-prompts";
 import { CompletionStatusBar } from "./ui/status-bar";
 
 /** What activate() returns: for other extensions and for the tests inside VS Code. */
@@ -34,8 +35,14 @@ let services: RbeeServices | undefined;
 export function activate(context: vscode.ExtensionContext): RbeeApi {
   const started = performance.now();
   const log = new RbeeLog();
-  services = new RbeeServices({ storageDir: context.globalStorageUri.fsPath, bundleDir: __dirname, extensionDir: context.extensionPath, log });
   const tokens = new NodeTokenStore(context.secrets);
+  services = new RbeeServices({
+    storageDir: context.globalStorageUri.fsPath,
+    bundleDir: __dirname,
+    extensionDir: context.extensionPath,
+    log,
+    ssh: { configPath: () => nodesSettings().sshConfigPath || undefined, prompts: sshPrompts, tokens },
+  });
   const s = services;
 
   // Remote Nodes.

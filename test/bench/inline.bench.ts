@@ -28,7 +28,7 @@ export async function benchInline(preset: PresetName = "tiny", maxTokens = 24): 
   const previous = process.env.RBEE_HOME;
   process.env.RBEE_HOME = home;
   const quiet = { trace() {}, info() {}, warn() {}, error() {} };
-  const services = new RbeeServices({ storageDir: path.join(home, "storage"), bundleDir: path.join(REPO_ROOT, "dist"), extensionDir: REPO_ROOT, log: quiet });
+  const services = new RbeeServices({ storageDir: path.join(home, "storage"), bundleDir: path.join(REPO_ROOT, "dist"), extensionDir: REPO_ROOT, log: quiet, ssh: { configPath: () => path.join(home, "no-ssh-config") } });
   try {
     const model = `file:${ensureModel(preset)}`;
     await (await services.keeper()).ensureWorker({ node: "localhost", model });

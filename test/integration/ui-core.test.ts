@@ -28,7 +28,7 @@ describe("extension core on a real local hive", () => {
 
   before(async () => {
     process.env.RBEE_HOME = home; // the local hive, its token and models live here, not in ~/.rbee
-    services = new RbeeServices({ storageDir: path.join(home, "global-storage"), bundleDir: path.join(REPO_ROOT, "dist"), extensionDir: REPO_ROOT, log });
+    services = new RbeeServices({ storageDir: path.join(home, "global-storage"), bundleDir: path.join(REPO_ROOT, "dist"), extensionDir: REPO_ROOT, log, ssh: { configPath: () => path.join(home, "no-ssh-config") } });
   });
 
   after(async () => {

@@ -4,11 +4,16 @@
 
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import type { Keeper } from "../keeper/keeper";
+import type { Keeper, NodeConnector } from "../keeper/keeper";
 import type { LocalHive } from "../keeper/local-hive";
 import type { Registry } from "../keeper/registry";
+import type { SshConnectOptions, SshPool } from "../nodes/connection";
+import type { SshConnector } from "../nodes/ssh-connector";
 import type { NodeController } from "./nodes/node-controller";
-import { NodeDirectory, type NodeSource } from "./nodes/node-directory";
+import { NodeDirectory, LOCALHOST_ENTRY } from "./nodes/node-directory";
+import { SshConfigSource } from "./nodes/ssh-source";
+import type { SshNodeController, TokenCache } from "./nodes/ssh-node";
+import type { NodeEntry } from "./nodes/node-directory";
 import { RbeeError } from "../../../hive-agent/src/protocol";
 
 export interface Logger {
@@ -26,15 +31,23 @@ export interface ServicesOptions {
   /** The extension's root, holding package.json. */
   extensionDir: string;
   log: Logger;
-  /** Node sources beyond localhost (the SSH config's hosts). */
-  nodeSources?: NodeSource[];
+  ssh?: {
+    /** The ssh config file; undefined: ~/.ssh/config. */
+    configPath?: () => string | undefined;
+    /** Questions for the user (unknown host key, key passphrase), asked only for user actions. */
+    prompts?: Pick<SshConnectOptions, "onUnknownHostKey" | "askPassphrase">;
+    /** Where node tokens are kept (SecretStorage). */
+    tokens?: TokenCache;
+  };
 }
 
 export interface KeeperStack {
   registry: Registry;
   keeper: Keeper;
   local: LocalHive;
-  controllers: Map<string, NodeController>;
+  /** The controller of a node the directory lists (localhost, or an SSH host). */
+  controller(node: string): Promise<NodeController>;
+  close(): Promise<void>;
 }
 
 export class RbeeServices {
@@ -43,7 +56,12 @@ export class RbeeServices {
   private disposed = false;
 
   constructor(readonly opts: ServicesOptions) {
-    this.directory = new NodeDirectory(opts.nodeSources ?? []);
+    this.directory = new NodeDirectory([new SshConfigSource(opts.ssh?.configPath ?? (() => undefined))]);
+  }
+
+  /** Whether the keeper stack has been asked for (activation must leave this false). */
+  get loaded(): boolean {
+    return this.stack !== undefined;
   }
 
   /** The keeper stack, loaded and opened on the first call. */
@@ -61,9 +79,7 @@ export class RbeeServices {
   }
 
   async controller(node: string): Promise<NodeController> {
-    const c = (await this.get()).controllers.get(node);
-    if (!c) throw new RbeeError("NODE_UNREACHABLE", `unknown node "${node}": rbee knows ${[...(await this.get()).controllers.keys()].join(", ")}`);
-    return c;
+    return (await this.get()).controller(node);
   }
 
   private async load(): Promise<KeeperStack> {
@@ -76,6 +92,7 @@ export class RbeeServices {
     const { LocalConnector } = require("../keeper/local-connector") as typeof import("../keeper/local-connector");
     const { LocalRuntime } = require("./nodes/local-runtime") as typeof import("./nodes/local-runtime");
     const { LocalNodeController, LocalNodeConnector } = require("./nodes/local-node") as typeof import("./nodes/local-node");
+    const { NodeRouter } = require("./nodes/node-router") as typeof import("./nodes/node-router");
     const { log } = this.opts;
     const registry = await Registry.open(path.join(this.opts.storageDir, "registry.sqlite"), {
       logger: (level, message) => (level === "warn" ? log.warn(message) : log.info(message)),
@@ -95,24 +112,93 @@ export class RbeeServices {
       },
     });
     const onLine = (line: string) => log.info(`[runtime] ${line}`);
-    const connector = new LocalNodeConnector(new LocalConnector(local, registry, { autoStart: true }), local, runtime, onLine);
-    const keeper = new Keeper({ registry, nodes: connector });
-    const controllers = new Map<string, NodeController>([["localhost", new LocalNodeController(local, runtime, registry)]]);
+    const localConnector = new LocalNodeConnector(new LocalConnector(local, registry, { autoStart: true }), local, runtime, onLine);
+    const localController = new LocalNodeController(local, runtime, registry);
+    const ssh = new SshStack(this.opts, registry);
+    const keeper = new Keeper({ registry, nodes: new NodeRouter(localConnector, () => ssh.connector()) });
+    const directory = this.directory;
+    const stack: KeeperStack = {
+      registry,
+      keeper,
+      local,
+      async controller(node) {
+        if (node === LOCALHOST_ENTRY.name) return localController;
+        const entry = (await directory.list()).nodes.find((n) => n.name === node);
+        if (!entry) throw new RbeeError("NODE_UNREACHABLE", `unknown node "${node}": use "localhost" or a Host of your ssh config (${directory.describeSources()})`);
+        return ssh.controller(entry);
+      },
+      async close() {
+        await keeper.close();
+        await ssh.close();
+        registry.close();
+        await local.close();
+      },
+    };
     log.info(`keeper ready in ${(performance.now() - t0).toFixed(0)} ms (registry ${registry.path})`);
     if (this.disposed) {
-      registry.close();
-      await local.close();
+      await stack.close();
       throw new Error("rbee is shutting down");
     }
-    return { registry, keeper, local, controllers };
+    return stack;
   }
 
   async dispose(): Promise<void> {
     this.disposed = true;
     const stack = await this.stack?.catch(() => undefined);
-    if (!stack) return;
-    await stack.keeper.close();
-    stack.registry.close();
-    await stack.local.close();
+    await stack?.close();
+  }
+}
+
+/** The SSH side of the stack, built on the first SSH node used (ssh2 loads then). */
+class SshStack {
+  private pools: { probe: SshPool; action: SshPool; connector: SshConnector } | undefined;
+  private readonly controllers = new Map<string, SshNodeController>();
+
+  constructor(
+    private readonly opts: ServicesOptions,
+    private readonly registry: Registry,
+  ) {}
+
+  private build() {
+    if (this.pools) return this.pools;
+    const { SshPool } = require("../nodes/connection") as typeof import("../nodes/connection");
+    const { SshConnector } = require("../nodes/ssh-connector") as typeof import("../nodes/ssh-connector");
+    const { loadSshConfig } = require("../nodes/ssh-config") as typeof import("../nodes/ssh-config");
+    const resolve = (alias: string) => loadSshConfig({ configPath: this.opts.ssh?.configPath?.() }).node(alias);
+    const log = (line: string) => this.opts.log.trace(`[ssh] ${line}`);
+    const probe = new SshPool(resolve, { log, onUnknownHostKey: async () => false, askPassphrase: async () => undefined });
+    const action = new SshPool(resolve, { log, ...this.opts.ssh?.prompts });
+    const connector = new SshConnector(action, { registry: this.registry, autoDeploy: true });
+    this.pools = { probe, action, connector };
+    return this.pools;
+  }
+
+  connector(): NodeConnector {
+    return this.build().connector;
+  }
+
+  controller(entry: NodeEntry): NodeController {
+    let c = this.controllers.get(entry.name);
+    if (!c) {
+      const { SshNodeController } = require("./nodes/ssh-node") as typeof import("./nodes/ssh-node");
+      const { probe, action, connector } = this.build();
+      c = new SshNodeController(entry, {
+        probePool: probe,
+        actionPool: action,
+        connector,
+        registry: this.registry,
+        tokens: this.opts.ssh?.tokens,
+        logDir: path.join(this.opts.storageDir, "logs"),
+      });
+      this.controllers.set(entry.name, c);
+    }
+    return c;
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.controllers.values()) await c.close();
+    if (!this.pools) return;
+    await this.pools.connector.close(); // closes the action pool
+    this.pools.probe.close();
   }
 }

@@ -57,6 +57,7 @@ export function chatSettings() {
 export function nodesSettings() {
   return {
     refreshSeconds: get("nodes.refreshIntervalSeconds", 5, isInt(1, 3600)),
+    sshConfigPath: get("nodes.sshConfigPath", "", isString).trim(),
   };
 }
 

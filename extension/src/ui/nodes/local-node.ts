@@ -1,6 +1,6 @@
 // localhost as a node of the Remote Nodes view: its hive is a local process started on demand.
 
-import { RbeeError, type ModelEntry, type WorkerInfo } from "../../../../hive-agent/src/protocol";
+import { RbeeError } from "../../../../hive-agent/src/protocol";
 import type { HiveClient } from "../../keeper/hive-client";
 import type { KeeperEvent, NodeConnector, NodeHandle } from "../../keeper/keeper";
 import type { LocalHive } from "../../keeper/local-hive";
@@ -8,7 +8,8 @@ import type { Registry } from "../../keeper/registry";
 import type { LocalRuntime } from "./local-runtime";
 import type { NodeController } from "./node-controller";
 import { LOCALHOST_ENTRY } from "./node-directory";
-import { reconcileReported, registryNeedsSync, withoutKeys, type NodeSnapshot } from "./node-snapshot";
+import { withoutKeys, type NodeSnapshot } from "./node-snapshot";
+import { syncNodeState } from "./registry-sync";
 
 export class LocalNodeController implements NodeController {
   readonly entry = LOCALHOST_ENTRY;
@@ -30,7 +31,8 @@ export class LocalNodeController implements NodeController {
     if (!hive) return { ...base, status: "not-deployed", reason: "start it with the ▶ button (or run “rbee: Infer”)" };
     try {
       const [health, caps, workers, models] = await Promise.all([hive.health(), hive.capabilities(), hive.workers(), hive.models()]);
-      await this.syncRegistry(workers, models);
+      // The keeper picks workers from the registry: keep it in step with what the hive reports.
+      await syncNodeState(this.registry, this.entry, workers, models);
       return {
         ...base,
         status: "running",
@@ -45,15 +47,6 @@ export class LocalNodeController implements NodeController {
     } catch (e) {
       return { ...base, status: "unreachable", reason: (e as Error).message };
     }
-  }
-
-  /** The keeper picks workers from the registry: keep it in step with what the hive reports. */
-  private async syncRegistry(workers: WorkerInfo[], models: ModelEntry[]) {
-    const stored = { workers: await this.registry.listWorkers({ node: this.entry.name }), models: await this.registry.listModels(this.entry.name) };
-    const reconciled = reconcileReported(stored.workers, workers);
-    if (!registryNeedsSync(stored, { workers: reconciled, models })) return;
-    await this.registry.upsertNode({ alias: this.entry.name, host: this.entry.host, transport: "loopback" });
-    await this.registry.replaceNodeState(this.entry.name, reconciled, models);
   }
 
   async deploy(onEvent: (e: KeeperEvent) => void, onLine: (line: string) => void): Promise<void> {

@@ -29,6 +29,11 @@ export interface NodeListing {
 export class NodeDirectory {
   constructor(private readonly sources: readonly NodeSource[] = []) {}
 
+  /** The sources, for messages ("~/.ssh/config"). */
+  describeSources(): string {
+    return this.sources.map((s) => s.description).join(", ") || "no other sources";
+  }
+
   async list(): Promise<NodeListing> {
     const nodes: NodeEntry[] = [LOCALHOST_ENTRY];
     const seen = new Set([LOCALHOST_ENTRY.name]);

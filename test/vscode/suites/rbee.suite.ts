@@ -1,0 +1,262 @@
+// rbee inside a real VS Code (loaded as extensionTestsPath, with the repository as the extension
+// under development). With the localhost node and a generated tiny model it shows: activation that
+// loads nothing heavy; "rbee: Infer" streaming into an editor, and Cancel stopping it; an inline
+// completion as ghost text that Tab accepts; the chat view streaming a reply, and Stop; the Remote
+// Nodes tree with the worker, and stopping the worker from the tree. Screenshots of each go to the
+// harness's output folder; "bench:" lines carry the figures the outer test records.
+//
+// Everything rbee writes goes to a temporary RBEE_HOME (set before any rbee command runs) and to the
+// test window's own global storage; the ssh config read is a missing file in that folder.
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import * as vscode from "vscode";
+import { workbench } from "../bridge-client";
+import { runCases, waitUntil } from "../host-runner";
+import { ensureModel } from "../../fixtures/models";
+import type { RbeeApi } from "../../../extension/src/extension";
+import type { InferOutcome } from "../../../extension/src/ui/infer/infer-command";
+import { modelShortName } from "../../../extension/src/ui/nodes/node-format";
+
+const EXTENSION_ID = "rbee.rbee";
+const WEBVIEW = { webview: EXTENSION_ID };
+
+function percentile(samples: number[], p: number): number {
+  const s = [...samples].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+}
+
+function bench(name: string, value: number) {
+  console.log(`bench: ${name}=${value.toFixed(3)}`);
+}
+
+export async function run(): Promise<void> {
+  const extension = vscode.extensions.getExtension<RbeeApi>(EXTENSION_ID);
+  assert.ok(extension, `${EXTENSION_ID} is not loaded`);
+  const home = mkdtempSync(path.join(os.tmpdir(), "rbee-vscode-home-"));
+  process.env.RBEE_HOME = home;
+  const config = () => vscode.workspace.getConfiguration("rbee");
+  await config().update("nodes.sshConfigPath", path.join(home, "no-ssh-config"), vscode.ConfigurationTarget.Global);
+  // The outer test generates the model; under run-electron.mjs the file is found in the repository's cache.
+  const modelPath = process.env.RBEE_TEST_MODEL ?? ensureModel("tiny", 42, path.join(extension.extensionPath, ".cache", "models"));
+  const model = `file:${modelPath}`;
+  const short = modelShortName(model);
+  let api: RbeeApi | undefined;
+  const rbee = () => {
+    assert.ok(api, "an earlier case failed to activate rbee");
+    return api;
+  };
+
+  try {
+    await runCases("rbee", [
+      {
+        name: "rbee activates with its commands and views, and loads nothing heavy",
+        fn: async () => {
+          api = await extension.activate();
+          assert.equal(extension.isActive, true);
+          const commands = await vscode.commands.getCommands(true);
+          for (const c of ["rbee.infer", "rbee.toggleInline", "rbee.refreshNodes", "rbee.deployNode", "rbee.startWorker", "rbee.stopWorker", "rbee.downloadModel", "rbee.showLogs", "rbee.chat.focus", "rbee.nodes.focus"])
+            assert.ok(commands.includes(c), `${c} is not registered`);
+          assert.equal(api.services.loaded, false, "activation must not open the registry or load the keeper");
+          bench("activation_ms", api.activationMs);
+        },
+      },
+      {
+        name: "rbee: Infer streams the answer token by token into a new editor (cold start of hive and worker)",
+        fn: async () => {
+          const edits: number[] = [];
+          const sub = vscode.workspace.onDidChangeTextDocument((e) => {
+            if (e.document.uri.scheme === "untitled" && e.contentChanges.length) edits.push(e.document.getText().length);
+          });
+          const t0 = Date.now();
+          let result: InferOutcome | undefined;
+          try {
+            result = await vscode.commands.executeCommand<InferOutcome>("rbee.infer", { node: "localhost", model, prompt: "def fibonacci(n):", maxTokens: 400 });
+          } finally {
+            sub.dispose();
+          }
+          assert.ok(result, "rbee.infer returned nothing (see the rbee log)");
+          assert.equal(result.stopReason, "max_tokens");
+          assert.equal(result.tokensOut, 400);
+          const editor = vscode.window.activeTextEditor;
+          assert.ok(editor);
+          assert.equal(editor.document.uri.toString(), result.document);
+          assert.equal(editor.document.getText(), result.text);
+          assert.ok(result.text.length > 0);
+          // Streamed, not written at the end: the document grew in several edits.
+          assert.ok(edits.length >= 2, `the answer arrived in ${edits.length} edit(s)`);
+          assert.ok(edits.every((n, i) => i === 0 || n >= edits[i - 1]), "the document only grows while streaming");
+          bench("infer_cold_start_ms", Date.now() - t0);
+          await workbench.screenshot("rbee-infer-result");
+        },
+      },
+      {
+        name: "Cancel in the progress notification stops the generation on the worker",
+        fn: async () => {
+          let grown = 0;
+          const sub = vscode.workspace.onDidChangeTextDocument((e) => {
+            if (e.document.uri.scheme === "untitled") grown = e.document.getText().length;
+          });
+          const pending = Promise.resolve(vscode.commands.executeCommand<InferOutcome>("rbee.infer", { node: "localhost", model, prompt: "Once upon a time", maxTokens: 3500 }));
+          try {
+            await waitUntil(() => grown > 0, () => "the answer to start streaming", 30_000);
+            await workbench.click('.notification-toast .monaco-button:has-text("Cancel")');
+            const result = await pending;
+            assert.ok(result);
+            assert.equal(result.stopReason, "cancelled");
+            assert.ok(result.tokensOut > 0 && result.tokensOut < 3500, `${result.tokensOut} tokens`);
+          } finally {
+            sub.dispose();
+          }
+          // The worker is free again: its slot was released by the cancellation.
+          const stack = await rbee().services.get();
+          const hive = await (await rbee().services.controller("localhost")).hive(false);
+          await waitUntil(async () => (await hive.workers()).every((w) => w.slots_busy === 0), () => "the worker's slots to be free", 5000);
+          assert.ok((await stack.registry.listWorkers({ node: "localhost" })).length === 1);
+        },
+      },
+      {
+        name: "an inline completion appears as ghost text and Tab accepts it into the document",
+        fn: async () => {
+          await config().update("completion.debounceMs", 50, vscode.ConfigurationTarget.Global);
+          let accepted = false;
+          for (let attempt = 0; attempt < 3 && !accepted; attempt++) {
+            const before = `def add_${attempt}(a, b):\n    return `;
+            const doc = await vscode.workspace.openTextDocument({ language: "python", content: before });
+            const editor = await vscode.window.showTextDocument(doc);
+            const end = doc.positionAt(before.length);
+            editor.selection = new vscode.Selection(end, end);
+            const outcomes: string[] = [];
+            const sub = rbee().inline.onOutcome((o) => outcomes.push(o.source));
+            try {
+              await vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+              await waitUntil(() => outcomes.includes("worker") || outcomes.includes("skipped"), () => `a completion (outcomes so far: ${outcomes.join(", ")})`, 30_000);
+            } finally {
+              sub.dispose();
+            }
+            const suggestion = rbee().inline.lastOutcome?.text;
+            if (!suggestion) continue; // the model repeated the suffix: try another context
+            await workbench.waitFor(".monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text", { timeoutMs: 10_000 });
+            await workbench.screenshot("rbee-ghost-text");
+            await workbench.press("Tab");
+            await waitUntil(() => doc.getText() === before + suggestion, () => `the suggestion accepted: document is ${JSON.stringify(doc.getText())}, expected ${JSON.stringify(before + suggestion)}`);
+            accepted = true;
+          }
+          assert.ok(accepted, "no suggestion to accept in 3 contexts");
+        },
+      },
+      {
+        name: "bench: the inline provider's overhead over the worker's generation, and a cache hit",
+        fn: async () => {
+          await config().update("completion.debounceMs", 0, vscode.ConfigurationTarget.Global);
+          await config().update("completion.maxTokens", 24, vscode.ConfigurationTarget.Global);
+          const file = "import os\n\n" + Array.from({ length: 40 }, (_, i) => `def helper_${i}(x):\n    return x * ${i}\n`).join("\n");
+          const context = { triggerKind: vscode.InlineCompletionTriggerKind.Automatic, selectedCompletionInfo: undefined } as vscode.InlineCompletionContext;
+          const overhead: number[] = [];
+          for (let i = 0; i < 45; i++) {
+            const text = `${file}\ndef f_${i}(a, b):\n    return `;
+            const doc = await vscode.workspace.openTextDocument({ language: "python", content: text });
+            const source = new vscode.CancellationTokenSource();
+            const t0 = performance.now();
+            await rbee().inline.provideInlineCompletionItems(doc, doc.positionAt(text.length), context, source.token);
+            const elapsed = performance.now() - t0;
+            const o = rbee().inline.lastOutcome!;
+            assert.ok(o.source === "worker" || o.source === "skipped", `${o.source}: ${o.reason}`);
+            if (i >= 5) overhead.push(elapsed - o.debounceMs - (o.workerMs ?? 0));
+          }
+          const text = `${file}\ndef cached(a, b):\n    return `;
+          const doc = await vscode.workspace.openTextDocument({ language: "python", content: text });
+          const token = new vscode.CancellationTokenSource().token;
+          await rbee().inline.provideInlineCompletionItems(doc, doc.positionAt(text.length), context, token);
+          const hits: number[] = [];
+          if (rbee().inline.lastOutcome?.text) {
+            for (let i = 0; i < 200; i++) {
+              const t0 = performance.now();
+              const list = await rbee().inline.provideInlineCompletionItems(doc, doc.positionAt(text.length), context, token);
+              hits.push(performance.now() - t0);
+              assert.equal(rbee().inline.lastOutcome?.source, "cache");
+              assert.ok(list?.items.length === 1);
+            }
+            bench("cache_hit_p50_ms", percentile(hits, 50));
+          }
+          bench("provider_overhead_p50_ms", percentile(overhead, 50));
+          bench("provider_overhead_p95_ms", percentile(overhead, 95));
+          await config().update("completion.debounceMs", undefined, vscode.ConfigurationTarget.Global);
+          await config().update("completion.maxTokens", undefined, vscode.ConfigurationTarget.Global);
+        },
+      },
+      {
+        name: "the chat view streams a reply into the webview, and Stop ends a long one",
+        fn: async () => {
+          await vscode.commands.executeCommand("rbee.chat.focus");
+          await workbench.waitFor("#input", { ...WEBVIEW, timeoutMs: 30_000 });
+          await waitUntil(async () => (await workbench.text("#model option", WEBVIEW)).includes(short), () => `the model picker to offer ${short}`, 15_000);
+          const controller = rbee().chat.controller;
+          const before = controller.turns.length;
+          await workbench.click("#input", WEBVIEW);
+          await workbench.type("Hello! What can you do?");
+          await workbench.press("Enter");
+          await workbench.waitFor(".turn.assistant.done", { ...WEBVIEW, timeoutMs: 60_000 });
+          const reply = controller.turns.at(-1)!;
+          assert.equal(controller.turns.length, before + 2);
+          assert.equal(reply.role, "assistant");
+          assert.equal(reply.status, "done", reply.error);
+          assert.ok(reply.content.length > 0);
+          const shown = await workbench.text(".turn.assistant.done", WEBVIEW);
+          assert.ok(shown.at(-1)!.trim().length > 0, "the reply is shown in the webview");
+          assert.deepEqual(await workbench.text(".turn.user", WEBVIEW), ["Hello! What can you do?"]);
+          await workbench.screenshot("rbee-chat");
+
+          await config().update("chat.maxTokens", 3500, vscode.ConfigurationTarget.Global);
+          await workbench.click("#input", WEBVIEW);
+          await workbench.type("Tell me a very long story.");
+          await workbench.press("Enter");
+          await workbench.waitFor("#stop", WEBVIEW);
+          await waitUntil(() => (controller.turns.at(-1)?.content.length ?? 0) > 0 && controller.busy, () => "the long reply to start streaming", 30_000);
+          await workbench.click("#stop", WEBVIEW);
+          await workbench.waitFor(".turn.assistant.stopped", WEBVIEW);
+          const stopped = controller.turns.at(-1)!;
+          assert.equal(stopped.status, "stopped");
+          assert.ok(stopped.content.length > 0);
+          await workbench.waitFor("#send", WEBVIEW);
+          await workbench.screenshot("rbee-chat-stopped");
+          await config().update("chat.maxTokens", undefined, vscode.ConfigurationTarget.Global);
+        },
+      },
+      {
+        name: "the Remote Nodes tree shows localhost with its worker; Stop Worker on the tree item removes it",
+        fn: async () => {
+          await vscode.commands.executeCommand("rbee.nodes.focus");
+          await rbee().nodes.refresh();
+          const snapshot = rbee().nodes.snapshot("localhost");
+          assert.equal(snapshot?.status, "running", snapshot?.reason);
+          assert.deepEqual(snapshot.workers.map((w) => w.model_ref), [model]);
+          const workerRow = `.monaco-list-row:has-text("${short}")`;
+          await workbench.waitFor('.monaco-list-row:has-text("localhost")');
+          await workbench.waitFor(workerRow);
+          const rows = await workbench.text(".monaco-list-row", {});
+          assert.ok(rows.some((r) => r.includes("localhost") && r.includes("running")), JSON.stringify(rows));
+          assert.ok(rows.some((r) => r.includes(short) && /idle|busy/.test(r) && r.includes("slots")), JSON.stringify(rows));
+          await workbench.screenshot("rbee-nodes-tree");
+
+          await workbench.click(workerRow);
+          await workbench.click(`${workerRow} .action-label[aria-label*="Stop Worker"]`);
+          await waitUntil(() => (rbee().nodes.snapshot("localhost")?.workers.length ?? -1) === 0, () => "the worker to disappear from the tree's snapshot", 30_000);
+          await workbench.waitFor(workerRow, { state: "detached" });
+          const { registry } = await rbee().services.get();
+          assert.deepEqual(await registry.listWorkers(), []);
+          await workbench.screenshot("rbee-nodes-tree-stopped");
+        },
+      },
+    ]);
+  } finally {
+    // The local hive was started detached (it outlives windows); this test's one must not.
+    if (api?.services.loaded) {
+      const stack = await api.services.get().catch(() => undefined);
+      await stack?.local.stop().catch(() => undefined);
+    }
+    await config().update("nodes.sshConfigPath", undefined, vscode.ConfigurationTarget.Global);
+    rmSync(home, { recursive: true, force: true });
+  }
+}
