@@ -20,4 +20,9 @@ export const SUITES: readonly VsCodeSuite[] = [
     extensionDevelopmentPath: path.join(REPO_ROOT, "test", "vscode", "fixture"),
     suite: path.join(REPO_ROOT, "test", "vscode", "suites", "fixture.suite.ts"),
   },
+  {
+    name: "rbee",
+    extensionDevelopmentPath: REPO_ROOT,
+    suite: path.join(REPO_ROOT, "test", "vscode", "suites", "rbee.suite.ts"),
+  },
 ];

@@ -9,6 +9,7 @@ import type { LocalHive } from "../keeper/local-hive";
 import type { Registry } from "../keeper/registry";
 import type { SshConnectOptions, SshPool } from "../nodes/connection";
 import type { SshConnector } from "../nodes/ssh-connector";
+import type { DeployOptions } from "../nodes/deploy";
 import type { NodeController } from "./nodes/node-controller";
 import { NodeDirectory, LOCALHOST_ENTRY } from "./nodes/node-directory";
 import { SshConfigSource } from "./nodes/ssh-source";
@@ -38,6 +39,8 @@ export interface ServicesOptions {
     prompts?: Pick<SshConnectOptions, "onUnknownHostKey" | "askPassphrase">;
     /** Where node tokens are kept (SecretStorage). */
     tokens?: TokenCache;
+    /** How deploys install the hive-agent (tests copy this machine's runtime instead of using npm). */
+    deploy?: Omit<DeployOptions, "onProgress">;
   };
 }
 
@@ -168,7 +171,7 @@ class SshStack {
     const log = (line: string) => this.opts.log.trace(`[ssh] ${line}`);
     const probe = new SshPool(resolve, { log, onUnknownHostKey: async () => false, askPassphrase: async () => undefined });
     const action = new SshPool(resolve, { log, ...this.opts.ssh?.prompts });
-    const connector = new SshConnector(action, { registry: this.registry, autoDeploy: true });
+    const connector = new SshConnector(action, { registry: this.registry, autoDeploy: true, deploy: this.opts.ssh?.deploy });
     this.pools = { probe, action, connector };
     return this.pools;
   }
@@ -188,6 +191,7 @@ class SshStack {
         connector,
         registry: this.registry,
         tokens: this.opts.ssh?.tokens,
+        deploy: this.opts.ssh?.deploy,
         logDir: path.join(this.opts.storageDir, "logs"),
       });
       this.controllers.set(entry.name, c);

@@ -189,6 +189,7 @@ export async function run(): Promise<void> {
       {
         name: "the chat view streams a reply into the webview, and Stop ends a long one",
         fn: async () => {
+          await config().update("chat.maxTokens", 64, vscode.ConfigurationTarget.Global);
           await vscode.commands.executeCommand("rbee.chat.focus");
           await workbench.waitFor("#input", { ...WEBVIEW, timeoutMs: 30_000 });
           await waitUntil(async () => (await workbench.text("#model option", WEBVIEW)).includes(short), () => `the model picker to offer ${short}`, 15_000);
@@ -208,12 +209,21 @@ export async function run(): Promise<void> {
           assert.deepEqual(await workbench.text(".turn.user", WEBVIEW), ["Hello! What can you do?"]);
           await workbench.screenshot("rbee-chat");
 
-          await config().update("chat.maxTokens", 3500, vscode.ConfigurationTarget.Global);
+          // Long enough to take seconds on the tiny model, short enough to fit its 4096-token context with the history.
+          await config().update("chat.maxTokens", 2500, vscode.ConfigurationTarget.Global);
           await workbench.click("#input", WEBVIEW);
           await workbench.type("Tell me a very long story.");
           await workbench.press("Enter");
           await workbench.waitFor("#stop", WEBVIEW);
-          await waitUntil(() => (controller.turns.at(-1)?.content.length ?? 0) > 0 && controller.busy, () => "the long reply to start streaming", 30_000);
+          await waitUntil(
+            () => {
+              const last = controller.turns.at(-1);
+              if (last?.status === "error") throw new Error(`the long reply failed: ${last.error}`);
+              return (last?.content.length ?? 0) > 0 && controller.busy;
+            },
+            () => `the long reply to start streaming (last turn: ${JSON.stringify({ ...controller.turns.at(-1), content: controller.turns.at(-1)?.content.slice(0, 40) })})`,
+            30_000,
+          );
           await workbench.click("#stop", WEBVIEW);
           await workbench.waitFor(".turn.assistant.stopped", WEBVIEW);
           const stopped = controller.turns.at(-1)!;

@@ -14,7 +14,7 @@ import type { KeeperEvent, NodeConnector } from "../../keeper/keeper";
 import type { Registry } from "../../keeper/registry";
 import type { Transport } from "../../keeper/transport";
 import type { SshPool } from "../../nodes/connection";
-import { deployHive, hiveLogs, hiveStatus, readHiveToken } from "../../nodes/deploy";
+import { deployHive, hiveLogs, hiveStatus, readHiveToken, type DeployOptions } from "../../nodes/deploy";
 import { sshTransport } from "../../nodes/ssh-transport";
 import type { NodeController } from "./node-controller";
 import type { NodeEntry } from "./node-directory";
@@ -37,6 +37,7 @@ export interface SshNodeDeps {
   tokens?: TokenCache;
   /** A folder for fetched hive logs. */
   logDir: string;
+  deploy?: Omit<DeployOptions, "onProgress">;
 }
 
 export class SshNodeController implements NodeController {
@@ -81,6 +82,7 @@ export class SshNodeController implements NodeController {
 
   async deploy(onEvent: (e: KeeperEvent) => void, onLine: (line: string) => void): Promise<void> {
     const result = await deployHive(this.deps.actionPool.get(this.entry.name), {
+      ...this.deps.deploy,
       onProgress: (e) => {
         onLine(e.message);
         if (e.status === "started") onEvent({ kind: "phase", phase: "node", status: "started", message: e.message });
