@@ -27,6 +27,12 @@ function percentile(samples: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
+/** Closes every editor, discarding the untitled documents the earlier cases wrote (no save prompts). */
+async function closeAllEditors() {
+  for (let i = 0; i < 50 && vscode.window.tabGroups.all.some((g) => g.tabs.length); i++)
+    await vscode.commands.executeCommand("workbench.action.revertAndCloseActiveEditor");
+}
+
 function bench(name: string, value: number) {
   console.log(`bench: ${name}=${value.toFixed(3)}`);
 }
@@ -190,6 +196,7 @@ export async function run(): Promise<void> {
         name: "the chat view streams a reply into the webview, and Stop ends a long one",
         fn: async () => {
           await config().update("chat.maxTokens", 64, vscode.ConfigurationTarget.Global);
+          await closeAllEditors(); // room for the screenshots
           await vscode.commands.executeCommand("rbee.chat.focus");
           await workbench.waitFor("#input", { ...WEBVIEW, timeoutMs: 30_000 });
           await waitUntil(async () => (await workbench.text("#model option", WEBVIEW)).includes(short), () => `the model picker to offer ${short}`, 15_000);

@@ -11,16 +11,15 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileS
 import path from "node:path";
 import { RbeeError } from "../../../../hive-agent/src/protocol";
 import { FileLock } from "../../keeper/registry-lock";
+import { findNodeModulesWith } from "../../nodes/runtime-packages";
 
 export const AGENT_BUNDLE = "hive-agent.js";
 const RUNTIME_PACKAGE = "node-llama-cpp";
 
 /** The folder holding node_modules/node-llama-cpp, searching `from` and its parents; undefined if none. */
 export function findLlamaRuntime(from: string): string | undefined {
-  for (let dir = path.resolve(from); ; dir = path.dirname(dir)) {
-    if (existsSync(path.join(dir, "node_modules", RUNTIME_PACKAGE, "package.json"))) return dir;
-    if (path.dirname(dir) === dir) return undefined;
-  }
+  const nodeModules = findNodeModulesWith(RUNTIME_PACKAGE, from);
+  return nodeModules && path.dirname(nodeModules);
 }
 
 export interface LocalRuntimeOptions {
