@@ -198,6 +198,7 @@ export async function run(): Promise<void> {
           await config().update("chat.maxTokens", 64, vscode.ConfigurationTarget.Global);
           await closeAllEditors(); // room for the screenshots
           await vscode.commands.executeCommand("rbee.chat.focus");
+          for (let i = 0; i < 8; i++) await vscode.commands.executeCommand("workbench.action.decreaseViewWidth");
           await workbench.waitFor("#input", { ...WEBVIEW, timeoutMs: 30_000 });
           await waitUntil(async () => (await workbench.text("#model option", WEBVIEW)).includes(short), () => `the model picker to offer ${short}`, 15_000);
           const controller = rbee().chat.controller;
