@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { NodeDirectory, type NodeSource } from "../../extension/src/ui/nodes/node-directory";
 import { deviceDescription, formatBytes, modelShortName, nodeDescription, workerDescription } from "../../extension/src/ui/nodes/node-format";
-import { registryNeedsSync, withoutKeys, type NodeSnapshot } from "../../extension/src/ui/nodes/node-snapshot";
+import { reconcileReported, registryNeedsSync, shouldAutoProbe, uncheckedSnapshot, UNREACHABLE_RETRY_MS, withoutKeys, type NodeSnapshot } from "../../extension/src/ui/nodes/node-snapshot";
 import { modelChoices, modelRefProblem, rememberRecent } from "../../extension/src/ui/infer/model-choices";
 import { eventLogLine, progressStep, redactSecrets } from "../../extension/src/ui/narration";
 import type { WorkerInfo } from "../../hive-agent/src/protocol";
@@ -89,4 +89,25 @@ test("secrets are redacted from log text", () => {
   const line = redactSecrets('GET /v1/workers Authorization: Bearer abc.DEF-123 {"api_key":"k3y","token": "t0k"} password=hunter2');
   for (const secret of ["abc.DEF-123", "k3y", "t0k", "hunter2"]) assert.ok(!line.includes(secret), `${secret} leaked: ${line}`);
   assert.match(line, /Bearer \[redacted\]/);
+});
+
+test("the automatic refresh probes localhost always, SSH hosts only once used, unreachable ones once a minute", () => {
+  const local = { name: "localhost", host: "127.0.0.1", transport: "loopback" as const };
+  const gpu = { name: "gpu1", host: "10.0.0.5", transport: "ssh" as const };
+  const now = 1_000_000;
+  assert.equal(shouldAutoProbe(local, false, undefined, now), true);
+  assert.equal(shouldAutoProbe(gpu, false, undefined, now), false, "a host rbee never used is not contacted unasked");
+  assert.equal(shouldAutoProbe(gpu, true, undefined, now), true);
+  const down: NodeSnapshot = { ...uncheckedSnapshot(gpu, now - 1000), status: "unreachable", reason: "ECONNREFUSED" };
+  assert.equal(shouldAutoProbe(gpu, true, down, now), false);
+  assert.equal(shouldAutoProbe(gpu, true, { ...down, checkedAt: now - UNREACHABLE_RETRY_MS - 1 }, now), true);
+  assert.equal(nodeDescription(uncheckedSnapshot(gpu, now)), "not checked · not checked yet: ⟳ checks it, ▶ deploys rbee there");
+});
+
+test("a worker the keeper saw ready is not set back to loading by the hive's lagging report", () => {
+  const record: WorkerRecord = { id: "w1", node: "localhost", model_ref: "m", url: "http://127.0.0.1:1", backend: "cpu", device: 0, state: "idle", slots_total: 1, api_key: "k", last_health_at: 1, created_at: 1, last_tokens_per_second: null };
+  const reported = { ...worker, id: "w1", url: "http://127.0.0.1:1", state: "loading" as const };
+  assert.equal(reconcileReported([record], [reported])[0].state, "idle");
+  assert.equal(reconcileReported([], [reported])[0].state, "loading");
+  assert.equal(reconcileReported([{ ...record, url: "http://127.0.0.1:2" }], [reported])[0].state, "loading", "another process at that id is another worker");
 });

@@ -24,7 +24,7 @@ export class NodeCommands {
 
   register(): vscode.Disposable {
     return vscode.Disposable.from(
-      vscode.commands.registerCommand("rbee.refreshNodes", () => this.tree.refresh()),
+      vscode.commands.registerCommand("rbee.refreshNodes", () => this.tree.refresh({ all: true })),
       vscode.commands.registerCommand("rbee.deployNode", (item?: TreeNode) => this.deploy(item)),
       vscode.commands.registerCommand("rbee.startWorker", (item?: TreeNode, model?: string) => this.startWorker(item, model)),
       vscode.commands.registerCommand("rbee.stopWorker", (item?: TreeNode) => this.stopWorker(item)),

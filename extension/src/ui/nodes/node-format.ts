@@ -26,6 +26,7 @@ const STATUS_TEXT: Record<NodeSnapshot["status"], string> = {
   starting: "starting",
   running: "running",
   unreachable: "unreachable",
+  unchecked: "not checked",
 };
 
 export function nodeStatusText(s: Pick<NodeSnapshot, "status" | "node">): string {

@@ -6,7 +6,8 @@ import type { Backend, DeviceInfo, ModelEntry, WorkerInfo } from "../../../../hi
 import type { ModelRecord, WorkerRecord } from "../../keeper/registry-types";
 import type { NodeEntry } from "./node-directory";
 
-export type NodeStatusKind = "not-deployed" | "starting" | "running" | "unreachable";
+/** "unchecked": an SSH host rbee has not used yet, not probed by the automatic refresh. */
+export type NodeStatusKind = "not-deployed" | "starting" | "running" | "unreachable" | "unchecked";
 
 /** A worker as shown: WorkerInfo without its key (a snapshot may end up in a log or a tooltip). */
 export type WorkerView = Omit<WorkerInfo, "api_key">;
@@ -57,4 +58,25 @@ export function reconcileReported(stored: readonly WorkerRecord[], reported: rea
     const s = byId.get(w.id);
     return w.state === "loading" && s && (s.state === "idle" || s.state === "busy") && s.url === w.url ? { ...w, state: s.state } : w;
   });
+}
+
+/** How long an unreachable node is left alone by the automatic refresh before it is tried again. */
+export const UNREACHABLE_RETRY_MS = 60_000;
+
+/**
+ * Whether the view's automatic refresh probes a node now. localhost always (a local file and a
+ * loopback call). An SSH host only once rbee has used it (deployed, or generated there): an ssh
+ * config often lists dozens of unrelated hosts, and connecting to all of them every few seconds
+ * would be rude; they are probed when the user refreshes or deploys. An unreachable node is retried
+ * once a minute, not at every refresh.
+ */
+export function shouldAutoProbe(node: NodeEntry, knownToRegistry: boolean, previous: NodeSnapshot | undefined, now: number): boolean {
+  if (node.transport === "loopback") return true;
+  if (!knownToRegistry) return false;
+  return !(previous?.status === "unreachable" && now - previous.checkedAt < UNREACHABLE_RETRY_MS);
+}
+
+/** What the view shows for a node it did not probe this time. */
+export function uncheckedSnapshot(node: NodeEntry, now: number): NodeSnapshot {
+  return { node, status: "unchecked", reason: "not checked yet: ⟳ checks it, ▶ deploys rbee there", backends: [], devices: [], workers: [], models: [], checkedAt: now };
 }

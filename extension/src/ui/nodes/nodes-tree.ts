@@ -9,7 +9,7 @@ import type { RbeeLog } from "../log";
 import { nodesSettings } from "../settings";
 import type { NodeEntry } from "./node-directory";
 import { deviceDescription, deviceLabel, formatBytes, modelDescription, modelShortName, nodeDescription, nodeTooltip, workerDescription } from "./node-format";
-import type { NodeSnapshot, WorkerView } from "./node-snapshot";
+import { shouldAutoProbe, uncheckedSnapshot, type NodeSnapshot, type WorkerView } from "./node-snapshot";
 
 export type TreeNode =
   | { kind: "node"; snapshot: NodeSnapshot }
@@ -74,21 +74,31 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
     this.timer = undefined;
   }
 
-  /** Probes every node (in parallel); overlapping calls share one probe round. */
-  refresh(): Promise<void> {
-    this.refreshing ??= this.probeAll().finally(() => {
+  /**
+   * Probes the nodes (in parallel); overlapping calls share one round. The automatic refresh leaves
+   * some SSH hosts alone (see shouldAutoProbe); `all` (the Refresh button, after an action) probes every node.
+   */
+  refresh(opts: { all?: boolean } = {}): Promise<void> {
+    this.refreshing ??= this.probeAll(opts.all ?? false).finally(() => {
       this.refreshing = undefined;
       this.refreshed.fire();
     });
     return this.refreshing;
   }
 
-  private async probeAll() {
+  private async probeAll(all: boolean) {
     const listing = await this.services.directory.list();
     this.listingErrors = listing.errors;
     const next = new Map<string, NodeSnapshot>();
+    const { registry } = await this.services.get();
+    const now = Date.now();
     await Promise.all(
       listing.nodes.map(async (entry) => {
+        const previous = this.snapshots.get(entry.name);
+        if (!all && !shouldAutoProbe(entry, (await registry.getNode(entry.name)) !== undefined, previous, now)) {
+          next.set(entry.name, previous ?? uncheckedSnapshot(entry, now));
+          return;
+        }
         try {
           next.set(entry.name, await (await this.services.controller(entry.name)).probe());
         } catch (e) {
@@ -113,7 +123,7 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
       return await work();
     } finally {
       this.busy.delete(node);
-      await this.refresh();
+      await this.refresh({ all: true });
     }
   }
 
