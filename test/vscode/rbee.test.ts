@@ -16,6 +16,8 @@ const CASES = [
   "rbee activates with its commands and views, and loads nothing heavy",
   "rbee: Infer streams the answer token by token into a new editor (cold start of hive and worker)",
   "Cancel in the progress notification stops the generation on the worker",
+  "Infer at the cursor takes the selection as its prompt and writes after it",
+  "the status bar toggle switches inline completions off and on",
   "an inline completion appears as ghost text and Tab accepts it into the document",
   "bench: the inline provider's overhead over the worker's generation, and a cache hit",
   "the chat view streams a reply into the webview, and Stop ends a long one",

@@ -123,6 +123,39 @@ export async function run(): Promise<void> {
         },
       },
       {
+        name: "Infer at the cursor takes the selection as its prompt and writes after it",
+        fn: async () => {
+          await config().update("infer.output", "atCursor", vscode.ConfigurationTarget.Global);
+          try {
+            const prompt = "def square(x):";
+            const doc = await vscode.workspace.openTextDocument({ language: "python", content: `${prompt}\n# end` });
+            const editor = await vscode.window.showTextDocument(doc);
+            editor.selection = new vscode.Selection(0, 0, 0, prompt.length);
+            const result = await vscode.commands.executeCommand<InferOutcome>("rbee.infer", { node: "localhost", model, maxTokens: 16 });
+            assert.ok(result);
+            assert.equal(result.tokensOut, 16);
+            assert.equal(result.document, doc.uri.toString(), "written into the active editor, not a new one");
+            assert.equal(doc.getText(), `${prompt}${result.text}\n# end`);
+          } finally {
+            await config().update("infer.output", undefined, vscode.ConfigurationTarget.Global);
+          }
+        },
+      },
+      {
+        name: "the status bar toggle switches inline completions off and on",
+        fn: async () => {
+          assert.equal(await vscode.commands.executeCommand<boolean>("rbee.toggleInline"), false);
+          await waitUntil(() => rbee().engine.currentState.kind === "off", () => `completions off (state ${rbee().engine.currentState.kind})`);
+          const doc = await vscode.workspace.openTextDocument({ language: "python", content: "x = " });
+          const token = new vscode.CancellationTokenSource().token;
+          const list = await rbee().inline.provideInlineCompletionItems(doc, doc.positionAt(4), { triggerKind: vscode.InlineCompletionTriggerKind.Invoke, selectedCompletionInfo: undefined }, token);
+          assert.equal(list, undefined);
+          assert.equal(rbee().inline.lastOutcome?.reason, "disabled");
+          assert.equal(await vscode.commands.executeCommand<boolean>("rbee.toggleInline"), true);
+          await waitUntil(() => rbee().engine.currentState.kind === "idle", () => `completions on (state ${rbee().engine.currentState.kind})`);
+        },
+      },
+      {
         name: "an inline completion appears as ghost text and Tab accepts it into the document",
         fn: async () => {
           await config().update("completion.debounceMs", 50, vscode.ConfigurationTarget.Global);

@@ -60,7 +60,8 @@ export class ChatController {
     private readonly store: HistoryStore,
     private readonly generate: ChatGenerate,
     private readonly limits: ChatLimits = DEFAULT_CHAT_LIMITS,
-    private readonly system?: string,
+    /** The system prompt, read at each question (a settings change applies to the next one). */
+    private readonly system: () => string | undefined = () => undefined,
   ) {
     // A reply that was streaming when the window closed is kept as stopped.
     this.turnList = store.load().map((t) => (t.status === "streaming" ? { ...t, status: "stopped" } : t));
@@ -83,7 +84,7 @@ export class ChatController {
   async send(question: string, model: string): Promise<ChatTurn> {
     if (this.active) throw new Error("a reply is still streaming: stop it first");
     if (!model) throw new Error("no chat model chosen: pick one in the chat panel or set rbee.chat.model");
-    const messages = contextMessages(this.turnList, question, this.limits, this.system);
+    const messages = contextMessages(this.turnList, question, this.limits, this.system() || undefined);
     const controller = new AbortController();
     this.active = controller;
     this.emit({ kind: "busy", busy: true });

@@ -46,7 +46,7 @@ export class ChatView implements vscode.WebviewViewProvider, vscode.Disposable {
       },
       save: (turns) => context.workspaceState.update(HISTORY_KEY, turns),
     };
-    this.controller = new ChatController(store, service.generate, undefined, chatSettings().systemPrompt || undefined);
+    this.controller = new ChatController(store, service.generate, undefined, () => chatSettings().systemPrompt);
     this.lastEditor = vscode.window.activeTextEditor;
     this.disposables.push(
       vscode.window.onDidChangeActiveTextEditor((e) => {
