@@ -24,7 +24,8 @@ for (const e of entries) {
     target: "node20",
     format: "cjs",
     sourcemap: "linked",
-    external: ["node-llama-cpp", "cpu-features", ...(e.external ?? [])],
+    // ssh2 falls back to pure JS when its optional native crypto addon cannot be loaded.
+    external: ["node-llama-cpp", "cpu-features", "*.node", ...(e.external ?? [])],
     banner: e.banner ? { js: e.banner } : undefined,
     define: { __RBEE_VERSION__: JSON.stringify(version) },
     logLevel: "warning",
