@@ -1,7 +1,5 @@
 // Bundles each entry point into one CommonJS file under dist/.
 // node-llama-cpp stays external: it carries native binaries and is installed next to the bundle.
-// Native addons (*.node: ssh2's optional sshcrypto binding) stay out too; ssh2 falls back to its
-// pure-JS crypto when the require fails.
 import * as esbuild from "esbuild";
 import { copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -26,6 +24,7 @@ for (const e of entries) {
     target: "node20",
     format: "cjs",
     sourcemap: "linked",
+    // ssh2 falls back to pure JS when its optional native crypto addon cannot be loaded.
     external: ["node-llama-cpp", "cpu-features", "*.node", ...(e.external ?? [])],
     banner: e.banner ? { js: e.banner } : undefined,
     define: { __RBEE_VERSION__: JSON.stringify(version) },

@@ -5,7 +5,8 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { RbeeError, BACKENDS, AGENT_VERSION, type Backend } from "../../hive-agent/src/protocol";
 import { Keeper, StreamInterruptedError } from "./keeper/keeper";
 import { LocalHive } from "./keeper/local-hive";
-import { LocalConnector, LOCALHOST } from "./keeper/local-connector";
+import { LOCALHOST } from "./keeper/local-connector";
+import { NodeDirectory } from "./nodes/node-directory";
 import { Registry, defaultRegistryPath } from "./keeper/registry";
 import { Narrator } from "./cli/narration";
 
@@ -17,6 +18,8 @@ usage: rbee <command> [options]
 commands:
   infer            stream a completion from a model on a node
   nodes list       the nodes rbee knows (localhost and your ~/.ssh/config hosts)
+  nodes deploy|status|uninstall NAME   the hive-agent on an SSH node
+  logs             a node's hive log (--node NAME [--follow])
   workers list     workers running on a node
   workers shutdown stop a worker
   models list      models in a node's catalog
@@ -25,6 +28,8 @@ commands:
 
 global options:
   --registry FILE  registry file (default ${defaultRegistryPath()}; RBEE_HOME moves ~/.rbee)
+  --ssh-config FILE        ssh config to read nodes from (default ~/.ssh/config)
+  --accept-new-host-key    accept and record an SSH host key that known_hosts lacks (never a changed one)
   --json           machine-readable output where it applies
   --help           help for a command
 `,
@@ -46,7 +51,12 @@ global options:
   --no-autostart       fail instead of starting the local hive
   --json               print one JSON object with the result instead of streaming text
 `,
-  nodes: `usage: rbee nodes list [--json]\n`,
+  nodes: `usage: rbee nodes list [--json]
+       rbee nodes deploy NAME      install or upgrade the hive-agent on an SSH node and start it
+       rbee nodes status NAME      what is installed and running there
+       rbee nodes uninstall NAME   stop the hive and remove the agent (models are kept; --purge-models removes them)
+`,
+  logs: `usage: rbee logs --node NAME [--follow] [--lines N]\n`,
   workers: `usage: rbee workers list [--node NAME] [--json]\n       rbee workers shutdown ID [--node NAME]\n`,
   models: `usage: rbee models list [--node NAME] [--json]\n       rbee models download REF [--node NAME]\n`,
   hive: `usage: rbee hive start|stop|status [--json]\n`,
@@ -59,6 +69,8 @@ const GLOBAL_OPTIONS = {
   json: { type: "boolean" },
   registry: { type: "string" },
   node: { type: "string", default: LOCALHOST },
+  "ssh-config": { type: "string" },
+  "accept-new-host-key": { type: "boolean" },
 } satisfies ParseArgsConfig["options"];
 
 function parse<O extends ParseArgsConfig["options"]>(argv: string[], options: O) {
@@ -80,19 +92,30 @@ function num(value: string | undefined, name: string, opts: { integer?: boolean;
 interface Context {
   registry: Registry;
   local: LocalHive;
-  connector: LocalConnector;
+  nodes: NodeDirectory;
   keeper: Keeper;
   close(): Promise<void>;
 }
 
-async function open(registryPath: string | undefined, autoStart = true): Promise<Context> {
-  const registry = await Registry.open(registryPath ?? defaultRegistryPath(), { logger: (level, m) => level === "warn" && process.stderr.write(`rbee: ${m}\n`) });
+interface OpenOptions {
+  registry?: string;
+  "ssh-config"?: string;
+  "accept-new-host-key"?: boolean;
+}
+
+async function open(o: OpenOptions, autoStart = true): Promise<Context> {
+  const registry = await Registry.open(o.registry ?? defaultRegistryPath(), { logger: (level, m) => level === "warn" && process.stderr.write(`rbee: ${m}\n`) });
   const local = new LocalHive();
-  const connector = new LocalConnector(local, registry, { autoStart });
-  const keeper = new Keeper({ registry, nodes: connector, ...keeperTuningFromEnv() });
+  const nodes = new NodeDirectory({
+    registry, local, autoStart, autoDeploy: autoStart, sshConfigPath: o["ssh-config"],
+    // The CLI cannot ask: an unknown host key is refused unless --accept-new-host-key.
+    ssh: { acceptNewHostKey: Boolean(o["accept-new-host-key"]) },
+  });
+  const keeper = new Keeper({ registry, nodes, ...keeperTuningFromEnv() });
   return {
-    registry, local, connector, keeper,
+    registry, local, nodes, keeper,
     async close() {
+      await nodes.close();
       registry.close();
       await local.close();
     },
@@ -138,7 +161,7 @@ async function infer(argv: string[]): Promise<number> {
   const prompt = v.prompt === "-" ? await readStdin() : v.prompt;
   const timeout = num(v.timeout, "timeout", { min: 0 });
 
-  const ctx = await open(v.registry, !v["no-autostart"]);
+  const ctx = await open(v, !v["no-autostart"]);
   const narrator = new Narrator(process.stderr, Boolean(v.json));
   const abort = new AbortController();
   let cancelledBySignal = false;
@@ -191,7 +214,7 @@ async function infer(argv: string[]): Promise<number> {
   } finally {
     clearTimeout(timer);
     process.off("SIGINT", onSigint);
-    if (v.ephemeral && ctx.connector.startedHive) await ctx.local.stop();
+    if (v.ephemeral && ctx.nodes.local.startedHive) await ctx.local.stop();
     await ctx.close();
   }
 }
@@ -207,33 +230,123 @@ function formatTable(rows: string[][]): string {
 }
 
 async function nodes(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parse(argv, {});
-  if (v.help || positionals[0] !== "list") return help("nodes", !v.help);
-  const ctx = await open(v.registry, false);
+  const { values: v, positionals } = parse(argv, { "purge-models": { type: "boolean" } });
+  const sub = positionals[0];
+  if (v.help || !["list", "deploy", "status", "uninstall"].includes(sub)) return help("nodes", !v.help);
+  const ctx = await open(v, false);
   try {
-    const status = await ctx.local.status();
-    const caps = status.running ? await (await ctx.local.connectExisting())!.capabilities() : undefined;
-    const rows = [
-      {
-        alias: LOCALHOST, host: "127.0.0.1", reachable: status.running, agent_version: status.version ?? null,
-        backends: caps?.backends ?? [], gpus: caps?.devices.map((d) => ({ name: d.name, vram_total_bytes: d.vram_total_bytes, vram_free_bytes: d.vram_free_bytes })) ?? [],
-        status: status.running ? "running" : "not started",
-      },
-    ];
-    print(v.json, { nodes: rows }, () =>
-      formatTable([
-        ["NODE", "HOST", "STATUS", "AGENT", "BACKENDS", "GPUS"],
-        ...rows.map((r) => [r.alias, r.host, r.status, r.agent_version ?? "-", r.backends.join(",") || "-", r.gpus.map((g) => `${g.name} ${(g.vram_free_bytes / 2 ** 30).toFixed(1)}/${(g.vram_total_bytes / 2 ** 30).toFixed(1)} GiB`).join("; ") || "-"]),
-      ]),
-    );
+    if (sub === "list") return await listNodes(ctx, v.json);
+    const name = positionals[1];
+    if (!name) throw new UsageError(`nodes ${sub} needs a node name (a Host of your ssh config)`);
+    if (name === LOCALHOST) throw new UsageError(`localhost needs no deploy: its hive is started on demand ("rbee hive start|stop|status")`);
+    const { deployHive, hiveStatus, uninstallHive } = require("./nodes/deploy") as typeof import("./nodes/deploy");
+    const conn = ctx.nodes.ssh().pool.get(name);
+    const narrate = (e: { message: string; status: string }) => {
+      if (!v.json && e.status !== "done") process.stderr.write(`[${name}] ${e.message}\n`);
+    };
+    if (sub === "deploy") {
+      const r = await deployHive(conn, { ...ctx.nodes.deployOptions(), onProgress: narrate });
+      await ctx.registry.upsertNode({ alias: name, host: conn.spec.hostname, transport: "ssh" });
+      await ctx.registry.setNodeStatus(name, "online", { agent_version: r.version });
+      const { token: _secret, ...shown } = r;
+      print(v.json, shown, () => (r.changed ? `deployed hive-agent ${r.version} to ${name} in ${(r.durationMs / 1000).toFixed(1)} s (backends: ${r.backends.join(", ")})\n` : `${name} already runs hive-agent ${r.version}; nothing to do\n`));
+    } else if (sub === "status") {
+      const s = await hiveStatus(conn);
+      print(v.json, s, () => `${name}: ${s.running ? `running hive-agent ${s.version} (pid ${s.pid}, ${s.healthy ? "healthy" : "not answering"})` : "hive not running"}; installed: ${s.installedVersions.join(", ") || "none"}\n`);
+    } else {
+      const r = await uninstallHive(conn, { purgeModels: Boolean(v["purge-models"]), onProgress: narrate });
+      await ctx.registry.removeNode(name).catch(() => false);
+      print(v.json, r, () => (r.removed ? `removed the hive-agent from ${name}\n` : `nothing was installed on ${name}\n`));
+    }
     return 0;
   } finally {
     await ctx.close();
   }
 }
 
+interface NodeRow {
+  alias: string;
+  host: string;
+  reachable: boolean;
+  status: string;
+  agent_version: string | null;
+  backends: string[];
+  gpus: { name: string; vram_total_bytes: number; vram_free_bytes: number }[];
+}
+
+async function listNodes(ctx: Context, json: boolean | undefined): Promise<number> {
+  const rows: NodeRow[] = [];
+  const local = await ctx.local.status();
+  const localCaps = local.running ? await (await ctx.local.connectExisting())!.capabilities() : undefined;
+  rows.push({
+    alias: LOCALHOST, host: "127.0.0.1", reachable: local.running, status: local.running ? "running" : "not started", agent_version: local.version ?? null,
+    backends: localCaps?.backends ?? [], gpus: localCaps?.devices.map((d) => ({ name: d.name, vram_total_bytes: d.vram_total_bytes, vram_free_bytes: d.vram_free_bytes })) ?? [],
+  });
+  const { hiveStatus } = require("./nodes/deploy") as typeof import("./nodes/deploy");
+  const specs = ctx.nodes.listSshNodes();
+  // Nodes are probed in parallel; each answers for itself, a dead one does not hold the others.
+  rows.push(
+    ...(await Promise.all(
+      specs.map(async (spec): Promise<NodeRow> => {
+        const row: NodeRow = { alias: spec.alias, host: spec.hostname, reachable: false, status: "unreachable", agent_version: null, backends: [], gpus: [] };
+        try {
+          const s = await hiveStatus(ctx.nodes.ssh().pool.get(spec.alias));
+          row.reachable = true;
+          row.status = s.running ? (s.healthy ? "running" : "not answering") : s.installedVersions.length ? "stopped" : "not deployed";
+          row.agent_version = s.version ?? s.installedVersions.at(-1) ?? null;
+          if (s.running && s.healthy) {
+            const caps = await (await ctx.nodes.connect(spec.alias, () => {})).hive.capabilities();
+            row.backends = caps.backends;
+            row.gpus = caps.devices.map((d) => ({ name: d.name, vram_total_bytes: d.vram_total_bytes, vram_free_bytes: d.vram_free_bytes }));
+          }
+        } catch (e) {
+          row.status = `unreachable: ${(e as Error).message}`;
+        }
+        return row;
+      }),
+    )),
+  );
+  print(json, { nodes: rows }, () =>
+    formatTable([
+      ["NODE", "HOST", "STATUS", "AGENT", "BACKENDS", "GPUS"],
+      ...rows.map((r) => [r.alias, r.host, r.status, r.agent_version ?? "-", r.backends.join(",") || "-", r.gpus.map((g) => `${g.name} ${(g.vram_free_bytes / 2 ** 30).toFixed(1)}/${(g.vram_total_bytes / 2 ** 30).toFixed(1)} GiB`).join("; ") || "-"]),
+    ]),
+  );
+  return 0;
+}
+
+async function logs(argv: string[]): Promise<number> {
+  const { values: v } = parse(argv, { follow: { type: "boolean", short: "f" }, lines: { type: "string", default: "100" } });
+  if (v.help) return help("logs");
+  const lines = num(v.lines, "lines", { integer: true, min: 1 });
+  if (v.node === LOCALHOST) {
+    const local = new LocalHive();
+    const { existsSync, readFileSync } = await import("node:fs");
+    if (!existsSync(local.logFile)) throw new RbeeError("NODE_UNREACHABLE", `no local hive log yet (${local.logFile}); start it with "rbee hive start"`);
+    process.stdout.write(readFileSync(local.logFile, "utf8").split("\n").slice(-(lines! + 1)).join("\n"));
+    if (v.follow) {
+      const { spawn } = await import("node:child_process");
+      const tail = spawn("tail", ["-n", "0", "-F", local.logFile], { stdio: ["ignore", "inherit", "inherit"] });
+      await new Promise((resolve) => process.once("SIGINT", () => resolve(tail.kill())));
+    }
+    return 0;
+  }
+  const ctx = await open(v, false);
+  const abort = new AbortController();
+  const onSigint = () => abort.abort();
+  process.once("SIGINT", onSigint);
+  try {
+    const { hiveLogs } = require("./nodes/deploy") as typeof import("./nodes/deploy");
+    for await (const line of hiveLogs(ctx.nodes.ssh().pool.get(v.node!), { follow: Boolean(v.follow), lines, signal: abort.signal })) process.stdout.write(line.endsWith("\n") ? line : line + "\n");
+    return 0;
+  } finally {
+    process.off("SIGINT", onSigint);
+    await ctx.close();
+  }
+}
+
 async function connectHive(ctx: Context, node: string) {
-  const handle = await ctx.connector.connect(node, () => {});
+  const handle = await ctx.nodes.connect(node, () => {});
   return handle.hive;
 }
 
@@ -241,7 +354,7 @@ async function workers(argv: string[]): Promise<number> {
   const { values: v, positionals } = parse(argv, {});
   const sub = positionals[0];
   if (v.help || (sub !== "list" && sub !== "shutdown")) return help("workers", !v.help);
-  const ctx = await open(v.registry, false);
+  const ctx = await open(v, false);
   try {
     const hive = await connectHive(ctx, v.node!);
     if (sub === "list") {
@@ -268,7 +381,7 @@ async function models(argv: string[]): Promise<number> {
   const { values: v, positionals } = parse(argv, {});
   const sub = positionals[0];
   if (v.help || (sub !== "list" && sub !== "download")) return help("models", !v.help);
-  const ctx = await open(v.registry, sub === "download");
+  const ctx = await open(v, sub === "download");
   try {
     const hive = await connectHive(ctx, v.node!);
     if (sub === "list") {
@@ -338,6 +451,8 @@ export async function main(argv: string[]): Promise<number> {
         return await models(rest);
       case "hive":
         return await hiveCommand(rest);
+      case "logs":
+        return await logs(rest);
       case "--version":
       case "version":
         process.stdout.write(`${AGENT_VERSION}\n`);
@@ -359,7 +474,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`rbee: ${e.message}\n`);
       return 1;
     }
-    const code = e instanceof RbeeError ? ` [${e.code}]` : (e as any)?.code ? ` [${(e as any).code}]` : "";
+    const code = (e as any)?.code ? ` [${(e as any).code}]` : "";
     process.stderr.write(`rbee: ${(e as Error).message}${code}\n`);
     return 1;
   }

@@ -14,67 +14,16 @@ import { loadSshConfig } from "../../extension/src/nodes/ssh-config";
 import { sshTransport } from "../../extension/src/nodes/ssh-transport";
 import { ensureModel } from "../fixtures/models";
 import { startSshdCluster } from "../helpers/sshd";
+import { PROMPT, inProcessEngine, median, timeStream, type Run } from "./common";
 
 const REPO = path.resolve(__dirname, "..", "..");
 const BUNDLE = path.join(REPO, "dist", "hive-agent.js");
 const TOKENS = 200;
 const RUNS = Number(process.env.RBEE_BENCH_RUNS ?? 5);
 const THREADS = 1;
-const PROMPT = "def fibonacci(n):";
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
-interface Run {
-  tokensPerSecond: number;
-  firstTokenMs: number;
-}
-
-/** One streamed inference, timed on the client: first-token latency and decode rate between first and last token. */
-async function timedStream(worker: WorkerClient): Promise<Run> {
-  const t0 = performance.now();
-  let first = 0;
-  let last = 0;
-  let n = 0;
-  for await (const e of worker.inference({ prompt: PROMPT, max_tokens: TOKENS, temperature: 0.8, seed: 7 })) {
-    if (e.type === "token") {
-      last = performance.now();
-      if (!n) first = last;
-      n++;
-    } else if (e.type === "error") throw new Error(`${e.code}: ${e.message}`);
-  }
-  if (n !== TOKENS) throw new Error(`expected ${TOKENS} tokens, got ${n}`);
-  return { tokensPerSecond: (n - 1) / ((last - first) / 1000), firstTokenMs: first - t0 };
-}
-
-/** The same generation in this process, as the worker does it (evaluate on one sequence). */
-async function inProcessEngine(modelPath: string) {
-  const nlc = await import("node-llama-cpp");
-  const llama = await nlc.getLlama({ gpu: false, build: "never", logLevel: nlc.LlamaLogLevel.error });
-  const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
-  const context = await model.createContext({ contextSize: 512, sequences: 1, threads: { ideal: THREADS, min: 1 } });
-  return {
-    async run(): Promise<Run> {
-      const seq = context.getSequence();
-      const t0 = performance.now();
-      const input = [...(model.tokens.bos != null ? [model.tokens.bos] : []), ...model.tokenize(PROMPT)];
-      let first = 0;
-      let last = 0;
-      let n = 0;
-      for await (const token of seq.evaluate(input, { temperature: 0.8, topK: 40, topP: 0.95, seed: 7 })) {
-        model.detokenize([token]);
-        last = performance.now();
-        if (!n) first = last;
-        if (++n >= TOKENS) break;
-      }
-      seq.dispose();
-      return { tokensPerSecond: (n - 1) / ((last - first) / 1000), firstTokenMs: first - t0 };
-    },
-    async dispose() {
-      await context.dispose();
-      await model.dispose();
-    },
-  };
-}
+const timedStream = (worker: WorkerClient) =>
+  timeStream(() => worker.inference({ prompt: PROMPT, max_tokens: TOKENS, temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 }), TOKENS);
 
 export async function benchSsh(): Promise<Record<string, number>> {
   if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} is missing: run node esbuild.mjs first`);
@@ -115,12 +64,12 @@ export async function benchSsh(): Promise<Record<string, number>> {
     await timedStream(overSsh); // warm-up: first channel, caches
 
     // Interleaved rounds, so load from other processes on the machine hits every path alike.
-    const engine = await inProcessEngine(modelPath);
+    const engine = await inProcessEngine({ modelPath, threads: THREADS, contextSize: 512 });
     const base: Run[] = [];
     const sshRuns: Run[] = [];
     const loopRuns: Run[] = [];
     for (let r = 0; r < RUNS; r++) {
-      base.push(await engine.run());
+      base.push(await engine.run(TOKENS));
       sshRuns.push(await timedStream(overSsh));
       loopRuns.push(await timedStream(overLoopback));
     }

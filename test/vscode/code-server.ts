@@ -111,7 +111,7 @@ export async function startCodeServer(options: CodeServerOptions): Promise<Runni
   let recent = "";
   const listening = new Promise<string>((resolve, reject) => {
     const onData = (chunk: Buffer) => {
-      log.write(chunk);
+      if (!log.writableEnded) log.write(chunk); // output can trail the exit that stop() waited for
       recent = (recent + chunk.toString("utf8")).slice(-4000);
       const m = /HTTP server listening on (http:\/\/127\.0\.0\.1:\d+\/)/.exec(recent);
       if (m) resolve(m[1]);

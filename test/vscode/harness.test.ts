@@ -27,10 +27,7 @@ function processesOfRun(marker: string): number[] {
 test("the fixture suite passes inside a real VS Code and leaves a PNG screenshot", async () => {
   const fixture = SUITES.find((s) => s.name === "fixture");
   assert.ok(fixture);
-  // Every process code-server starts inherits this variable; none may outlive the run.
-  const runMarker = `RBEE_HARNESS_RUN=${process.pid}-${Date.now()}`;
-  const [key, value] = runMarker.split("=");
-  const result = await runVsCodeTests({ ...fixture, env: { [key]: value } });
+  const result = await runVsCodeTests(fixture);
   const report = () => `exit ${result.exitCode}; output:\n${result.output.join("\n")}\nlogs: ${Object.values(result.logs).join(", ")}`;
 
   assert.equal(result.exitCode, 0, report());
@@ -58,8 +55,9 @@ test("the fixture suite passes inside a real VS Code and leaves a PNG screenshot
     assert.equal(png.readUInt32BE(20), 800);
   }
 
-  // Teardown left nothing behind.
-  assert.deepEqual(processesOfRun(runMarker), []);
+  // Teardown left nothing behind: no process, no scratch folder.
+  assert.deepEqual(processesOfRun(result.scratchDir), []);
+  assert.equal(existsSync(result.scratchDir), false);
 });
 
 test("a failing in-host case makes the run exit 1, and bridge errors carry their codes", async () => {

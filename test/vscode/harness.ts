@@ -15,7 +15,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync, appendFileSync } from "n
 import os from "node:os";
 import path from "node:path";
 import { chromium, Browser, Page } from "playwright-core";
-import { BRIDGE_SOCKET_ENV } from "./bridge-protocol";
+import { BRIDGE_SOCKET_ENV, SCREENSHOT_NAME as SAFE_NAME } from "./bridge-protocol";
 import { BridgeServer, startBridgeServer } from "./bridge-server";
 import { RunningCodeServer, startCodeServer } from "./code-server";
 import { bundleSuite } from "./suite-bundle";
@@ -61,6 +61,11 @@ export interface VsCodeRunResult {
   durationMs: number;
   /** The run's log files: code-server's stdout/stderr, the browser console, the automation log. */
   logs: { server: string; browser: string; host: string };
+  /**
+   * The run's scratch folder, deleted at teardown. Every process the run started (code-server, the
+   * extension host, chromium) has it in its environment, which is how a test can check none is left.
+   */
+  scratchDir: string;
 }
 
 export class VsCodeRunError extends Error {
@@ -76,6 +81,9 @@ export class VsCodeRunError extends Error {
 /** Runs one suite in a fresh code-server + chromium and tears both down, whatever happens. */
 export async function runVsCodeTests(options: VsCodeRunOptions): Promise<VsCodeRunResult> {
   const started = Date.now();
+  if (!SAFE_NAME.test(options.name)) {
+    throw new TypeError(`run name ${JSON.stringify(options.name)} must match ${SAFE_NAME}: it names the run's log files`);
+  }
   const outputDir = options.outputDir ?? DEFAULT_OUTPUT_DIR;
   mkdirSync(outputDir, { recursive: true });
   const logs = {
@@ -177,7 +185,7 @@ export async function runVsCodeTests(options: VsCodeRunOptions): Promise<VsCodeR
       throw err;
     }
     hostLog(`harness: VS Code reported exit code ${exitCode} after ${Date.now() - started} ms`);
-    return { exitCode, output, screenshots: [...bridge.screenshots], durationMs: Date.now() - started, logs };
+    return { exitCode, output, screenshots: [...bridge.screenshots], durationMs: Date.now() - started, logs, scratchDir: scratch };
   } finally {
     clearTimeout(timer);
     await browser?.close().catch(() => undefined);

@@ -37,7 +37,9 @@ export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, baseMs: 200, jitter: 0.
 /** Connection-level failures that a retry may fix (as opposed to an HTTP error answer). */
 function isConnectionError(e: unknown): boolean {
   const code = (e as any)?.code ?? (e as any)?.cause?.code;
-  return typeof code === "string" && /^(ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT|UND_ERR_SOCKET|UND_ERR_CLOSED|ERR_SSH_CHANNEL)/.test(code);
+  // SSH transport failures (extension/src/nodes/errors.ts) count too; auth and host-key refusals do not:
+  // retrying cannot fix them.
+  return typeof code === "string" && /^(ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT|UND_ERR_SOCKET|UND_ERR_CLOSED|SSH_CONNECTION_LOST|SSH_CHANNEL_FAILED|SSH_TIMEOUT|SSH_CONNECTION_REFUSED)$/.test(code);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -97,7 +99,7 @@ class HttpClient {
    * A stream that closes before [DONE] yields `onPrematureClose()` as its last event, so a consumer
    * always learns how a stream ended.
    */
-  protected async *sse<E>(method: "GET" | "POST", path: string, body: unknown, signal: AbortSignal | undefined, parse: (x: unknown) => E, onPrematureClose: () => E, onAbort?: () => void): AsyncGenerator<E> {
+  protected async *sse<E>(method: "GET" | "POST", path: string, body: unknown, signal: AbortSignal | undefined, parse: (x: unknown) => E, onPrematureClose: (cause?: string) => E, onAbort?: () => void): AsyncGenerator<E> {
     const streamAbort = new AbortController();
     let res;
     try {
@@ -146,8 +148,8 @@ class HttpClient {
       }
     } catch (e) {
       if (!streamAbort.signal.aborted) {
-        // The connection broke (worker killed, SSH dropped): report it as the stream's last event.
-        yield onPrematureClose();
+        // The connection broke (worker killed, SSH dropped): report it, and why, as the stream's last event.
+        yield onPrematureClose(describeCause(e));
         return;
       }
     } finally {
@@ -158,6 +160,12 @@ class HttpClient {
     while (queue.length) yield queue.shift()!;
     if (!done) yield onPrematureClose();
   }
+}
+
+function describeCause(e: unknown): string {
+  const err = e as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  const inner = err.cause ?? err;
+  return [inner.code, inner.message].filter(Boolean).join(": ");
 }
 
 export function errorFromResponse(status: number, text: string, what: string): RbeeError {
@@ -200,10 +208,10 @@ export class HiveClient extends HttpClient {
     return this.call("POST", HIVE_PATHS.download, req, { idempotent: true });
   }
   downloadProgress(id: string, signal?: AbortSignal): AsyncGenerator<DownloadProgressEvent> {
-    return this.sse("GET", HIVE_PATHS.downloadProgress(id), undefined, signal, (x) => x as DownloadProgressEvent, () => ({
+    return this.sse("GET", HIVE_PATHS.downloadProgress(id), undefined, signal, (x) => x as DownloadProgressEvent, (cause) => ({
       stage: "error",
       code: "NODE_UNREACHABLE",
-      message: `the connection to ${this.nodeName} closed while following the download`,
+      message: `the connection to ${this.nodeName} closed while following the download${cause ? ` (${cause})` : ""}`,
     }));
   }
 
@@ -244,10 +252,10 @@ export class WorkerClient extends HttpClient {
 
   private generate<R extends { request_id?: string }>(path: string, req: R, signal?: AbortSignal): AsyncGenerator<StreamEvent> {
     const body = { ...req, request_id: req.request_id ?? randomUUID() };
-    return this.sse("POST", path, body, signal, parseStreamEvent, () => ({
+    return this.sse("POST", path, body, signal, parseStreamEvent, (cause) => ({
       type: "error",
       code: "WORKER_CRASHED",
-      message: "stream closed unexpectedly: the worker or the connection to it went away",
+      message: `the worker or the connection to it went away${cause ? ` (${cause})` : ""}`,
     }), () => {
       // Tell the worker to stop generating; its stream then ends with stop_reason "cancelled".
       this.cancel(body.request_id).catch(() => {});

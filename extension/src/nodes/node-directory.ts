@@ -1,0 +1,70 @@
+// Every node rbee knows: `localhost` (always) and each concrete Host of ~/.ssh/config. It routes the
+// keeper's connections to the local hive or over SSH, and creates the SSH side only when an SSH node
+// is first used, so a localhost-only run never loads ssh2 or reads the ssh config.
+
+import type { KeeperEvent, NodeConnector, NodeHandle } from "../keeper/keeper";
+import { LocalConnector, LOCALHOST } from "../keeper/local-connector";
+import type { LocalHive } from "../keeper/local-hive";
+import type { Registry } from "../keeper/registry";
+import type { SshConnectOptions, SshPool } from "./connection";
+import type { DeployOptions } from "./deploy";
+import type { SshConfigIndex, SshNodeSpec } from "./ssh-config";
+import type { SshConnector } from "./ssh-connector";
+
+export interface NodeDirectoryOptions {
+  registry: Registry;
+  local: LocalHive;
+  /** Start the local hive when none answers (default true). */
+  autoStart?: boolean;
+  /** Deploy the hive to an SSH node on first use (default true). */
+  autoDeploy?: boolean;
+  sshConfigPath?: string;
+  ssh?: SshConnectOptions;
+  deploy?: Omit<DeployOptions, "onProgress">;
+}
+
+export class NodeDirectory implements NodeConnector {
+  readonly local: LocalConnector;
+  private sshState?: { config: SshConfigIndex; pool: SshPool; connector: SshConnector };
+
+  constructor(private readonly opts: NodeDirectoryOptions) {
+    this.local = new LocalConnector(opts.local, opts.registry, { autoStart: opts.autoStart ?? true });
+  }
+
+  /** The parsed ssh config, pool and connector, made on first use. */
+  ssh() {
+    if (!this.sshState) {
+      const { loadSshConfig } = require("./ssh-config") as typeof import("./ssh-config");
+      const { SshPool } = require("./connection") as typeof import("./connection");
+      const { SshConnector } = require("./ssh-connector") as typeof import("./ssh-connector");
+      const config = loadSshConfig({ configPath: this.opts.sshConfigPath });
+      const pool = new SshPool((alias) => config.node(alias), this.opts.ssh);
+      const connector = new SshConnector(pool, { autoDeploy: this.opts.autoDeploy ?? true, deploy: this.deployOptions(), registry: this.opts.registry });
+      this.sshState = { config, pool, connector };
+    }
+    return this.sshState;
+  }
+
+  /** Deploy options; RBEE_RUNTIME_INSTALL (auto | registry | copy) picks how node-llama-cpp reaches a node. */
+  deployOptions(): Omit<DeployOptions, "onProgress"> {
+    const runtime = process.env.RBEE_RUNTIME_INSTALL;
+    return { ...(runtime === "auto" || runtime === "registry" || runtime === "copy" ? { runtimeInstall: runtime } : {}), ...this.opts.deploy };
+  }
+
+  /** The SSH hosts in config order. */
+  listSshNodes(): SshNodeSpec[] {
+    return this.ssh().config.nodes();
+  }
+
+  connect(node: string, onEvent: (e: KeeperEvent) => void): Promise<NodeHandle> {
+    return node === LOCALHOST ? this.local.connect(node, onEvent) : this.ssh().connector.connect(node, onEvent);
+  }
+
+  invalidate(node: string): void {
+    if (node !== LOCALHOST) this.sshState?.connector.invalidate(node);
+  }
+
+  async close(): Promise<void> {
+    await this.sshState?.connector.close();
+  }
+}

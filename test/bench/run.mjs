@@ -1,0 +1,35 @@
+// `npm run bench`: builds, then runs each benchmark section in its own process, one after the other
+// (they would disturb each other's timings), and prints every figure with the ratio it is judged by.
+// `npm run bench -- worker keeper` runs the named sections only.
+import { spawnSync } from "node:child_process";
+import path from "node:path";
+
+const root = path.resolve(import.meta.dirname, "..", "..");
+process.chdir(root);
+
+const SECTIONS = {
+  worker: { file: "test/bench/worker.bench.ts", fn: "benchWorker", title: "Worker SSE vs in-process node-llama-cpp (small model)", variants: [{ threads: 1 }, { threads: 2 }] },
+  keeper: { file: "test/bench/keeper.bench.ts", fn: "benchKeeper", title: "Keeper: warm rbee infer, tokens/s through the keeper", variants: [{ threads: 1 }] },
+  registry: { file: "test/bench/registry.bench.ts", fn: "benchRegistry", title: "Registry (sql.js)", variants: [{}] },
+  ssh: { file: "test/bench/ssh.bench.ts", fn: "benchSsh", title: "SSH transport and deploy", variants: [{}] },
+};
+
+const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
+const build = spawnSync(process.execPath, ["esbuild.mjs"], { stdio: "inherit" });
+if (build.status !== 0) process.exit(build.status ?? 1);
+
+let failed = 0;
+for (const [name, s] of Object.entries(SECTIONS)) {
+  if (wanted.length && !wanted.includes(name)) continue;
+  for (const variant of s.variants) {
+    const label = `${s.title}${Object.keys(variant).length ? ` ${JSON.stringify(variant)}` : ""}`;
+    console.log(`\n== ${label}`);
+    const code = `require(${JSON.stringify(path.resolve(s.file))}).${s.fn}(${JSON.stringify(variant)}).then((r) => { console.table(r); process.exit(0); }, (e) => { console.error(e); process.exit(1); })`;
+    const r = spawnSync(process.execPath, ["--import", "tsx", "-e", code], { stdio: "inherit", env: { ...process.env, RBEE_BENCH: "1" } });
+    if (r.status !== 0) {
+      failed++;
+      console.error(`!! section ${name} failed (exit ${r.status})`);
+    }
+  }
+}
+process.exit(failed ? 1 : 0);
