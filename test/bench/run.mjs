@@ -12,6 +12,7 @@ const SECTIONS = {
   keeper: { file: "test/bench/keeper.bench.ts", fn: "benchKeeper", title: "Keeper: warm rbee infer, tokens/s through the keeper", variants: [{ threads: 1 }] },
   registry: { file: "test/bench/registry.bench.ts", fn: "benchRegistry", title: "Registry (sql.js)", variants: [{}] },
   ssh: { file: "test/bench/ssh.bench.ts", fn: "benchSsh", title: "SSH transport and deploy", variants: [{}] },
+  inline: { file: "test/bench/inline.bench.ts", fn: "benchInline", title: "Inline completions: engine overhead over the worker, cache hits", variants: [{ preset: "tiny" }, { preset: "small" }] },
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));

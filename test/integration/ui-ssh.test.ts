@@ -1,5 +1,5 @@
 // The extension's SSH nodes against a real sshd on loopback (test/helpers/sshd.ts): the ssh
-// config's host in the node directory, a probe that never prompts (an unknown host key fails it with
+// config's host in the node list, a probe that never prompts (an unknown host key fails it with
 // a hint), deploy through the connection that asks (the host key question answered by the test),
 // the node token kept in the token cache, a generation through the keeper's router, the worker in
 // the probe and gone after a stop, the hive log fetched into a file.
@@ -51,8 +51,8 @@ describe("SSH nodes in the extension", () => {
     await cluster?.stop();
   });
 
-  test("the directory lists localhost, then the ssh config's host", async () => {
-    const { nodes, errors } = await services.directory.list();
+  test("the node list holds localhost, then the ssh config's host", async () => {
+    const { nodes, errors } = await services.nodeList.list();
     assert.deepEqual(nodes.map((n) => [n.name, n.transport]), [["localhost", "loopback"], ["node1", "ssh"]]);
     assert.equal(nodes[1].host, "127.0.0.2");
     assert.deepEqual(errors, []);

@@ -1,8 +1,8 @@
-// Pure parts of the Remote Nodes view, the pickers and the log: node directory, formatting, when a
+// Pure parts of the Remote Nodes view, the pickers and the log: node list, formatting, when a
 // probe is written to the registry, model choices, narration and secret redaction.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { NodeDirectory, type NodeSource } from "../../extension/src/ui/nodes/node-directory";
+import { NodeList, type NodeSource } from "../../extension/src/ui/nodes/node-list";
 import { deviceDescription, formatBytes, modelShortName, nodeDescription, workerDescription } from "../../extension/src/ui/nodes/node-format";
 import { reconcileReported, registryNeedsSync, shouldAutoProbe, uncheckedSnapshot, UNREACHABLE_RETRY_MS, withoutKeys, type NodeSnapshot } from "../../extension/src/ui/nodes/node-snapshot";
 import { modelChoices, modelRefProblem, rememberRecent } from "../../extension/src/ui/infer/model-choices";
@@ -10,10 +10,10 @@ import { eventLogLine, progressStep, redactSecrets } from "../../extension/src/u
 import type { WorkerInfo } from "../../hive-agent/src/protocol";
 import type { WorkerRecord } from "../../extension/src/keeper/registry-types";
 
-test("node directory: localhost first, sources deduplicated, a broken source reported but not fatal", async () => {
+test("node list: localhost first, sources deduplicated, a broken source reported but not fatal", async () => {
   const ssh: NodeSource = { description: "~/.ssh/config", list: async () => [{ name: "gpu1", host: "10.0.0.5", transport: "ssh" }, { name: "localhost", host: "x", transport: "ssh" }] };
   const broken: NodeSource = { description: "broken", list: async () => { throw new Error("bad Include"); } };
-  const { nodes, errors } = await new NodeDirectory([ssh, broken]).list();
+  const { nodes, errors } = await new NodeList([ssh, broken]).list();
   assert.deepEqual(nodes.map((n) => n.name), ["localhost", "gpu1"]);
   assert.equal(nodes[0].transport, "loopback");
   assert.deepEqual(errors, [{ source: "broken", message: "bad Include" }]);

@@ -11,10 +11,10 @@ import type { SshConnectOptions, SshPool } from "../nodes/connection";
 import type { SshConnector } from "../nodes/ssh-connector";
 import type { DeployOptions } from "../nodes/deploy";
 import type { NodeController } from "./nodes/node-controller";
-import { NodeDirectory, LOCALHOST_ENTRY } from "./nodes/node-directory";
+import { NodeList, LOCALHOST_ENTRY } from "./nodes/node-list";
 import { SshConfigSource } from "./nodes/ssh-source";
 import type { SshNodeController, TokenCache } from "./nodes/ssh-node";
-import type { NodeEntry } from "./nodes/node-directory";
+import type { NodeEntry } from "./nodes/node-list";
 import { RbeeError } from "../../../hive-agent/src/protocol";
 
 export interface Logger {
@@ -48,18 +48,18 @@ export interface KeeperStack {
   registry: Registry;
   keeper: Keeper;
   local: LocalHive;
-  /** The controller of a node the directory lists (localhost, or an SSH host). */
+  /** The controller of a node the node list holds (localhost, or an SSH host). */
   controller(node: string): Promise<NodeController>;
   close(): Promise<void>;
 }
 
 export class RbeeServices {
-  readonly directory: NodeDirectory;
+  readonly nodeList: NodeList;
   private stack: Promise<KeeperStack> | undefined;
   private disposed = false;
 
   constructor(readonly opts: ServicesOptions) {
-    this.directory = new NodeDirectory([new SshConfigSource(opts.ssh?.configPath ?? (() => undefined))]);
+    this.nodeList = new NodeList([new SshConfigSource(opts.ssh?.configPath ?? (() => undefined))]);
   }
 
   /** Whether the keeper stack has been asked for (activation must leave this false). */
@@ -119,15 +119,15 @@ export class RbeeServices {
     const localController = new LocalNodeController(local, runtime, registry);
     const ssh = new SshStack(this.opts, registry);
     const keeper = new Keeper({ registry, nodes: new NodeRouter(localConnector, () => ssh.connector()) });
-    const directory = this.directory;
+    const nodeList = this.nodeList;
     const stack: KeeperStack = {
       registry,
       keeper,
       local,
       async controller(node) {
         if (node === LOCALHOST_ENTRY.name) return localController;
-        const entry = (await directory.list()).nodes.find((n) => n.name === node);
-        if (!entry) throw new RbeeError("NODE_UNREACHABLE", `unknown node "${node}": use "localhost" or a Host of your ssh config (${directory.describeSources()})`);
+        const entry = (await nodeList.list()).nodes.find((n) => n.name === node);
+        if (!entry) throw new RbeeError("NODE_UNREACHABLE", `unknown node "${node}": use "localhost" or a Host of your ssh config (${nodeList.describeSources()})`);
         return ssh.controller(entry);
       },
       async close() {

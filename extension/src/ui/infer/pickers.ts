@@ -17,7 +17,7 @@ export async function rememberModel(memento: vscode.Memento, ref: string): Promi
   await memento.update(RECENT_KEY, rememberRecent(recentModels(memento), ref));
 }
 
-/** What the pickers know of the nodes: the directory and the tree's latest snapshots. */
+/** What the pickers know of the nodes: the node list and the tree's latest snapshots. */
 export interface NodePickerSource {
   list(): Promise<{ name: string; host: string }[]>;
   snapshot(node: string): NodeSnapshot | undefined;

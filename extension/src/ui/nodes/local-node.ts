@@ -7,7 +7,7 @@ import type { LocalHive } from "../../keeper/local-hive";
 import type { Registry } from "../../keeper/registry";
 import type { LocalRuntime } from "./local-runtime";
 import type { NodeController } from "./node-controller";
-import { LOCALHOST_ENTRY } from "./node-directory";
+import { LOCALHOST_ENTRY } from "./node-list";
 import { withoutKeys, type NodeSnapshot } from "./node-snapshot";
 import { syncNodeState } from "./registry-sync";
 

@@ -3,7 +3,7 @@
 
 import type { HiveClient } from "../../keeper/hive-client";
 import type { KeeperEvent } from "../../keeper/keeper";
-import type { NodeEntry } from "./node-directory";
+import type { NodeEntry } from "./node-list";
 import type { NodeSnapshot } from "./node-snapshot";
 
 export interface NodeController {

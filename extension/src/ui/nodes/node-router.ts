@@ -2,7 +2,7 @@
 // connector, any other name to the SSH connector (built on first use, so ssh2 loads only then).
 
 import type { KeeperEvent, NodeConnector, NodeHandle } from "../../keeper/keeper";
-import { LOCALHOST_ENTRY } from "./node-directory";
+import { LOCALHOST_ENTRY } from "./node-list";
 
 export class NodeRouter implements NodeConnector {
   constructor(

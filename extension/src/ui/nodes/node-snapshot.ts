@@ -4,7 +4,7 @@
 
 import type { Backend, DeviceInfo, ModelEntry, WorkerInfo } from "../../../../hive-agent/src/protocol";
 import type { ModelRecord, WorkerRecord } from "../../keeper/registry-types";
-import type { NodeEntry } from "./node-directory";
+import type { NodeEntry } from "./node-list";
 
 /** "unchecked": an SSH host rbee has not used yet, not probed by the automatic refresh. */
 export type NodeStatusKind = "not-deployed" | "starting" | "running" | "unreachable" | "unchecked";

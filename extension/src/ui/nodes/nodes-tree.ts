@@ -7,7 +7,7 @@ import type { DeviceInfo, ModelEntry } from "../../../../hive-agent/src/protocol
 import type { RbeeServices } from "../services";
 import type { RbeeLog } from "../log";
 import { nodesSettings } from "../settings";
-import type { NodeEntry } from "./node-directory";
+import type { NodeEntry } from "./node-list";
 import { deviceDescription, deviceLabel, formatBytes, modelDescription, modelShortName, nodeDescription, nodeTooltip, workerDescription } from "./node-format";
 import { shouldAutoProbe, uncheckedSnapshot, type NodeSnapshot, type WorkerView } from "./node-snapshot";
 
@@ -45,7 +45,7 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
   }
 
   async list(): Promise<NodeEntry[]> {
-    return (await this.services.directory.list()).nodes;
+    return (await this.services.nodeList.list()).nodes;
   }
 
   /** Binds the interval refresh to the view's visibility. */
@@ -87,7 +87,7 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
   }
 
   private async probeAll(all: boolean) {
-    const listing = await this.services.directory.list();
+    const listing = await this.services.nodeList.list();
     this.listingErrors = listing.errors;
     const next = new Map<string, NodeSnapshot>();
     const { registry } = await this.services.get();

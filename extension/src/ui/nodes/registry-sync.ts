@@ -4,7 +4,7 @@
 
 import type { ModelEntry, WorkerInfo } from "../../../../hive-agent/src/protocol";
 import type { Registry } from "../../keeper/registry";
-import type { NodeEntry } from "./node-directory";
+import type { NodeEntry } from "./node-list";
 import { reconcileReported, registryNeedsSync } from "./node-snapshot";
 
 export async function syncNodeState(registry: Registry, node: NodeEntry, workers: WorkerInfo[], models: ModelEntry[]): Promise<void> {

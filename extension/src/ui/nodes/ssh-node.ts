@@ -17,7 +17,7 @@ import type { SshPool } from "../../nodes/connection";
 import { deployHive, hiveLogs, hiveStatus, readHiveToken, type DeployOptions } from "../../nodes/deploy";
 import { sshTransport } from "../../nodes/ssh-transport";
 import type { NodeController } from "./node-controller";
-import type { NodeEntry } from "./node-directory";
+import type { NodeEntry } from "./node-list";
 import { withoutKeys, type NodeSnapshot } from "./node-snapshot";
 import { syncNodeState } from "./registry-sync";
 

@@ -2,7 +2,7 @@
 // edit to ~/.ssh/config shows at the next refresh; a broken file is reported by the directory
 // without hiding localhost.
 
-import type { NodeEntry, NodeSource } from "./node-directory";
+import type { NodeEntry, NodeSource } from "./node-list";
 
 export class SshConfigSource implements NodeSource {
   constructor(

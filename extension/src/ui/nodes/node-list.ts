@@ -1,6 +1,7 @@
 // Which nodes the extension knows: localhost always, first, then whatever the sources list (the SSH
-// config's hosts come in as one source). The UI only ever asks this directory, so adding a source
-// changes no view code.
+// config's hosts come in as one source). The UI only ever asks this list, so adding a source changes
+// no view code. (The CLI's nodes/node-directory.ts also routes connections; the extension routes
+// with nodes/node-router.ts because its SSH side has two connections per node, see ssh-node.ts.)
 
 export type NodeTransportKind = "loopback" | "ssh";
 
@@ -26,7 +27,7 @@ export interface NodeListing {
   errors: { source: string; message: string }[];
 }
 
-export class NodeDirectory {
+export class NodeList {
   constructor(private readonly sources: readonly NodeSource[] = []) {}
 
   /** The sources, for messages ("~/.ssh/config"). */
