@@ -41,13 +41,15 @@ export interface InProcessOptions {
   threads: number;
   contextSize?: number;
   sequences?: number;
+  /** GPU backend for a GPU machine's run; default CPU only. */
+  gpu?: "cuda" | "vulkan" | "metal";
 }
 
 /** The worker's generation without the worker: node-llama-cpp in this process, same settings. */
 export async function inProcessEngine(opts: InProcessOptions) {
   const nlc = await import("node-llama-cpp");
-  const llama = await nlc.getLlama({ gpu: false, build: "never", logLevel: nlc.LlamaLogLevel.error });
-  const model = await llama.loadModel({ modelPath: opts.modelPath, gpuLayers: 0 });
+  const llama = await nlc.getLlama({ gpu: opts.gpu ?? false, build: "never", logLevel: nlc.LlamaLogLevel.error });
+  const model = await llama.loadModel({ modelPath: opts.modelPath, gpuLayers: opts.gpu ? "max" : 0 });
   const context = await model.createContext({ contextSize: opts.contextSize ?? 4096, sequences: opts.sequences ?? 1, threads: { ideal: opts.threads, min: 1 } });
   const bos = model.tokens.bos != null && model.tokens.shouldPrependBosToken ? [model.tokens.bos] : [];
   return {
