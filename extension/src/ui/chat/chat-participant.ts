@@ -51,7 +51,7 @@ export function registerChatParticipant(
       return { errorDetails: { message: describeError(e) } };
     }
   });
-  participant.iconPath = vscode.Uri.joinPath(extensionUri, "media", "rbee.svg");
+  participant.iconPath = vscode.Uri.joinPath(extensionUri, "extension", "media", "rbee.svg");
   return participant;
 }
 

@@ -1,4 +1,4 @@
-// Messages between the chat webview (media/chat.js) and the extension. The webview is treated as
+// Messages between the chat webview (extension/media/chat.js) and the extension. The webview is treated as
 // untrusted input: everything it posts is validated here before the extension acts on it.
 
 export type TurnStatus = "streaming" | "done" | "stopped" | "error";

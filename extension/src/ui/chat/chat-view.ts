@@ -71,7 +71,7 @@ export class ChatView implements vscode.WebviewViewProvider, vscode.Disposable {
 
   resolveWebviewView(view: vscode.WebviewView): void {
     this.view = view;
-    const media = vscode.Uri.joinPath(this.context.extensionUri, "media");
+    const media = vscode.Uri.joinPath(this.context.extensionUri, "extension", "media");
     view.webview.options = { enableScripts: true, localResourceRoots: [media] };
     view.webview.html = chatPageHtml({
       cspSource: view.webview.cspSource,
