@@ -10,6 +10,7 @@ import type { SshConnectOptions, SshPool } from "./connection";
 import type { DeployOptions } from "./deploy";
 import type { SshConfigIndex, SshNodeSpec } from "./ssh-config";
 import type { SshConnector } from "./ssh-connector";
+import { NodeRouter } from "./node-router";
 
 export interface NodeDirectoryOptions {
   registry: Registry;
@@ -25,10 +26,12 @@ export interface NodeDirectoryOptions {
 
 export class NodeDirectory implements NodeConnector {
   readonly local: LocalConnector;
+  private readonly router: NodeRouter;
   private sshState?: { config: SshConfigIndex; pool: SshPool; connector: SshConnector };
 
   constructor(private readonly opts: NodeDirectoryOptions) {
     this.local = new LocalConnector(opts.local, opts.registry, { autoStart: opts.autoStart ?? true });
+    this.router = new NodeRouter(this.local, () => this.ssh().connector);
   }
 
   /** The parsed ssh config, pool and connector, made on first use. */
@@ -57,11 +60,12 @@ export class NodeDirectory implements NodeConnector {
   }
 
   connect(node: string, onEvent: (e: KeeperEvent) => void): Promise<NodeHandle> {
-    return node === LOCALHOST ? this.local.connect(node, onEvent) : this.ssh().connector.connect(node, onEvent);
+    return this.router.connect(node, onEvent);
   }
 
   invalidate(node: string): void {
-    if (node !== LOCALHOST) this.sshState?.connector.invalidate(node);
+    // An SSH node not yet connected has nothing to drop (and ssh2 need not load for it).
+    if (node === LOCALHOST || this.sshState) this.router.invalidate(node);
   }
 
   async close(): Promise<void> {

@@ -95,7 +95,7 @@ export class RbeeServices {
     const { LocalConnector } = require("../keeper/local-connector") as typeof import("../keeper/local-connector");
     const { LocalRuntime } = require("./nodes/local-runtime") as typeof import("./nodes/local-runtime");
     const { LocalNodeController, LocalNodeConnector } = require("./nodes/local-node") as typeof import("./nodes/local-node");
-    const { NodeRouter } = require("./nodes/node-router") as typeof import("./nodes/node-router");
+    const { NodeRouter } = require("../nodes/node-router") as typeof import("../nodes/node-router");
     const { log } = this.opts;
     const registry = await Registry.open(path.join(this.opts.storageDir, "registry.sqlite"), {
       logger: (level, message) => (level === "warn" ? log.warn(message) : log.info(message)),

@@ -1,7 +1,7 @@
 // Which nodes the extension knows: localhost always, first, then whatever the sources list (the SSH
 // config's hosts come in as one source). The UI only ever asks this list, so adding a source changes
-// no view code. (The CLI's nodes/node-directory.ts also routes connections; the extension routes
-// with nodes/node-router.ts because its SSH side has two connections per node, see ssh-node.ts.)
+// no view code. Connections are routed by nodes/node-router.ts, shared with the CLI's NodeDirectory
+// (the extension's SSH side keeps two connections per node, see ssh-node.ts).
 
 export type NodeTransportKind = "loopback" | "ssh";
 
