@@ -2,23 +2,14 @@
 // It listens first (so loading progress can be followed), announces its port on stdout for the hive,
 // loads the model, then calls the hive back with /v1/workers/ready (or /v1/workers/load-failed).
 
-import { HIVE_PATHS, RbeeError, BACKENDS, type Backend, type LoadFailedCallback, type ReadyCallback } from "../protocol";
+import { HIVE_PATHS, RbeeError, BACKENDS, type LoadFailedCallback, type ReadyCallback } from "../protocol";
 import { createLogger, registerSecret } from "../util/log";
+import type { SpawnPlan } from "../hive/supervisor";
 import { Engine } from "./engine";
 import { WorkerServer } from "./server";
 
-export interface WorkerArgs {
-  id: string;
-  modelPath: string;
-  modelRef: string;
-  backend: Backend;
-  device: number;
-  contextSize: number;
-  slots: number;
-  threads: number;
-  batchSize?: number;
-  hiveUrl: string;
-}
+/** What the hive's spawn plan says about the model and how to run it, plus who the worker is. */
+export type WorkerArgs = SpawnPlan & { id: string; hiveUrl: string };
 
 /** The line a worker prints once it listens; the hive reads the port from it. */
 export const LISTENING_PREFIX = "RBEE_WORKER_LISTENING ";

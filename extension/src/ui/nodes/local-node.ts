@@ -8,8 +8,8 @@ import type { Registry } from "../../keeper/registry";
 import type { LocalRuntime } from "./local-runtime";
 import type { NodeController } from "./node-controller";
 import { LOCALHOST_ENTRY } from "./node-list";
-import { withoutKeys, type NodeSnapshot } from "./node-snapshot";
-import { syncNodeState } from "./registry-sync";
+import type { NodeSnapshot } from "./node-snapshot";
+import { probeRunningHive } from "./registry-sync";
 
 export class LocalNodeController implements NodeController {
   readonly entry = LOCALHOST_ENTRY;
@@ -30,20 +30,7 @@ export class LocalNodeController implements NodeController {
     }
     if (!hive) return { ...base, status: "not-deployed", reason: "start it with the ▶ button (or run “rbee: Infer”)" };
     try {
-      const [health, caps, workers, models] = await Promise.all([hive.health(), hive.capabilities(), hive.workers(), hive.models()]);
-      // The keeper picks workers from the registry: keep it in step with what the hive reports.
-      await syncNodeState(this.registry, this.entry, workers, models);
-      return {
-        ...base,
-        status: "running",
-        agentVersion: health.version,
-        backends: caps.backends,
-        devices: caps.devices,
-        ramTotalBytes: caps.ram_total_bytes,
-        ramFreeBytes: caps.ram_free_bytes,
-        workers: withoutKeys(workers),
-        models,
-      };
+      return await probeRunningHive(hive, this.registry, this.entry, base);
     } catch (e) {
       return { ...base, status: "unreachable", reason: (e as Error).message };
     }

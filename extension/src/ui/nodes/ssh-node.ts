@@ -18,8 +18,8 @@ import { deployHive, hiveLogs, hiveStatus, readHiveToken, type DeployOptions } f
 import { sshTransport } from "../../nodes/ssh-transport";
 import type { NodeController } from "./node-controller";
 import type { NodeEntry } from "./node-list";
-import { withoutKeys, type NodeSnapshot } from "./node-snapshot";
-import { syncNodeState } from "./registry-sync";
+import type { NodeSnapshot } from "./node-snapshot";
+import { probeRunningHive } from "./registry-sync";
 
 /** Where node tokens are kept between sessions (VS Code's SecretStorage in the extension). */
 export interface TokenCache {
@@ -59,19 +59,7 @@ export class SshNodeController implements NodeController {
         return { ...base, status: "not-deployed", reason };
       }
       const hive = await this.statusClient(status.port);
-      const [health, caps, workers, models] = await Promise.all([hive.health(), hive.capabilities(), hive.workers(), hive.models()]);
-      await syncNodeState(this.deps.registry, this.entry, workers, models);
-      return {
-        ...base,
-        status: "running",
-        agentVersion: health.version,
-        backends: caps.backends,
-        devices: caps.devices,
-        ramTotalBytes: caps.ram_total_bytes,
-        ramFreeBytes: caps.ram_free_bytes,
-        workers: withoutKeys(workers),
-        models,
-      };
+      return await probeRunningHive(hive, this.deps.registry, this.entry, base);
     } catch (e) {
       await this.dropStatusClient();
       const err = e as { message: string; code?: string };
