@@ -59,6 +59,7 @@ export async function loadInProcess(opts: InProcessOptions): Promise<InProcessEn
   const { getLlama, LlamaCompletion }: typeof import("node-llama-cpp") = entry ? await import(pathToFileURL(entry).href) : await import("node-llama-cpp");
   let llama = opts.llamaInstance;
   if (!llama && opts.nativeBuildDir) {
+    // loadLlama takes the prebuilt for one thread; the study measures the native build at 1 thread too.
     const loaded = await loadLlama({ dir: opts.nativeBuildDir, threads: Math.max(2, opts.threads), llamaOptions: opts.llama });
     if (loaded.kind !== "native") throw new Error(`native build in ${opts.nativeBuildDir} not used: ${loaded.fallbackReason}`);
     llama = loaded.llama;
