@@ -4,7 +4,8 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { RbeeError, BACKENDS, AGENT_VERSION, type Backend } from "../../hive-agent/src/protocol";
 import { Keeper, StreamInterruptedError } from "./keeper/keeper";
-import { LocalHive } from "./keeper/local-hive";
+import { LocalHive, defaultAgentScript } from "./keeper/local-hive";
+import { shQuote } from "./nodes/shell";
 import { LOCALHOST } from "./keeper/local-connector";
 import { NodeDirectory } from "./nodes/node-directory";
 import { Registry, defaultRegistryPath } from "./keeper/registry";
@@ -55,11 +56,14 @@ global options:
        rbee nodes deploy NAME      install or upgrade the hive-agent on an SSH node and start it
        rbee nodes status NAME      what is installed and running there
        rbee nodes uninstall NAME   stop the hive and remove the agent (models are kept; --purge-models removes them)
+       rbee nodes build-native NAME   build llama.cpp for the node's CPU once (minutes); its CPU workers of 2+ threads use it
 `,
   logs: `usage: rbee logs --node NAME [--follow] [--lines N]\n`,
   workers: `usage: rbee workers list [--node NAME] [--json]\n       rbee workers shutdown ID [--node NAME]\n`,
   models: `usage: rbee models list [--node NAME] [--json]\n       rbee models download REF [--node NAME]\n`,
-  hive: `usage: rbee hive start|stop|status [--json]\n`,
+  hive: `usage: rbee hive start|stop|status|build-native [--json]
+  build-native   build llama.cpp for this machine's CPU once (minutes); CPU workers of 2+ threads use it
+`,
 };
 
 class UsageError extends Error {}
@@ -232,7 +236,7 @@ function formatTable(rows: string[][]): string {
 async function nodes(argv: string[]): Promise<number> {
   const { values: v, positionals } = parse(argv, { "purge-models": { type: "boolean" } });
   const sub = positionals[0];
-  if (v.help || !["list", "deploy", "status", "uninstall"].includes(sub)) return help("nodes", !v.help);
+  if (v.help || !["list", "deploy", "status", "uninstall", "build-native"].includes(sub)) return help("nodes", !v.help);
   const ctx = await open(v, false);
   try {
     if (sub === "list") return await listNodes(ctx, v.json);
@@ -250,6 +254,12 @@ async function nodes(argv: string[]): Promise<number> {
       await ctx.registry.setNodeStatus(name, "online", { agent_version: r.version });
       const { token: _secret, ...shown } = r;
       print(v.json, shown, () => (r.changed ? `deployed hive-agent ${r.version} to ${name} in ${(r.durationMs / 1000).toFixed(1)} s (backends: ${r.backends.join(", ")})\n` : `${name} already runs hive-agent ${r.version}; nothing to do\n`));
+    } else if (sub === "build-native") {
+      const r = await deployHive(conn, { ...ctx.nodes.deployOptions(), onProgress: narrate });
+      process.stderr.write(`[${name}] building llama.cpp for the node's CPU (this takes minutes)\n`);
+      const cmd = `cd ${shQuote(r.agentDir)} && node hive-agent.js build-native --home ${shQuote(r.hiveHome)}`;
+      const out = await conn.execChecked(cmd, "the native build", { timeoutMs: 45 * 60_000 });
+      print(v.json, JSON.parse(out.stdout.trim().split("\n").pop()!), () => `built llama.cpp for ${name}'s CPU; new CPU workers use it\n`);
     } else if (sub === "status") {
       const s = await hiveStatus(conn);
       print(v.json, s, () => `${name}: ${s.running ? `running hive-agent ${s.version} (pid ${s.pid}, ${s.healthy ? "healthy" : "not answering"})` : "hive not running"}; installed: ${s.installedVersions.join(", ") || "none"}\n`);
@@ -412,13 +422,18 @@ async function models(argv: string[]): Promise<number> {
 async function hiveCommand(argv: string[]): Promise<number> {
   const { values: v, positionals } = parse(argv, {});
   const sub = positionals[0];
-  if (v.help || !["start", "stop", "status"].includes(sub)) return help("hive", !v.help);
+  if (v.help || !["start", "stop", "status", "build-native"].includes(sub)) return help("hive", !v.help);
   const local = new LocalHive();
   try {
     if (sub === "start") {
       const { started } = await local.ensure();
       const s = await local.status();
       print(v.json, { ...s, started }, () => `local hive ${started ? "started" : "already running"} (pid ${s.pid}, port ${s.port}, log ${s.logFile})\n`);
+    } else if (sub === "build-native") {
+      const { spawnSync } = await import("node:child_process");
+      const r = spawnSync(process.execPath, [defaultAgentScript(), "build-native", "--home", local.home], { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
+      if (r.status !== 0) return 1;
+      print(v.json, JSON.parse(r.stdout.trim().split("\n").pop()!), () => "built llama.cpp for this CPU; new CPU workers use it\n");
     } else if (sub === "stop") {
       const stopped = await local.stop();
       print(v.json, { stopped }, () => (stopped ? "local hive stopped\n" : "no local hive was running\n"));

@@ -4,7 +4,8 @@ import { parseArgs } from "node:util";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { AGENT_VERSION, type Backend } from "./protocol";
-import { DEFAULT_DAEMON_OPTIONS, HiveDaemon } from "./hive/daemon";
+import { DEFAULT_DAEMON_OPTIONS, HiveDaemon, nativeBuildDir } from "./hive/daemon";
+import { buildNativeLlama } from "./worker/native-build";
 import { detectCapabilities } from "./hive/capabilities";
 import { runWorker } from "./worker/main";
 
@@ -17,6 +18,9 @@ commands:
              [--download-attempts N] [--download-backoff-ms N] [--download-stall-ms N]
   worker   one model process (started by the daemon, not by hand)
   detect   print this node's GPU backends, devices and memory as JSON
+  build-native --home DIR
+           build llama.cpp for this node's CPU (OpenMP, its instruction sets) once; CPU workers of
+           2+ threads use it from then on, the prebuilt otherwise (minutes; safe to re-run)
   version  print the version
 `;
 
@@ -50,6 +54,8 @@ async function main() {
       return daemon(rest);
     case "worker":
       return worker(rest);
+    case "build-native":
+      return buildNative(rest);
     case undefined:
     case "help":
     case "--help":
@@ -113,6 +119,15 @@ async function daemon(argv: string[]) {
   process.on("SIGINT", () => stop("SIGINT"));
 }
 
+async function buildNative(argv: string[]) {
+  const { values: v } = parseArgs({ args: argv, options: { home: { type: "string" } }, strict: true });
+  if (!v.home) fail(`--home is required\n\n${USAGE}`);
+  const dir = nativeBuildDir(path.resolve(v.home));
+  const r = await buildNativeLlama({ dir, log: (line) => process.stderr.write(`${line}\n`) });
+  if (!r.ok) fail(`native build failed: ${r.error}; workers keep using the prebuilt binaries`, 1);
+  console.log(JSON.stringify({ dir, duration_ms: r.durationMs, cmake_options: r.cmakeOptions }));
+}
+
 async function worker(argv: string[]) {
   const { values: v } = parseArgs({
     args: argv,
@@ -126,6 +141,7 @@ async function worker(argv: string[]) {
       slots: { type: "string", default: "1" },
       threads: { type: "string" },
       "batch-size": { type: "string" },
+      "native-dir": { type: "string" },
       "hive-url": { type: "string" },
     },
     strict: true,
@@ -141,6 +157,7 @@ async function worker(argv: string[]) {
     slots: int(v.slots, "slots"),
     threads: int(v.threads, "threads"),
     batchSize: v["batch-size"] ? int(v["batch-size"], "batch-size") : undefined,
+    nativeDir: v["native-dir"],
     hiveUrl: v["hive-url"],
   });
 }

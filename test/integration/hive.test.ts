@@ -107,6 +107,8 @@ describe("hive API", () => {
     await hive.client.shutdown(w.id);
     const log = hive.log();
     assert.match(log, /worker .* ready/);
+    // A 1-thread CPU worker runs the prebuilt llama.cpp, and says why (no native build is used at 1 thread).
+    assert.match(log, /loaded .* \(cpu, prebuilt \(one thread/);
     assert.ok(!log.includes(hive.token), "hive token leaked into the log");
     assert.ok(!log.includes(w.api_key), "worker key leaked into the log");
   });

@@ -49,6 +49,11 @@ export interface HiveInfoFile {
 
 const CAPABILITIES_TTL_MS = 10_000;
 
+/** Where `hive-agent build-native` puts this node's own llama.cpp build. */
+export function nativeBuildDir(home: string): string {
+  return path.join(home, "native");
+}
+
 /** Default decode threads: leave one core to the event loop that streams the tokens. */
 export function defaultThreads(cores: number): number {
   return Math.max(1, cores - 1);
@@ -196,6 +201,7 @@ export class HiveDaemon {
       slots,
       threads: r.threads ?? defaultThreads(caps.cpu_cores),
       batchSize: r.batch_size,
+      nativeDir: nativeBuildDir(this.opts.home),
     });
     return { worker_id: w.id, url: w.url, state: "loading", api_key: w.api_key };
   }

@@ -33,6 +33,8 @@ export interface SpawnPlan {
   slots: number;
   threads: number;
   batchSize?: number;
+  /** The node's native llama.cpp build folder (may not exist yet). */
+  nativeDir?: string;
 }
 
 interface Worker {
@@ -77,7 +79,9 @@ export class Supervisor {
   async spawn(plan: SpawnPlan): Promise<WorkerInfo> {
     const id = `w-${randomUUID().slice(0, 8)}`;
     const apiKey = randomBytes(24).toString("base64url");
-    const env: NodeJS.ProcessEnv = { ...process.env, RBEE_WORKER_KEY: apiKey, RBEE_HIVE_TOKEN: this.opts.hiveToken };
+    // UV_THREADPOOL_SIZE=1: node-llama-cpp runs every decode and sampling step as a libuv job; with one
+    // pool thread they stay on one OS thread instead of hopping (test/bench/FINDINGS.md: 1.3x at 1 thread).
+    const env: NodeJS.ProcessEnv = { ...process.env, UV_THREADPOOL_SIZE: "1", RBEE_WORKER_KEY: apiKey, RBEE_HIVE_TOKEN: this.opts.hiveToken };
     // One process per GPU: the worker only sees the device it was given.
     if (plan.backend === "cuda") env.CUDA_VISIBLE_DEVICES = String(plan.device);
     if (plan.backend === "vulkan") env.GGML_VK_VISIBLE_DEVICES = String(plan.device);
@@ -93,6 +97,7 @@ export class Supervisor {
       "--threads", String(plan.threads),
       "--hive-url", this.opts.hiveUrl(),
       ...(plan.batchSize ? ["--batch-size", String(plan.batchSize)] : []),
+      ...(plan.nativeDir ? ["--native-dir", plan.nativeDir] : []),
     ];
     // stdin is a pipe the worker watches: if the hive dies, the worker sees EOF and exits.
     const proc = spawn(process.execPath, args, { env, stdio: ["pipe", "pipe", "inherit"] });

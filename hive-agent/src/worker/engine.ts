@@ -5,6 +5,7 @@ import type { Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token, Chat
 import type { Backend, ChatMessage, SamplingOptions, StopReason } from "../protocol";
 import { RbeeError } from "../protocol";
 import { StopMatcher } from "./stop-matcher";
+import { loadLlama } from "./native-build";
 
 export interface EngineOptions {
   modelPath: string;
@@ -14,6 +15,8 @@ export interface EngineOptions {
   slots: number;
   threads: number;
   batchSize?: number;
+  /** Folder of the node's native llama.cpp build (hive-agent build-native); used for CPU workers of 2+ threads. */
+  nativeDir?: string;
   onLoadProgress?: (progress: number) => void;
 }
 
@@ -52,6 +55,8 @@ export class Engine {
     readonly model: LlamaModel,
     readonly context: LlamaContext,
     readonly slotsTotal: number,
+    /** Which llama.cpp binary runs: "native", or "prebuilt" and why. */
+    readonly build: string,
   ) {
     for (let i = 0; i < slotsTotal; i++) this.freeSlots.push(context.getSequence());
   }
@@ -59,8 +64,17 @@ export class Engine {
   static async load(opts: EngineOptions): Promise<Engine> {
     const nlc = await import("node-llama-cpp");
     let llama: Llama;
+    let llamaBuild = "prebuilt";
     try {
-      llama = await nlc.getLlama({ gpu: BACKEND_TO_GPU[opts.backend], build: "never", logLevel: nlc.LlamaLogLevel.error });
+      if (opts.backend === "cpu") {
+        // The native build (OpenMP, this CPU's instruction sets) when there is one and it pays off,
+        // else the prebuilt: see native-build.ts and test/bench/FINDINGS.md.
+        const loaded = await loadLlama({ dir: opts.nativeDir, threads: opts.threads, llamaOptions: { logLevel: nlc.LlamaLogLevel.error } });
+        llama = loaded.llama;
+        llamaBuild = loaded.kind === "native" ? "native" : `prebuilt${loaded.fallbackReason ? ` (${loaded.fallbackReason})` : ""}`;
+      } else {
+        llama = await nlc.getLlama({ gpu: BACKEND_TO_GPU[opts.backend], build: "never", logLevel: nlc.LlamaLogLevel.error });
+      }
     } catch (e) {
       throw new RbeeError("BACKEND_UNAVAILABLE", `backend ${opts.backend} cannot be used on this node: ${(e as Error).message}`);
     }
@@ -77,7 +91,7 @@ export class Engine {
       // Infill and chat prompts are rebuilt per request; a slot keeps its KV cache so a request that
       // extends the previous one (typing in the editor) only evaluates the new tokens.
     });
-    return new Engine(nlc, llama, model, context, opts.slots);
+    return new Engine(nlc, llama, model, context, opts.slots, llamaBuild);
   }
 
   get slotsBusy(): number {

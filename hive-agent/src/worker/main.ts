@@ -63,11 +63,12 @@ export async function runWorker(args: WorkerArgs): Promise<void> {
       slots: args.slots,
       threads: args.threads,
       batchSize: args.batchSize,
+      nativeDir: args.nativeDir,
       onLoadProgress: (p) => server.setProgress(p),
     });
     if (stopping) return;
     server.setReady(engine);
-    log.info(`loaded ${args.modelRef} in ${Date.now() - t0} ms (${args.backend}, ${args.slots} slots, ${args.threads} threads, context ${engine.context.contextSize}) on ${url}`);
+    log.info(`loaded ${args.modelRef} in ${Date.now() - t0} ms (${args.backend}, ${engine.build}, ${args.slots} slots, ${args.threads} threads, context ${engine.context.contextSize}) on ${url}`);
     await callHive(HIVE_PATHS.ready, { worker_id: args.id, url, model_ref: args.modelRef, backend: args.backend, device: args.device });
   } catch (e) {
     const err = e instanceof RbeeError ? e : new RbeeError("LOADING_FAILED", `loading ${args.modelRef} failed: ${(e as Error).message}`);
