@@ -10,6 +10,7 @@ process.chdir(root);
 const SECTIONS = {
   worker: { file: "test/bench/worker.bench.ts", fn: "benchWorker", title: "Worker SSE vs in-process node-llama-cpp (small model)", variants: [{ threads: 1 }, { threads: 2 }] },
   keeper: { file: "test/bench/keeper.bench.ts", fn: "benchKeeper", title: "Keeper: warm rbee infer, tokens/s through the keeper", variants: [{ threads: 1 }] },
+  peer: { file: "test/bench/peer.bench.ts", fn: "benchPeer", title: "Worker SSE vs llama-server, same model and threads (small model)", variants: [{ threads: 1 }, { threads: 2 }] },
   registry: { file: "test/bench/registry.bench.ts", fn: "benchRegistry", title: "Registry (sql.js)", variants: [{}] },
   ssh: { file: "test/bench/ssh.bench.ts", fn: "benchSsh", title: "SSH transport and deploy", variants: [{}] },
   inline: { file: "test/bench/inline.bench.ts", fn: "benchInline", title: "Inline completions: engine overhead over the worker, cache hits", variants: [{ preset: "tiny" }, { preset: "small" }] },
