@@ -78,11 +78,5 @@ export async function collect<E>(it: AsyncIterable<E>): Promise<E[]> {
   return out;
 }
 
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** Whether a process still exists (the registry's lock uses the same check). */
+export { isPidAlive as isAlive } from "../../extension/src/keeper/registry-lock";

@@ -16,7 +16,7 @@ import { SshConnector } from "../../extension/src/nodes/ssh-connector";
 import { NodeError } from "../../extension/src/nodes/errors";
 import { AGENT_VERSION } from "../../hive-agent/src/protocol";
 import { ensureModel } from "../fixtures/models";
-import { AGENT_BUNDLE, REPO_ROOT, collect } from "../helpers/hive";
+import { AGENT_BUNDLE, REPO_ROOT, collect, isAlive as alive } from "../helpers/hive";
 import { startSshdCluster, type SshdCluster } from "../helpers/sshd";
 
 let cluster: SshdCluster;
@@ -41,15 +41,6 @@ function pgrep(pattern: string): string[] {
     return execFileSync("pgrep", ["-f", pattern], { encoding: "utf8" }).trim().split("\n").filter(Boolean);
   } catch {
     return []; // exit 1: no match
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync
 import path from "node:path";
 import { RbeeError } from "../../../hive-agent/src/protocol";
 import { HiveClient } from "./hive-client";
-import { FileLock } from "./registry-lock";
+import { FileLock, isPidAlive } from "./registry-lock";
 import { loopbackTransport, type Transport } from "./transport";
 import { rbeeHome } from "./registry";
 
@@ -151,11 +151,7 @@ export class LocalHive {
     process.kill(info.pid, "SIGTERM");
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      try {
-        process.kill(info.pid, 0);
-      } catch {
-        return true;
-      }
+      if (!isPidAlive(info.pid)) return true;
       await new Promise((r) => setTimeout(r, 50));
     }
     process.kill(info.pid, "SIGKILL");
