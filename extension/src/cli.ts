@@ -393,26 +393,17 @@ async function models(argv: string[]): Promise<number> {
   if (v.help || (sub !== "list" && sub !== "download")) return help("models", !v.help);
   const ctx = await open(v, sub === "download");
   try {
-    const hive = await connectHive(ctx, v.node!);
     if (sub === "list") {
-      const list = await hive.models();
+      const list = await (await connectHive(ctx, v.node!)).models();
       print(v.json, { models: list }, () => formatTable([["MODEL", "SIZE", "PATH"], ...list.map((m) => [m.model_ref, `${(m.size_bytes / 2 ** 20).toFixed(1)} MiB`, m.local_path])]) || "no models\n");
       return 0;
     }
     const ref = positionals[1];
     if (!ref) throw new UsageError("models download needs a model ref, e.g. hf:owner/repo/file.gguf");
     const narrator = new Narrator(process.stderr, Boolean(v.json));
-    const { download_id } = await hive.download({ model_ref: ref });
-    for await (const event of hive.downloadProgress(download_id)) {
-      narrator.event({ kind: "download", event });
-      if (event.stage === "error") throw new RbeeError(event.code, event.message);
-      if (event.stage === "complete") {
-        narrator.done();
-        await ctx.registry.upsertNode({ alias: v.node!, host: "127.0.0.1", transport: "loopback" });
-        await ctx.registry.upsertModel({ node: v.node!, model_ref: ref, local_path: event.local_path, size_bytes: event.size_bytes, sha256: event.sha256 });
-        print(v.json, event, () => `${ref} → ${event.local_path}\n`);
-      }
-    }
+    const done = await ctx.keeper.downloadModel(v.node!, ref, (e) => narrator.event(e));
+    narrator.done();
+    print(v.json, done, () => `${ref} → ${done.local_path}\n`);
     return 0;
   } finally {
     await ctx.close();

@@ -176,6 +176,35 @@ describe("rbee CLI, hives with special settings", () => {
     }
   });
 
+  test("models download fetches into the node's catalog with progress; models list shows it", async () => {
+    const hub = new FakeHfHub(); // MOCK of the Hugging Face hub
+    await hub.start();
+    const data = readFileSync(ensureModel("tiny"));
+    hub.hostInRepo("acme", "coder-GGUF", "coder-Q4_K_M.gguf", { data });
+    const home = newRbeeHome();
+    const env = { RBEE_HOME: home, HF_ENDPOINT: hub.url };
+    try {
+      const r = await runCli(["models", "download", "hf:acme/coder-GGUF"], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /downloading 100%/);
+      const localPath = /→ (\S+)$/m.exec(r.stdout)?.[1];
+      assert.match(localPath ?? "", /hf\/acme\/coder-GGUF\/coder-Q4_K_M\.gguf$/);
+      const list = JSON.parse((await runCli(["models", "list", "--json"], env)).stdout).models;
+      assert.ok(list.some((m: any) => m.model_ref === "hf:acme/coder-GGUF" && m.local_path === localPath && m.size_bytes === data.length));
+      // A second download of the same ref in JSON mode reports the completed file.
+      const again = JSON.parse((await runCli(["models", "download", "hf:acme/coder-GGUF", "--json"], env)).stdout);
+      assert.equal(again.stage, "complete");
+      assert.equal(again.local_path, localPath);
+      const missing = await runCli(["models", "download", "hf:nobody/nothing"], env);
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /MODEL_NOT_FOUND/);
+    } finally {
+      await runCli(["hive", "stop"], env);
+      await hub.stop();
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+
   test("EC8: a hive of another major version → both versions and how to upgrade", async () => {
     // A real hive-agent build that calls itself 9.0.0, inside the repo so it finds node_modules.
     const out = path.join(REPO_ROOT, ".cache", "agent-9.0.0");

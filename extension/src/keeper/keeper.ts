@@ -286,17 +286,27 @@ export class Keeper {
       onEvent({ kind: "phase", phase: "model", status: "done", message: `${model} is in the catalog` });
       return;
     }
+    const done = await this.download(node, model, onEvent, signal);
+    onEvent({ kind: "phase", phase: "model", status: "done", message: `downloaded ${model} to ${done.local_path}` });
+  }
+
+  /** Downloads a model into a node's catalog (`rbee models download`, the Remote Nodes tree). */
+  async downloadModel(node: string, model: string, onEvent: (e: KeeperEvent) => void = noop, signal?: AbortSignal) {
+    return this.download(await this.connectNode(node, onEvent, signal), model, onEvent, signal);
+  }
+
+  /** Follows a download to its end, records it in the registry, and fails with the hive's error code. */
+  private async download(node: NodeHandle, model: string, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal) {
     const { download_id } = await node.hive.download({ model_ref: model });
     for await (const event of node.hive.downloadProgress(download_id, signal)) {
       onEvent({ kind: "download", event });
       if (event.stage === "complete") {
         await this.opts.registry.upsertModel({ node: node.name, model_ref: model, local_path: event.local_path, size_bytes: event.size_bytes, sha256: event.sha256 }).catch(noop);
-        onEvent({ kind: "phase", phase: "model", status: "done", message: `downloaded ${model}` });
-        return;
+        return event;
       }
       if (event.stage === "error") throw new RbeeError(event.code, event.message);
     }
-    if (signal?.aborted) throw new RbeeError("REQUEST_CANCELLED", "cancelled while downloading");
+    throw new RbeeError(signal?.aborted ? "REQUEST_CANCELLED" : "NODE_UNREACHABLE", signal?.aborted ? "cancelled while downloading" : `the download stream from ${node.name} ended without a result`);
   }
 
   private async register(node: string, w: WorkerInfo): Promise<WorkerRecord> {
