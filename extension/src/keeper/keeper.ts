@@ -153,9 +153,12 @@ export class Keeper {
       try {
         return await this.stream(worker, client, spawned, gen, onEvent, handlers.onToken ?? noop, signal);
       } catch (e) {
-        // A registered worker that vanished before sending anything: forget it and start over once.
+        // A registered worker that vanished before sending anything: forget it, and the connection
+        // to its node (the hive may have restarted elsewhere), and start over once.
         if (attempt === 0 && e instanceof RbeeError && (e.code === "NODE_UNREACHABLE" || e.code === "CONNECTION_TIMEOUT") && !spawned) {
           await this.opts.registry.removeWorker(worker.id);
+          this.nodeHandles.delete(spec.node);
+          this.opts.nodes.invalidate?.(spec.node);
           continue;
         }
         throw e;
