@@ -110,6 +110,9 @@ export class HiveDaemon {
     });
     this.port = (this.server.address() as AddressInfo).port;
     this.supervisor.start();
+    // Detection takes a second or two (a child process loads the GPU libraries): start it now so
+    // the first spawn does not wait for it.
+    this.getCapabilities().catch((e) => this.log.warn((e as Error).message));
     const info: HiveInfoFile = { pid: process.pid, port: this.port, version: AGENT_VERSION, api_version: API_VERSION };
     const file = path.join(this.opts.home, HIVE_INFO_FILE);
     writeFileSync(file, JSON.stringify(info), { mode: 0o600 });
