@@ -142,7 +142,11 @@ export async function startLlamaServer(opts: LlamaServerOptions): Promise<LlamaS
     ...(opts.extraArgs ?? []),
   ];
   const [cmd, cmdArgs] = opts.cpus ? ["taskset", ["-c", opts.cpus, opts.binary, ...args]] : [opts.binary, args];
-  const child = spawn(cmd, cmdArgs, { stdio: ["ignore", "pipe", "pipe"] });
+  // The build's RUNPATH names the folder it was built in; the cache may have moved since (a copied
+  // .cache/, another worktree), so point the loader at the binary's own folder first.
+  const libDir = path.dirname(opts.binary);
+  const env = { ...process.env, LD_LIBRARY_PATH: [libDir, process.env.LD_LIBRARY_PATH].filter(Boolean).join(":") };
+  const child = spawn(cmd, cmdArgs, { stdio: ["ignore", "pipe", "pipe"], env });
   let output = "";
   const collect = (d: Buffer) => {
     output += d.toString();
