@@ -6,6 +6,7 @@ import type { Backend, ChatMessage, SamplingOptions, StopReason } from "../proto
 import { RbeeError } from "../protocol";
 import { StopMatcher } from "./stop-matcher";
 import { loadLlama } from "./native-build";
+import { StepGate, type StepGateMember } from "./step-gate";
 
 export interface EngineOptions {
   modelPath: string;
@@ -47,7 +48,14 @@ const BACKEND_TO_GPU = { cuda: "cuda", metal: "metal", vulkan: "vulkan", cpu: fa
 
 export class Engine {
   private freeSlots: LlamaContextSequence[] = [];
+  /**
+   * Each slot's llama.cpp sequence id: node-llama-cpp hands out ids 0, 1, 2… in getSequence() order
+   * and does not expose them, so the creation order stands for it.
+   */
+  private readonly slotIds = new Map<LlamaContextSequence, number>();
   private chatWrapper?: ChatWrapper;
+  /** Keeps concurrent generations in step so each decode batch carries all of them (step-gate.ts). */
+  private readonly stepGate = new StepGate();
 
   private constructor(
     private readonly nlc: typeof import("node-llama-cpp"),
@@ -58,7 +66,11 @@ export class Engine {
     /** Which llama.cpp binary runs: "native", or "prebuilt" and why. */
     readonly build: string,
   ) {
-    for (let i = 0; i < slotsTotal; i++) this.freeSlots.push(context.getSequence());
+    for (let i = 0; i < slotsTotal; i++) {
+      const slot = context.getSequence();
+      this.slotIds.set(slot, i);
+      this.freeSlots.push(slot);
+    }
   }
 
   static async load(opts: EngineOptions): Promise<Engine> {
@@ -103,11 +115,25 @@ export class Engine {
     return t.prefix != null && t.suffix != null;
   }
 
-  /** Takes a free slot or fails at once with ALL_SLOTS_BUSY (the caller retries with backoff). */
-  acquireSlot(): LlamaContextSequence {
-    const slot = this.freeSlots.pop();
-    if (!slot) throw new RbeeError("ALL_SLOTS_BUSY", `all ${this.slotsTotal} slots of this worker are busy; retry shortly`);
-    return slot;
+  /**
+   * Takes the free slot whose KV cache shares the longest prefix with the prompt (so a request that
+   * extends an earlier one, as typing in the editor does, evaluates only the new tokens), the lowest
+   * sequence id among equals (busy slots then stay a run of consecutive ids, which llama.cpp decodes as
+   * one micro-batch: step-gate.ts). Fails at once with ALL_SLOTS_BUSY; the caller retries with backoff.
+   */
+  acquireSlot(prompt: readonly Token[] = []): LlamaContextSequence {
+    if (this.freeSlots.length === 0) throw new RbeeError("ALL_SLOTS_BUSY", `all ${this.slotsTotal} slots of this worker are busy; retry shortly`);
+    let best = 0;
+    let bestShared = -1;
+    for (let i = 0; i < this.freeSlots.length; i++) {
+      const slot = this.freeSlots[i];
+      const shared = sharedPrefixLength(slot.contextTokens, prompt);
+      if (shared > bestShared || (shared === bestShared && this.slotIds.get(slot)! < this.slotIds.get(this.freeSlots[best])!)) {
+        best = i;
+        bestShared = shared;
+      }
+    }
+    return this.freeSlots.splice(best, 1)[0];
   }
 
   releaseSlot(slot: LlamaContextSequence) {
@@ -192,6 +218,7 @@ export class Engine {
     let pendingTokens: Token[] = []; // tokens whose text is not complete UTF-8 yet
     let stopReason: StopReason = "max_tokens";
     let firstTokenAt = 0;
+    let inStep: StepGateMember | undefined;
 
     const iterator = slot.evaluate(toEvaluate, {
       temperature: opts.temperature ?? 0.8,
@@ -206,7 +233,10 @@ export class Engine {
           stopReason = "cancelled";
           break;
         }
-        if (!firstTokenAt) firstTokenAt = performance.now();
+        if (!firstTokenAt) {
+          firstTokenAt = performance.now();
+          inStep = this.stepGate.join(this.slotIds.get(slot)!);
+        }
         if (this.model.isEogToken(token)) {
           stopReason = "eos";
           break;
@@ -237,8 +267,12 @@ export class Engine {
         if (isLast) text += stops.flush();
         onToken({ text, index });
         if (isLast) break;
+        // Queue the next token together with the other slots' (one batch), not one step behind them.
+        const others = inStep?.arrive();
+        if (others) await others;
       }
     } finally {
+      inStep?.leave();
       await iterator.return?.();
     }
     const end = performance.now();
@@ -255,6 +289,13 @@ export class Engine {
     await this.model.dispose();
     await this.llama.dispose();
   }
+}
+
+function sharedPrefixLength(a: readonly Token[], b: readonly Token[]): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
 }
 
 function endsWithSequence(tokens: Token[], sequences: Token[][]): boolean {

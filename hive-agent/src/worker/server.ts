@@ -146,7 +146,7 @@ export class WorkerServer {
     const requestId = opts.request_id ?? randomUUID();
     if (this.active.has(requestId)) throw new RbeeError("INVALID_REQUEST", `request_id "${requestId}" is already running`, { field: "request_id" });
     const prepared = engine.prepare(prompt, opts.max_tokens);
-    const slot = engine.acquireSlot();
+    const slot = engine.acquireSlot(prepared.tokens);
 
     const abort = new AbortController();
     this.active.set(requestId, abort);
