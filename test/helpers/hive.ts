@@ -79,4 +79,4 @@ export async function collect<E>(it: AsyncIterable<E>): Promise<E[]> {
 }
 
 /** Whether a process still exists (the registry's lock uses the same check). */
-export { isPidAlive as isAlive } from "../../extension/src/keeper/registry-lock";
+export { isPidAlive as isAlive } from "../../hive-agent/src/util/process";

@@ -8,7 +8,8 @@ import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync
 import path from "node:path";
 import { RbeeError } from "../../../hive-agent/src/protocol";
 import { HiveClient } from "./hive-client";
-import { FileLock, isPidAlive } from "./registry-lock";
+import { FileLock } from "./registry-lock";
+import { isPidAlive } from "../../../hive-agent/src/util/process";
 import { loopbackTransport, type Transport } from "./transport";
 import { rbeeHome } from "./registry";
 

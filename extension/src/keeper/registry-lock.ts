@@ -12,6 +12,7 @@ import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { RegistryError, type RegistryLogger } from "./registry-types";
+import { isPidAlive } from "../../../hive-agent/src/util/process";
 
 export interface FileLockOptions {
   /** How long to wait for a live owner before giving up with REGISTRY_LOCK_TIMEOUT. */
@@ -42,15 +43,6 @@ interface LockSnapshot {
   owner: LockOwner | undefined;
   ino: number;
   mtimeMs: number;
-}
-
-export function isPidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM"; // exists, owned by another user
-  }
 }
 
 function parseOwner(text: string): LockOwner | undefined {
