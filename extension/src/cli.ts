@@ -2,7 +2,7 @@
 // narration and errors to stderr. Exit codes: 0 ok, 1 error, 2 usage, 130 cancelled.
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { RbeeError, BACKENDS, AGENT_VERSION, type Backend } from "../../hive-agent/src/protocol";
+import { RbeeError, BACKENDS, AGENT_VERSION, type Backend, type NativeBuildStatus } from "../../hive-agent/src/protocol";
 import { Keeper, StreamInterruptedError } from "./keeper/keeper";
 import { LocalHive, defaultAgentScript } from "./keeper/local-hive";
 import { shQuote } from "./nodes/shell";
@@ -282,6 +282,8 @@ interface NodeRow {
   agent_version: string | null;
   backends: string[];
   gpus: { name: string; vram_total_bytes: number; vram_free_bytes: number }[];
+  /** The node's own CPU build of llama.cpp (null while the hive is not running). */
+  native_build: NativeBuildStatus | null;
 }
 
 async function listNodes(ctx: Context, json: boolean | undefined): Promise<number> {
@@ -291,6 +293,7 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
   rows.push({
     alias: LOCALHOST, host: "127.0.0.1", reachable: local.running, status: local.running ? "running" : "not started", agent_version: local.version ?? null,
     backends: localCaps?.backends ?? [], gpus: localCaps?.devices.map((d) => ({ name: d.name, vram_total_bytes: d.vram_total_bytes, vram_free_bytes: d.vram_free_bytes })) ?? [],
+    native_build: localCaps?.native_build ?? null,
   });
   const { hiveStatus } = require("./nodes/deploy") as typeof import("./nodes/deploy");
   const specs = ctx.nodes.listSshNodes();
@@ -298,7 +301,7 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
   rows.push(
     ...(await Promise.all(
       specs.map(async (spec): Promise<NodeRow> => {
-        const row: NodeRow = { alias: spec.alias, host: spec.hostname, reachable: false, status: "unreachable", agent_version: null, backends: [], gpus: [] };
+        const row: NodeRow = { alias: spec.alias, host: spec.hostname, reachable: false, status: "unreachable", agent_version: null, backends: [], gpus: [], native_build: null };
         try {
           const s = await hiveStatus(ctx.nodes.ssh().pool.get(spec.alias));
           row.reachable = true;
@@ -308,6 +311,7 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
             const caps = await (await ctx.nodes.connect(spec.alias, () => {})).hive.capabilities();
             row.backends = caps.backends;
             row.gpus = caps.devices.map((d) => ({ name: d.name, vram_total_bytes: d.vram_total_bytes, vram_free_bytes: d.vram_free_bytes }));
+            row.native_build = caps.native_build;
           }
         } catch (e) {
           row.status = `unreachable: ${(e as Error).message}`;
@@ -318,8 +322,8 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
   );
   print(json, { nodes: rows }, () =>
     formatTable([
-      ["NODE", "HOST", "STATUS", "AGENT", "BACKENDS", "GPUS"],
-      ...rows.map((r) => [r.alias, r.host, r.status, r.agent_version ?? "-", r.backends.join(",") || "-", r.gpus.map((g) => `${g.name} ${(g.vram_free_bytes / 2 ** 30).toFixed(1)}/${(g.vram_total_bytes / 2 ** 30).toFixed(1)} GiB`).join("; ") || "-"]),
+      ["NODE", "HOST", "STATUS", "AGENT", "BACKENDS", "GPUS", "CPU BUILD"],
+      ...rows.map((r) => [r.alias, r.host, r.status, r.agent_version ?? "-", r.backends.join(",") || "-", r.gpus.map((g) => `${g.name} ${(g.vram_free_bytes / 2 ** 30).toFixed(1)}/${(g.vram_total_bytes / 2 ** 30).toFixed(1)} GiB`).join("; ") || "-", r.native_build?.state ?? "-"]),
     ]),
   );
   return 0;

@@ -6,6 +6,7 @@ import path from "node:path";
 import { AGENT_VERSION, type Backend } from "./protocol";
 import { DEFAULT_DAEMON_OPTIONS, HiveDaemon, nativeBuildDir } from "./hive/daemon";
 import { buildNativeLlama } from "./worker/native-build";
+import { NATIVE_BUILD_MODES, type NativeBuildMode } from "./hive/native-builder";
 import { detectCapabilities } from "./hive/capabilities";
 import { runWorker } from "./worker/main";
 
@@ -16,6 +17,8 @@ commands:
              --bind 127.0.0.1 --port 0 --token-file FILE --home DIR
              [--idle-timeout-ms N] [--health-interval-ms N] [--grace-ms N] [--load-timeout-ms N]
              [--download-attempts N] [--download-backoff-ms N] [--download-stall-ms N]
+             [--native-build auto|off]  auto (default; env RBEE_NATIVE_BUILD): build llama.cpp for
+             this CPU in the background where CPU workers use it (2+ threads, no GPU, cmake + C++)
   worker   one model process (started by the daemon, not by hand)
   detect   print this node's GPU backends, devices and memory as JSON
   build-native --home DIR
@@ -82,11 +85,14 @@ async function daemon(argv: string[]) {
       "download-attempts": { type: "string" },
       "download-backoff-ms": { type: "string" },
       "download-stall-ms": { type: "string" },
+      "native-build": { type: "string", default: process.env.RBEE_NATIVE_BUILD || "auto" },
     },
     strict: true,
   });
   if (!v["token-file"]) fail(`--token-file is required\n\n${USAGE}`);
   if (!v.home) fail(`--home is required\n\n${USAGE}`);
+  const nativeBuild = v["native-build"] as NativeBuildMode;
+  if (!NATIVE_BUILD_MODES.includes(nativeBuild)) fail(`--native-build must be one of ${NATIVE_BUILD_MODES.join(", ")}, got "${nativeBuild}"`);
   const home = path.resolve(v.home);
   mkdirSync(home, { recursive: true, mode: 0o700 });
   const download: Record<string, number> = {};
@@ -105,6 +111,7 @@ async function daemon(argv: string[]) {
       gracefulShutdownMs: int(v["grace-ms"], "grace-ms", DEFAULT_DAEMON_OPTIONS.gracefulShutdownMs),
       loadTimeoutMs: int(v["load-timeout-ms"], "load-timeout-ms", DEFAULT_DAEMON_OPTIONS.loadTimeoutMs),
       download,
+      nativeBuild,
     });
   } catch (e) {
     fail((e as Error).message, 1);

@@ -129,7 +129,8 @@ export interface DeviceInfo {
   vram_free_bytes: number;
 }
 
-export interface CapabilitiesResponse {
+/** What `hive-agent detect` finds on the node. */
+export interface NodeHardware {
   backends: Backend[];
   devices: DeviceInfo[];
   ram_total_bytes: number;
@@ -137,6 +138,24 @@ export interface CapabilitiesResponse {
   cpu_cores: number;
   platform: string;
   arch: string;
+}
+
+export const NATIVE_BUILD_STATES = ["ready", "building", "failed", "skipped"] as const;
+export type NativeBuildState = (typeof NATIVE_BUILD_STATES)[number];
+
+/**
+ * The node's own CPU build of llama.cpp (OpenMP, its instruction sets), which CPU workers of 2+
+ * threads use; the hive makes it in the background where it pays off. Workers started before it is
+ * ready use node-llama-cpp's prebuilt.
+ */
+export interface NativeBuildStatus {
+  state: NativeBuildState;
+  /** Why, in words a user can act on. */
+  detail: string;
+}
+
+export interface CapabilitiesResponse extends NodeHardware {
+  native_build: NativeBuildStatus;
 }
 
 export const WORKER_STATES = ["loading", "idle", "busy", "stopping"] as const;

@@ -31,7 +31,7 @@ export async function startHive(extraArgs: string[] = [], env: NodeJS.ProcessEnv
   writeFileSync(tokenFile, token, { mode: 0o600 });
   const logFile = path.join(home, "hive.log");
   const logFd = openSync(logFile, "a");
-  const proc = spawn(process.execPath, [AGENT_BUNDLE, "daemon", "--bind", "127.0.0.1", "--port", "0", "--token-file", tokenFile, "--home", home, ...extraArgs], {
+  const proc = spawn(process.execPath, [AGENT_BUNDLE, "daemon", "--bind", "127.0.0.1", "--port", "0", "--token-file", tokenFile, "--home", home, "--native-build", process.env.RBEE_NATIVE_BUILD ?? "off", ...extraArgs], {
     stdio: ["ignore", "pipe", logFd],
     env: { ...process.env, ...env },
   });

@@ -46,6 +46,9 @@ describe("rbee CLI over SSH", () => {
     const n1 = list.find((n: any) => n.alias === "node1");
     assert.equal(n1.status, "running");
     assert.ok(n1.backends.includes("cpu"));
+    // RBEE_NATIVE_BUILD=off (test/run.mjs) reaches the hive the keeper started over SSH.
+    assert.deepEqual(n1.native_build?.state, "skipped");
+    assert.match(n1.native_build.detail, /turned off/);
     const workers = JSON.parse((await runCli(["workers", "list", "--node", "node1", "--json", ...args], env)).stdout).workers;
     assert.equal(workers.length, 1);
     assert.equal(workers[0].api_key, undefined, "worker keys are not printed");

@@ -1,7 +1,8 @@
 // The hive daemon's API: auth, bad input, preflight errors, idle timeout, shutdown cascade, logs.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { request } from "undici";
 import { ensureModel } from "../fixtures/models";
@@ -37,6 +38,9 @@ describe("hive API", () => {
     assert.ok(caps.cpu_cores >= 1);
     assert.ok(caps.ram_total_bytes > 2 ** 30 && caps.ram_free_bytes > 0 && caps.ram_free_bytes <= caps.ram_total_bytes);
     for (const d of caps.devices) assert.ok(caps.backends.includes(d.backend));
+    // The tests run hives with --native-build off (test/run.mjs sets RBEE_NATIVE_BUILD=off).
+    assert.deepEqual(caps.native_build.state, "skipped");
+    assert.match(caps.native_build.detail, /turned off \(--native-build off\); build it with rbee nodes build-native/);
   });
 
   test("a wrong or missing token gets 401 INVALID_API_KEY", async () => {
@@ -171,5 +175,27 @@ describe("hive lifecycle", () => {
     const r2 = spawnSync(process.execPath, [AGENT_BUNDLE, "daemon", "--home", "/tmp/rbee-never"], { encoding: "utf8" });
     assert.equal(r2.status, 2);
     assert.match(r2.stderr, /--token-file is required/);
+    const r3 = spawnSync(process.execPath, [AGENT_BUNDLE, "daemon", "--token-file", "/nonexistent", "--home", "/tmp/rbee-never", "--native-build", "always"], { encoding: "utf8" });
+    assert.equal(r3.status, 2);
+    assert.match(r3.stderr, /--native-build must be one of auto, off, got "always"/);
+  });
+
+  test("with --native-build auto a hive decides by itself, and says why it builds nothing here", async () => {
+    // No cmake on the PATH: a node with 3+ cores is skipped for the missing tools, a 2-core one
+    // (CI) for its cores. Either way no build starts, and the reason tells the user what to do.
+    const binDir = mkdtempSync(path.join(tmpdir(), "rbee-bin-"));
+    symlinkSync(process.execPath, path.join(binDir, "node"));
+    const bare = await startHive(["--native-build", "auto"], { PATH: binDir });
+    try {
+      const caps = await bare.client.capabilities();
+      const status = caps.native_build;
+      assert.equal(status.state, "skipped");
+      const expected = caps.cpu_cores <= 2 ? /CPU cores: workers default to 1 thread/ : /no cmake, a C\+\+ compiler or npm on this node; install cmake, a C\+\+ compiler and npm/;
+      assert.match(status.detail, expected);
+      assert.match(bare.log(), /native build skipped/);
+    } finally {
+      await bare.stop();
+      rmSync(binDir, { recursive: true, force: true });
+    }
   });
 });

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { NodeList, type NodeSource } from "../../extension/src/ui/nodes/node-list";
-import { deviceDescription, formatBytes, modelShortName, nodeDescription, workerDescription } from "../../extension/src/ui/nodes/node-format";
+import { deviceDescription, formatBytes, modelShortName, nodeDescription, nodeTooltip, workerDescription } from "../../extension/src/ui/nodes/node-format";
 import { reconcileReported, registryNeedsSync, shouldAutoProbe, uncheckedSnapshot, UNREACHABLE_RETRY_MS, withoutKeys, type NodeSnapshot } from "../../extension/src/ui/nodes/node-snapshot";
 import { modelChoices, modelRefProblem, rememberRecent } from "../../extension/src/ui/infer/model-choices";
 import { eventLogLine, progressStep, redactSecrets } from "../../extension/src/ui/narration";
@@ -36,6 +36,10 @@ test("formatting of nodes, GPUs, workers and model names", () => {
   assert.equal(workerDescription({ ...worker, state: "loading", progress: 0.42, last_tokens_per_second: undefined }), "loading 42% · 1/4 slots · cuda:0");
   const base: NodeSnapshot = { node: { name: "localhost", host: "127.0.0.1", transport: "loopback" }, status: "running", agentVersion: "0.1.0", backends: ["cpu"], devices: [], workers: [], models: [], checkedAt: 0 };
   assert.equal(nodeDescription(base), "running · v0.1.0 · cpu");
+  const tip = nodeTooltip({ ...base, nativeBuild: { state: "building", detail: "building llama.cpp for this CPU in the background" } }).split("\n");
+  assert.deepEqual(tip.slice(0, 3), ["localhost (127.0.0.1, local)", "Status: running", "hive-agent 0.1.0"]);
+  assert.ok(tip.includes("CPU build: building (building llama.cpp for this CPU in the background)"), tip.join(" | "));
+  assert.ok(!nodeTooltip(base).includes("CPU build"), "no line when the hive did not say");
   assert.equal(nodeDescription({ ...base, status: "not-deployed", reason: "start it with Deploy" }), "hive not running · start it with Deploy");
   assert.equal(nodeDescription({ ...base, node: { name: "gpu1", host: "h", transport: "ssh" }, status: "unreachable", reason: "ECONNREFUSED" }), "unreachable · ECONNREFUSED");
 });

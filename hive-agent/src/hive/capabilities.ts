@@ -5,7 +5,7 @@ import { execFile } from "node:child_process";
 import { availableParallelism, freemem, totalmem } from "node:os";
 import { readFileSync } from "node:fs";
 import { promisify } from "node:util";
-import type { Backend, CapabilitiesResponse, DeviceInfo } from "../protocol";
+import type { Backend, DeviceInfo, NodeHardware } from "../protocol";
 
 const run = promisify(execFile);
 
@@ -38,7 +38,7 @@ async function nvidiaDevices(): Promise<DeviceInfo[]> {
 }
 
 /** Runs in the `detect` child: asks node-llama-cpp which GPU backends load here and what they see. */
-export async function detectCapabilities(): Promise<CapabilitiesResponse> {
+export async function detectCapabilities(): Promise<NodeHardware> {
   const nlc = await import("node-llama-cpp");
   const backends: Backend[] = [];
   const devices: DeviceInfo[] = [];
@@ -75,7 +75,7 @@ export async function detectCapabilities(): Promise<CapabilitiesResponse> {
 }
 
 /** The backend a spawn uses when none is asked for: the fastest one this node has. */
-export function bestBackend(caps: CapabilitiesResponse): Backend {
+export function bestBackend(caps: NodeHardware): Backend {
   for (const b of ["cuda", "metal", "vulkan"] as const) if (caps.backends.includes(b)) return b;
   return "cpu";
 }

@@ -8,7 +8,7 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import {
   AGENT_VERSION, API_VERSION, HIVE_PATHS, RbeeError, parseDownloadRequest, parseLoadFailedCallback, parseReadyCallback, parseSpawnRequest,
-  type CapabilitiesResponse, type DownloadProgressEvent, type HealthResponse, type SpawnResponse,
+  type CapabilitiesResponse, type DownloadProgressEvent, type HealthResponse, type NodeHardware, type SpawnResponse,
 } from "../protocol";
 import { Catalog } from "../catalog/catalog";
 import { DEFAULT_DOWNLOAD_OPTIONS, Downloads, type DownloadOptions } from "../catalog/download";
@@ -18,6 +18,7 @@ import { createLogger, registerSecret } from "../util/log";
 import { availableRam, bestBackend } from "./capabilities";
 import { checkBackend, checkMemory, estimateBytes, readModelShape } from "./preflight";
 import { Supervisor } from "./supervisor";
+import { NativeBuilder, type NativeBuildMode } from "./native-builder";
 
 export interface DaemonOptions {
   bind: string;
@@ -29,6 +30,8 @@ export interface DaemonOptions {
   gracefulShutdownMs: number;
   loadTimeoutMs: number;
   download: Partial<DownloadOptions>;
+  /** Whether to build llama.cpp for this CPU in the background where it pays off (native-builder.ts). */
+  nativeBuild?: NativeBuildMode;
 }
 
 export const DEFAULT_DAEMON_OPTIONS = {
@@ -67,7 +70,8 @@ export class HiveDaemon {
   private readonly supervisor: Supervisor;
   private readonly token: string;
   private port = 0;
-  private capabilities?: { at: number; value: Promise<CapabilitiesResponse> };
+  private capabilities?: { at: number; value: Promise<NodeHardware> };
+  private readonly nativeBuilder: NativeBuilder;
   private stopping = false;
 
   constructor(private readonly opts: DaemonOptions) {
@@ -101,6 +105,7 @@ export class HiveDaemon {
       });
     });
     this.server.requestTimeout = 0;
+    this.nativeBuilder = new NativeBuilder(nativeBuildDir(opts.home), opts.nativeBuild ?? "auto", createLogger("native-build"));
   }
 
   async start(): Promise<number> {
@@ -112,6 +117,7 @@ export class HiveDaemon {
     this.supervisor.start();
     // Detection takes a second or two (a child process loads the GPU libraries): start it now so
     // the first spawn does not wait for it.
+    // The native build (where it pays off) is decided once the hardware is known.
     this.getCapabilities().catch((e) => this.log.warn((e as Error).message));
     const info: HiveInfoFile = { pid: process.pid, port: this.port, version: AGENT_VERSION, api_version: API_VERSION };
     const file = path.join(this.opts.home, HIVE_INFO_FILE);
@@ -126,19 +132,21 @@ export class HiveDaemon {
     this.stopping = true;
     this.log.info("stopping: shutting down workers");
     this.server.close();
-    await this.supervisor.shutdownAll();
+    await Promise.all([this.supervisor.shutdownAll(), this.nativeBuilder.stop()]);
     this.server.closeAllConnections();
     rmSync(path.join(this.opts.home, HIVE_INFO_FILE), { force: true });
     this.log.info("stopped");
   }
 
-  private getCapabilities(): Promise<CapabilitiesResponse> {
+  private async getCapabilities(): Promise<CapabilitiesResponse> {
     if (!this.capabilities || Date.now() - this.capabilities.at > CAPABILITIES_TTL_MS) {
       const value = detectInChild().then((caps) => ({ ...caps, ram_free_bytes: availableRam() }));
       this.capabilities = { at: Date.now(), value };
       value.catch(() => (this.capabilities = undefined));
     }
-    return this.capabilities.value;
+    const hardware = await this.capabilities.value;
+    this.nativeBuilder.start(hardware, defaultThreads(hardware.cpu_cores));
+    return { ...hardware, native_build: this.nativeBuilder.status() };
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse) {
@@ -233,12 +241,12 @@ function readToken(file: string): string {
 }
 
 /** Runs `hive-agent detect` in a child process and parses its JSON. */
-function detectInChild(): Promise<CapabilitiesResponse> {
+function detectInChild(): Promise<NodeHardware> {
   return new Promise((resolve, reject) => {
     execFile(process.execPath, [process.argv[1], "detect"], { timeout: 60_000, maxBuffer: 1 << 20 }, (err, stdout) => {
       if (err) return reject(new RbeeError("INTERNAL", `capability detection failed: ${err.message}`));
       try {
-        resolve(JSON.parse(stdout) as CapabilitiesResponse);
+        resolve(JSON.parse(stdout) as NodeHardware);
       } catch (e) {
         reject(new RbeeError("INTERNAL", `capability detection printed bad JSON: ${(e as Error).message}`));
       }

@@ -15,12 +15,13 @@
 
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { availableParallelism } from "node:os";
+import { chmodSync, closeSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
+import { availableParallelism, setPriority } from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Llama, LlamaOptions } from "node-llama-cpp";
 import { cpuFlags, ggmlCpuOptions } from "./cpu-features";
+import { isPidAlive } from "../util/process";
 
 export interface NativeBuildOptions {
   /** Folder that receives the private package copy and its build (created if missing). */
@@ -33,6 +34,10 @@ export interface NativeBuildOptions {
   log?: (line: string) => void;
   /** Give up after this long (default 30 min: a 2-core machine needs ~12). */
   timeoutMs?: number;
+  /** Scheduling priority of the build (nice value, 19 = lowest), so a background build yields to workers. */
+  niceness?: number;
+  /** Stops the build (its whole process group: node, cmake, the compilers). */
+  signal?: AbortSignal;
 }
 
 export interface NativeBuildResult {
@@ -46,6 +51,8 @@ export interface NativeBuildResult {
 }
 
 const STAMP = "rbee-native-build.json";
+/** Held while a build runs in the folder (the pid of the process building), so two builds never write it at once. */
+const LOCK = "build.lock";
 
 /**
  * CMake options for this CPU: OpenMP on (persistent threads, a barrier that sleeps), the CPU's own
@@ -72,6 +79,11 @@ export function nativeEntry(dir: string): string {
 
 function packageVersion(packageDir: string): string {
   return (JSON.parse(readFileSync(path.join(packageDir, "package.json"), "utf8")) as { version: string }).version;
+}
+
+/** The stamp a finished build with these options gets on this CPU (exported for tests). */
+export function nativeBuildStamp(cmakeOptions: Record<string, string>): string {
+  return stampFor(installedPackageDir(), cmakeOptions);
 }
 
 /** What must match for a finished build to be reused: package version, options, CPU. */
@@ -109,14 +121,62 @@ function preparePackageCopy(packageDir: string, dir: string): void {
     const link = path.join(dir, "node_modules", name);
     if (!existsSync(link)) symlinkSync(path.join(siblings, name), link);
   }
+  linkCmakeJs(siblings, path.join(dir, "node_modules", ".bin"));
   rmSync(target, { recursive: true, force: true });
   renameSync(staging, target);
 }
 
+/**
+ * node-llama-cpp builds through `npm run cmake-js-llama`, which needs `cmake-js` in a node_modules/.bin
+ * on npm's PATH. A deployed runtime (package folders copied to the node) has no .bin, so the copy
+ * gets its own link to the cmake-js package's executable.
+ */
+function linkCmakeJs(siblings: string, binDir: string): void {
+  const pkgDir = path.join(siblings, "cmake-js");
+  if (!existsSync(path.join(pkgDir, "package.json"))) return; // the build will say what is missing
+  const bin = (JSON.parse(readFileSync(path.join(pkgDir, "package.json"), "utf8")) as { bin?: string | Record<string, string> }).bin;
+  const rel = typeof bin === "string" ? bin : bin?.["cmake-js"];
+  if (!rel) return;
+  mkdirSync(binDir, { recursive: true });
+  const link = path.join(binDir, "cmake-js");
+  rmSync(link, { force: true });
+  symlinkSync(path.join(pkgDir, rel), link);
+  chmodSync(path.join(pkgDir, rel), 0o755);
+}
+
 /** Runs a small ESM script with node; resolves with its exit code and keeps its output in `logFile`. */
-function runNode(script: string, logFile: string, timeoutMs: number, log: (line: string) => void): Promise<number> {
+function runNode(
+  script: string,
+  logFile: string,
+  timeoutMs: number,
+  log: (line: string) => void,
+  opts: { niceness?: number; signal?: AbortSignal; onSpawn?: (pid: number) => void } = {},
+): Promise<number> {
+  const { niceness, signal } = opts;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "pipe"] });
+    // A background build (one that can be stopped) gets its own process group, so stopping it stops
+    // the cmake and compiler processes under it too. A foreground one stays in the caller's group,
+    // where Ctrl+C reaches all of them.
+    const ownGroup = signal !== undefined && process.platform !== "win32";
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "pipe"], detached: ownGroup });
+    const killGroup = () => {
+      try {
+        if (ownGroup && child.pid) process.kill(-child.pid, "SIGKILL");
+        else child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+    };
+    signal?.addEventListener("abort", killGroup, { once: true });
+    if (child.pid) opts.onSpawn?.(child.pid);
+    // Set before the script starts cmake, so the compilers it spawns inherit it.
+    if (niceness !== undefined && child.pid) {
+      try {
+        setPriority(child.pid, niceness);
+      } catch {
+        // not allowed here (some containers): the build still works, at normal priority
+      }
+    }
     const chunks: Buffer[] = [];
     let last = "";
     const onData = (d: Buffer) => {
@@ -130,12 +190,13 @@ function runNode(script: string, logFile: string, timeoutMs: number, log: (line:
     };
     child.stdout.on("data", onData);
     child.stderr.on("data", onData);
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    const timer = setTimeout(killGroup, timeoutMs);
     child.on("error", reject);
-    child.on("close", (code, signal) => {
+    child.on("close", (code, exitSignal) => {
       clearTimeout(timer);
+      signal?.removeEventListener("abort", killGroup);
       writeFileSync(logFile, Buffer.concat(chunks));
-      resolve(code ?? (signal ? 128 : 1));
+      resolve(code ?? (exitSignal ? 128 : 1));
     });
   });
 }
@@ -152,34 +213,96 @@ export async function buildNativeLlama(opts: NativeBuildOptions): Promise<Native
   const log = opts.log ?? (() => {});
   const entry = nativeEntry(opts.dir);
   const stampFile = path.join(opts.dir, STAMP);
-  const wanted = stampFor(packageDir, cmakeOptions);
   const result = (ok: boolean, error?: string): NativeBuildResult => ({ ok, entry, cmakeOptions, durationMs: Date.now() - started, error });
+  let wanted: string;
+  try {
+    wanted = stampFor(packageDir, cmakeOptions);
+  } catch (err) {
+    return result(false, `cannot read the node-llama-cpp package in ${packageDir}: ${(err as Error).message}`);
+  }
 
   if (existsSync(stampFile) && readFileSync(stampFile, "utf8") === wanted && existsSync(entry)) return result(true);
   try {
-    mkdirSync(path.join(opts.dir, "node_modules"), { recursive: true });
-    rmSync(stampFile, { force: true });
-    log(`rbee: copying node-llama-cpp ${packageVersion(packageDir)} to ${opts.dir}`);
-    preparePackageCopy(packageDir, opts.dir);
+    mkdirSync(opts.dir, { recursive: true });
   } catch (err) {
-    return result(false, `could not prepare the package copy: ${(err as Error).message}`);
+    return result(false, `cannot create ${opts.dir}: ${(err as Error).message}`);
   }
+  const release = takeBuildLock(opts.dir);
+  if (typeof release === "string") return result(false, release);
+  try {
+    try {
+      mkdirSync(path.join(opts.dir, "node_modules"), { recursive: true });
+      rmSync(stampFile, { force: true });
+      log(`rbee: copying node-llama-cpp ${packageVersion(packageDir)} to ${opts.dir}`);
+      preparePackageCopy(packageDir, opts.dir);
+    } catch (err) {
+      return result(false, `could not prepare the package copy: ${(err as Error).message}`);
+    }
 
-  // The build and the check run in a child: a failed native load must not take this process down.
-  const script = `
-    const { getLlama } = await import(${JSON.stringify(pathToFileURL(entry).href)});
-    const options = { gpu: false, cmakeOptions: ${JSON.stringify(cmakeOptions)}, progressLogs: true };
-    const built = await getLlama({ ...options, build: "forceRebuild" });
-    await built.dispose();
-    const llama = await getLlama({ ...options, build: "never", usePrebuiltBinaries: false });
-    console.log("rbee: build type " + llama.buildType);
-    process.exit(llama.buildType === "localBuild" ? 0 : 3);
-  `;
-  log("rbee: building llama.cpp for this CPU (minutes)");
-  const code = await runNode(script, path.join(opts.dir, "build.log"), opts.timeoutMs ?? 30 * 60_000, log);
-  if (code !== 0) return result(false, `the native build failed (exit ${code}); see ${path.join(opts.dir, "build.log")}`);
-  writeFileSync(stampFile, wanted);
-  return result(true);
+    // The build and the check run in a child: a failed native load must not take this process down.
+    const script = `
+      const { getLlama } = await import(${JSON.stringify(pathToFileURL(entry).href)});
+      const options = { gpu: false, cmakeOptions: ${JSON.stringify(cmakeOptions)}, progressLogs: true };
+      const built = await getLlama({ ...options, build: "forceRebuild" });
+      await built.dispose();
+      const llama = await getLlama({ ...options, build: "never", usePrebuiltBinaries: false });
+      console.log("rbee: build type " + llama.buildType);
+      process.exit(llama.buildType === "localBuild" ? 0 : 3);
+    `;
+    log("rbee: building llama.cpp for this CPU (minutes)");
+    const code = await runNode(script, path.join(opts.dir, "build.log"), opts.timeoutMs ?? 30 * 60_000, log, {
+      niceness: opts.niceness,
+      signal: opts.signal,
+      // The lock names the build process from now on: should this process die, the build (and the
+      // lock) live on until it ends, and nobody starts a second one in the same folder meanwhile.
+      onSpawn: (pid) => writeFileSync(path.join(opts.dir, LOCK), String(pid)),
+    });
+    if (opts.signal?.aborted) return result(false, "the native build was stopped");
+    if (code !== 0) return result(false, `the native build failed (exit ${code}); see ${path.join(opts.dir, "build.log")}`);
+    writeFileSync(stampFile, wanted);
+    return result(true);
+  } finally {
+    release();
+  }
+}
+
+/**
+ * Takes `<dir>/build.lock` (a lock left by a process that is gone is taken over). Returns the release
+ * function, or why the lock is not free.
+ */
+function takeBuildLock(dir: string): (() => void) | string {
+  const file = path.join(dir, LOCK);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(file, "wx", 0o600);
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return () => rmSync(file, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") return `cannot lock ${file}: ${(err as Error).message}`;
+      const pid = Number(readFileSync(file, "utf8").trim());
+      if (Number.isInteger(pid) && pid > 0 && isPidAlive(pid)) return `another native build is running in ${dir} (pid ${pid}); wait for it to finish`;
+      rmSync(file, { force: true });
+    }
+  }
+  return `cannot lock ${file}`;
+}
+
+/** Whether `dir` holds a finished native build that this package version and CPU can use. */
+export function checkNativeBuild(dir: string): { ok: true; cmakeOptions: Record<string, string> } | { ok: false; reason: string } {
+  const stampFile = path.join(dir, STAMP);
+  if (!existsSync(stampFile) || !existsSync(nativeEntry(dir))) return { ok: false, reason: `no native build in ${dir}` };
+  const text = readFileSync(stampFile, "utf8");
+  let stamp: { cmakeOptions?: Record<string, string> };
+  try {
+    stamp = JSON.parse(text);
+  } catch {
+    return { ok: false, reason: `the native build's stamp in ${dir} is unreadable` };
+  }
+  if (!stamp.cmakeOptions || text !== stampFor(installedPackageDir(), stamp.cmakeOptions)) {
+    return { ok: false, reason: "the native build is for another node-llama-cpp version or CPU" };
+  }
+  return { ok: true, cmakeOptions: stamp.cmakeOptions };
 }
 
 export interface LoadedLlama {
@@ -220,17 +343,13 @@ export async function loadLlama(opts: LoadLlamaOptions): Promise<LoadedLlama> {
   const { dir, threads } = opts;
   if (!dir) return prebuilt();
   if (threads < 2) return prebuilt("one thread: the prebuilt is as fast or faster");
-  const stampFile = path.join(dir, STAMP);
+  const check = checkNativeBuild(dir);
+  if (!check.ok) return prebuilt(check.reason);
   const entry = nativeEntry(dir);
-  if (!existsSync(stampFile) || !existsSync(entry)) return prebuilt(`no native build in ${dir}`);
-  const stamp = JSON.parse(readFileSync(stampFile, "utf8")) as { cmakeOptions: Record<string, string> };
-  if (readFileSync(stampFile, "utf8") !== stampFor(installedPackageDir(), stamp.cmakeOptions)) {
-    return prebuilt("the native build is for another node-llama-cpp version or CPU");
-  }
   if (threads === availableParallelism() && process.env.OMP_PROC_BIND === undefined) process.env.OMP_PROC_BIND = "spread";
   try {
     const { getLlama }: typeof import("node-llama-cpp") = await import(pathToFileURL(entry).href);
-    const llama = await getLlama({ ...base, cmakeOptions: stamp.cmakeOptions, usePrebuiltBinaries: false });
+    const llama = await getLlama({ ...base, cmakeOptions: check.cmakeOptions, usePrebuiltBinaries: false });
     if (llama.buildType !== "localBuild") {
       await llama.dispose();
       return prebuilt("the native build did not load");

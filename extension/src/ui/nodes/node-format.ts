@@ -71,6 +71,7 @@ export function nodeTooltip(s: NodeSnapshot): string {
   if (s.agentVersion) lines.push(`hive-agent ${s.agentVersion}`);
   if (s.ramTotalBytes !== undefined && s.ramFreeBytes !== undefined) lines.push(`RAM: ${formatBytes(s.ramFreeBytes)} free of ${formatBytes(s.ramTotalBytes)}`);
   for (const d of s.devices) lines.push(`${deviceLabel(d)}: ${deviceDescription(d)}`);
+  if (s.nativeBuild) lines.push(`CPU build: ${s.nativeBuild.state} (${s.nativeBuild.detail})`);
   lines.push(`Checked ${new Date(s.checkedAt).toLocaleTimeString()}`);
   return lines.join("\n");
 }

@@ -2,7 +2,7 @@
 // for when a probe must be written to the registry (only when it changed what the registry knows,
 // so an open view does not rewrite the shared file every few seconds).
 
-import type { Backend, DeviceInfo, ModelEntry, WorkerInfo } from "../../../../hive-agent/src/protocol";
+import type { Backend, DeviceInfo, ModelEntry, NativeBuildStatus, WorkerInfo } from "../../../../hive-agent/src/protocol";
 import type { ModelRecord, WorkerRecord } from "../../keeper/registry-types";
 import type { NodeEntry } from "./node-list";
 
@@ -22,6 +22,8 @@ export interface NodeSnapshot {
   devices: DeviceInfo[];
   ramTotalBytes?: number;
   ramFreeBytes?: number;
+  /** The node's own CPU build of llama.cpp, as its hive reports it. */
+  nativeBuild?: NativeBuildStatus;
   workers: WorkerView[];
   models: ModelEntry[];
   /** Epoch ms of the probe. */

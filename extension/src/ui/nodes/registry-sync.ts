@@ -29,6 +29,7 @@ export async function probeRunningHive(hive: HiveClient, registry: Registry, nod
     devices: caps.devices,
     ramTotalBytes: caps.ram_total_bytes,
     ramFreeBytes: caps.ram_free_bytes,
+    nativeBuild: caps.native_build,
     workers: withoutKeys(workers),
     models,
   };
