@@ -30,9 +30,24 @@ cd "$W"
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)
 start=$(date +%s)
 GPU=${RBEE_KIT_GPU:-cuda}  # "false" builds for the CPU: a dry run of this script on a machine without a GPU
-NODE_LLAMA_CPP_CMAKE_OPTION_CMAKE_CUDA_ARCHITECTURES="$arch" NODE_LLAMA_CPP_CMAKE_OPTION_GGML_NATIVE=OFF \
-  node node_modules/node-llama-cpp/dist/cli/cli.js source build --gpu "$GPU" --noUsageExample > "$OUT/build.log" 2>&1
+# Exported for everything after, not only the build: node-llama-cpp names a local build's folder after
+# its CMake options and reads these variables again in getLlama(). Set only for the build (as a first
+# run did), every later getLlama({ gpu: "cuda", build: "never" }) looked for another folder, found no
+# CUDA binary, and the hive reported only "cpu".
+export NODE_LLAMA_CPP_CMAKE_OPTION_CMAKE_CUDA_ARCHITECTURES="$arch" NODE_LLAMA_CPP_CMAKE_OPTION_GGML_NATIVE=OFF
+node node_modules/node-llama-cpp/dist/cli/cli.js source build --gpu "$GPU" --noUsageExample > "$OUT/build.log" 2>&1
 echo "build exit $? in $(( $(date +%s) - start )) s" | tee -a "$OUT/build.log"
 tail -5 "$OUT/build.log"
+ls node_modules/node-llama-cpp/llama/localBuilds/ | tee "$OUT/local-builds.txt"
+# The same load the hive's detection and a CUDA worker make, alone and time-limited, with its logs.
+timeout 90 node --input-type=module -e '
+  const { getLlama, LlamaLogLevel } = await import("./node_modules/node-llama-cpp/dist/index.js");
+  const t0 = Date.now();
+  const llama = await getLlama({ gpu: process.argv[1] === "false" ? false : process.argv[1], build: "never", skipDownload: true, logLevel: LlamaLogLevel.debug });
+  console.log(JSON.stringify({ gpu: llama.gpu, buildType: llama.buildType, devices: await llama.getGpuDeviceNames(), vram: await llama.getVramState(), ms: Date.now() - t0 }));
+  process.exit(0);
+' "$GPU" > "$OUT/probe.txt" 2>&1
+echo "probe exit $?" | tee -a "$OUT/probe.txt"
+tail -3 "$OUT/probe.txt"
 RBEE_AGENT_SCRIPT="$W/hive-agent.js" RBEE_MODEL_CACHE="$W/models" timeout 180 node "$W/device-bench.js" 2>"$OUT/bench.err" | tee "$OUT/result.json"
 tail -20 "$OUT/bench.err"
