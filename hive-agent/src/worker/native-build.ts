@@ -144,7 +144,7 @@ function linkCmakeJs(siblings: string, binDir: string): void {
   chmodSync(path.join(pkgDir, rel), 0o755);
 }
 
-/** Runs a small ESM script with node; resolves with its exit code and keeps its output in `logFile`. */
+/** Runs a small ESM script with node (saved beside `logFile`); resolves with its exit code and keeps its output in `logFile`. */
 function runNode(
   script: string,
   logFile: string,
@@ -158,7 +158,11 @@ function runNode(
     // the cmake and compiler processes under it too. A foreground one stays in the caller's group,
     // where Ctrl+C reaches all of them.
     const ownGroup = signal !== undefined && process.platform !== "win32";
-    const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "pipe"], detached: ownGroup });
+    // From a file, not `node -e`: node-llama-cpp tests a binary by forking with this process's
+    // execArgv, and a forked `-e` would run this script again instead of its test.
+    const scriptFile = `${logFile.replace(/\.log$/, "")}.mjs`;
+    writeFileSync(scriptFile, script);
+    const child = spawn(process.execPath, [scriptFile], { stdio: ["ignore", "pipe", "pipe"], detached: ownGroup });
     const killGroup = () => {
       try {
         if (ownGroup && child.pid) process.kill(-child.pid, "SIGKILL");

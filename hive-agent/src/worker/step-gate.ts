@@ -10,7 +10,7 @@
 //
 // The members go on in the order of their sequence ids: with a per-sequence KV cache (node-llama-cpp
 // gives no unified one), llama.cpp puts only a run of consecutive, increasing sequence ids into one
-// micro-batch (llama-batch.cpp split_equal), so a batch queued as seq 2, 0, 3, 1 is computed as four.
+// micro-batch (llama-batch.cpp split_equal), so a batch queued as seq 1, 2, 3, 0 is computed as 3 + 1.
 //
 // Members join once they have their first token (a prompt being evaluated must not hold the others)
 // and leave when they stop for any reason. A lone member never waits.

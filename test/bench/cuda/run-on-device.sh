@@ -40,13 +40,16 @@ echo "build exit $? in $(( $(date +%s) - start )) s" | tee -a "$OUT/build.log"
 tail -5 "$OUT/build.log"
 ls node_modules/node-llama-cpp/llama/localBuilds/ | tee "$OUT/local-builds.txt"
 # The same load the hive's detection and a CUDA worker make, alone and time-limited, with its logs.
-timeout 90 node --input-type=module -e '
-  const { getLlama, LlamaLogLevel } = await import("./node_modules/node-llama-cpp/dist/index.js");
-  const t0 = Date.now();
-  const llama = await getLlama({ gpu: process.argv[1] === "false" ? false : process.argv[1], build: "never", skipDownload: true, logLevel: LlamaLogLevel.debug });
-  console.log(JSON.stringify({ gpu: llama.gpu, buildType: llama.buildType, devices: await llama.getGpuDeviceNames(), vram: await llama.getVramState(), ms: Date.now() - t0 }));
-  process.exit(0);
-' "$GPU" > "$OUT/probe.txt" 2>&1
+# From a file: node-llama-cpp tests a binary in a fork that inherits execArgv, and a forked `node -e`
+# runs the script again instead (that is what "hung" in the first run's by-hand check).
+cat > "$W/probe.mjs" <<'PROBE'
+const { getLlama, LlamaLogLevel } = await import("./node_modules/node-llama-cpp/dist/index.js");
+const t0 = Date.now();
+const llama = await getLlama({ gpu: process.argv[2] === "false" ? false : process.argv[2], build: "never", skipDownload: true, logLevel: LlamaLogLevel.debug });
+console.log(JSON.stringify({ gpu: llama.gpu, buildType: llama.buildType, devices: await llama.getGpuDeviceNames(), vram: await llama.getVramState(), ms: Date.now() - t0 }));
+process.exit(0);
+PROBE
+timeout 90 node "$W/probe.mjs" "$GPU" > "$OUT/probe.txt" 2>&1
 echo "probe exit $?" | tee -a "$OUT/probe.txt"
 tail -3 "$OUT/probe.txt"
 RBEE_AGENT_SCRIPT="$W/hive-agent.js" RBEE_MODEL_CACHE="$W/models" timeout 180 node "$W/device-bench.js" 2>"$OUT/bench.err" | tee "$OUT/result.json"
