@@ -135,6 +135,7 @@ export interface NodeHardware {
   devices: DeviceInfo[];
   ram_total_bytes: number;
   ram_free_bytes: number;
+  /** CPU cores workers may use: the process's CPU affinity, capped by its cgroup's CPU quota. */
   cpu_cores: number;
   platform: string;
   arch: string;

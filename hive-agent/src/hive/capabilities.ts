@@ -2,10 +2,11 @@
 // it runs in a child process (`hive-agent detect`): a driver that crashes cannot take the hive down.
 
 import { execFile } from "node:child_process";
-import { availableParallelism, freemem, totalmem } from "node:os";
+import { freemem, totalmem } from "node:os";
 import { readFileSync } from "node:fs";
 import { promisify } from "node:util";
 import type { Backend, DeviceInfo, NodeHardware } from "../protocol";
+import { usableCores } from "./usable-cores";
 
 const run = promisify(execFile);
 
@@ -68,7 +69,7 @@ export async function detectCapabilities(): Promise<NodeHardware> {
     devices,
     ram_total_bytes: totalmem(),
     ram_free_bytes: availableRam(),
-    cpu_cores: availableParallelism(),
+    cpu_cores: usableCores(),
     platform: process.platform,
     arch: process.arch,
   };
