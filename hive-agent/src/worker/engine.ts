@@ -207,11 +207,21 @@ export class Engine {
     const { tokens: input, stopTokenSequences, stopTexts } = prepared;
 
     const started = performance.now();
-    // Reuse the slot's KV cache for the common prefix; at least one token must be evaluated.
-    const last = input[input.length - 1];
+    const cancelled: GenerationResult = { tokensOut: 0, decodeMs: 0, firstTokenMs: 0, stopReason: "cancelled" };
+    // Reuse the slot's KV cache for the common prefix, leaving at least the last prompt token to
+    // evaluate: its logits give the first generated token.
     await slot.adaptStateToTokens(input.slice(0, -1), false);
-    const toEvaluate = [...input.slice(slot.nextTokenIndex), last];
-    if (signal.aborted) return { tokensOut: 0, decodeMs: 0, firstTokenMs: 0, stopReason: "cancelled" };
+    const pending = input.slice(slot.nextTokenIndex);
+    // A long prompt goes in one batch at a time, so a cancel (the editor's next keystroke) takes
+    // effect within one batch instead of after the whole prompt; what was evaluated stays cached
+    // for the request that follows.
+    const batch = this.context.batchSize;
+    while (pending.length > batch) {
+      if (signal.aborted) return cancelled;
+      await slot.evaluateWithoutGeneratingNewTokens(pending.splice(0, batch));
+    }
+    const toEvaluate = pending;
+    if (signal.aborted) return cancelled;
 
     const stops = new StopMatcher([...(opts.stop ?? []), ...stopTexts]);
     const generated: Token[] = [];
