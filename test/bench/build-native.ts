@@ -1,8 +1,8 @@
 // Builds node-llama-cpp's llama.cpp for this CPU with buildNativeLlama, into .cache/nlc-native-<variant>,
 // for the study (study.ts picks these folders up). Minutes on 2 cores; a finished build is reused.
-//   omp      what a worker would use: OpenMP on, this CPU's instruction sets, AMX off
+//   omp      what a worker would use: OpenMP on, this CPU's instruction sets (AMX where it has it)
 //   noomp    the same without OpenMP (ggml's own thread pool), to tell the two apart
-//   omp-amx  AMX on as well: dies with SIGILL in tinygemm_kernel_amx (tilezero) on this VM
+//   omp-noamx  AMX off, to measure what AMX brings
 // Run: node --import tsx test/bench/build-native.ts omp
 
 import path from "node:path";
@@ -11,7 +11,7 @@ import { buildNativeLlama, nativeCmakeOptions } from "../../hive-agent/src/worke
 const VARIANTS: Record<string, Record<string, string>> = {
   omp: {},
   noomp: { GGML_OPENMP: "OFF" },
-  "omp-amx": { GGML_AMX_TILE: "ON", GGML_AMX_INT8: "ON", GGML_AMX_BF16: "ON" },
+  "omp-noamx": { GGML_AMX_TILE: "OFF", GGML_AMX_INT8: "OFF", GGML_AMX_BF16: "OFF" },
 };
 
 async function main() {

@@ -18,7 +18,7 @@ const BUILD_DIR = path.join(LLAMA_SERVER_DIR, "build");
 const STAMP = path.join(LLAMA_SERVER_DIR, "stamp.json");
 const BINARY = path.join(BUILD_DIR, "bin", "llama-server");
 
-/** CMake options of the peer build: Release, CPU only, this CPU's instruction sets minus AMX. */
+/** CMake options of the peer build: Release, CPU only, this CPU's instruction sets (AMX included, as the worker's native build). */
 export function llamaServerCmakeOptions(): Record<string, string> {
   return {
     CMAKE_BUILD_TYPE: "Release",
@@ -68,6 +68,9 @@ export async function ensureLlamaServer(log: (line: string) => void = () => {}):
     log(`building llama-server ${commit.slice(0, 10)} (minutes; log: ${path.relative(REPO_ROOT, logFile)})`);
     await run("git", ["-C", LLAMA_CPP_SRC, "checkout", "-q", "--force", commit], { log: logStream });
     rmSync(STAMP, { force: true });
+    // A clean build folder: other options, or a cache that was configured somewhere else (CMake
+    // refuses a CMakeCache.txt made for another folder).
+    rmSync(BUILD_DIR, { recursive: true, force: true });
     const defines = Object.entries(options).map(([k, v]) => `-D${k}=${v}`);
     await run("cmake", ["-S", LLAMA_CPP_SRC, "-B", BUILD_DIR, ...defines], { log: logStream });
     await run("cmake", ["--build", BUILD_DIR, "--target", "llama-server", "-j2"], { log: logStream });

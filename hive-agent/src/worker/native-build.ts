@@ -56,7 +56,7 @@ const LOCK = "build.lock";
 
 /**
  * CMake options for this CPU: OpenMP on (persistent threads, a barrier that sleeps), the CPU's own
- * instruction sets listed one by one, AMX off (see cpu-features.ts).
+ * instruction sets listed one by one, AMX where it has one (see cpu-features.ts).
  */
 export function nativeCmakeOptions(flags = cpuFlags()): Record<string, string> {
   return { ...ggmlCpuOptions(flags), GGML_OPENMP: "ON" };
@@ -328,8 +328,8 @@ export interface LoadLlamaOptions {
 
 /**
  * The Llama a CPU worker should use (GPU workers keep the prebuilt for their GPU):
- * - one thread: the prebuilt. It has no thread handoff to lose time on, and its CPU variants carry
- *   kernels a portable source build does not (AMX, where the CPU has it: 1.3x on this machine);
+ * - one thread: the prebuilt. OpenMP gains nothing without a second thread, and the prebuilt's
+ *   variant for the CPU has the same kernels (AMX included, where the CPU has it);
  * - two or more: the native build from `dir` when it exists for this package version, options
  *   and CPU, else the prebuilt.
  * When the worker owns every CPU it may run on (threads == available parallelism), the OpenMP
