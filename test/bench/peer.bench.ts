@@ -2,18 +2,12 @@
 // the llama.cpp source node-llama-cpp ships (built once into .cache/ by the bench, never by the tests):
 // same model (`small`), prompt, token count, sampling and threads. Every figure is worker ÷ llama-server.
 
-import { symlinkSync } from "node:fs";
-import path from "node:path";
-import { nativeBuildDir } from "../../hive-agent/src/hive/daemon";
-import { buildNativeLlama } from "../../hive-agent/src/worker/native-build";
 import { ensureModel } from "../fixtures/models";
-import { REPO_ROOT } from "../helpers/hive";
 import { startHive, waitReady } from "../helpers/hive";
-import { PROMPT, median, round, timeStream } from "./common";
+import { PROMPT, median, nativeBuildForBench, round, timeStream } from "./common";
 import { ensureLlamaServer, startLlamaServer, streamCompletion } from "./llama-server";
 
 const TOKENS = 128;
-const NATIVE_CACHE = path.join(REPO_ROOT, ".cache", "native-omp");
 
 export async function benchPeer(opts: { threads?: number; runs?: number } = {}): Promise<Record<string, number>> {
   const threads = opts.threads ?? 1;
@@ -21,23 +15,16 @@ export async function benchPeer(opts: { threads?: number; runs?: number } = {}):
   const model = ensureModel("small");
   const binary = await ensureLlamaServer((l) => console.error(l));
   const hive = await startHive();
-  // From 2 threads on, the worker is measured as recommended: with the node's native build
-  // (hive-agent build-native; made once into .cache/, minutes), which the hive finds in <home>/native.
-  let native = 0;
-  if (threads >= 2) {
-    const built = await buildNativeLlama({ dir: NATIVE_CACHE, log: (l) => console.error(l) });
-    if (built.ok) {
-      symlinkSync(NATIVE_CACHE, nativeBuildDir(hive.home));
-      native = 1;
-    } else console.error(`native build unavailable (${built.error}); measuring the prebuilt`);
-  }
-  const server = await startLlamaServer({ binary, model, threads, parallel: 4, contextSize: 4 * 1024 });
+  let server: Awaited<ReturnType<typeof startLlamaServer>> | undefined;
   try {
+    const native = (await nativeBuildForBench(hive.home, threads)) ? 1 : 0;
+    server = await startLlamaServer({ binary, model, threads, parallel: 4, contextSize: 4 * 1024 });
+    const url = server.url;
     const w = await waitReady(hive, (await hive.client.spawn({ model_ref: `file:${model}`, slots: 4, threads, context_size: 1024 })).worker_id, 120_000);
     const worker = hive.client.workerClient(w);
     const viaWorker = (seed: number) => timeStream(() => worker.inference({ prompt: PROMPT, max_tokens: TOKENS, temperature: 0.8, top_k: 40, top_p: 0.95, seed }), TOKENS);
     const viaServer = (seed: number) =>
-      streamCompletion(server.url, { prompt: PROMPT, nPredict: TOKENS, seed, temperature: 0.8, topK: 40, topP: 0.95, ignoreEos: true }).then((r) => ({ tokens: r.tokens, tokensPerSecond: r.decodeTokPerS, firstTokenMs: r.firstTokenMs }));
+      streamCompletion(url, { prompt: PROMPT, nPredict: TOKENS, seed, temperature: 0.8, topK: 40, topP: 0.95, ignoreEos: true }).then((r) => ({ tokens: r.tokens, tokensPerSecond: r.decodeTokPerS, firstTokenMs: r.firstTokenMs }));
     await viaWorker(1);
     await viaServer(1);
     const wt: number[] = [], st: number[] = [], wf: number[] = [], sf: number[] = [];
@@ -76,7 +63,7 @@ export async function benchPeer(opts: { threads?: number; runs?: number } = {}):
     }
     return out;
   } finally {
-    await server.stop();
+    await server?.stop();
     await hive.stop();
   }
 }

@@ -4,7 +4,7 @@
 
 import { ensureModel } from "../fixtures/models";
 import { startHive, waitReady } from "../helpers/hive";
-import { PROMPT, inProcessEngine, median, round, timeStream } from "./common";
+import { PROMPT, inProcessEngine, median, nativeBuildForBench, round, timeStream } from "./common";
 
 const TOKENS = 128;
 
@@ -14,10 +14,12 @@ export async function benchWorker(opts: { threads?: number; runs?: number } = {}
   const modelPath = ensureModel("small");
   const hive = await startHive();
   try {
+    // Both sides on the binary a worker with these threads uses (the native build from 2 threads).
+    const nativeDir = await nativeBuildForBench(hive.home, threads);
     const single = await waitReady(hive, (await hive.client.spawn({ model_ref: `file:${modelPath}`, slots: 1, threads, context_size: 4096 })).worker_id, 120_000);
     const client = hive.client.workerClient(single);
     const stream = () => timeStream(() => client.inference({ prompt: PROMPT, max_tokens: TOKENS, temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 }), TOKENS);
-    const engine = await inProcessEngine({ modelPath, threads, contextSize: 4096 });
+    const engine = await inProcessEngine({ modelPath, threads, contextSize: 4096, nativeDir });
     await stream(); // warm-up both
     await engine.run(TOKENS);
     const worker: number[] = [], inproc: number[] = [], ttftWorker: number[] = [], ttftIn: number[] = [];
@@ -44,6 +46,7 @@ export async function benchWorker(opts: { threads?: number; runs?: number } = {}
     }
     return {
       threads,
+      worker_uses_native_build: nativeDir ? 1 : 0,
       "worker_sse_tok_s": round(median(worker), 1),
       "in_process_tok_s": round(median(inproc), 1),
       "ratio_worker_over_in_process": round(median(worker) / median(inproc), 3),
