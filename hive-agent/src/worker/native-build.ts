@@ -172,6 +172,7 @@ function runNode(
       }
     };
     signal?.addEventListener("abort", killGroup, { once: true });
+    if (signal?.aborted) killGroup();
     if (child.pid) opts.onSpawn?.(child.pid);
     // Set before the script starts cmake, so the compilers it spawns inherit it.
     if (niceness !== undefined && child.pid) {
