@@ -52,5 +52,5 @@ PROBE
 timeout 90 node "$W/probe.mjs" "$GPU" > "$OUT/probe.txt" 2>&1
 echo "probe exit $?" | tee -a "$OUT/probe.txt"
 tail -3 "$OUT/probe.txt"
-RBEE_AGENT_SCRIPT="$W/hive-agent.js" RBEE_MODEL_CACHE="$W/models" timeout 180 node "$W/device-bench.js" 2>"$OUT/bench.err" | tee "$OUT/result.json"
+UV_THREADPOOL_SIZE=1 RBEE_AGENT_SCRIPT="$W/hive-agent.js" RBEE_MODEL_CACHE="$W/models" timeout 180 node "$W/device-bench.js" 2>"$OUT/bench.err" | tee "$OUT/result.json"
 tail -20 "$OUT/bench.err"
