@@ -423,7 +423,7 @@ async function hiveCommand(argv: string[]): Promise<number> {
     if (sub === "start") {
       const { started } = await local.ensure();
       const s = await local.status();
-      print(v.json, { ...s, started }, () => `local hive ${started ? "started" : "already running"} (pid ${s.pid}, port ${s.port}, log ${s.logFile})\n`);
+      print(v.json, { ...s, started }, () => `local hive ${started ? "started" : "already running"} (pid ${s.pid}, listening on ${s.address}, log ${s.logFile})\n`);
     } else if (sub === "build-native") {
       const { spawnSync } = await import("node:child_process");
       const r = spawnSync(process.execPath, [defaultAgentScript(), "build-native", "--home", local.home], { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
@@ -434,7 +434,7 @@ async function hiveCommand(argv: string[]): Promise<number> {
       print(v.json, { stopped }, () => (stopped ? "local hive stopped\n" : "no local hive was running\n"));
     } else {
       const s = await local.status();
-      print(v.json, s, () => (s.running ? `running: pid ${s.pid}, port ${s.port}, version ${s.version}, home ${s.home}\n` : `not running (home ${s.home})\n`));
+      print(v.json, s, () => (s.running ? `running: pid ${s.pid}, listening on ${s.address}, version ${s.version}, home ${s.home}\n` : `not running (home ${s.home})\n`));
     }
     return 0;
   } finally {

@@ -4,7 +4,7 @@ import { parseArgs } from "node:util";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { AGENT_VERSION, type Backend } from "./protocol";
-import { DEFAULT_DAEMON_OPTIONS, HiveDaemon, nativeBuildDir } from "./hive/daemon";
+import { DEFAULT_DAEMON_OPTIONS, HiveDaemon, defaultHiveAddress, nativeBuildDir } from "./hive/daemon";
 import { buildNativeLlama } from "./worker/native-build";
 import { NATIVE_BUILD_MODES, type NativeBuildMode } from "./hive/native-builder";
 import { detectCapabilities } from "./hive/capabilities";
@@ -13,9 +13,11 @@ import { runWorker } from "./worker/main";
 const USAGE = `usage: hive-agent <command> [options]
 
 commands:
-  daemon   run the node's hive (HTTP API on loopback)
-             --bind 127.0.0.1 --port 0 --token-file FILE --home DIR
+  daemon   run the node's hive (HTTP API on a Unix socket in its home, mode 0700)
+             --token-file FILE --home DIR [--listen unix:PATH | http://127.0.0.1:PORT]
+             (default unix:DIR/hive.sock; loopback TCP only where there are no Unix sockets)
              [--idle-timeout-ms N] [--health-interval-ms N] [--grace-ms N] [--load-timeout-ms N]
+             [--stall-ms N]  a busy worker with no new token for N ms is unhealthy (default 60000)
              [--download-attempts N] [--download-backoff-ms N] [--download-stall-ms N]
              [--native-build auto|off]  auto (default; env RBEE_NATIVE_BUILD): build llama.cpp for
              this CPU in the background where CPU workers use it (2+ threads, no GPU, cmake + C++)
@@ -74,14 +76,14 @@ async function daemon(argv: string[]) {
   const { values: v } = parseArgs({
     args: argv,
     options: {
-      bind: { type: "string", default: "127.0.0.1" },
-      port: { type: "string", default: "0" },
+      listen: { type: "string" },
       "token-file": { type: "string" },
       home: { type: "string" },
       "idle-timeout-ms": { type: "string" },
       "health-interval-ms": { type: "string" },
       "grace-ms": { type: "string" },
       "load-timeout-ms": { type: "string" },
+      "stall-ms": { type: "string" },
       "download-attempts": { type: "string" },
       "download-backoff-ms": { type: "string" },
       "download-stall-ms": { type: "string" },
@@ -99,25 +101,26 @@ async function daemon(argv: string[]) {
   if (v["download-attempts"]) download.maxAttempts = int(v["download-attempts"], "download-attempts");
   if (v["download-backoff-ms"]) download.backoffBaseMs = int(v["download-backoff-ms"], "download-backoff-ms");
   if (v["download-stall-ms"]) download.stallTimeoutMs = int(v["download-stall-ms"], "download-stall-ms");
+  const listen = v.listen ?? defaultHiveAddress(home);
   let hive: HiveDaemon;
   try {
     hive = new HiveDaemon({
-      bind: v.bind!,
-      port: int(v.port, "port"),
+      listen,
       tokenFile: path.resolve(v["token-file"]),
       home,
       idleTimeoutMs: int(v["idle-timeout-ms"], "idle-timeout-ms", DEFAULT_DAEMON_OPTIONS.idleTimeoutMs),
       healthIntervalMs: int(v["health-interval-ms"], "health-interval-ms", DEFAULT_DAEMON_OPTIONS.healthIntervalMs),
       gracefulShutdownMs: int(v["grace-ms"], "grace-ms", DEFAULT_DAEMON_OPTIONS.gracefulShutdownMs),
       loadTimeoutMs: int(v["load-timeout-ms"], "load-timeout-ms", DEFAULT_DAEMON_OPTIONS.loadTimeoutMs),
+      stallLimitMs: int(v["stall-ms"], "stall-ms", DEFAULT_DAEMON_OPTIONS.stallLimitMs),
       download,
       nativeBuild,
     });
   } catch (e) {
     fail((e as Error).message, 1);
   }
-  const port = await hive.start().catch((e) => fail(`cannot listen on ${v.bind}:${v.port}: ${(e as Error).message}`, 1));
-  console.log(`rbee hive listening on ${v.bind}:${port}`);
+  const address = await hive.start().catch((e) => fail(`cannot listen on ${listen}: ${(e as Error).message}`, 1));
+  console.log(`rbee hive listening on ${address}`);
   const stop = (signal: string) => {
     process.stderr.write(`hive-agent: ${signal} received, stopping\n`);
     hive.stop().then(() => process.exit(0));
@@ -150,10 +153,11 @@ async function worker(argv: string[]) {
       "batch-size": { type: "string" },
       "native-dir": { type: "string" },
       "hive-url": { type: "string" },
+      listen: { type: "string" },
     },
     strict: true,
   });
-  if (!v.id || !v["model-path"] || !v["hive-url"]) fail("worker needs --id, --model-path and --hive-url (it is started by the hive daemon)");
+  if (!v.id || !v["model-path"] || !v["hive-url"] || !v.listen) fail("worker needs --id, --model-path, --hive-url and --listen (it is started by the hive daemon)");
   await runWorker({
     id: v.id,
     modelPath: v["model-path"],
@@ -166,6 +170,7 @@ async function worker(argv: string[]) {
     batchSize: v["batch-size"] ? int(v["batch-size"], "batch-size") : undefined,
     nativeDir: v["native-dir"],
     hiveUrl: v["hive-url"],
+    listen: v.listen,
   });
 }
 

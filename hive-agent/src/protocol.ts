@@ -41,6 +41,7 @@ export const ERROR_CODES = [
   "LOADING_FAILED",
   "LOADING_TIMEOUT",
   "REQUEST_CANCELLED",
+  "STREAM_STALLED",
   "INFILL_UNSUPPORTED",
   "SHUTTING_DOWN",
   "INTERNAL",
@@ -68,6 +69,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   LOADING_FAILED: 500,
   LOADING_TIMEOUT: 504,
   REQUEST_CANCELLED: 499,
+  STREAM_STALLED: 504,
   INFILL_UNSUPPORTED: 422,
   SHUTTING_DOWN: 503,
   INTERNAL: 500,
@@ -118,6 +120,8 @@ export interface HealthResponse {
   status: "alive";
   version: string;
   api_version: typeof API_VERSION;
+  /** The hive's process id, so `rbee hive stop` signals the process that answered and no other. */
+  pid?: number;
 }
 
 export interface DeviceInfo {
@@ -164,7 +168,10 @@ export type WorkerState = (typeof WORKER_STATES)[number];
 
 export interface WorkerInfo {
   id: string;
-  /** Base URL of the worker on the node (127.0.0.1 only); empty while it is loading. */
+  /**
+   * Address of the worker on the node: `unix:<hive home>/workers/<id>.sock` (see workerAddress), or
+   * `http://127.0.0.1:<port>` only where the node has no Unix sockets (Windows).
+   */
   url: string;
   model_ref: string;
   backend: Backend;
@@ -211,6 +218,7 @@ export interface SpawnResponse {
 /** Worker → hive callback once the model is loaded and the worker listens. */
 export interface ReadyCallback {
   worker_id: string;
+  /** Informational: the hive keeps the address it gave the worker and never re-points it. */
   url: string;
   model_ref: string;
   backend: Backend;
@@ -303,6 +311,58 @@ export type StreamEvent =
 
 /** The SSE data line that closes every stream. */
 export const SSE_DONE = "[DONE]";
+
+// ---------------------------------------------------------------------------------------------
+// Addresses. On a node the hive and its workers listen on Unix domain sockets inside the hive home
+// (mode 0700), so no other local user can connect to them or take their place once they stop.
+// TCP on 127.0.0.1 remains only where there are no Unix sockets (Windows), and then every
+// connection starts with the server proving it holds the key (SERVER_PROOF below).
+
+export const UNIX_ADDRESS_PREFIX = "unix:";
+/** The hive's socket, in its home. */
+export const HIVE_SOCKET_NAME = "hive.sock";
+/** Folder of the workers' sockets, in the hive home. */
+export const WORKER_SOCKET_DIR = "workers";
+
+/** `unix:<path>` for a socket path. */
+export function unixAddress(socketPath: string): string {
+  return UNIX_ADDRESS_PREFIX + socketPath;
+}
+
+/** The socket path of a `unix:` address, or undefined for anything else. */
+export function socketPathOf(address: string): string | undefined {
+  return address.startsWith(UNIX_ADDRESS_PREFIX) ? address.slice(UNIX_ADDRESS_PREFIX.length) : undefined;
+}
+
+/** The socket path of a worker, derived from its hive's socket path (POSIX paths: nodes are POSIX). */
+export function workerSocketPath(hiveSocketPath: string, workerId: string): string {
+  const dir = hiveSocketPath.slice(0, hiveSocketPath.lastIndexOf("/"));
+  return `${dir}/${WORKER_SOCKET_DIR}/${workerId}.sock`;
+}
+
+/** Worker ids are made by the hive: "w-" and 8 hex digits. Anything else is refused. */
+export const WORKER_ID_PATTERN = /^w-[0-9a-f]{8}$/;
+
+/**
+ * Whether `address` is the address the worker `workerId` of the hive at `hiveAddress` must have:
+ * its own socket next to the hive's. A keeper sends a worker's key and prompts nowhere else.
+ */
+export function isOwnWorkerAddress(hiveAddress: string, workerId: string, address: string): boolean {
+  const hiveSocket = socketPathOf(hiveAddress);
+  if (hiveSocket === undefined || !WORKER_ID_PATTERN.test(workerId)) return false;
+  return address === unixAddress(workerSocketPath(hiveSocket, workerId));
+}
+
+/**
+ * TCP fallback only: the client sends a fresh nonce in this header on an unauthenticated
+ * GET /v1/hello; the server answers with HMAC-SHA256(key, nonce) in SERVER_PROOF_HEADER. The client
+ * sends its bearer token (and anything else) on that connection only once the proof checks.
+ */
+export const SERVER_CHALLENGE_HEADER = "x-rbee-challenge";
+export const SERVER_PROOF_HEADER = "x-rbee-proof";
+export const HELLO_PATH = "/v1/hello";
+/** On a worker's callbacks: which worker calls (its hello proof and bearer are its callback key). */
+export const WORKER_ID_HEADER = "x-rbee-worker";
 
 // ---------------------------------------------------------------------------------------------
 // Paths, in one place so neither side spells them twice.

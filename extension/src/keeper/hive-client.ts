@@ -7,12 +7,12 @@ import { randomUUID } from "node:crypto";
 import { request } from "undici";
 import { createParser } from "eventsource-parser";
 import {
-  HIVE_PATHS, RbeeError, SSE_DONE, WORKER_PATHS, isErrorEnvelope, parseStreamEvent,
+  HIVE_PATHS, RbeeError, SSE_DONE, WORKER_PATHS, isErrorEnvelope, isOwnWorkerAddress, parseStreamEvent,
   type CapabilitiesResponse, type ChatRequest, type DownloadProgressEvent, type DownloadRequest, type DownloadResponse,
   type HealthResponse, type InferenceRequest, type InfillRequest, type ModelsResponse, type ReadyResponse,
   type SpawnRequest, type SpawnResponse, type StreamEvent, type WorkerInfo, type WorkersResponse, type LoadingProgressEvent,
 } from "../../../hive-agent/src/protocol";
-import type { Transport } from "./transport";
+import type { Endpoint, Transport } from "./transport";
 
 export interface RetryPolicy {
   attempts: number;
@@ -23,14 +23,18 @@ export interface RetryPolicy {
 
 export interface ClientOptions {
   transport: Transport;
-  /** http://127.0.0.1:<port> as seen from the node. */
+  /** The hive's address on the node: `unix:<socket path>` (or `http://127.0.0.1:<port>` on a node without Unix sockets). */
   baseUrl: string;
   token: string;
   /** Names the node in messages ("localhost", "gpu1"). */
   nodeName?: string;
   requestTimeoutMs?: number;
+  /** A stream with no event for this long ends with STREAM_STALLED (default 60 s). */
+  stallLimitMs?: number;
   retry?: Partial<RetryPolicy>;
 }
+
+export const DEFAULT_STALL_LIMIT_MS = 60_000;
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, baseMs: 200, jitter: 0.25 };
 
@@ -46,6 +50,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 class HttpClient {
   protected readonly retry: RetryPolicy;
+  private endpointCache?: Endpoint;
   constructor(
     protected readonly transport: Transport,
     protected readonly baseUrl: string,
@@ -53,8 +58,14 @@ class HttpClient {
     protected readonly nodeName: string,
     protected readonly requestTimeoutMs: number,
     retry: Partial<RetryPolicy> = {},
+    protected readonly stallLimitMs = DEFAULT_STALL_LIMIT_MS,
   ) {
     this.retry = { ...DEFAULT_RETRY, ...retry };
+  }
+
+  /** Origin and dispatcher for this client's address (refuses addresses that are not rbee's). */
+  protected get endpoint(): Endpoint {
+    return (this.endpointCache ??= this.transport.endpoint(this.baseUrl, this.token));
   }
 
   /** One JSON call. GETs (and calls marked idempotent) retry connection failures. */
@@ -65,9 +76,9 @@ class HttpClient {
     for (let attempt = 1; attempt <= attempts; attempt++) {
       if (attempt > 1) await sleep(this.retry.baseMs * 2 ** (attempt - 2) * (1 - this.retry.jitter + Math.random() * 2 * this.retry.jitter));
       try {
-        const res = await request(this.baseUrl + path, {
+        const res = await request(this.endpoint.origin + path, {
           method,
-          dispatcher: this.transport.dispatcher,
+          dispatcher: this.endpoint.dispatcher,
           headers: { authorization: `Bearer ${this.token}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
           body: body !== undefined ? JSON.stringify(body) : undefined,
           headersTimeout: opts.timeoutMs ?? this.requestTimeoutMs,
@@ -99,18 +110,19 @@ class HttpClient {
    * A stream that closes before [DONE] yields `onPrematureClose()` as its last event, so a consumer
    * always learns how a stream ended.
    */
-  protected async *sse<E>(method: "GET" | "POST", path: string, body: unknown, signal: AbortSignal | undefined, parse: (x: unknown) => E, onPrematureClose: (cause?: string) => E, onAbort?: () => void): AsyncGenerator<E> {
+  protected async *sse<E>(method: "GET" | "POST", path: string, body: unknown, signal: AbortSignal | undefined, parse: (x: unknown) => E, onPrematureClose: (cause?: string) => E, onAbort?: () => void, stallLimitMs = this.stallLimitMs): AsyncGenerator<E> {
     const streamAbort = new AbortController();
     let res;
     try {
-      res = await request(this.baseUrl + path, {
+      res = await request(this.endpoint.origin + path, {
         method,
-        dispatcher: this.transport.dispatcher,
+        dispatcher: this.endpoint.dispatcher,
         headers: { authorization: `Bearer ${this.token}`, accept: "text/event-stream", ...(body !== undefined ? { "content-type": "application/json" } : {}) },
         body: body !== undefined ? JSON.stringify(body) : undefined,
         signal: streamAbort.signal,
         headersTimeout: this.requestTimeoutMs,
-        bodyTimeout: 0, // a stream may legitimately pause (long prompt evaluation, model loading)
+        // Pauses are normal (prompt evaluation, loading) but not forever: the stall timer below ends it.
+        bodyTimeout: 0,
       });
     } catch (e) {
       if (isConnectionError(e)) throw this.unreachable(e, 1);
@@ -140,19 +152,37 @@ class HttpClient {
     if (signal?.aborted) onSignal();
     else signal?.addEventListener("abort", onSignal, { once: true });
     const decoder = new TextDecoder();
+    // Stall limit: no byte for stallLimitMs (a worker stuck mid-decode, a node that froze) ends the stream.
+    let stalled = false;
+    let stallTimer: NodeJS.Timeout | undefined;
+    const armStall = () => {
+      clearTimeout(stallTimer);
+      if (stallLimitMs > 0)
+        stallTimer = setTimeout(() => {
+          stalled = true;
+          streamAbort.abort();
+        }, stallLimitMs);
+    };
+    armStall();
     try {
       for await (const chunk of res.body) {
+        armStall();
         parser.feed(decoder.decode(chunk as Buffer, { stream: true }));
         while (queue.length) yield queue.shift()!;
         if (done) break;
       }
     } catch (e) {
+      if (stalled) {
+        onAbort?.();
+        throw new RbeeError("STREAM_STALLED", `${this.nodeName} sent nothing for ${Math.round(stallLimitMs / 1000)} s (the stall limit); the stream was ended. The worker may be stuck: see the hive's log, or raise the limit`, { stall_limit_ms: stallLimitMs });
+      }
       if (!streamAbort.signal.aborted) {
         // The connection broke (worker killed, SSH dropped): report it, and why, as the stream's last event.
         yield onPrematureClose(describeCause(e));
         return;
       }
     } finally {
+      clearTimeout(stallTimer);
       clearTimeout(abortTimer);
       signal?.removeEventListener("abort", onSignal);
       if (!done) res.body.destroy();
@@ -180,7 +210,12 @@ export function errorFromResponse(status: number, text: string, what: string): R
 
 export class HiveClient extends HttpClient {
   constructor(readonly options: ClientOptions) {
-    super(options.transport, options.baseUrl, options.token, options.nodeName ?? "node", options.requestTimeoutMs ?? 30_000, options.retry);
+    super(options.transport, options.baseUrl, options.token, options.nodeName ?? "node", options.requestTimeoutMs ?? 30_000, options.retry, options.stallLimitMs);
+  }
+
+  /** The hive's address on its node. */
+  get address(): string {
+    return this.baseUrl;
   }
 
   health(): Promise<HealthResponse> {
@@ -212,18 +247,30 @@ export class HiveClient extends HttpClient {
       stage: "error",
       code: "NODE_UNREACHABLE",
       message: `the connection to ${this.nodeName} closed while following the download${cause ? ` (${cause})` : ""}`,
-    }));
+    }), undefined, 0); // downloads have their own stall limit on the node, and back off between attempts
   }
 
-  /** A client for one of this hive's workers, over the same transport. */
+  /**
+   * A client for one of this hive's workers, over the same transport. Only the worker's own socket
+   * next to the hive's is accepted: a worker key or prompt is never sent anywhere else (a port
+   * another user took, an address a registry or a reply made up).
+   */
   workerClient(w: Pick<WorkerInfo, "url" | "api_key" | "id">): WorkerClient {
-    return new WorkerClient(this.transport, w.url, w.api_key, `${this.nodeName}/${w.id}`, this.requestTimeoutMs, this.retry);
+    if (!this.ownsWorkerAddress(w)) throw new RbeeError("WORKER_NOT_FOUND", `worker ${w.id} has the address ${String(w.url).slice(0, 200)}, which is not its socket on ${this.nodeName}; it is ignored`, { worker_id: w.id });
+    return new WorkerClient(this.transport, w.url, w.api_key, `${this.nodeName}/${w.id}`, this.requestTimeoutMs, this.retry, this.stallLimitMs);
+  }
+
+  /** Whether a worker's address is its own socket on this hive's node (TCP only on a TCP hive). */
+  ownsWorkerAddress(w: Pick<WorkerInfo, "url" | "id">): boolean {
+    if (isOwnWorkerAddress(this.baseUrl, w.id, w.url)) return true;
+    // A node without Unix sockets (Windows local hive): workers on loopback TCP, each proving its key per connection.
+    return this.baseUrl.startsWith("http://127.0.0.1:") && /^http:\/\/127\.0\.0\.1:\d+$/.test(w.url);
   }
 }
 
 export class WorkerClient extends HttpClient {
-  constructor(transport: Transport, url: string, apiKey: string, name: string, requestTimeoutMs = 30_000, retry?: Partial<RetryPolicy>) {
-    super(transport, url, apiKey, name, requestTimeoutMs, retry);
+  constructor(transport: Transport, url: string, apiKey: string, name: string, requestTimeoutMs = 30_000, retry?: Partial<RetryPolicy>, stallLimitMs?: number) {
+    super(transport, url, apiKey, name, requestTimeoutMs, retry, stallLimitMs);
   }
 
   ready(): Promise<ReadyResponse> {

@@ -242,6 +242,21 @@ export class SshConnection extends EventEmitter {
     return stream;
   }
 
+  /** A connection to a Unix socket on the node (OpenSSH's direct-streamlocal@openssh.com). */
+  async forwardOutSocket(socketPath: string): Promise<Duplex> {
+    const client = await this.connect();
+    const channel = await new Promise<ClientChannel>((resolve, reject) => {
+      try {
+        client.openssh_forwardOutStreamLocal(socketPath, (err, ch) => (err ? reject(this.channelError(err, `a connection to ${socketPath}`)) : resolve(ch)));
+      } catch (err) {
+        reject(this.lostError(`opening a connection to ${socketPath}`, err));
+      }
+    });
+    const stream = new ChannelStream(channel, () => this.lostError(`(connection to ${socketPath} on the node)`));
+    this.track(stream);
+    return stream;
+  }
+
   async sftp(): Promise<SFTPWrapper> {
     const client = await this.connect();
     const sftp = await new Promise<SFTPWrapper>((resolve, reject) => {
@@ -294,7 +309,7 @@ export class SshConnection extends EventEmitter {
   private channelError(err: Error & { reason?: number }, what: string): NodeError {
     const hint =
       err.reason === 1
-        ? "; the node's sshd does not allow it (for port forwarding set AllowTcpForwarding yes in its sshd_config)"
+        ? "; the node's sshd does not allow it (rbee needs AllowStreamLocalForwarding yes, OpenSSH's default, in its sshd_config; AllowTcpForwarding yes for raw port forwarding)"
         : err.reason === 2
           ? "; nothing answered at that address on the node"
           : "";

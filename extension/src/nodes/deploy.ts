@@ -3,7 +3,8 @@
 //
 //   ~/.rbee/agent/<version>/   hive-agent.js, package.json, node_modules/ (node-llama-cpp + the
 //                              prebuilts for the node's hardware), .complete once fully installed
-//   ~/.rbee/hive/              the hive's home: token (0600), hive.json, hive.log, models/
+//   ~/.rbee/hive/              the hive's home (0700): token (0600), hive.json, hive.log, models/,
+//                              hive.sock and workers/<id>.sock (the hive listens on Unix sockets only)
 //
 // The model catalog lives in the hive's home, outside the versioned folder, so an upgrade keeps it.
 // Every remote command runs under `sh -c`, whatever the user's login shell is.
@@ -13,7 +14,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { createGzip } from "node:zlib";
-import { RbeeError } from "../../../hive-agent/src/protocol";
+import { HIVE_SOCKET_NAME, RbeeError, socketPathOf } from "../../../hive-agent/src/protocol";
 import { HiveClient } from "../keeper/hive-client";
 import type { SshConnection } from "./connection";
 import { NodeError } from "./errors";
@@ -72,8 +73,8 @@ export interface DeployResult {
   /** The backends the installed prebuilts give (cpu, cuda, vulkan, metal). */
   backends: string[];
   pid: number;
-  /** The hive's port on the node's 127.0.0.1. */
-  port: number;
+  /** The hive's address on the node: `unix:<hive home>/hive.sock`. */
+  address: string;
   /** The hive's bearer token (a secret: never log it). */
   token: string;
   /** Absolute paths on the node. */
@@ -88,7 +89,8 @@ export interface RemoteHiveStatus {
   installedVersions: string[];
   running: boolean;
   pid?: number;
-  port?: number;
+  /** `unix:<hive home>/hive.sock` while running. */
+  address?: string;
   version?: string;
   /** /v1/health answered through the SSH connection. */
   healthy: boolean;
@@ -97,8 +99,20 @@ export interface RemoteHiveStatus {
 
 interface HiveInfo {
   pid: number;
-  port: number;
+  address: string;
   version: string;
+}
+
+/** hive.json's content, when it names a hive socket in that home (anything else is not ours). */
+function parseHiveInfo(json: string, hiveHome: string): HiveInfo | undefined {
+  try {
+    const j = JSON.parse(json);
+    if (Number.isInteger(j.pid) && typeof j.address === "string" && socketPathOf(j.address) === `${hiveHome}/${HIVE_SOCKET_NAME}`)
+      return { pid: j.pid, address: j.address, version: String(j.version) };
+  } catch {
+    // a torn or foreign file: treated as no hive
+  }
+  return undefined;
 }
 
 /** What one quick remote probe tells about a node's hive (no hardware probing). */
@@ -160,17 +174,9 @@ if [ -f "$H/token" ]; then echo "token=$(cat "$H/token")"; fi
   if (r.code !== 0) throw new NodeError("REMOTE_COMMAND_FAILED", `probing ${conn.alias} failed (exit ${r.code}): ${r.stderr.trim()}`, { alias: conn.alias });
   const kv = parseKv(r.stdout);
   const one = (k: string) => kv.get(k)?.[0] || undefined;
-  let hive: HiveInfo | undefined;
-  const hiveJson = one("hive_json");
-  if (hiveJson) {
-    try {
-      const j = JSON.parse(hiveJson);
-      if (Number.isInteger(j.pid) && Number.isInteger(j.port)) hive = { pid: j.pid, port: j.port, version: String(j.version) };
-    } catch {
-      // a torn or foreign file: treated as no hive
-    }
-  }
   const root = one("root") ?? "";
+  const hiveJson = one("hive_json");
+  const hive = hiveJson ? parseHiveInfo(hiveJson, `${root}/hive`) : undefined;
   return {
     root,
     hiveHome: `${root}/hive`,
@@ -306,7 +312,7 @@ export async function deployHive(conn: SshConnection, opts: DeployOptions = {}):
 /** The result of a no-op deploy when the same version is installed, running and answering. */
 async function upToDateResult(conn: SshConnection, state: NodeState, version: string, started: number, emit: (e: DeployEvent) => void): Promise<DeployResult | undefined> {
   if (!(state.installed && state.hiveAlive && state.hive!.version === version && state.token)) return undefined;
-  if (!(await hiveAnswers(conn, state.hive!.port, state.token, version))) return undefined;
+  if (!(await hiveAnswers(conn, state.hive!.address, state.token, version))) return undefined;
   emit({ step: "health", status: "done", message: `hive ${version} on ${conn.alias} is up to date` });
   return {
     alias: conn.alias,
@@ -315,7 +321,7 @@ async function upToDateResult(conn: SshConnection, state: NodeState, version: st
     runtime: "present",
     backends: state.backends,
     pid: state.hive!.pid,
-    port: state.hive!.port,
+    address: state.hive!.address,
     token: state.token,
     agentDir: `${state.root}/agent/${version}`,
     hiveHome: state.hiveHome,
@@ -397,11 +403,11 @@ async function installAndStart(
   emit({ step: "token", status: "done", message: state.token ? "kept the node's token" : "generated a new token (mode 0600)" });
 
   emit({ step: "start", status: "started", message: `starting the hive on ${conn.alias}` });
-  const info = await startHive(conn, nodePath, agentDir, opts);
-  emit({ step: "start", status: "done", message: `hive started (pid ${info.pid}, port ${info.port} on the node's 127.0.0.1)` });
+  const info = await startHive(conn, nodePath, agentDir, state.hiveHome, opts);
+  emit({ step: "start", status: "done", message: `hive started (pid ${info.pid}, listening on ${info.address})` });
 
   emit({ step: "health", status: "started", message: "checking /v1/health through SSH" });
-  if (!(await hiveAnswers(conn, info.port, token, local.version, 5))) {
+  if (!(await hiveAnswers(conn, info.address, token, local.version, 5))) {
     throw new NodeError("HIVE_START_FAILED", `the hive on ${conn.alias} started (pid ${info.pid}) but /v1/health did not answer through SSH; see rbee logs --node ${conn.alias}`, { alias: conn.alias });
   }
   emit({ step: "health", status: "done", message: `hive ${local.version} on ${conn.alias} answers` });
@@ -418,7 +424,7 @@ async function installAndStart(
     runtime,
     backends,
     pid: info.pid,
-    port: info.port,
+    address: info.address,
     token,
     agentDir,
     hiveHome: state.hiveHome,
@@ -427,10 +433,10 @@ async function installAndStart(
 }
 
 /** /v1/health through the SSH connection, with the expected version. */
-async function hiveAnswers(conn: SshConnection, port: number, token: string, version: string, attempts = 1): Promise<boolean> {
+async function hiveAnswers(conn: SshConnection, address: string, token: string, version: string, attempts = 1): Promise<boolean> {
   const transport = sshTransport(conn);
   try {
-    const client = new HiveClient({ transport, baseUrl: `http://127.0.0.1:${port}`, token, nodeName: conn.alias, requestTimeoutMs: 10_000, retry: { attempts, baseMs: 100 } });
+    const client = new HiveClient({ transport, baseUrl: address, token, nodeName: conn.alias, requestTimeoutMs: 10_000, retry: { attempts, baseMs: 100 } });
     const h = await client.health();
     return h.status === "alive" && h.version === version;
   } catch (err) {
@@ -593,18 +599,18 @@ async function writeToken(conn: SshConnection): Promise<string> {
 }
 
 /** Starts the hive detached from the SSH session and waits for its hive.json. */
-async function startHive(conn: SshConnection, nodePath: string, agentDir: string, opts: DeployOptions): Promise<HiveInfo> {
+async function startHive(conn: SshConnection, nodePath: string, agentDir: string, hiveHome: string, opts: DeployOptions): Promise<HiveInfo> {
   const limitMs = opts.startTimeoutMs ?? 30_000;
   // RBEE_NATIVE_BUILD set where the keeper runs applies to the hives it starts on SSH nodes too.
   const nativeBuild = process.env.RBEE_NATIVE_BUILD ? ["--native-build", process.env.RBEE_NATIVE_BUILD] : [];
   const extra = [...nativeBuild, ...(opts.daemonArgs ?? [])].map(shQuote).join(" ");
   // setsid where it exists (not on macOS): the hive must outlive this session; nohup covers SIGHUP.
   const script = `${REMOTE_PATHS}
-mkdir -p "$H"
+mkdir -p "$H" && chmod 700 "$H"
 cd ${shQuote(agentDir)} || exit 1
 rm -f "$H/hive.json"
 S=; command -v setsid >/dev/null 2>&1 && S=setsid
-( exec $S nohup ${shQuote(nodePath)} hive-agent.js daemon --bind 127.0.0.1 --port 0 --token-file "$H/token" --home "$H" ${extra} ) >> "$H/hive.log" 2>&1 < /dev/null &
+( exec $S nohup ${shQuote(nodePath)} hive-agent.js daemon --token-file "$H/token" --home "$H" ${extra} ) >> "$H/hive.log" 2>&1 < /dev/null &
 PID=$!
 echo "pid=$PID"
 i=0
@@ -619,8 +625,8 @@ echo "state=timeout"; tail -n 30 "$H/hive.log"; exit 4
   const r = await sh(conn, script, { timeoutMs: limitMs + 15_000 });
   const kv = parseKv(r.stdout);
   if (r.code === 0) {
-    const j = JSON.parse(kv.get("hive_json")![0]);
-    return { pid: j.pid, port: j.port, version: j.version };
+    const info = parseHiveInfo(kv.get("hive_json")![0], hiveHome);
+    if (info) return info;
   }
   const logTail = r.stdout
     .split("\n")
@@ -635,13 +641,13 @@ echo "state=timeout"; tail -n 30 "$H/hive.log"; exit 4
 export async function hiveStatus(conn: SshConnection, opts: { nodeCommand?: string } = {}): Promise<RemoteHiveStatus> {
   const state = await probeState(conn, "-", opts.nodeCommand ?? "node");
   const running = state.hiveAlive;
-  const healthy = running && state.token !== undefined ? await hiveAnswers(conn, state.hive!.port, state.token, state.hive!.version) : false;
+  const healthy = running && state.token !== undefined ? await hiveAnswers(conn, state.hive!.address, state.token, state.hive!.version) : false;
   return {
     alias: conn.alias,
     installedVersions: state.agentDirs,
     running,
     pid: running ? state.hive!.pid : undefined,
-    port: running ? state.hive!.port : undefined,
+    address: running ? state.hive!.address : undefined,
     version: running ? state.hive!.version : undefined,
     healthy,
     hiveHome: state.hiveHome,

@@ -3,12 +3,11 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { randomUUID } from "node:crypto";
-import type { AddressInfo } from "node:net";
 import {
   parseChatRequest, parseInferenceRequest, parseInfillRequest, RbeeError, WORKER_PATHS,
   type LoadingProgressEvent, type ReadyResponse, type SamplingOptions, type StreamEvent, type WorkerState,
 } from "../protocol";
-import { checkBearer, endSse, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
+import { answerHello, checkBearer, endSse, limitServer, listenOn, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
 import type { Logger } from "../util/log";
 import type { Engine, Prompt } from "./engine";
 
@@ -18,6 +17,8 @@ export interface WorkerHealth {
   slots_total: number;
   slots_busy: number;
   last_activity: number;
+  /** Epoch ms of the last token (or request start) while busy: the hive's stall detector reads it. */
+  last_progress: number;
   last_tokens_per_second?: number;
 }
 
@@ -29,6 +30,7 @@ export class WorkerServer {
   private progressListeners = new Set<(e: LoadingProgressEvent) => void>();
   private active = new Map<string, AbortController>();
   private lastActivity = Date.now();
+  private lastProgress = Date.now();
   private lastTokensPerSecond?: number;
 
   constructor(
@@ -39,17 +41,13 @@ export class WorkerServer {
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((e) => sendError(res, e));
     });
-    // Streams can be long; nothing should time them out at the socket level.
-    this.server.requestTimeout = 0;
-    this.server.keepAliveTimeout = 65_000;
+    // Requests must arrive promptly; responses (streams) may be long and are not limited.
+    limitServer(this.server);
   }
 
-  async listen(host: string, port: number): Promise<number> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once("error", reject);
-      this.server.listen(port, host, () => resolve());
-    });
-    return (this.server.address() as AddressInfo).port;
+  /** Listens on `unix:<path>` (or loopback TCP without sockets); resolves with the address. */
+  listen(address: string): Promise<string> {
+    return listenOn(this.server, address);
   }
 
   setProgress(progress: number) {
@@ -84,11 +82,13 @@ export class WorkerServer {
       slots_total: this.engine?.slotsTotal ?? 0,
       slots_busy: this.engine?.slotsBusy ?? 0,
       last_activity: this.lastActivity,
+      last_progress: this.lastProgress,
       ...(this.lastTokensPerSecond !== undefined ? { last_tokens_per_second: this.lastTokensPerSecond } : {}),
     };
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse) {
+    if (answerHello(req, res, this.apiKey)) return;
     checkBearer(req, [this.apiKey]);
     const path = (req.url ?? "/").split("?")[0];
     const method = req.method ?? "GET";
@@ -160,7 +160,10 @@ export class WorkerServer {
       startSse(res);
       const send = (e: StreamEvent) => writeSse(res, e);
       send({ type: "started", request_id: requestId, model: this.modelRef });
-      const result = await engine.generate(slot, prepared, opts, abort.signal, (t) => send({ type: "token", t: t.text, i: t.index }));
+      const result = await engine.generate(slot, prepared, opts, abort.signal, (t) => {
+        this.lastProgress = Date.now();
+        send({ type: "token", t: t.text, i: t.index });
+      });
       if (result.decodeMs > 0 && result.tokensOut > 1) this.lastTokensPerSecond = Math.round(((result.tokensOut - 1) / result.decodeMs) * 1000 * 10) / 10;
       send({ type: "end", tokens_out: result.tokensOut, decode_ms: Math.round(result.decodeMs), stop_reason: result.stopReason, first_token_ms: Math.round(result.firstTokenMs * 10) / 10 });
       endSse(res);
@@ -177,6 +180,7 @@ export class WorkerServer {
 
   private touch() {
     this.lastActivity = Date.now();
+    this.lastProgress = this.lastActivity;
     if (this.engine && this.state !== "stopping") this.state = this.engine.slotsBusy > 0 ? "busy" : "idle";
   }
 }
