@@ -19,6 +19,8 @@ commands:
              [--idle-timeout-ms N] [--health-interval-ms N] [--grace-ms N] [--load-timeout-ms N]
              [--stall-ms N]  a busy worker with no new token for N ms is unhealthy (default 60000)
              [--download-attempts N] [--download-backoff-ms N] [--download-stall-ms N]
+             [--download-max-bytes N]  refuse models larger than N bytes (default 256 GiB)
+             [--download-retain-ms N]  forget a finished download's progress after N ms (default 600000)
              [--native-build auto|off]  auto (default; env RBEE_NATIVE_BUILD): build llama.cpp for
              this CPU in the background where CPU workers use it (2+ threads, no GPU, cmake + C++)
   worker   one model process (started by the daemon, not by hand)
@@ -87,6 +89,8 @@ async function daemon(argv: string[]) {
       "download-attempts": { type: "string" },
       "download-backoff-ms": { type: "string" },
       "download-stall-ms": { type: "string" },
+      "download-max-bytes": { type: "string" },
+      "download-retain-ms": { type: "string" },
       "native-build": { type: "string", default: process.env.RBEE_NATIVE_BUILD || "auto" },
     },
     strict: true,
@@ -101,6 +105,8 @@ async function daemon(argv: string[]) {
   if (v["download-attempts"]) download.maxAttempts = int(v["download-attempts"], "download-attempts");
   if (v["download-backoff-ms"]) download.backoffBaseMs = int(v["download-backoff-ms"], "download-backoff-ms");
   if (v["download-stall-ms"]) download.stallTimeoutMs = int(v["download-stall-ms"], "download-stall-ms");
+  if (v["download-max-bytes"]) download.maxBytes = int(v["download-max-bytes"], "download-max-bytes");
+  if (v["download-retain-ms"]) download.retainFinishedMs = int(v["download-retain-ms"], "download-retain-ms");
   const listen = v.listen ?? defaultHiveAddress(home);
   let hive: HiveDaemon;
   try {
