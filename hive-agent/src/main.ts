@@ -18,6 +18,7 @@ commands:
              (default unix:DIR/hive.sock; loopback TCP only where there are no Unix sockets)
              [--idle-timeout-ms N] [--health-interval-ms N] [--grace-ms N] [--load-timeout-ms N]
              [--stall-ms N]  a busy worker with no new token for N ms is unhealthy (default 60000)
+             [--request-timeout-ms N] [--max-connections N]  slow-client limits (30000, 256)
              [--download-attempts N] [--download-backoff-ms N] [--download-stall-ms N]
              [--download-max-bytes N]  refuse models larger than N bytes (default 256 GiB)
              [--download-retain-ms N]  forget a finished download's progress after N ms (default 600000)
@@ -86,6 +87,8 @@ async function daemon(argv: string[]) {
       "grace-ms": { type: "string" },
       "load-timeout-ms": { type: "string" },
       "stall-ms": { type: "string" },
+      "request-timeout-ms": { type: "string" },
+      "max-connections": { type: "string" },
       "download-attempts": { type: "string" },
       "download-backoff-ms": { type: "string" },
       "download-stall-ms": { type: "string" },
@@ -119,6 +122,10 @@ async function daemon(argv: string[]) {
       gracefulShutdownMs: int(v["grace-ms"], "grace-ms", DEFAULT_DAEMON_OPTIONS.gracefulShutdownMs),
       loadTimeoutMs: int(v["load-timeout-ms"], "load-timeout-ms", DEFAULT_DAEMON_OPTIONS.loadTimeoutMs),
       stallLimitMs: int(v["stall-ms"], "stall-ms", DEFAULT_DAEMON_OPTIONS.stallLimitMs),
+      limits: {
+        ...(v["request-timeout-ms"] ? { requestTimeoutMs: int(v["request-timeout-ms"], "request-timeout-ms") } : {}),
+        ...(v["max-connections"] ? { maxConnections: int(v["max-connections"], "max-connections") } : {}),
+      },
       download,
       nativeBuild,
     });

@@ -12,7 +12,7 @@ import {
 } from "../protocol";
 import { Catalog } from "../catalog/catalog";
 import { DEFAULT_DOWNLOAD_OPTIONS, Downloads, type DownloadOptions } from "../catalog/download";
-import { answerHello, checkBearer, endSse, limitServer, listenOn, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
+import { SERVER_OPTIONS, SERVER_LIMITS, answerHello, checkBearer, endSse, limitServer, listenOn, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
 import { createLogger, registerSecret } from "../util/log";
 import { availableRam, bestBackend } from "./capabilities";
 import { checkBackend, checkMemory, estimateBytes, readModelShape } from "./preflight";
@@ -30,6 +30,8 @@ export interface DaemonOptions {
   loadTimeoutMs: number;
   /** A busy worker without a new token for this long is unhealthy. */
   stallLimitMs?: number;
+  /** Slow-client limits of the hive's server (util/http.ts SERVER_LIMITS). */
+  limits?: Partial<typeof SERVER_LIMITS>;
   download: Partial<DownloadOptions>;
   /** Whether to build llama.cpp for this CPU in the background where it pays off (native-builder.ts). */
   nativeBuild?: NativeBuildMode;
@@ -106,13 +108,13 @@ export class HiveDaemon {
       },
       createLogger("supervisor"),
     );
-    this.server = createServer((req, res) => {
+    this.server = createServer(SERVER_OPTIONS, (req, res) => {
       this.handle(req, res).catch((e) => {
         if (!(e instanceof RbeeError) || e.code === "INTERNAL") this.log.error(`${req.method} ${req.url}: ${(e as Error).stack ?? e}`);
         sendError(res, e);
       });
     });
-    limitServer(this.server);
+    limitServer(this.server, opts.limits);
     this.nativeBuilder = new NativeBuilder(nativeBuildDir(opts.home), opts.nativeBuild ?? "auto", createLogger("native-build"));
   }
 

@@ -39,11 +39,14 @@ export const SERVER_LIMITS = {
   maxConnections: 256,
 };
 
+/** Options for createServer: check request and header timeouts every second (Node's default is 30 s). */
+export const SERVER_OPTIONS = { connectionsCheckingInterval: 1000 };
+
 /** Applies SERVER_LIMITS to a hive or worker server. */
 export function limitServer(server: Server, limits: Partial<typeof SERVER_LIMITS> = {}): void {
   const l = { ...SERVER_LIMITS, ...limits };
   server.requestTimeout = l.requestTimeoutMs;
-  server.headersTimeout = l.headersTimeoutMs;
+  server.headersTimeout = Math.min(l.headersTimeoutMs, l.requestTimeoutMs);
   server.keepAliveTimeout = l.keepAliveTimeoutMs;
   server.maxConnections = l.maxConnections;
 }

@@ -7,7 +7,7 @@ import {
   parseChatRequest, parseInferenceRequest, parseInfillRequest, RbeeError, WORKER_PATHS,
   type LoadingProgressEvent, type ReadyResponse, type SamplingOptions, type StreamEvent, type WorkerState,
 } from "../protocol";
-import { answerHello, checkBearer, endSse, limitServer, listenOn, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
+import { SERVER_OPTIONS, answerHello, checkBearer, endSse, limitServer, listenOn, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
 import type { Logger } from "../util/log";
 import type { Engine, Prompt } from "./engine";
 
@@ -38,7 +38,7 @@ export class WorkerServer {
     private readonly modelRef: string,
     private readonly log: Logger,
   ) {
-    this.server = createServer((req, res) => {
+    this.server = createServer(SERVER_OPTIONS, (req, res) => {
       this.handle(req, res).catch((e) => sendError(res, e));
     });
     // Requests must arrive promptly; responses (streams) may be long and are not limited.
