@@ -545,11 +545,22 @@ export class SshConnection extends EventEmitter {
           knownHostsFile: recordTo,
         };
         const policy = spec.strictHostKeyChecking;
-        const accepted =
-          this.opts.acceptNewHostKey === true ||
-          policy === "accept-new" ||
-          policy === "no" ||
-          (this.opts.onUnknownHostKey !== undefined && policy !== "yes" && (await this.opts.onUnknownHostKey(question)));
+        // A host known by other key types that now offers only a new one is not "new": it may be
+        // someone in the middle who cannot present the recorded key. No blanket policy (the flag,
+        // accept-new, "no") accepts that; only a person asked with the known types shown can.
+        if (check.otherKeyTypes.length && this.opts.onUnknownHostKey === undefined)
+          throw new NodeError(
+            "SSH_HOST_KEY_CHANGED",
+            `the host key of ${spec.alias} (${where}) is ${check.keyType} ${check.fingerprint}, but known_hosts records it only with ${check.otherKeyTypes.join(", ")} keys; ` +
+              `refusing to connect: an attacker who cannot present the recorded key may offer another type. If the node really changed its keys, verify the new fingerprint on it and record it with: ssh ${spec.alias}`,
+            { alias: spec.alias, fingerprint: check.fingerprint, key_type: check.keyType, known_key_types: check.otherKeyTypes },
+          );
+        const accepted = check.otherKeyTypes.length
+          ? policy !== "yes" && (await this.opts.onUnknownHostKey!(question))
+          : this.opts.acceptNewHostKey === true ||
+            policy === "accept-new" ||
+            policy === "no" ||
+            (this.opts.onUnknownHostKey !== undefined && policy !== "yes" && (await this.opts.onUnknownHostKey(question)));
         if (!accepted) {
           throw new NodeError(
             "SSH_HOST_KEY_UNKNOWN",
