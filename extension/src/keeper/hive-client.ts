@@ -36,6 +36,12 @@ export interface ClientOptions {
 
 export const DEFAULT_STALL_LIMIT_MS = 60_000;
 
+/** The stall limit: RBEE_STALL_LIMIT_MS where set (`rbee infer --stall-limit` sets it), else 60 s; 0 turns it off. */
+export function defaultStallLimitMs(): number {
+  const v = Number(process.env.RBEE_STALL_LIMIT_MS);
+  return process.env.RBEE_STALL_LIMIT_MS !== undefined && Number.isFinite(v) && v >= 0 ? v : DEFAULT_STALL_LIMIT_MS;
+}
+
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, baseMs: 200, jitter: 0.25 };
 
 /** Connection-level failures that a retry may fix (as opposed to an HTTP error answer). */
@@ -58,7 +64,7 @@ class HttpClient {
     protected readonly nodeName: string,
     protected readonly requestTimeoutMs: number,
     retry: Partial<RetryPolicy> = {},
-    protected readonly stallLimitMs = DEFAULT_STALL_LIMIT_MS,
+    protected readonly stallLimitMs: number = defaultStallLimitMs(),
   ) {
     this.retry = { ...DEFAULT_RETRY, ...retry };
   }
