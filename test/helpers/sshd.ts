@@ -309,7 +309,7 @@ export async function startSshdCluster(opts: { nodes: SshdNodeOptions[] }): Prom
           "MaxStartups 64",
           "LogLevel INFO",
           "Subsystem sftp internal-sftp",
-          `SetEnv HOME=${home}${sessionPath ? ` PATH=${sessionPath}` : ""}`,
+          `SetEnv HOME=${home}${sessionPath ? ` PATH=${sessionPath}` : ""}${process.env.VK_ICD_FILENAMES ? ` VK_ICD_FILENAMES=${process.env.VK_ICD_FILENAMES}` : ""}`,
           "",
         ].join("\n"),
       );
