@@ -9,7 +9,9 @@ import { Agent, request } from "undici";
 import { Registry } from "../../extension/src/keeper/registry";
 import { ensureModel } from "../fixtures/models";
 import { newRbeeHome, runCli } from "../helpers/cli";
-import { startHive, waitReady, isAlive } from "../helpers/hive";
+import { startHive, waitReady, isAlive, collect } from "../helpers/hive";
+import { HiveClient } from "../../extension/src/keeper/hive-client";
+import { RbeeError } from "../../hive-agent/src/protocol";
 import { FAKE_COMPLETION, startSquatter } from "../helpers/squatter";
 
 const model = `file:${ensureModel("tiny")}`;
@@ -99,6 +101,31 @@ describe("finding 3: worker re-pointing", () => {
       // A worker's environment holds its own keys only, not the hive token.
       const environ = readFileSync(`/proc/${w.pid}/environ`, "utf8");
       assert.ok(!environ.includes(hive.token), "the worker holds the hive token");
+    } finally {
+      await squatter.close();
+      await hive.stop();
+    }
+  });
+});
+
+describe("finding 1: TCP only where there are no Unix sockets", () => {
+  test("tcp-fallback-server-proof: over loopback TCP the server proves its key before anything is sent; a squatter gets only a nonce", async () => {
+    const hive = await startHive(["--listen", "http://127.0.0.1:0"]);
+    const squatter = await startSquatter();
+    try {
+      assert.match(hive.address, /^http:\/\/127\.0\.0\.1:\d+$/);
+      const spawned = await hive.client.spawn({ model_ref: model, slots: 1, threads: 1, context_size: 256 });
+      const w = await waitReady(hive, spawned.worker_id);
+      assert.match(w.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+      const events = [];
+      for await (const e of hive.client.workerClient(w).inference({ prompt: "x", max_tokens: 3, seed: 1 })) events.push(e.type);
+      assert.deepEqual(events, ["started", "token", "token", "token", "end"]);
+      // The same client code pointed at a squatter's port: refused before the token or prompt leave.
+      const fake = new HiveClient({ transport: hive.transport, baseUrl: squatter.url, token: hive.token, nodeName: "localhost", retry: { attempts: 1 } });
+      await assert.rejects(fake.health(), (e: unknown) => e instanceof RbeeError && e.code === "INVALID_API_KEY" && /could not prove/.test(e.message));
+      const fakeWorker = new HiveClient({ transport: hive.transport, baseUrl: hive.address, token: hive.token, nodeName: "localhost" }).workerClient({ ...w, url: squatter.url });
+      await assert.rejects(collect(fakeWorker.inference({ prompt: "my secret prompt", max_tokens: 3 })));
+      assert.ok(squatter.requests.length > 0 && squatter.requests.every((r) => r.url === "/v1/hello" && r.authorization === undefined && r.body === ""), JSON.stringify(squatter.requests));
     } finally {
       await squatter.close();
       await hive.stop();

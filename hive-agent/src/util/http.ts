@@ -194,7 +194,9 @@ export function matchPath(pattern: RegExp, path: string): string[] | null {
  */
 export async function callJson(address: string, method: "GET" | "POST", path: string, key: string, body: unknown, timeoutMs: number, extraHeaders: Record<string, string> = {}): Promise<{ status: number; json: unknown }> {
   const socketPath = socketPathOf(address);
-  const conn = socketPath !== undefined ? { socketPath } : { createConnection: undefined as any };
+  // No agent on a socket (one connection per call); none either with createConnection, or Node would
+  // hand the request to an agent that opens its own TCP connection instead of the proven one.
+  const conn = socketPath !== undefined ? { socketPath, agent: false as const } : { createConnection: undefined as any };
   if (socketPath === undefined) {
     const sock = await provenSocket(Number(new URL(address).port), key, timeoutMs, extraHeaders);
     conn.createConnection = () => sock;
@@ -202,7 +204,7 @@ export async function callJson(address: string, method: "GET" | "POST", path: st
   const data = body === undefined ? undefined : JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = httpRequest(
-      { ...conn, method, path, timeout: timeoutMs, agent: false, headers: { ...extraHeaders, authorization: `Bearer ${key}`, connection: "close", ...(data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {}) } },
+      { ...conn, method, path, timeout: timeoutMs, headers: { ...extraHeaders, authorization: `Bearer ${key}`, connection: "close", ...(data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {}) } },
       (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
