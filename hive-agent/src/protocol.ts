@@ -2,6 +2,8 @@
 // Both sides import this module: every request, response, SSE event and error code lives here once.
 // Field names are snake_case on the wire.
 
+import * as v from "valibot";
+
 export const API_VERSION = "v1";
 declare const __RBEE_VERSION__: string | undefined;
 /**
@@ -42,6 +44,7 @@ export const ERROR_CODES = [
   "LOADING_TIMEOUT",
   "REQUEST_CANCELLED",
   "STREAM_STALLED",
+  "INVALID_REPLY",
   "INFILL_UNSUPPORTED",
   "SHUTTING_DOWN",
   "INTERNAL",
@@ -70,6 +73,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   LOADING_TIMEOUT: 504,
   REQUEST_CANCELLED: 499,
   STREAM_STALLED: 504,
+  INVALID_REPLY: 502,
   INFILL_UNSUPPORTED: 422,
   SHUTTING_DOWN: 503,
   INTERNAL: 500,
@@ -116,13 +120,14 @@ export function isErrorEnvelope(x: unknown): x is ErrorEnvelope {
 export const BACKENDS = ["cuda", "metal", "vulkan", "cpu"] as const;
 export type Backend = (typeof BACKENDS)[number];
 
-export interface HealthResponse {
-  status: "alive";
-  version: string;
-  api_version: typeof API_VERSION;
+export const HealthResponseSchema = v.object({
+  status: v.literal("alive"),
+  version: v.pipe(v.string(), v.maxLength(64)),
+  api_version: v.literal(API_VERSION),
   /** The hive's process id, so `rbee hive stop` signals the process that answered and no other. */
-  pid?: number;
-}
+  pid: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+});
+export type HealthResponse = v.InferOutput<typeof HealthResponseSchema>;
 
 export interface DeviceInfo {
   backend: Backend;
@@ -163,151 +168,213 @@ export interface CapabilitiesResponse extends NodeHardware {
   native_build: NativeBuildStatus;
 }
 
+/**
+ * What the keeper checks of a capabilities reply: the fields it uses, with their types. The hardware
+ * types stay interfaces (detection adds fields often); unknown extra fields pass through.
+ */
+export const CapabilitiesReplySchema = v.looseObject({
+  backends: v.array(v.picklist(BACKENDS)),
+  devices: v.array(v.looseObject({ backend: v.picklist(BACKENDS), index: v.pipe(v.number(), v.integer()), name: v.string(), vram_total_bytes: v.number(), vram_free_bytes: v.number() })),
+  ram_total_bytes: v.number(),
+  ram_free_bytes: v.number(),
+  cpu_cores: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  platform: v.string(),
+  arch: v.string(),
+  native_build: v.looseObject({ state: v.picklist(NATIVE_BUILD_STATES), detail: v.string() }),
+}) as unknown as v.GenericSchema<unknown, CapabilitiesResponse>;
+
 export const WORKER_STATES = ["loading", "idle", "busy", "stopping"] as const;
 export type WorkerState = (typeof WORKER_STATES)[number];
 
-export interface WorkerInfo {
-  id: string;
+// Schemas (valibot): the one definition of every request and reply. The types below are inferred
+// from them, the hive and workers validate requests with them (parse* functions), and the keeper
+// validates every reply and stream event with them (parseReply), so neither side can drift.
+// valibot rather than zod: it is built from separate functions that esbuild tree-shakes, so the
+// hive-agent bundle deployed to every node grows by a few kilobytes, not by a whole library.
+
+const int = (min: number, max: number) => {
+  const want = `an integer between ${min} and ${max}`;
+  return v.pipe(v.number(want), v.integer(want), v.minValue(min, want), v.maxValue(max, want));
+};
+const num = (min: number, max: number) => {
+  const want = `a number between ${min} and ${max}`;
+  return v.pipe(v.number(want), v.finite(want), v.minValue(min, want), v.maxValue(max, want));
+};
+const str = (max = 1 << 20) => {
+  const want = `a string of at most ${max} characters`;
+  return v.pipe(v.string(want), v.maxLength(max, want));
+};
+const oneOf = <T extends string>(values: readonly [T, ...T[]]) => v.picklist(values, `one of ${values.join(", ")}`);
+const errorCode = v.picklist(ERROR_CODES, "a known error code");
+const backend = oneOf(BACKENDS);
+
+export const WorkerInfoSchema = v.object({
+  id: str(128),
   /**
-   * Address of the worker on the node: `unix:<hive home>/workers/<id>.sock` (see workerAddress), or
-   * `http://127.0.0.1:<port>` only where the node has no Unix sockets (Windows).
+   * Address of the worker on the node: `unix:<hive home>/workers/<id>.sock` (see workerSocketPath),
+   * or `http://127.0.0.1:<port>` only where the node has no Unix sockets (Windows).
    */
-  url: string;
-  model_ref: string;
-  backend: Backend;
-  device: number;
-  state: WorkerState;
-  slots_total: number;
-  slots_busy: number;
+  url: str(4096),
+  model_ref: str(2048),
+  backend,
+  device: int(0, 1024),
+  state: oneOf(WORKER_STATES),
+  slots_total: int(0, 1024),
+  slots_busy: int(0, 1024),
   /** Context per slot, in tokens, and decode threads the worker was started with. */
-  context_size: number;
-  threads: number;
+  context_size: int(0, 1 << 24),
+  threads: int(0, 4096),
   /** Epoch milliseconds of the last request start or end. */
-  last_activity: number;
+  last_activity: num(0, Number.MAX_SAFE_INTEGER),
   /** Loading progress 0..1 while state is "loading". */
-  progress?: number;
+  progress: v.optional(num(0, 1)),
   /** Decode speed of the last finished request, tokens/s. */
-  last_tokens_per_second?: number;
+  last_tokens_per_second: v.optional(num(0, 1e9)),
   /** Process id on the node. */
-  pid: number;
+  pid: int(0, 2 ** 31),
   /** The worker's own bearer key; only sent to a caller that holds the hive token. */
-  api_key: string;
-}
+  api_key: str(1024),
+});
+export type WorkerInfo = v.InferOutput<typeof WorkerInfoSchema>;
 
-export interface WorkersResponse {
-  workers: WorkerInfo[];
-}
+export const WorkersResponseSchema = v.object({ workers: v.array(WorkerInfoSchema) });
+export type WorkersResponse = v.InferOutput<typeof WorkersResponseSchema>;
 
-export interface SpawnRequest {
-  model_ref: string;
-  backend?: Backend;
-  device?: number;
-  context_size?: number;
-  slots?: number;
-  threads?: number;
-  batch_size?: number;
-}
+export const SpawnRequestSchema = v.object(
+  {
+    model_ref: str(2048),
+    backend: v.optional(backend),
+    device: v.optional(int(0, 64)),
+    context_size: v.optional(int(16, 1 << 22)),
+    slots: v.optional(int(1, 64)),
+    threads: v.optional(int(1, 1024)),
+    batch_size: v.optional(int(1, 1 << 16)),
+  },
+  "request body must be a JSON object",
+);
+export type SpawnRequest = v.InferOutput<typeof SpawnRequestSchema>;
 
-export interface SpawnResponse {
-  worker_id: string;
-  url: string;
-  state: "loading";
-  api_key: string;
-}
+export const SpawnResponseSchema = v.object({ worker_id: str(128), url: str(4096), state: v.literal("loading"), api_key: str(1024) });
+export type SpawnResponse = v.InferOutput<typeof SpawnResponseSchema>;
 
 /** Worker → hive callback once the model is loaded and the worker listens. */
-export interface ReadyCallback {
-  worker_id: string;
-  /** Informational: the hive keeps the address it gave the worker and never re-points it. */
-  url: string;
-  model_ref: string;
-  backend: Backend;
-  device: number;
-}
+export const ReadyCallbackSchema = v.object(
+  {
+    worker_id: str(128),
+    /** Informational: the hive keeps the address it gave the worker and never re-points it. */
+    url: str(4096),
+    model_ref: str(2048),
+    backend,
+    device: int(0, 64),
+  },
+  "request body must be a JSON object",
+);
+export type ReadyCallback = v.InferOutput<typeof ReadyCallbackSchema>;
 
 /** Worker → hive callback when loading failed, so the hive can report it instead of a silent exit. */
-export interface LoadFailedCallback {
-  worker_id: string;
-  code: ErrorCode;
-  message: string;
-}
+export const LoadFailedCallbackSchema = v.object({ worker_id: str(128), code: errorCode, message: str(8192) }, "request body must be a JSON object");
+export type LoadFailedCallback = v.InferOutput<typeof LoadFailedCallbackSchema>;
 
-export interface ModelEntry {
-  model_ref: string;
-  local_path: string;
-  size_bytes: number;
-  sha256?: string;
-}
-export interface ModelsResponse {
-  models: ModelEntry[];
-}
+export const ModelEntrySchema = v.object({ model_ref: str(2048), local_path: str(4096), size_bytes: num(0, Number.MAX_SAFE_INTEGER), sha256: v.optional(str(64)) });
+export type ModelEntry = v.InferOutput<typeof ModelEntrySchema>;
+export const ModelsResponseSchema = v.object({ models: v.array(ModelEntrySchema) });
+export type ModelsResponse = v.InferOutput<typeof ModelsResponseSchema>;
 
-export interface DownloadRequest {
-  model_ref: string;
-  /** Expected SHA-256 (hex) when the caller knows it; the download is refused on mismatch. */
-  sha256?: string;
-}
-export interface DownloadResponse {
-  download_id: string;
-}
+export const DownloadRequestSchema = v.object(
+  {
+    model_ref: str(2048),
+    /** Expected SHA-256 (hex) when the caller knows it; the download is refused on mismatch. */
+    sha256: v.optional(v.pipe(v.string("64 hexadecimal characters"), v.regex(/^[0-9a-fA-F]{64}$/, "64 hexadecimal characters"), v.toLowerCase())),
+  },
+  "request body must be a JSON object",
+);
+export type DownloadRequest = v.InferOutput<typeof DownloadRequestSchema>;
+export const DownloadResponseSchema = v.object({ download_id: str(128) });
+export type DownloadResponse = v.InferOutput<typeof DownloadResponseSchema>;
 
-export type DownloadProgressEvent =
-  | { stage: "downloading"; bytes_downloaded: number; bytes_total: number | null; speed_bps: number; attempt: number }
-  | { stage: "retrying"; attempt: number; max_attempts: number; delay_ms: number; message: string }
-  | { stage: "verifying" }
-  | { stage: "complete"; local_path: string; size_bytes: number; sha256: string }
-  | { stage: "error"; code: ErrorCode; message: string };
+export const DownloadProgressEventSchema = v.variant("stage", [
+  v.object({ stage: v.literal("downloading"), bytes_downloaded: num(0, Number.MAX_SAFE_INTEGER), bytes_total: v.nullable(num(0, Number.MAX_SAFE_INTEGER)), speed_bps: num(0, Number.MAX_SAFE_INTEGER), attempt: int(0, 1000) }),
+  v.object({ stage: v.literal("retrying"), attempt: int(0, 1000), max_attempts: int(0, 1000), delay_ms: num(0, Number.MAX_SAFE_INTEGER), message: str(8192) }),
+  v.object({ stage: v.literal("verifying") }),
+  v.object({ stage: v.literal("complete"), local_path: str(4096), size_bytes: num(0, Number.MAX_SAFE_INTEGER), sha256: str(64) }),
+  v.object({ stage: v.literal("error"), code: errorCode, message: str(8192) }),
+]);
+export type DownloadProgressEvent = v.InferOutput<typeof DownloadProgressEventSchema>;
 
 // ---------------------------------------------------------------------------------------------
 // Worker (one process per loaded model)
 
-export interface ReadyResponse {
-  ready: boolean;
-  state: WorkerState;
-  progress?: number;
-}
+export const ReadyResponseSchema = v.object({ ready: v.boolean(), state: oneOf(WORKER_STATES), progress: v.optional(num(0, 1)) });
+export type ReadyResponse = v.InferOutput<typeof ReadyResponseSchema>;
 
-export type LoadingProgressEvent =
-  | { stage: "loading"; progress: number }
-  | { stage: "ready" }
-  | { stage: "error"; code: ErrorCode; message: string };
+/** What a worker answers the hive's health checks with. */
+export const WorkerHealthSchema = v.object({
+  status: v.literal("alive"),
+  state: oneOf(WORKER_STATES),
+  slots_total: int(0, 1024),
+  slots_busy: int(0, 1024),
+  last_activity: num(0, Number.MAX_SAFE_INTEGER),
+  /** Epoch ms of the last token (or request start) while busy: the hive's stall detector reads it. */
+  last_progress: num(0, Number.MAX_SAFE_INTEGER),
+  last_tokens_per_second: v.optional(num(0, 1e9)),
+});
+export type WorkerHealth = v.InferOutput<typeof WorkerHealthSchema>;
+
+export const LoadingProgressEventSchema = v.variant("stage", [
+  v.object({ stage: v.literal("loading"), progress: num(0, 1) }),
+  v.object({ stage: v.literal("ready") }),
+  v.object({ stage: v.literal("error"), code: errorCode, message: str(8192) }),
+]);
+export type LoadingProgressEvent = v.InferOutput<typeof LoadingProgressEventSchema>;
+
+export const MAX_TOKENS_LIMIT = 32768;
+
+const STOP_WANT = "an array of at most 16 non-empty strings of at most 256 characters";
 
 /** Sampling options shared by every generation request. */
-export interface SamplingOptions {
-  request_id?: string;
-  max_tokens: number;
-  temperature?: number;
-  top_p?: number;
-  top_k?: number;
-  seed?: number;
-  stop?: string[];
-}
+const samplingEntries = {
+  request_id: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9._:-]{1,128}$/, "1-128 characters of letters, digits, '.', '_', ':' or '-'"))),
+  max_tokens: int(1, MAX_TOKENS_LIMIT),
+  temperature: v.optional(num(0, 10)),
+  top_p: v.optional(num(0, 1)),
+  top_k: v.optional(int(0, 100000)),
+  seed: v.optional(int(0, 2 ** 32 - 1)),
+  stop: v.optional(
+    v.pipe(
+      v.array(v.string(STOP_WANT), STOP_WANT),
+      v.maxLength(16, STOP_WANT),
+      v.check((a) => a.every((t) => t.length > 0 && t.length <= 256), STOP_WANT),
+    ),
+  ),
+};
+export const SamplingOptionsSchema = v.object(samplingEntries, "request body must be a JSON object");
+export type SamplingOptions = v.InferOutput<typeof SamplingOptionsSchema>;
 
-export interface InferenceRequest extends SamplingOptions {
-  prompt: string;
-}
-export interface InfillRequest extends SamplingOptions {
-  prefix: string;
-  suffix: string;
-}
+export const InferenceRequestSchema = v.object({ ...samplingEntries, prompt: str() }, "request body must be a JSON object");
+export type InferenceRequest = v.InferOutput<typeof InferenceRequestSchema>;
+export const InfillRequestSchema = v.object({ ...samplingEntries, prefix: str(), suffix: str() }, "request body must be a JSON object");
+export type InfillRequest = v.InferOutput<typeof InfillRequestSchema>;
+
 export const CHAT_ROLES = ["system", "user", "assistant"] as const;
 export type ChatRole = (typeof CHAT_ROLES)[number];
-export interface ChatMessage {
-  role: ChatRole;
-  content: string;
-}
-export interface ChatRequest extends SamplingOptions {
-  messages: ChatMessage[];
-}
+export const ChatMessageSchema = v.object({ role: oneOf(CHAT_ROLES), content: v.string("a string") }, "an object with role and content");
+export type ChatMessage = v.InferOutput<typeof ChatMessageSchema>;
+export const ChatRequestSchema = v.object(
+  { ...samplingEntries, messages: v.pipe(v.array(ChatMessageSchema, "a non-empty array"), v.minLength(1, "a non-empty array"), v.maxLength(1000, "an array of at most 1000 messages")) },
+  "request body must be a JSON object",
+);
+export type ChatRequest = v.InferOutput<typeof ChatRequestSchema>;
 
 export const STOP_REASONS = ["max_tokens", "eos", "stop_sequence", "cancelled"] as const;
 export type StopReason = (typeof STOP_REASONS)[number];
 
-export type StreamEvent =
-  | { type: "started"; request_id: string; model: string }
-  | { type: "token"; t: string; i: number }
-  | { type: "end"; tokens_out: number; decode_ms: number; stop_reason: StopReason; first_token_ms?: number }
-  | { type: "error"; code: ErrorCode; message: string };
+export const StreamEventSchema = v.variant("type", [
+  v.object({ type: v.literal("started"), request_id: str(128), model: str(4096) }),
+  v.object({ type: v.literal("token"), t: v.string(), i: int(0, 1 << 30) }),
+  v.object({ type: v.literal("end"), tokens_out: int(0, 1 << 30), decode_ms: num(0, Number.MAX_SAFE_INTEGER), stop_reason: oneOf(STOP_REASONS), first_token_ms: v.optional(num(0, Number.MAX_SAFE_INTEGER)) }),
+  v.object({ type: v.literal("error"), code: errorCode, message: str(8192) }),
+]);
+export type StreamEvent = v.InferOutput<typeof StreamEventSchema>;
 
 /** The SSE data line that closes every stream. */
 export const SSE_DONE = "[DONE]";
@@ -391,150 +458,54 @@ export const WORKER_PATHS = {
 } as const;
 
 // ---------------------------------------------------------------------------------------------
-// Runtime validators for what arrives from the network. Each throws RbeeError(INVALID_REQUEST)
-// naming the offending field, so a caller learns exactly what to fix.
+// Validation with the schemas above. Requests that fail throw RbeeError(INVALID_REQUEST) naming the
+// offending field, so a caller learns exactly what to fix.
 
 function isObject(x: unknown): x is Record<string, any> {
   return typeof x === "object" && x !== null && !Array.isArray(x);
 }
 
-function invalid(field: string, want: string): never {
-  throw new RbeeError("INVALID_REQUEST", `field "${field}" must be ${want}`, { field });
-}
-
-function reqObject(x: unknown): Record<string, any> {
-  if (!isObject(x)) throw new RbeeError("INVALID_REQUEST", "request body must be a JSON object");
-  return x;
-}
-
-function optString(o: Record<string, any>, f: string, maxLen = 1 << 20): string | undefined {
-  const v = o[f];
-  if (v === undefined) return undefined;
-  if (typeof v !== "string" || v.length > maxLen) invalid(f, `a string of at most ${maxLen} characters`);
-  return v;
-}
-function reqString(o: Record<string, any>, f: string, maxLen = 1 << 20): string {
-  const v = optString(o, f, maxLen);
-  if (v === undefined) invalid(f, "present (a string)");
-  return v;
-}
-function optNumber(o: Record<string, any>, f: string, min: number, max: number, integer = false): number | undefined {
-  const v = o[f];
-  if (v === undefined) return undefined;
-  if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v)))
-    invalid(f, `${integer ? "an integer" : "a number"} between ${min} and ${max}`);
-  return v;
-}
-function optEnum<T extends string>(o: Record<string, any>, f: string, values: readonly T[]): T | undefined {
-  const v = o[f];
-  if (v === undefined) return undefined;
-  if (!values.includes(v)) invalid(f, `one of ${values.join(", ")}`);
-  return v as T;
-}
-
-export const MAX_TOKENS_LIMIT = 32768;
-
-function parseSampling(o: Record<string, any>): SamplingOptions {
-  const max_tokens = optNumber(o, "max_tokens", 1, MAX_TOKENS_LIMIT, true);
-  if (max_tokens === undefined) invalid("max_tokens", `present (an integer between 1 and ${MAX_TOKENS_LIMIT})`);
-  const request_id = optString(o, "request_id", 128);
-  if (request_id !== undefined && !/^[A-Za-z0-9._:-]{1,128}$/.test(request_id))
-    invalid("request_id", "1-128 characters of letters, digits, '.', '_', ':' or '-'");
-  let stop: string[] | undefined;
-  if (o.stop !== undefined) {
-    if (!Array.isArray(o.stop) || o.stop.length > 16 || !o.stop.every((s: unknown) => typeof s === "string" && s.length > 0 && s.length <= 256))
-      invalid("stop", "an array of at most 16 non-empty strings");
-    stop = o.stop;
+/** "messages[0].role" for an issue's path. */
+function issuePath(issue: v.BaseIssue<unknown>): string {
+  let out = "";
+  for (const item of issue.path ?? []) {
+    const key = (item as { key: unknown }).key;
+    out += typeof key === "number" ? `[${key}]` : out ? `.${String(key)}` : String(key);
   }
-  return {
-    request_id,
-    max_tokens,
-    temperature: optNumber(o, "temperature", 0, 10),
-    top_p: optNumber(o, "top_p", 0, 1),
-    top_k: optNumber(o, "top_k", 0, 100000, true),
-    seed: optNumber(o, "seed", 0, 2 ** 32 - 1, true),
-    stop,
-  };
+  return out;
 }
 
-export function parseInferenceRequest(x: unknown): InferenceRequest {
-  const o = reqObject(x);
-  return { ...parseSampling(o), prompt: reqString(o, "prompt") };
+function parseRequest<S extends v.GenericSchema>(schema: S, x: unknown): v.InferOutput<S> {
+  const r = v.safeParse(schema, x);
+  if (r.success) return r.output;
+  const issue = r.issues[0];
+  const field = issuePath(issue);
+  if (!field) throw new RbeeError("INVALID_REQUEST", issue.message);
+  throw new RbeeError("INVALID_REQUEST", `field "${field}" must be ${issue.message}`, { field });
 }
 
-export function parseInfillRequest(x: unknown): InfillRequest {
-  const o = reqObject(x);
-  return { ...parseSampling(o), prefix: reqString(o, "prefix"), suffix: reqString(o, "suffix") };
+export const parseInferenceRequest = (x: unknown): InferenceRequest => parseRequest(InferenceRequestSchema, x);
+export const parseInfillRequest = (x: unknown): InfillRequest => parseRequest(InfillRequestSchema, x);
+export const parseChatRequest = (x: unknown): ChatRequest => parseRequest(ChatRequestSchema, x);
+export const parseSpawnRequest = (x: unknown): SpawnRequest => parseRequest(SpawnRequestSchema, x);
+export const parseReadyCallback = (x: unknown): ReadyCallback => parseRequest(ReadyCallbackSchema, x);
+export const parseLoadFailedCallback = (x: unknown): LoadFailedCallback => parseRequest(LoadFailedCallbackSchema, x);
+export const parseDownloadRequest = (x: unknown): DownloadRequest => parseRequest(DownloadRequestSchema, x);
+
+/**
+ * A reply from a hive or worker, checked against its schema (keeper side). A reply that does not
+ * fit is not trusted in part: it fails with INVALID_REPLY naming what was wrong.
+ */
+export function parseReply<S extends v.GenericSchema>(schema: S, x: unknown, what: string): v.InferOutput<S> {
+  const r = v.safeParse(schema, x);
+  if (r.success) return r.output;
+  const issue = r.issues[0];
+  const field = issuePath(issue);
+  throw new RbeeError("INVALID_REPLY", `${what} answered something that is not rbee protocol ${API_VERSION}${field ? ` (field "${field}": ${issue.message})` : `: ${issue.message}`}; is that a matching hive-agent?`, field ? { field } : undefined);
 }
 
-export function parseChatRequest(x: unknown): ChatRequest {
-  const o = reqObject(x);
-  const m = o.messages;
-  if (!Array.isArray(m) || m.length === 0 || m.length > 1000) invalid("messages", "a non-empty array");
-  const messages = m.map((msg: unknown, i: number) => {
-    if (!isObject(msg)) invalid(`messages[${i}]`, "an object with role and content");
-    const role = msg.role as ChatRole;
-    if (!CHAT_ROLES.includes(role)) invalid(`messages[${i}].role`, `one of ${CHAT_ROLES.join(", ")}`);
-    if (typeof msg.content !== "string") invalid(`messages[${i}].content`, "a string");
-    return { role, content: msg.content };
-  });
-  return { ...parseSampling(o), messages };
-}
-
-export function parseSpawnRequest(x: unknown): SpawnRequest {
-  const o = reqObject(x);
-  return {
-    model_ref: reqString(o, "model_ref", 2048),
-    backend: optEnum(o, "backend", BACKENDS),
-    device: optNumber(o, "device", 0, 64, true),
-    context_size: optNumber(o, "context_size", 16, 1 << 22, true),
-    slots: optNumber(o, "slots", 1, 64, true),
-    threads: optNumber(o, "threads", 1, 1024, true),
-    batch_size: optNumber(o, "batch_size", 1, 1 << 16, true),
-  };
-}
-
-export function parseReadyCallback(x: unknown): ReadyCallback {
-  const o = reqObject(x);
-  const backend = optEnum(o, "backend", BACKENDS);
-  if (backend === undefined) invalid("backend", `one of ${BACKENDS.join(", ")}`);
-  const device = optNumber(o, "device", 0, 64, true);
-  if (device === undefined) invalid("device", "present (an integer)");
-  return {
-    worker_id: reqString(o, "worker_id", 128),
-    url: reqString(o, "url", 256),
-    model_ref: reqString(o, "model_ref", 2048),
-    backend,
-    device,
-  };
-}
-
-export function parseLoadFailedCallback(x: unknown): LoadFailedCallback {
-  const o = reqObject(x);
-  const code = o.code;
-  if (!isErrorCode(code)) invalid("code", "a known error code");
-  return { worker_id: reqString(o, "worker_id", 128), code, message: reqString(o, "message", 8192) };
-}
-
-export function parseDownloadRequest(x: unknown): DownloadRequest {
-  const o = reqObject(x);
-  const sha256 = optString(o, "sha256", 64);
-  if (sha256 !== undefined && !/^[0-9a-fA-F]{64}$/.test(sha256)) invalid("sha256", "64 hexadecimal characters");
-  return { model_ref: reqString(o, "model_ref", 2048), sha256: sha256?.toLowerCase() };
-}
-
-/** Validates one SSE event of a generation stream (keeper side). */
+/** Validates one SSE event of a generation stream (keeper side); an unknown error code becomes INTERNAL. */
 export function parseStreamEvent(x: unknown): StreamEvent {
-  if (!isObject(x) || typeof x.type !== "string") throw new RbeeError("INVALID_REQUEST", "stream event without a type");
-  switch (x.type) {
-    case "started":
-    case "token":
-    case "end":
-      return x as StreamEvent;
-    case "error":
-      if (!isErrorCode(x.code)) return { type: "error", code: "INTERNAL", message: String(x.message ?? "unknown error") };
-      return x as StreamEvent;
-    default:
-      throw new RbeeError("INVALID_REQUEST", `unknown stream event type "${x.type}"`);
-  }
+  if (isObject(x) && x.type === "error" && !isErrorCode(x.code)) return { type: "error", code: "INTERNAL", message: String(x.message ?? "unknown error").slice(0, 8192) };
+  return parseReply(StreamEventSchema, x, "a stream event");
 }

@@ -101,7 +101,7 @@ describe("hive API", () => {
   test("a file that is not a GGUF model is refused at preflight", async () => {
     const file = path.join(hive.home, "not-a-model.gguf");
     writeFileSync(file, "this is not a model");
-    await assert.rejects(hive.client.spawn({ model_ref: `file:${file}` }), (e: any) => e.code === "LOADING_FAILED" && /not a readable GGUF/.test(e.message));
+    await assert.rejects(hive.client.spawn({ model_ref: `file:${file}` }), (e: any) => e.code === "MODEL_NOT_FOUND" && /not a GGUF model file/.test(e.message));
   });
 
   test("tokens never appear in the hive's log", async () => {

@@ -7,12 +7,15 @@ import { randomUUID } from "node:crypto";
 import { request } from "undici";
 import { createParser } from "eventsource-parser";
 import {
-  HIVE_PATHS, RbeeError, SSE_DONE, WORKER_PATHS, isErrorEnvelope, isOwnWorkerAddress, parseStreamEvent,
+  HIVE_PATHS, RbeeError, SSE_DONE, WORKER_PATHS, isErrorEnvelope, isOwnWorkerAddress, parseReply, parseStreamEvent,
+  CapabilitiesReplySchema, DownloadProgressEventSchema, DownloadResponseSchema, HealthResponseSchema, LoadingProgressEventSchema,
+  ModelsResponseSchema, ReadyResponseSchema, SpawnResponseSchema, WorkerInfoSchema, WorkersResponseSchema,
   type CapabilitiesResponse, type ChatRequest, type DownloadProgressEvent, type DownloadRequest, type DownloadResponse,
   type HealthResponse, type InferenceRequest, type InfillRequest, type ModelsResponse, type ReadyResponse,
   type SpawnRequest, type SpawnResponse, type StreamEvent, type WorkerInfo, type WorkersResponse, type LoadingProgressEvent,
 } from "../../../hive-agent/src/protocol";
 import type { Endpoint, Transport } from "./transport";
+import type { GenericSchema } from "valibot";
 
 export interface RetryPolicy {
   attempts: number;
@@ -47,9 +50,10 @@ export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, baseMs: 200, jitter: 0.
 /** Connection-level failures that a retry may fix (as opposed to an HTTP error answer). */
 function isConnectionError(e: unknown): boolean {
   const code = (e as any)?.code ?? (e as any)?.cause?.code;
+  // ENOENT: a Unix socket that is gone (its worker or hive stopped).
   // SSH transport failures (extension/src/nodes/errors.ts) count too; auth and host-key refusals do not:
   // retrying cannot fix them.
-  return typeof code === "string" && /^(ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT|UND_ERR_SOCKET|UND_ERR_CLOSED|SSH_CONNECTION_LOST|SSH_CHANNEL_FAILED|SSH_TIMEOUT|SSH_CONNECTION_REFUSED)$/.test(code);
+  return typeof code === "string" && /^(ENOENT|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT|UND_ERR_SOCKET|UND_ERR_CLOSED|SSH_CONNECTION_LOST|SSH_CHANNEL_FAILED|SSH_TIMEOUT|SSH_CONNECTION_REFUSED)$/.test(code);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -75,7 +79,8 @@ class HttpClient {
   }
 
   /** One JSON call. GETs (and calls marked idempotent) retry connection failures. */
-  protected async call<T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown, opts: { idempotent?: boolean; timeoutMs?: number } = {}): Promise<T> {
+  /** One JSON call whose reply is checked against `reply` (protocol.ts) before anything uses it. */
+  protected async call<T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown, opts: { idempotent?: boolean; timeoutMs?: number; reply?: GenericSchema<unknown, T> } = {}): Promise<T> {
     const idempotent = opts.idempotent ?? method !== "POST";
     let lastError: unknown;
     const attempts = idempotent ? this.retry.attempts : 1;
@@ -92,7 +97,14 @@ class HttpClient {
         });
         const text = await res.body.text();
         if (res.statusCode >= 400) throw errorFromResponse(res.statusCode, text, `${method} ${path}`);
-        return (text ? JSON.parse(text) : undefined) as T;
+        if (!opts.reply) return undefined as T;
+        let json: unknown;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          throw new RbeeError("INVALID_REPLY", `${this.nodeName} answered ${method} ${path} with something that is not JSON`);
+        }
+        return parseReply(opts.reply, json, `${this.nodeName} (${method} ${path})`);
       } catch (e) {
         lastError = e;
         if (!isConnectionError(e)) throw e;
@@ -178,6 +190,11 @@ class HttpClient {
         if (done) break;
       }
     } catch (e) {
+      // A reply that breaks the protocol is reported as such, not as a broken connection.
+      if (e instanceof RbeeError && e.code === "INVALID_REPLY") {
+        streamAbort.abort();
+        throw e;
+      }
       if (stalled) {
         onAbort?.();
         throw new RbeeError("STREAM_STALLED", `${this.nodeName} sent nothing for ${Math.round(stallLimitMs / 1000)} s (the stall limit); the stream was ended. The worker may be stuck: see the hive's log, or raise the limit`, { stall_limit_ms: stallLimitMs });
@@ -225,31 +242,31 @@ export class HiveClient extends HttpClient {
   }
 
   health(): Promise<HealthResponse> {
-    return this.call("GET", HIVE_PATHS.health);
+    return this.call("GET", HIVE_PATHS.health, undefined, { reply: HealthResponseSchema });
   }
   capabilities(): Promise<CapabilitiesResponse> {
-    return this.call("GET", HIVE_PATHS.capabilities, undefined, { timeoutMs: 90_000 });
+    return this.call("GET", HIVE_PATHS.capabilities, undefined, { timeoutMs: 90_000, reply: CapabilitiesReplySchema });
   }
   async workers(): Promise<WorkerInfo[]> {
-    return (await this.call<WorkersResponse>("GET", HIVE_PATHS.workers)).workers;
+    return (await this.call<WorkersResponse>("GET", HIVE_PATHS.workers, undefined, { reply: WorkersResponseSchema })).workers;
   }
   worker(id: string): Promise<WorkerInfo> {
-    return this.call("GET", `${HIVE_PATHS.workers}/${encodeURIComponent(id)}`);
+    return this.call("GET", `${HIVE_PATHS.workers}/${encodeURIComponent(id)}`, undefined, { reply: WorkerInfoSchema });
   }
   spawn(req: SpawnRequest): Promise<SpawnResponse> {
-    return this.call("POST", HIVE_PATHS.spawn, req, { timeoutMs: 120_000 });
+    return this.call("POST", HIVE_PATHS.spawn, req, { timeoutMs: 120_000, reply: SpawnResponseSchema });
   }
   shutdown(id: string): Promise<void> {
     return this.call("POST", HIVE_PATHS.shutdown(id), undefined, { idempotent: true, timeoutMs: 60_000 });
   }
   async models() {
-    return (await this.call<ModelsResponse>("GET", HIVE_PATHS.models)).models;
+    return (await this.call<ModelsResponse>("GET", HIVE_PATHS.models, undefined, { reply: ModelsResponseSchema })).models;
   }
   download(req: DownloadRequest): Promise<DownloadResponse> {
-    return this.call("POST", HIVE_PATHS.download, req, { idempotent: true });
+    return this.call("POST", HIVE_PATHS.download, req, { idempotent: true, reply: DownloadResponseSchema });
   }
   downloadProgress(id: string, signal?: AbortSignal): AsyncGenerator<DownloadProgressEvent> {
-    return this.sse("GET", HIVE_PATHS.downloadProgress(id), undefined, signal, (x) => x as DownloadProgressEvent, (cause) => ({
+    return this.sse("GET", HIVE_PATHS.downloadProgress(id), undefined, signal, (x) => parseReply(DownloadProgressEventSchema, x, `${this.nodeName} (download progress)`), (cause) => ({
       stage: "error",
       code: "NODE_UNREACHABLE",
       message: `the connection to ${this.nodeName} closed while following the download${cause ? ` (${cause})` : ""}`,
@@ -280,10 +297,10 @@ export class WorkerClient extends HttpClient {
   }
 
   ready(): Promise<ReadyResponse> {
-    return this.call("GET", WORKER_PATHS.ready);
+    return this.call("GET", WORKER_PATHS.ready, undefined, { reply: ReadyResponseSchema });
   }
   loadingProgress(signal?: AbortSignal): AsyncGenerator<LoadingProgressEvent> {
-    return this.sse("GET", WORKER_PATHS.loadingProgress, undefined, signal, (x) => x as LoadingProgressEvent, () => ({
+    return this.sse("GET", WORKER_PATHS.loadingProgress, undefined, signal, (x) => parseReply(LoadingProgressEventSchema, x, `${this.nodeName} (loading progress)`), () => ({
       stage: "error",
       code: "WORKER_CRASHED",
       message: "the worker closed the loading stream unexpectedly (it probably crashed while loading)",

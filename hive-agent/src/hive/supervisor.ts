@@ -5,12 +5,11 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { createInterface } from "node:readline";
 import {
-  RbeeError, WORKER_PATHS, type Backend, type ErrorCode, type LoadFailedCallback, type ReadyCallback, type WorkerInfo, type WorkerState,
+  RbeeError, WORKER_PATHS, WorkerHealthSchema, parseReply, type Backend, type ErrorCode, type LoadFailedCallback, type ReadyCallback, type WorkerInfo, type WorkerState,
 } from "../protocol";
 import type { Logger } from "../util/log";
 import { callJson } from "../util/http";
 import { childEnv } from "../util/env";
-import type { WorkerHealth } from "../worker/server";
 import { LISTENING_PREFIX } from "../worker/main";
 
 export interface SupervisorOptions {
@@ -257,7 +256,7 @@ export class Supervisor {
     try {
       const res = await callJson(w.url, "GET", WORKER_PATHS.health, w.apiKey, undefined, timeoutMs);
       if (res.status !== 200) throw new Error(`HTTP ${res.status}`);
-      const h = res.json as WorkerHealth;
+      const h = parseReply(WorkerHealthSchema, res.json, `worker ${w.id} (health)`);
       // Busy without a token for the stall limit: stuck mid-decode, however politely it answers.
       const stallMs = this.opts.stallLimitMs ?? DEFAULT_STALL_LIMIT_MS;
       if (h.state === "busy" && typeof h.last_progress === "number" && Date.now() - h.last_progress > stallMs)

@@ -5,22 +5,13 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { randomUUID } from "node:crypto";
 import {
   parseChatRequest, parseInferenceRequest, parseInfillRequest, RbeeError, WORKER_PATHS,
-  type LoadingProgressEvent, type ReadyResponse, type SamplingOptions, type StreamEvent, type WorkerState,
+  type LoadingProgressEvent, type ReadyResponse, type SamplingOptions, type StreamEvent, type WorkerHealth, type WorkerState,
 } from "../protocol";
 import { SERVER_OPTIONS, answerHello, checkBearer, endSse, limitServer, listenOn, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
 import type { Logger } from "../util/log";
 import type { Engine, Prompt } from "./engine";
 
-export interface WorkerHealth {
-  status: "alive";
-  state: WorkerState;
-  slots_total: number;
-  slots_busy: number;
-  last_activity: number;
-  /** Epoch ms of the last token (or request start) while busy: the hive's stall detector reads it. */
-  last_progress: number;
-  last_tokens_per_second?: number;
-}
+export type { WorkerHealth } from "../protocol";
 
 export class WorkerServer {
   private server: Server;
@@ -58,6 +49,8 @@ export class WorkerServer {
   setReady(engine: Engine) {
     this.engine = engine;
     this.state = "idle";
+    // Idle time counts from now, not from before a load that may outlast the idle timeout.
+    this.lastActivity = this.lastProgress = Date.now();
     for (const l of this.progressListeners) l({ stage: "ready" });
   }
 
