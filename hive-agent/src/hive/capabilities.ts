@@ -50,6 +50,10 @@ export async function detectCapabilities(): Promise<NodeHardware> {
       if (llama.gpu !== gpu) continue;
       const names = await llama.getGpuDeviceNames();
       const vram = await llama.getVramState();
+      await llama.dispose();
+      // A backend that loads but sees no device (Vulkan over Mesa's CPU-only lavapipe/llvmpipe, which
+      // ggml skips) cannot run a worker: listing it would make it the default and fail every spawn.
+      if (names.length === 0) continue;
       backends.push(gpu);
       if (gpu === "cuda" && nvidia.length) devices.push(...nvidia);
       else
@@ -58,7 +62,6 @@ export async function detectCapabilities(): Promise<NodeHardware> {
           // each gets an even share, which is what a worker pinned to one of them can expect.
           devices.push({ backend: gpu, index, name, vram_total_bytes: Math.floor(vram.total / names.length), vram_free_bytes: Math.floor(vram.free / names.length) }),
         );
-      await llama.dispose();
     } catch {
       // This backend's binaries or driver are not usable on this node.
     }
