@@ -307,7 +307,7 @@ export async function startSshdCluster(opts: { nodes: SshdNodeOptions[] }): Prom
           "AllowTcpForwarding yes",
           "MaxSessions 64",
           "MaxStartups 64",
-          "LogLevel INFO",
+          "LogLevel VERBOSE",
           "Subsystem sftp internal-sftp",
           `SetEnv HOME=${home}${sessionPath ? ` PATH=${sessionPath}` : ""}`,
           "",

@@ -8,6 +8,7 @@ import path from "node:path";
 import { ensureModel } from "../fixtures/models";
 import { FakeHfHub } from "../helpers/fake-hf-hub";
 import { REPO_ROOT, isAlive } from "../helpers/hive";
+import { waitUntil } from "../helpers/wait";
 import { newRbeeHome, runCli, startCli } from "../helpers/cli";
 
 const model = `file:${ensureModel("tiny")}`;
@@ -132,7 +133,7 @@ describe("rbee CLI", () => {
   test("EC1: hive unreachable (and no auto-start) → 3 attempts, then what to check", async () => {
     const { pid } = await hiveStatus(env);
     process.kill(pid, "SIGKILL"); // hive.json stays behind, pointing at a closed port
-    while (isAlive(pid)) await new Promise((r) => setTimeout(r, 20));
+    await waitUntil(() => !isAlive(pid), { timeout: 10_000, message: "the killed hive to exit" });
     const r = await runCli(["infer", "--model", model, "--prompt", "x", "--no-autostart"], env);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /cannot connect to localhost .* after 3 attempts/);
