@@ -1,7 +1,7 @@
 // Bundles each entry point into one CommonJS file under dist/.
 // node-llama-cpp stays external: it carries native binaries and is installed next to the bundle.
 import * as esbuild from "esbuild";
-import { copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
 const entries = [
@@ -33,6 +33,9 @@ for (const e of entries) {
   };
   if (watch) await (await esbuild.context(options)).watch();
   else await esbuild.build(options);
+  // A bundle with a #! line is a program (package.json's bin "rbee" is dist/cli.js): keep it executable
+  // after every build, so a `npm link`ed rbee keeps working.
+  if (e.banner && existsSync(options.outfile)) chmodSync(options.outfile, 0o755);
 }
 
 // sql.js's JS is bundled but its WebAssembly is not: the registry looks for it next to the bundles

@@ -33,6 +33,7 @@ global options:
   --accept-new-host-key    accept and record an SSH host key that known_hosts lacks (never a changed one)
   --json           machine-readable output where it applies
   --help           help for a command
+  --version        print rbee's version (the keeper's and the hive-agent's it deploys) and exit
 `,
   infer: `usage: rbee infer --model REF --prompt TEXT [options]
 
