@@ -170,6 +170,7 @@ async function infer(argv: string[]): Promise<number> {
   const narrator = new Narrator(process.stderr, Boolean(v.json));
   const abort = new AbortController();
   let cancelledBySignal = false;
+  // Ctrl+C cancels on the worker (DELETE) and exits 130 (docs/edge-cases.md, EC5).
   const onSigint = () => {
     if (abort.signal.aborted) process.exit(130); // a second Ctrl+C does not wait
     cancelledBySignal = true;

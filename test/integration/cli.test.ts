@@ -1,5 +1,5 @@
 // The `rbee` CLI end to end on localhost: the embedded default, warm starts, and every edge case of
-// rbee's test-001 (EC1–EC10) provoked for real.
+// docs/edge-cases.md (EC1–EC10) provoked for real.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";

@@ -57,7 +57,7 @@ class HttpClient {
     this.retry = { ...DEFAULT_RETRY, ...retry };
   }
 
-  /** One JSON call. GETs (and calls marked idempotent) retry connection failures. */
+  /** One JSON call. GETs (and calls marked idempotent) retry connection failures (docs/edge-cases.md, EC1). */
   protected async call<T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown, opts: { idempotent?: boolean; timeoutMs?: number } = {}): Promise<T> {
     const idempotent = opts.idempotent ?? method !== "POST";
     let lastError: unknown;

@@ -1,4 +1,5 @@
-// The keeper's infer flow (DESIGN §4), phase by phase, for the CLI and the VS Code UI alike:
+// The keeper's infer flow, phase by phase, for the CLI and the VS Code UI alike
+// (docs/architecture.md, "One rbee infer, cold"):
 //   1 registry → 2 node preflight → 3 model (download) → 4 worker preflight (by the hive, at spawn)
 //   → 5 spawn → 6 register → 7 wait for ready → 8 stream.
 // A warm call finds a ready worker in the registry and goes straight to 8.
@@ -61,7 +62,7 @@ export interface GenerationResult {
   spawned: boolean;
 }
 
-/** EC4: the stream broke; what was generated is kept in a file. */
+/** The stream broke; what was generated is kept in a file (docs/edge-cases.md, EC4). */
 export class StreamInterruptedError extends RbeeError {
   constructor(message: string, readonly partialText: string, readonly partialFile: string | undefined, readonly tokensOut: number, readonly maxTokens: number) {
     super("WORKER_CRASHED", message, { tokens_out: tokensOut, max_tokens: maxTokens, partial_file: partialFile });
@@ -73,7 +74,7 @@ export interface KeeperOptions {
   nodes: NodeConnector;
   /** Phase 7 limit. */
   loadTimeoutMs?: number;
-  /** EC6: waits before retrying a worker whose slots are all busy. */
+  /** Waits before retrying a worker whose slots are all busy (docs/edge-cases.md, EC6). */
   busyRetryDelaysMs?: number[];
   /** Where partial outputs of broken streams are saved. */
   partialDir?: string;
@@ -194,7 +195,7 @@ export class Keeper {
         }
         throw new RbeeError("INTERNAL", "the stream ended without an end event");
       } catch (e) {
-        // EC6: every slot busy — wait 1, 2, 4 s, then give up with a clear error.
+        // Every slot busy — wait 1, 2, 4 s, then give up with a clear error (docs/edge-cases.md, EC6).
         if (e instanceof RbeeError && e.code === "ALL_SLOTS_BUSY") {
           if (retry >= this.busyDelays.length)
             throw new RbeeError("ALL_SLOTS_BUSY", `worker ${worker.id} stayed busy (all ${worker.slots_total} slots in use) through ${this.busyDelays.length} retries; try again later, or spawn it with more slots`);
@@ -253,7 +254,7 @@ export class Keeper {
     try {
       handle = await this.opts.nodes.connect(node, onEvent, signal);
       const health = await handle.hive.health();
-      // EC8: refuse a hive this keeper cannot talk to, saying how to fix it.
+      // Refuse a hive this keeper cannot talk to, saying how to fix it (docs/edge-cases.md, EC8).
       if (!versionsCompatible(health.version, AGENT_VERSION))
         throw new RbeeError(
           "VERSION_MISMATCH",
@@ -319,7 +320,7 @@ export class Keeper {
     });
   }
 
-  /** Phase 7: follows the worker's loading stream until ready, within the load limit (EC7). */
+  /** Phase 7: follows the worker's loading stream until ready, within the load limit (docs/edge-cases.md, EC7). */
   private async waitReady(node: NodeHandle, w: WorkerRecord, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal) {
     onEvent({ kind: "phase", phase: "ready", status: "started", message: `loading ${w.model_ref}` });
     const client = node.hive.workerClient(w);
@@ -385,6 +386,7 @@ function runningMatches(w: WorkerInfo, spec: WorkerSpec): boolean {
   );
 }
 
+/** Where the keeper's token for a node comes from, for an authentication error (docs/edge-cases.md, EC9). */
 export function tokenHint(node: string): string {
   return node === "localhost"
     ? `The token comes from ${path.join(rbeeHome(), "hive", "token")}, which the local hive reads at start; if you replaced it, run "rbee hive stop" and try again.`

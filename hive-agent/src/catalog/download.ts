@@ -1,4 +1,4 @@
-// Model downloads with progress, resume, retries and a stall limit (DESIGN §3, EC2).
+// Model downloads with progress, resume, retries and a stall limit (docs/protocol.md; docs/edge-cases.md, EC2).
 // Each download runs once per ref at a time; any number of listeners follow its progress events.
 
 import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";

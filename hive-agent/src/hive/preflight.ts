@@ -1,4 +1,4 @@
-// Checks made before a worker is spawned (DESIGN §4 phase 4): the model is present, the backend and
+// Checks made before a worker is spawned (docs/architecture.md, phase 4; docs/edge-cases.md, EC3 and EC10): the model is present, the backend and
 // device exist, and the model plus its KV cache fit in RAM or VRAM — so a spawn fails in milliseconds
 // with a clear reason instead of minutes later with an out-of-memory crash.
 
