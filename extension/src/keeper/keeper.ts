@@ -6,6 +6,7 @@
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { sleep as sleepFor } from "../../../hive-agent/src/util/retry";
 import {
   AGENT_VERSION, RbeeError, versionsCompatible,
   type Backend, type ChatMessage, type WorkerInfo, type DownloadProgressEvent, type SamplingOptions, type StopReason, type StreamEvent,
@@ -393,13 +394,12 @@ export function tokenHint(node: string): string {
     : `The token is created when rbee deploys the hive; run "rbee nodes deploy ${node}" to install a fresh one.`;
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new RbeeError("REQUEST_CANCELLED", "cancelled"));
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
-      clearTimeout(t);
-      reject(new RbeeError("REQUEST_CANCELLED", "cancelled"));
-    }, { once: true });
-  });
+/** A wait that a cancel ends at once, as REQUEST_CANCELLED. */
+async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  try {
+    await sleepFor(ms, signal);
+  } catch (e) {
+    if (signal?.aborted) throw new RbeeError("REQUEST_CANCELLED", "cancelled");
+    throw e;
+  }
 }
