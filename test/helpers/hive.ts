@@ -66,7 +66,7 @@ export function waitReady(hive: TestHive, workerId: string, timeoutMs = 60_000) 
   return waitUntil(async () => {
     const w = await hive.client.worker(workerId);
     return w.state !== "loading" && w;
-  }, { timeout: timeoutMs, interval: 100, message: `worker ${workerId} to be ready` });
+  }, { timeout: timeoutMs, intervalMs: 100, what: `worker ${workerId} to be ready` });
 }
 
 /** Collects a whole stream. */

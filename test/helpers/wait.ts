@@ -7,10 +7,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 export interface WaitOptions {
   /** Give up after this many milliseconds (required: every wait has a deadline). */
   timeout: number;
+  /** What is awaited, for the error thrown at the deadline. */
+  what: string;
   /** Pause between checks; default 20 ms. */
-  interval?: number;
-  /** Says what was awaited, in the error thrown at the deadline. */
-  message?: string;
+  intervalMs?: number;
 }
 
 /** What a poll returns once it holds: `cond && value` polls resolve with the value. */
@@ -25,7 +25,7 @@ export async function waitUntil<T>(fn: () => T | Promise<T>, opts: WaitOptions):
   for (;;) {
     const value = await fn();
     if (value) return value as Truthy<T>;
-    if (Date.now() >= deadline) throw new Error(`timed out after ${opts.timeout} ms waiting for ${opts.message ?? "a condition"}`);
-    await sleep(opts.interval ?? 20);
+    if (Date.now() >= deadline) throw new Error(`timed out after ${opts.timeout} ms waiting for ${opts.what}`);
+    await sleep(opts.intervalMs ?? 20);
   }
 }

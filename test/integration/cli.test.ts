@@ -133,7 +133,7 @@ describe("rbee CLI", () => {
   test("EC1: hive unreachable (and no auto-start) → 3 attempts, then what to check", async () => {
     const { pid } = await hiveStatus(env);
     process.kill(pid, "SIGKILL"); // hive.json stays behind, pointing at a closed port
-    await waitUntil(() => !isAlive(pid), { timeout: 10_000, message: "the killed hive to exit" });
+    await waitUntil(() => !isAlive(pid), { timeout: 10_000, what: "the killed hive to exit" });
     const r = await runCli(["infer", "--model", model, "--prompt", "x", "--no-autostart"], env);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /cannot connect to localhost .* after 3 attempts/);

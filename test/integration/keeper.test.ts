@@ -26,7 +26,7 @@ test("a keeper whose hive died between two generations reconnects, respawns and 
     assert.equal(first.spawned, true);
     const { pid } = await local.status();
     process.kill(pid!, "SIGKILL");
-    await waitUntil(() => !isAlive(pid!), { timeout: 10_000, message: "the killed hive to exit" });
+    await waitUntil(() => !isAlive(pid!), { timeout: 10_000, what: "the killed hive to exit" });
     const second = await keeper.generate(spec, gen);
     assert.equal(second.tokensOut, 4);
     assert.equal(second.spawned, true, "a new worker on a new hive");

@@ -109,7 +109,7 @@ describe("host keys", () => {
       const ended = /Connection (closed|reset) by|Disconnected from|publickey|Accepted/;
       const seen = await waitUntil(() => ended.test(node.log().slice(logStart)) && node.log().slice(logStart), {
         timeout: 10_000,
-        message: "sshd to log the end of the refused connection",
+        what: "sshd to log the end of the refused connection",
       });
       assert.doesNotMatch(seen, /publickey|authenticating user|invalid user|Accepted/i, `a credential reached the node:\n${seen}`);
     } finally {
@@ -309,7 +309,7 @@ describe("ProxyJump", () => {
       assert.equal(acceptedLogins("node2") - before2, 1);
 
       n1.killSessions(); // the jump host drops every connection
-      await waitUntil(() => !pool.get("inner").isConnected, { timeout: 5000, message: "the inner connection to drop" });
+      await waitUntil(() => !pool.get("inner").isConnected, { timeout: 5000, what: "the inner connection to drop" });
       const again = await pool.get("inner").exec("echo back");
       assert.equal(again.stdout, "back\n");
       assert.equal(acceptedLogins("node1") - before1, 2, "the jump connection was reopened");

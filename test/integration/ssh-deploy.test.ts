@@ -124,7 +124,7 @@ describe("deploy over SSH", () => {
         const info = await waitUntil(async () => {
           const w = await hive.worker(spawned.worker_id);
           return w.state !== "loading" && w;
-        }, { timeout: 120_000, interval: 100, message: `worker ${spawned.worker_id} on ${alias} to finish loading` });
+        }, { timeout: 120_000, intervalMs: 100, what: `worker ${spawned.worker_id} on ${alias} to finish loading` });
         assert.equal(info.state, "idle");
         const events = await collect(hive.workerClient(info).inference({ prompt: "def add(a, b):", max_tokens: 12, temperature: 0, seed: 1 }));
         const tokens = events.filter((e) => e.type === "token");
@@ -192,17 +192,17 @@ describe("deploy over SSH", () => {
       // The line must be written after the remote tail has opened the log at its end: wait for the
       // process, then append until the line arrives (tail may still be opening the file).
       const tailRunning = () => pgrep(`tail -n 0 -f ${hiveHome("node2")}`).length > 0;
-      await waitUntil(tailRunning, { timeout: 10_000, message: "the remote tail -f to start" });
+      await waitUntil(tailRunning, { timeout: 10_000, what: "the remote tail -f to start" });
       await waitUntil(() => {
         if (ac.signal.aborted) return true;
         appendFileSync(path.join(hiveHome("node2"), "hive.log"), "marker-from-test\n");
         return false;
-      }, { timeout: 10_000, interval: 250, message: "the appended line to reach the follower" });
+      }, { timeout: 10_000, intervalMs: 250, what: "the appended line to reach the follower" });
       await follow;
       assert.match(seen.join(""), /marker-from-test/);
       assert.ok(!seen.join("").includes("listening"), "lines: 0 starts at the end");
       // The remote `tail -f` must not linger on the node after the abort.
-      await waitUntil(() => !tailRunning(), { timeout: 5000, message: "the remote tail to end after the abort" });
+      await waitUntil(() => !tailRunning(), { timeout: 5000, what: "the remote tail to end after the abort" });
     } finally {
       pool.close();
     }

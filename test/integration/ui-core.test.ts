@@ -122,7 +122,7 @@ describe("extension core on a real local hive", () => {
       // The long generation holds a slot on the worker before the newer request arrives.
       const hive = await (await services.controller("localhost")).hive(false);
       const busy = async () => ((await hive.workers()).find((x) => x.id === workerId)?.slots_busy ?? 0) > 0;
-      await waitUntil(busy, { timeout: 30_000, message: "the long generation to start on the worker" });
+      await waitUntil(busy, { timeout: 30_000, what: "the long generation to start on the worker" });
       const t0 = Date.now();
       settings = { ...settings, maxTokens: 4 };
       const newer = await engine.complete({ editor: "doc2", languageId: "python", before: "y = (", after: ")\n" });
@@ -165,7 +165,7 @@ describe("extension core on a real local hive", () => {
       await waitUntil(async () => {
         outcome = await engine.complete({ editor: "doc4", languageId: "python", before: "def g():\n    ", after: "\n" });
         return outcome.source === "worker";
-      }, { timeout: 60_000, interval: 200, message: "completions from the background-started worker" });
+      }, { timeout: 60_000, intervalMs: 200, what: "completions from the background-started worker" });
       const { registry } = await services.get();
       assert.ok((await registry.listWorkers({ model_ref: other })).length === 1);
       // Stop it again: the rest of the suite expects one worker.

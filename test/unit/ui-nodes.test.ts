@@ -20,7 +20,7 @@ test("node list: localhost first, sources deduplicated, a broken source reported
 });
 
 const worker: WorkerInfo = {
-  id: "w1", url: "http://127.0.0.1:4000", model_ref: "hf:org/repo/coder-1.5b-q8_0.gguf", backend: "cuda", device: 0, state: "idle",
+  id: "w1", url: "http://127.0.0.1:4000", model_ref: "hf:org/repo/coder-1.5b-q8_0.gguf", backend: "cuda", device: 0, devices: [0], memory_bytes: 2 ** 30, keep_alive_s: 300, state: "idle",
   slots_total: 4, slots_busy: 1, context_size: 4096, threads: 1, last_activity: 0, pid: 42, api_key: "secret-key", last_tokens_per_second: 87.25,
 };
 

@@ -60,6 +60,8 @@ export class WorkerServer {
   setReady(engine: Engine) {
     this.engine = engine;
     this.state = "idle";
+    // The idle clock starts when the worker can first be used: a slow load is not idle time.
+    this.lastActivity = Date.now();
     for (const l of this.progressListeners) l({ stage: "ready" });
   }
 
