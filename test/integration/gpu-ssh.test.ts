@@ -57,5 +57,25 @@ describe("rbee CLI with a two-GPU SSH node", () => {
     await cli("workers", "stop", first.id, "--node", "gpubox");
     const after = JSON.parse((await cli("nodes", "list", "--json")).stdout).nodes.find((n: any) => n.alias === "gpubox");
     assert.deepEqual(after.gpus.map((g: any) => g.workers.length), [0, 1]);
+    const second = workers.find((w: any) => w.devices[0] === 1);
+    await cli("workers", "shutdown", "--id", second.id, "--node", "gpubox");
+    const none = JSON.parse((await cli("nodes", "list", "--json")).stdout).nodes.find((n: any) => n.alias === "gpubox");
+    assert.deepEqual(none.gpus.map((g: any) => g.workers.length), [0, 0]);
+  });
+
+  test("placement and keep-alive flags are checked before anything starts (exit 2 with what to type)", async () => {
+    const bad = [
+      [["--keep-alive", "soon"], /--keep-alive must be seconds or a duration like 30s, 5m, 2h \(0 = never\)/],
+      [["--device", "1", "--devices", "0,1"], /give either --device or --devices/],
+      [["--devices", "0,x"], /--devices must be an integer/],
+    ] as const;
+    for (const [flags, message] of bad) {
+      const r = await runCli(["infer", "--node", "gpubox", "--model", tiny(42), "--prompt", "x", ...flags, ...args], env);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, message);
+    }
+    const r = await runCli(["hive", "start", "--idle-timeout", "forever"], env);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--idle-timeout must be/);
   });
 });
