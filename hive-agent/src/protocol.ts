@@ -281,6 +281,16 @@ export type DownloadProgressEvent =
 // ---------------------------------------------------------------------------------------------
 // Worker (one process per loaded model)
 
+/** A worker's GET /v1/health. */
+export interface WorkerHealth {
+  status: "alive";
+  state: WorkerState;
+  slots_total: number;
+  slots_busy: number;
+  last_activity: number;
+  last_tokens_per_second?: number;
+}
+
 export interface ReadyResponse {
   ready: boolean;
   state: WorkerState;

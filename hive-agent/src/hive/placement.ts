@@ -96,7 +96,7 @@ export function placeWorker(req: PlacementRequest, rooms: DeviceRoom[], needed: 
     return r;
   };
   if (req.devices?.length) {
-    const chosen = [...new Set(req.devices)].map(byIndex);
+    const chosen = [...new Set(req.devices)].sort((a, b) => a - b).map(byIndex);
     if (chosen.reduce((s, r) => s + r.free, 0) < needed) throw exhausted(chosen, needed, SMALLER);
     return chosen.length === 1 ? { devices: [chosen[0].device.index], bytes: [needed] } : spread(chosen, needed);
   }

@@ -5,11 +5,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { createInterface } from "node:readline";
 import {
-  RbeeError, WORKER_PATHS, type Backend, type ErrorCode, type LoadFailedCallback, type ReadyCallback, type WorkerInfo, type WorkerState,
+  RbeeError, WORKER_PATHS, type Backend, type ErrorCode, type LoadFailedCallback, type ReadyCallback, type WorkerHealth, type WorkerInfo, type WorkerState,
 } from "../protocol";
 import type { Logger } from "../util/log";
 import type { Reservation } from "./placement";
-import type { WorkerHealth } from "../worker/server";
 import { LISTENING_PREFIX } from "../worker/main";
 import { DEVICE_ENV } from "./capabilities";
 
