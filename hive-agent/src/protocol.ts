@@ -1,4 +1,4 @@
-// THE contract between the keeper and the hive-agent (protocol v1, DESIGN §3).
+// THE contract between the keeper and the hive-agent (protocol v1, described in docs/protocol.md).
 // Both sides import this module: every request, response, SSE event and error code lives here once.
 // Field names are snake_case on the wire.
 
@@ -136,6 +136,12 @@ export interface DeviceInfo {
   name: string;
   vram_total_bytes: number;
   vram_free_bytes: number;
+  /** The value of the backend's device variable (CUDA_VISIBLE_DEVICES…) that gives a worker this device alone. */
+  pin_id?: string;
+  /** In capabilities: bytes rbee's workers hold or have reserved here (vram_free_bytes already excludes them). */
+  vram_reserved_bytes?: number;
+  /** In capabilities: ids of the workers placed on this device. */
+  workers?: string[];
 }
 
 /** What `hive-agent detect` finds on the node. */
@@ -166,6 +172,8 @@ export interface NativeBuildStatus {
 
 export interface CapabilitiesResponse extends NodeHardware {
   native_build: NativeBuildStatus;
+  /** How long a worker may sit idle before the hive stops it, unless its spawn said otherwise; 0 = never. */
+  idle_timeout_s: number;
 }
 
 /**
@@ -204,6 +212,30 @@ const str = (max = 1 << 20) => {
   const want = `a string of at most ${max} characters`;
   return v.pipe(v.string(want), v.maxLength(max, want));
 };
+const MAX_KEEP_ALIVE_S = 366 * 86400;
+const KEEP_ALIVE_WANT = 'seconds (0 = never) or a duration like "30s", "5m", "2h"';
+
+/** Seconds of a keep-alive: seconds (0 = never stop, -1 too, as Ollama takes it) or "30s", "5m", "2h"; undefined if invalid. */
+function keepAliveSeconds(x: unknown): number | undefined {
+  if (typeof x === "number") {
+    if (x === -1) return 0;
+    return Number.isInteger(x) && x >= 0 && x <= MAX_KEEP_ALIVE_S ? x : undefined;
+  }
+  const m = typeof x === "string" ? /^(-1|\d+)\s*(s|m|h|d)?$/.exec(x.trim()) : null;
+  if (!m) return undefined;
+  if (m[1] === "-1") return 0;
+  const n = Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[(m[2] ?? "s") as "s" | "m" | "h" | "d"];
+  return n <= MAX_KEEP_ALIVE_S ? n : undefined;
+}
+
+/** Parses a keep-alive (see keepAliveSeconds) or throws INVALID_REQUEST naming `field`. */
+export function parseKeepAlive(x: unknown, field = "keep_alive"): number | undefined {
+  if (x === undefined) return undefined;
+  const n = keepAliveSeconds(x);
+  if (n === undefined) throw new RbeeError("INVALID_REQUEST", `field "${field}" must be ${KEEP_ALIVE_WANT}`, { field });
+  return n;
+}
+
 const oneOf = <T extends string>(values: readonly [T, ...T[]]) => v.picklist(values, `one of ${values.join(", ")}`);
 const errorCode = v.picklist(ERROR_CODES, "a known error code");
 const backend = oneOf(BACKENDS);
@@ -217,7 +249,16 @@ export const WorkerInfoSchema = v.object({
   url: str(4096),
   model_ref: str(2048),
   backend,
+  /** The first of `devices` (0 on the CPU), for callers that know one device only. */
   device: int(0, 1024),
+  /** Every device the worker runs on (several when the model is split across GPUs); empty on the CPU. */
+  devices: v.array(int(0, 1024)),
+  /** Names of the GPUs the worker's llama.cpp sees (exactly its own devices), once it is ready. */
+  gpu_devices: v.optional(v.array(str(256))),
+  /** Memory the worker holds (RAM on the CPU, VRAM over its devices): estimated until it reports its use. */
+  memory_bytes: num(0, Number.MAX_SAFE_INTEGER),
+  /** Idle seconds before the hive stops it; 0 = never. */
+  keep_alive_s: int(0, MAX_KEEP_ALIVE_S),
   state: oneOf(WORKER_STATES),
   slots_total: int(0, 1024),
   slots_busy: int(0, 1024),
@@ -244,7 +285,26 @@ export const SpawnRequestSchema = v.object(
   {
     model_ref: str(2048),
     backend: v.optional(backend),
-    device: v.optional(int(0, 64)),
+    /** A GPU index, or "auto" (the default): the device with room and the least load. */
+    device: v.optional(v.union([v.literal("auto"), int(0, 64)], 'a GPU index (an integer between 0 and 64) or "auto"')),
+    /** Split the model over these GPUs (llama.cpp's layer split). */
+    devices: v.optional(v.pipe(v.array(int(0, 64), "a non-empty array of GPU indices"), v.minLength(1, "a non-empty array of GPU indices"), v.maxLength(64, "a non-empty array of GPU indices"))),
+    /** With device "auto": span several GPUs when no single one has room. */
+    allow_split: v.optional(v.boolean("true or false")),
+    /** Idle seconds before the hive stops this worker (0 = never; like Ollama's keep_alive); default: the node's. */
+    keep_alive: v.optional(
+      v.pipe(
+        v.union([v.number(), v.string()], KEEP_ALIVE_WANT),
+        v.rawTransform(({ dataset, addIssue, NEVER }) => {
+          const n = keepAliveSeconds(dataset.value);
+          if (n === undefined) {
+            addIssue({ message: KEEP_ALIVE_WANT });
+            return NEVER;
+          }
+          return n;
+        }),
+      ),
+    ),
     context_size: v.optional(int(16, 1 << 22)),
     slots: v.optional(int(1, 64)),
     threads: v.optional(int(1, 1024)),
@@ -266,6 +326,10 @@ export const ReadyCallbackSchema = v.object(
     model_ref: str(2048),
     backend,
     device: int(0, 64),
+    /** What the worker's llama.cpp sees: the names of its GPUs. */
+    gpu_devices: v.optional(v.pipe(v.array(str(256), "an array of device names"), v.maxLength(64, "an array of device names"))),
+    /** VRAM the worker's load took, measured by the worker (absent where the driver does not tell). */
+    vram_used_bytes: v.optional(int(0, Number.MAX_SAFE_INTEGER)),
   },
   "request body must be a JSON object",
 );

@@ -68,7 +68,6 @@ process.stdin.resume();
         agentScript: script,
         hiveUrl: () => unixAddress(path.join(home, "hive.sock")),
         workerAddress: (id) => unixAddress(path.join(home, "workers", `${id}.sock`)),
-        idleTimeoutMs: 600_000,
         healthIntervalMs: 200,
         maxHealthFailures: 2,
         gracefulShutdownMs: 1000,
@@ -79,7 +78,7 @@ process.stdin.resume();
     );
     sup.start();
     try {
-      const w = await sup.spawn({ modelRef: "stuck", modelPath: "/nonexistent.gguf", backend: "cpu", device: 0, contextSize: 64, slots: 1, threads: 1 });
+      const w = await sup.spawn({ modelRef: "stuck", modelPath: "/nonexistent.gguf", backend: "cpu", device: 0, contextSize: 64, slots: 1, threads: 1, placement: { devices: [], pins: [], bytes: [0] }, keepAliveMs: 0 });
       sup.onReady({ worker_id: w.id, url: w.url, model_ref: "stuck", backend: "cpu", device: 0 });
       const deadline = Date.now() + 30_000;
       let failure: unknown;

@@ -9,20 +9,16 @@ import { createParser } from "eventsource-parser";
 import {
   HIVE_PATHS, RbeeError, SSE_DONE, WORKER_PATHS, isErrorEnvelope, isOwnWorkerAddress, parseReply, parseStreamEvent,
   CapabilitiesReplySchema, DownloadProgressEventSchema, DownloadResponseSchema, HealthResponseSchema, LoadingProgressEventSchema,
-  ModelsResponseSchema, ReadyResponseSchema, SpawnResponseSchema, WorkerInfoSchema, WorkersResponseSchema,
+  ModelsResponseSchema, ReadyResponseSchema, SpawnResponseSchema, WorkerHealthSchema, WorkerInfoSchema, WorkersResponseSchema,
   type CapabilitiesResponse, type ChatRequest, type DownloadProgressEvent, type DownloadRequest, type DownloadResponse,
   type HealthResponse, type InferenceRequest, type InfillRequest, type ModelsResponse, type ReadyResponse,
-  type SpawnRequest, type SpawnResponse, type StreamEvent, type WorkerInfo, type WorkersResponse, type LoadingProgressEvent,
+  type SpawnRequest, type SpawnResponse, type StreamEvent, type WorkerInfo, type WorkersResponse, type LoadingProgressEvent, type WorkerHealth,
 } from "../../../hive-agent/src/protocol";
 import type { Endpoint, Transport } from "./transport";
 import type { GenericSchema } from "valibot";
 
-export interface RetryPolicy {
-  attempts: number;
-  /** Delay before retry n (n ≥ 1) is baseMs × 2^(n-1), ± jitter. */
-  baseMs: number;
-  jitter: number;
-}
+import { retryDelay, sleep, type RetryPolicy } from "../../../hive-agent/src/util/retry";
+export type { RetryPolicy };
 
 export interface ClientOptions {
   transport: Transport;
@@ -56,8 +52,6 @@ function isConnectionError(e: unknown): boolean {
   return typeof code === "string" && /^(ENOENT|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT|UND_ERR_SOCKET|UND_ERR_CLOSED|SSH_CONNECTION_LOST|SSH_CHANNEL_FAILED|SSH_TIMEOUT|SSH_CONNECTION_REFUSED)$/.test(code);
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 class HttpClient {
   protected readonly retry: RetryPolicy;
   private endpointCache?: Endpoint;
@@ -78,14 +72,14 @@ class HttpClient {
     return (this.endpointCache ??= this.transport.endpoint(this.baseUrl, this.token));
   }
 
-  /** One JSON call. GETs (and calls marked idempotent) retry connection failures. */
-  /** One JSON call whose reply is checked against `reply` (protocol.ts) before anything uses it. */
+  /** One JSON call whose reply is checked against `reply` (protocol.ts) before anything uses it. GETs (and calls
+   * marked idempotent) retry connection failures (docs/edge-cases.md, EC1). */
   protected async call<T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown, opts: { idempotent?: boolean; timeoutMs?: number; reply?: GenericSchema<unknown, T> } = {}): Promise<T> {
     const idempotent = opts.idempotent ?? method !== "POST";
     let lastError: unknown;
     const attempts = idempotent ? this.retry.attempts : 1;
     for (let attempt = 1; attempt <= attempts; attempt++) {
-      if (attempt > 1) await sleep(this.retry.baseMs * 2 ** (attempt - 2) * (1 - this.retry.jitter + Math.random() * 2 * this.retry.jitter));
+      if (attempt > 1) await sleep(retryDelay(this.retry, attempt - 1));
       try {
         const res = await request(this.endpoint.origin + path, {
           method,
@@ -296,6 +290,9 @@ export class WorkerClient extends HttpClient {
     super(transport, url, apiKey, name, requestTimeoutMs, retry, stallLimitMs);
   }
 
+  health(): Promise<WorkerHealth> {
+    return this.call("GET", WORKER_PATHS.health, undefined, { timeoutMs: 5000, reply: WorkerHealthSchema });
+  }
   ready(): Promise<ReadyResponse> {
     return this.call("GET", WORKER_PATHS.ready, undefined, { reply: ReadyResponseSchema });
   }

@@ -31,7 +31,7 @@ export class LocalConnector implements NodeConnector {
       this.startedHive ||= started;
       return { name: LOCALHOST, hive: client };
     }
-    // Without auto-start, a hive that does not answer is an error (EC1), after the client's 3 tries.
+    // Without auto-start, a hive that does not answer is an error after the client's 3 tries (docs/edge-cases.md, EC1).
     const address = this.local.address();
     if (!address) throw new RbeeError("NODE_UNREACHABLE", `no local hive is running (${this.local.infoFile} is missing); start it with "rbee hive start"`);
     const hive = new HiveClient({ transport: loopbackTransport(), baseUrl: address, token: this.local.token(), nodeName: LOCALHOST });

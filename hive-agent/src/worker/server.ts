@@ -1,4 +1,4 @@
-// The worker's HTTP API (DESIGN §3, "Worker"): readiness, loading progress, and the three generation
+// The worker's HTTP API (docs/protocol.md, "Worker endpoints"): readiness, loading progress, and the three generation
 // endpoints as SSE token streams, with cancellation by DELETE or by the client hanging up.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -11,7 +11,6 @@ import { SERVER_OPTIONS, answerHello, checkBearer, endSse, limitServer, listenOn
 import type { Logger } from "../util/log";
 import type { Engine, Prompt } from "./engine";
 
-export type { WorkerHealth } from "../protocol";
 
 export class WorkerServer {
   private server: Server;
@@ -49,7 +48,7 @@ export class WorkerServer {
   setReady(engine: Engine) {
     this.engine = engine;
     this.state = "idle";
-    // Idle time counts from now, not from before a load that may outlast the idle timeout.
+    // The idle clock starts when the worker can first be used: a slow load is not idle time.
     this.lastActivity = this.lastProgress = Date.now();
     for (const l of this.progressListeners) l({ stage: "ready" });
   }
