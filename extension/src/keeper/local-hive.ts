@@ -84,7 +84,7 @@ export class LocalHive {
       const j = JSON.parse(readFileSync(this.infoFile, "utf8"));
       if (!Number.isInteger(j.pid) || typeof j.address !== "string") return undefined;
       const socket = socketPathOf(j.address);
-      if (socket !== undefined ? path.dirname(socket) !== this.home : !(process.platform === "win32" && /^http:\/\/127\.0\.0\.1:\d+$/.test(j.address))) return undefined;
+      if (socket !== undefined ? path.dirname(socket) !== path.resolve(this.home) : !(process.platform === "win32" && /^http:\/\/127\.0\.0\.1:\d+$/.test(j.address))) return undefined;
       return j;
     } catch {
       return undefined;

@@ -103,12 +103,16 @@ interface HiveInfo {
   version: string;
 }
 
-/** hive.json's content, when it names a hive socket in that home (anything else is not ours). */
+/**
+ * hive.json's content. Only a hive socket in that home is an address we talk to; a file of an older
+ * hive-agent (which named a TCP port) gives its pid with no address, so a deploy stops that hive.
+ */
 function parseHiveInfo(json: string, hiveHome: string): HiveInfo | undefined {
   try {
     const j = JSON.parse(json);
-    if (Number.isInteger(j.pid) && typeof j.address === "string" && socketPathOf(j.address) === `${hiveHome}/${HIVE_SOCKET_NAME}`)
-      return { pid: j.pid, address: j.address, version: String(j.version) };
+    if (!Number.isInteger(j.pid)) return undefined;
+    const ours = typeof j.address === "string" && socketPathOf(j.address) === `${hiveHome}/${HIVE_SOCKET_NAME}`;
+    return { pid: j.pid, address: ours ? j.address : "", version: String(j.version) };
   } catch {
     // a torn or foreign file: treated as no hive
   }
@@ -312,7 +316,7 @@ export async function deployHive(conn: SshConnection, opts: DeployOptions = {}):
 
 /** The result of a no-op deploy when the same version is installed, running and answering. */
 async function upToDateResult(conn: SshConnection, state: NodeState, version: string, started: number, emit: (e: DeployEvent) => void): Promise<DeployResult | undefined> {
-  if (!(state.installed && state.hiveAlive && state.hive!.version === version && state.token)) return undefined;
+  if (!(state.installed && state.hiveAlive && state.hive!.address && state.hive!.version === version && state.token)) return undefined;
   if (!(await hiveAnswers(conn, state.hive!.address, state.token, version))) return undefined;
   emit({ step: "health", status: "done", message: `hive ${version} on ${conn.alias} is up to date` });
   return {
@@ -627,7 +631,7 @@ echo "state=timeout"; tail -n 30 "$H/hive.log"; exit 4
   const kv = parseKv(r.stdout);
   if (r.code === 0) {
     const info = parseHiveInfo(kv.get("hive_json")![0], hiveHome);
-    if (info) return info;
+    if (info?.address) return info;
   }
   const logTail = r.stdout
     .split("\n")
@@ -642,13 +646,13 @@ echo "state=timeout"; tail -n 30 "$H/hive.log"; exit 4
 export async function hiveStatus(conn: SshConnection, opts: { nodeCommand?: string } = {}): Promise<RemoteHiveStatus> {
   const state = await probeState(conn, "-", opts.nodeCommand ?? "node");
   const running = state.hiveAlive;
-  const healthy = running && state.token !== undefined ? await hiveAnswers(conn, state.hive!.address, state.token, state.hive!.version) : false;
+  const healthy = running && state.hive!.address !== "" && state.token !== undefined ? await hiveAnswers(conn, state.hive!.address, state.token, state.hive!.version) : false;
   return {
     alias: conn.alias,
     installedVersions: state.agentDirs,
     running,
     pid: running ? state.hive!.pid : undefined,
-    address: running ? state.hive!.address : undefined,
+    address: running && state.hive!.address ? state.hive!.address : undefined,
     version: running ? state.hive!.version : undefined,
     healthy,
     hiveHome: state.hiveHome,
