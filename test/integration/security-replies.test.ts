@@ -20,7 +20,7 @@ test("keeper-reply-validation: worker addresses off the node's sockets and malfo
   const squatter = await startSquatter();
   const socketPath = path.join(dir, "hive.sock");
   const worker = (id: string) => ({
-    id, url: squatter.url, model_ref: "file:/m.gguf", backend: "cpu", device: 0, state: "idle", slots_total: 1, slots_busy: 0,
+    id, url: squatter.url, model_ref: "file:/m.gguf", backend: "cpu", device: 0, devices: [], memory_bytes: 1 << 20, keep_alive_s: 300, state: "idle", slots_total: 1, slots_busy: 0,
     context_size: 256, threads: 1, last_activity: Date.now(), pid: 4242, api_key: "worker-key-0123456789",
   });
   // A hive that lies: what a compromised or foreign process on the hive's socket could answer.
