@@ -664,13 +664,15 @@ async function uploadRuntime(
   });
 
   const tmp = `${root}/runtime/.tmp-${lock.owner}`;
-  emit({ step: "runtime", status: "started", message: `uploading the runtime (${tarballs.length} packages, ${(got.totalBytes / 1e6).toFixed(0)} MB) to ${conn.alias}` });
+  emit({ step: "runtime", status: "started", message: `uploading the runtime (${tarballs.length} packages) to ${conn.alias}` });
   const mk = await sh(conn, `${REMOTE_PATHS}\nrm -rf ${shQuote(tmp)}\nmkdir -p ${shQuote(tmp)}/.tarballs`);
   if (mk.code !== 0) throw new NodeError("RUNTIME_INSTALL_FAILED", `creating ${tmp} on ${conn.alias} failed: ${mk.stderr.trim()}`, { alias: conn.alias });
-  const sums = tarballs.map((t) => `${integrityDigest(t.integrity).hex}  ${tarballFileName(t)}\n`).join("");
+  // A package version installed at two paths of the tree travels once.
+  const unique = [...new Map(tarballs.map((t, i) => [tarballFileName(t), { pin: t, file: got.files[i] }])).values()];
+  const sums = unique.map((u) => `${integrityDigest(u.pin.integrity).hex}  ${tarballFileName(u.pin)}\n`).join("");
   const bytes = await uploadFiles(
     conn,
-    [...got.files.map((f) => ({ local: f, remote: `${tmp}/.tarballs/${path.basename(f)}` })), { content: Buffer.from(sums), remote: `${tmp}/.tarballs/SHA512SUMS` }],
+    [...unique.map((u) => ({ local: u.file, remote: `${tmp}/.tarballs/${tarballFileName(u.pin)}` })), { content: Buffer.from(sums), remote: `${tmp}/.tarballs/SHA512SUMS` }],
     "runtime",
     emit,
     opts.signal,

@@ -110,12 +110,16 @@ export class RuntimeCache {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const files: string[] = new Array(pins.length);
     const missing: number[] = [];
+    const firstOfFile = new Map<string, number>();
     for (const [i, pin] of pins.entries()) {
+      // The same package version at two places of the tree is one file, fetched once.
+      if (firstOfFile.has(tarballFileName(pin))) continue;
+      firstOfFile.set(tarballFileName(pin), i);
       const f = await this.cached(pin);
       if (f) files[i] = f;
       else missing.push(i);
     }
-    const progress: CacheProgress = { done: pins.length - missing.length, total: pins.length, fetchedBytes: 0 };
+    const progress: CacheProgress = { done: firstOfFile.size - missing.length, total: firstOfFile.size, fetchedBytes: 0 };
     opts.onProgress?.({ ...progress });
     let next = 0;
     const worker = async () => {
@@ -131,7 +135,8 @@ export class RuntimeCache {
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.opts.concurrency ?? 6, missing.length) }, worker));
-    const totalBytes = files.reduce((sum, f) => sum + statSync(f).size, 0);
+    for (const [i, pin] of pins.entries()) files[i] ??= files[firstOfFile.get(tarballFileName(pin))!];
+    const totalBytes = [...new Set(files)].reduce((sum, f) => sum + statSync(f).size, 0);
     return { files, fetched: missing.length, fetchedBytes: progress.fetchedBytes, totalBytes };
   }
 
