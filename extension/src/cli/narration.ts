@@ -31,6 +31,11 @@ export class Narrator {
     }
   }
 
+  /** A progress bar on a terminal, a line per quarter otherwise (deploy uploads use it too). */
+  progress(label: string, fraction: number, extra = "") {
+    this.bar(label, fraction, extra);
+  }
+
   private bar(label: string, fraction: number, extra = "") {
     if (this.quiet) return;
     const pct = Math.max(0, Math.min(100, Math.round(fraction * 100)));

@@ -25,10 +25,9 @@ import path from "node:path";
 import { createGzip } from "node:zlib";
 import { RbeeError } from "../../../hive-agent/src/protocol";
 import { HiveClient } from "../keeper/hive-client";
-import { rbeeHome } from "../keeper/registry";
 import type { SshConnection } from "./connection";
 import { NodeError, isNodeError } from "./errors";
-import { RuntimeCache, integrityDigest, tarballFileName } from "./runtime-cache";
+import { RuntimeCache, defaultRuntimeCacheDir, integrityDigest, tarballFileName } from "./runtime-cache";
 import {
   closureSize,
   findNodeModulesWith,
@@ -352,11 +351,6 @@ function agentPackageJson(version: string, nlcVersion: string, prebuilts: string
 
 function sha256(data: Buffer | string): string {
   return createHash("sha256").update(data).digest("hex");
-}
-
-/** The ~/.rbee/cache/runtime cache of the CLI (RBEE_HOME moves it). */
-export function defaultRuntimeCacheDir(): string {
-  return path.join(rbeeHome(), "cache", "runtime");
 }
 
 /**

@@ -10,9 +10,15 @@ import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Transform } from "node:stream";
+import { rbeeHome } from "../keeper/registry";
 import { NodeError } from "./errors";
 import { loadNpmConfig, type NpmConfig } from "./npm-config";
 import type { PinnedTarball, RuntimePins } from "./runtime-packages";
+
+/** The ~/.rbee/cache/runtime cache of the CLI (RBEE_HOME moves it). */
+export function defaultRuntimeCacheDir(): string {
+  return path.join(rbeeHome(), "cache", "runtime");
+}
 
 export interface CacheProgress {
   /** Packages present (cached or fetched) out of all asked for. */

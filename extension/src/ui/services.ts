@@ -39,7 +39,7 @@ export interface ServicesOptions {
     prompts?: Pick<SshConnectOptions, "onUnknownHostKey" | "askPassphrase">;
     /** Where node tokens are kept (SecretStorage). */
     tokens?: TokenCache;
-    /** How deploys install the hive-agent (tests copy this machine's runtime instead of using npm). */
+    /** How deploys install the hive-agent (tests may copy this machine's runtime instead of the pinned tarballs). */
     deploy?: Omit<DeployOptions, "onProgress">;
   };
 }
@@ -102,19 +102,21 @@ export class RbeeServices {
       onCorruption: (info) => log.warn(`the registry was unreadable (${info.reason}); started a fresh one and re-learning the nodes`),
     });
     const manifest = JSON.parse(readFileSync(path.join(this.opts.extensionDir, "package.json"), "utf8")) as { version: string; dependencies?: Record<string, string> };
-    const runtime = new LocalRuntime({
-      bundleDir: this.opts.bundleDir,
-      home: rbeeHome(),
-      version: manifest.version,
-      llamaVersion: manifest.dependencies?.["node-llama-cpp"] ?? "3.21.1",
-    });
-    // The hive reads its script when it starts, after the runtime step may have installed it.
+    const { RuntimeCache } = require("../nodes/runtime-cache") as typeof import("../nodes/runtime-cache");
+    // The runtime tarballs live in the extension's global storage, shared by the local hive and
+    // every SSH deploy from this editor.
+    const runtimeCache = new RuntimeCache(path.join(this.opts.storageDir, "runtime-cache"));
+    const runtime = new LocalRuntime({ bundleDir: this.opts.bundleDir, home: rbeeHome(), version: manifest.version, cache: runtimeCache });
+    const onLine = (line: string) => log.info(`[runtime] ${line}`);
+    // The hive reads its script when it starts, after the runtime step may have installed it; a hive
+    // left by an older install is upgraded to this version on first use.
     const local = new LocalHive({
       get agentScript() {
         return runtime.agentScript;
       },
+      prepareAgent: () => runtime.prepare(onLine),
+      expectedVersion: manifest.version,
     });
-    const onLine = (line: string) => log.info(`[runtime] ${line}`);
     const localConnector = new LocalNodeConnector(new LocalConnector(local, registry, { autoStart: true }), local, runtime, onLine);
     const localController = new LocalNodeController(local, runtime, registry);
     const ssh = new SshStack(this.opts, registry);
@@ -171,13 +173,18 @@ class SshStack {
     const log = (line: string) => this.opts.log.trace(`[ssh] ${line}`);
     const probe = new SshPool(resolve, { log, onUnknownHostKey: async () => false, askPassphrase: async () => undefined });
     const action = new SshPool(resolve, { log, ...this.opts.ssh?.prompts });
-    const connector = new SshConnector(action, { registry: this.registry, autoDeploy: true, deploy: this.opts.ssh?.deploy });
+    const connector = new SshConnector(action, { registry: this.registry, autoDeploy: true, deploy: this.deployOptions() });
     this.pools = { probe, action, connector };
     return this.pools;
   }
 
   connector(): NodeConnector {
     return this.build().connector;
+  }
+
+  /** Deploys take the runtime from the extension's global storage (the local hive's cache too). */
+  private deployOptions(): Omit<DeployOptions, "onProgress"> {
+    return { cacheDir: path.join(this.opts.storageDir, "runtime-cache"), ...this.opts.ssh?.deploy };
   }
 
   controller(entry: NodeEntry): NodeController {
@@ -191,7 +198,7 @@ class SshStack {
         connector,
         registry: this.registry,
         tokens: this.opts.ssh?.tokens,
-        deploy: this.opts.ssh?.deploy,
+        deploy: this.deployOptions(),
         logDir: path.join(this.opts.storageDir, "logs"),
       });
       this.controllers.set(entry.name, c);
