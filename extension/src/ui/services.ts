@@ -16,6 +16,7 @@ import { SshConfigSource } from "./nodes/ssh-source";
 import type { SshNodeController, TokenCache } from "./nodes/ssh-node";
 import type { NodeEntry } from "./nodes/node-list";
 import { RbeeError } from "../../../hive-agent/src/protocol";
+import { idleTimeoutDaemonArgs } from "../keeper/local-hive";
 
 export interface Logger {
   trace(message: string): void;
@@ -42,7 +43,10 @@ export interface ServicesOptions {
     /** How deploys install the hive-agent (tests may copy this machine's runtime instead of the pinned tarballs). */
     deploy?: Omit<DeployOptions, "onProgress">;
   };
+  /** rbee.nodes.idleTimeout: idle seconds before a node stops a worker (0 = never), read at each use. */
+  idleTimeoutSeconds?: () => number;
 }
+
 
 export interface KeeperStack {
   registry: Registry;
@@ -110,17 +114,23 @@ export class RbeeServices {
     const onLine = (line: string) => log.info(`[runtime] ${line}`);
     // The hive reads its script when it starts, after the runtime step may have installed it; a hive
     // left by an older install is upgraded to this version on first use.
+    const idle = this.opts.idleTimeoutSeconds;
     const local = new LocalHive({
       get agentScript() {
         return runtime.agentScript;
       },
       prepareAgent: () => runtime.prepare(onLine),
       expectedVersion: manifest.version,
+      get daemonArgs() {
+        return idleTimeoutDaemonArgs(idle?.());
+      },
     });
     const localConnector = new LocalNodeConnector(new LocalConnector(local, registry, { autoStart: true }), local, runtime, onLine);
     const localController = new LocalNodeController(local, runtime, registry);
     const ssh = new SshStack(this.opts, registry);
-    const keeper = new Keeper({ registry, nodes: new NodeRouter(localConnector, () => ssh.connector()) });
+    // The setting reaches workers through keep_alive on each spawn, so a change applies to the next worker
+    // without restarting a hive; hives rbee starts get it as their default too.
+    const keeper = new Keeper({ registry, nodes: new NodeRouter(localConnector, () => ssh.connector()), keepAliveS: idle });
     const nodeList = this.nodeList;
     const stack: KeeperStack = {
       registry,
@@ -182,9 +192,15 @@ class SshStack {
     return this.build().connector;
   }
 
-  /** Deploys take the runtime from the extension's global storage (the local hive's cache too). */
+  /**
+   * Deploys take the runtime from the extension's global storage (the local hive's cache too), with
+   * the node idle timeout setting as the hive's default.
+   */
   private deployOptions(): Omit<DeployOptions, "onProgress"> {
-    return { cacheDir: path.join(this.opts.storageDir, "runtime-cache"), ...this.opts.ssh?.deploy };
+    const base = { cacheDir: path.join(this.opts.storageDir, "runtime-cache"), ...this.opts.ssh?.deploy };
+    const idle = this.opts.idleTimeoutSeconds?.();
+    if (idle === undefined) return base;
+    return { ...base, daemonArgs: [...(base.daemonArgs ?? []), ...idleTimeoutDaemonArgs(idle)] };
   }
 
   controller(entry: NodeEntry): NodeController {
