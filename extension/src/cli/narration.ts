@@ -8,6 +8,7 @@ const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 export class Narrator {
   private barShown = false;
   private lastPlainPercent = -1;
+  private lastLabel = "";
 
   constructor(
     private readonly out: NodeJS.WriteStream = process.stderr,
@@ -33,6 +34,8 @@ export class Narrator {
 
   /** A progress bar on a terminal, a line per quarter otherwise (deploy uploads use it too). */
   progress(label: string, fraction: number, extra = "") {
+    if (label !== this.lastLabel) this.lastPlainPercent = -1; // a new step starts its own count
+    this.lastLabel = label;
     this.bar(label, fraction, extra);
   }
 
