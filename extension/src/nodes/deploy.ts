@@ -161,6 +161,19 @@ const REMOTE_PATHS = [
 /** S256 / S512: sha256sum and sha512sum (GNU, busybox), or shasum on macOS; same output and -c format. */
 const HASH_TOOLS = `if command -v sha256sum >/dev/null 2>&1; then S256=sha256sum; S512=sha512sum; else S256="shasum -a 256"; S512="shasum -a 512"; fi`;
 
+/**
+ * verify DIR: every file listed in DIR/.manifest still has its sha256. The list is checked in up to
+ * 4 parallel parts (one per core), so the ~200 MB of a runtime stay within the 1 s of a no-op deploy.
+ */
+const VERIFY_FN = `verify() (
+  cd "$1" 2>/dev/null && [ -s .manifest ] || exit 1
+  P=1; command -v nproc >/dev/null 2>&1 && P=$(nproc 2>/dev/null); [ "$P" -gt 4 ] 2>/dev/null && P=4
+  L=$(wc -l < .manifest); [ "$P" -gt "$L" ] && P=$L; [ "$P" -ge 1 ] 2>/dev/null || P=1
+  i=0; pids=
+  while [ $i -lt $P ]; do awk -v p=$P -v i=$i 'NR % p == i' .manifest | $S256 -c --status - 2>/dev/null & pids="$pids $!"; i=$((i+1)); done
+  ok=0; for p in $pids; do wait $p || ok=1; done; exit $ok
+)`;
+
 /** Runs a POSIX sh script on the node (the login shell may be fish or csh). */
 function sh(conn: SshConnection, script: string, opts: { stdin?: string; timeoutMs?: number } = {}) {
   return conn.exec(`sh -c ${shQuote(script)}`, opts);
@@ -177,20 +190,22 @@ function parseKv(out: string): Map<string, string[]> {
   return m;
 }
 
-async function probeState(conn: SshConnection, version: string, nodeCommand: string): Promise<NodeState> {
+async function probeState(conn: SshConnection, version: string, nodeCommand: string, opts: { nodeVersion?: boolean } = {}): Promise<NodeState> {
+  // Asking the node's own `node` for its version costs a process start: only when it is to be used.
   const script = `${REMOTE_PATHS}
 ${HASH_TOOLS}
+${VERIFY_FN}
 V=${shQuote(version)}
 D="$A/$V"
 echo "root=$R"
 N=$(command -v ${shQuote(nodeCommand)} 2>/dev/null)
 echo "node=$N"
-if [ -n "$N" ]; then echo "node_version=$("$N" --version 2>/dev/null)"; fi
+${opts.nodeVersion === false ? "" : `if [ -n "$N" ]; then echo "node_version=$("$N" --version 2>/dev/null)"; fi`}
 if [ -f "$D/.complete" ] && [ -f "$D/.manifest" ]; then
   sed 's/^/c_/' "$D/.complete"
   echo "agent_sha=$(sed -n 's/^\\([0-9a-f]*\\)  hive-agent\\.js$/\\1/p' "$D/.manifest")"
   RID=$(sed -n 's/^runtime=//p' "$D/.complete")
-  if (cd "$D" && $S256 -c --status .manifest) 2>/dev/null && [ -n "$RID" ] && [ -f "$R/runtime/$RID/.complete" ] && (cd "$R/runtime/$RID" && $S256 -c --status .manifest) 2>/dev/null; then echo "installed=yes"; fi
+  if [ -n "$RID" ] && [ -f "$R/runtime/$RID/.complete" ] && verify "$D" && verify "$R/runtime/$RID"; then echo "installed=yes"; fi
 fi
 for d in "$A"/*; do if [ -f "$d/.complete" ]; then echo "agent_dir=\${d##*/}"; fi; done
 if [ -f "$H/hive.json" ]; then
@@ -369,18 +384,19 @@ export async function deployHive(conn: SshConnection, opts: DeployOptions = {}):
   emit({ step: "connect", status: "done", message: `connected to ${conn.alias}` });
 
   emit({ step: "probe", status: "started", message: `checking ${conn.alias}` });
-  const state = await probeState(conn, local.version, nodeCommand);
+  const systemNode = (opts.runtimeInstall ?? "pinned") === "copy" || opts.nodeRuntime === "system";
+  const state = await probeState(conn, local.version, nodeCommand, { nodeVersion: systemNode });
   emit({ step: "probe", status: "done", message: `${conn.alias}: agent ${local.version} ${state.installed ? "installed" : "not installed (or not intact)"}` });
 
   const upToDate = await upToDateResult(conn, state, local.version, localSha, started, emit);
   if (upToDate) return upToDate;
   opts.signal?.throwIfAborted();
   // The node's own Node.js, when it is to run the hive, is checked before anything is written there.
-  if ((opts.runtimeInstall ?? "pinned") === "copy" || opts.nodeRuntime === "system") requireNodeJs(conn, state, nodeCommand);
+  if (systemNode) requireNodeJs(conn, state, nodeCommand);
   await requireForwarding(conn);
   return withDeployLock(conn, emit, opts.signal, async (lock) => {
     // Another deploy (another window, another CLI run) may have finished while we waited.
-    const fresh = await probeState(conn, local.version, nodeCommand);
+    const fresh = await probeState(conn, local.version, nodeCommand, { nodeVersion: systemNode });
     return (await upToDateResult(conn, fresh, local.version, localSha, started, emit)) ?? installAndStart(conn, fresh, local, localSha, opts, emit, started, lock);
   });
 }
@@ -513,7 +529,7 @@ async function installAndStart(
 
   // 2. The runtime set, unless the node has it intact already (another version used the same set).
   let runtime: DeployResult["runtime"];
-  const have = await sh(conn, `${REMOTE_PATHS}\n${HASH_TOOLS}\n[ -f ${shQuote(runtimeDir)}/.complete ] && cd ${shQuote(runtimeDir)} && $S256 -c --status .manifest && echo intact`);
+  const have = await sh(conn, `${REMOTE_PATHS}\n${HASH_TOOLS}\n${VERIFY_FN}\n[ -f ${shQuote(runtimeDir)}/.complete ] && verify ${shQuote(runtimeDir)} && echo intact`);
   if (have.stdout.includes("intact")) {
     runtime = "reused";
     emit({ step: "runtime", status: "skipped", message: `runtime ${set.id} is already on ${conn.alias}` });
