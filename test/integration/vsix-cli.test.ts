@@ -2,12 +2,14 @@
 // unzipped outside the repository (no node_modules anywhere above it), and its dist/cli.js deploys
 // to a bare node (sshd without node/npm) and streams tokens from it, then runs the local hive. The
 // runtime comes from a loopback npm registry behind an .npmrc token, through the keeper's fetcher;
-// the local hive uses the same cache, so it downloads nothing more.
+// the local hive uses the same cache, so it downloads nothing more. Then the air-gapped path: `rbee
+// runtime fetch` where the registry is reachable, `rbee runtime import` on a keeper whose registry is
+// unreachable, and a deploy from there.
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
@@ -28,9 +30,9 @@ let modelServer: http.Server;
 let modelUrl = "";
 let env: NodeJS.ProcessEnv = {};
 
-function run(args: string[], timeoutMs = 600_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(args: string[], runEnv: NodeJS.ProcessEnv = env, timeoutMs = 600_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [cli, ...args], { cwd: work, env, stdio: ["ignore", "pipe", "pipe"] });
+    const p = spawn(process.execPath, [cli, ...args], { cwd: work, env: runEnv, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     p.stdout.on("data", (d) => (stdout += d));
@@ -54,7 +56,7 @@ before(async () => {
   const set = runtimeSetFor({ os: "linux", machine: "x86_64", musl: false, glibc: "2.36", gpus: [] }, pins, { withNode: true });
   await ensureTestTarballs([set.node!, ...set.packages]);
   registry = await startTestRegistry(path.join(work, "registry"), TOKEN);
-  cluster = await startSshdCluster({ nodes: [{ address: "127.0.0.31", bare: true }] });
+  cluster = await startSshdCluster({ nodes: [{ address: "127.0.0.31", bare: true }, { address: "127.0.0.32", bare: true }] });
   const model = readFileSync(ensureModel("tiny"));
   modelServer = http.createServer((_req, res) => res.end(model));
   await new Promise<void>((r) => modelServer.listen(0, "127.0.0.1", r));
@@ -110,5 +112,38 @@ describe("the unpacked .vsix, without the repository", () => {
     assert.match(infer.stderr, /\[runtime\] every package was in the cache, verified/);
     assert.equal(registry.requests.length, before);
     assert.ok(existsSync(path.join(work, "rbee-home", "agent", AGENT_VERSION, "node_modules", "@node-llama-cpp", "linux-x64")));
+  });
+
+  test("air-gapped: runtime fetch where the registry is, runtime import where it is not, then a deploy", async () => {
+    const carried = path.join(work, "carried");
+    const fetched = await run(["runtime", "fetch", "--platform", "linux-x64", "--gpu", "cpu", "--out", carried]);
+    assert.equal(fetched.code, 0, fetched.stderr);
+    assert.match(fetched.stdout, /wrote \d+ verified tarballs .*Node\.js 22\.\d+\.\d+, node-llama-cpp 3\.21\.1, @node-llama-cpp\/linux-x64\)/);
+    assert.ok(existsSync(path.join(carried, "rbee-runtime.json")));
+
+    // The air-gapped keeper: its own home, and a registry nobody answers on.
+    const offline = { ...env, RBEE_HOME: path.join(work, "offline-home"), NPM_CONFIG_USERCONFIG: path.join(work, "none"), npm_config_registry: "http://127.0.0.1:9/" };
+    const before = registry.requests.length;
+    const refused = await run(["nodes", "deploy", "node2", "--ssh-config", cluster.sshConfigPath], offline);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /rbee runtime fetch\/import/);
+
+    // A damaged copy is refused; the rest is imported.
+    const damaged = path.join(work, "damaged");
+    mkdirSync(damaged);
+    const victim = readdirSync(carried).find((f) => f.startsWith("@node-llama-cpp+linux-x64-"))!;
+    copyFileSync(path.join(carried, victim), path.join(damaged, victim));
+    appendFileSync(path.join(damaged, victim), "x");
+    const bad = await run(["runtime", "import", damaged], offline);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stdout, new RegExp(`REFUSED 1 .*${victim.replace(/[+.]/g, "\\$&")}`));
+
+    const imported = await run(["runtime", "import", carried, "--json"], offline);
+    assert.equal(imported.code, 0, imported.stderr);
+    assert.equal(JSON.parse(imported.stdout).refused.length, 0);
+    const deploy = await run(["nodes", "deploy", "node2", "--ssh-config", cluster.sshConfigPath], offline);
+    assert.equal(deploy.code, 0, deploy.stderr);
+    assert.match(deploy.stdout, /deployed hive-agent .* to node2/);
+    assert.equal(registry.requests.length, before, "nothing was fetched by the air-gapped keeper");
   });
 });
