@@ -926,7 +926,7 @@ export async function readHiveToken(conn: SshConnection): Promise<string | undef
 }
 
 /**
- * Stops the hive and removes the agent, its token, hive.json and log. The model catalog stays
+ * Stops the hive and removes the agent, its runtime, token, hive.json and log. The model catalog stays
  * unless `purgeModels` (models are often large downloads).
  */
 export async function uninstallHive(conn: SshConnection, opts: { purgeModels?: boolean; onProgress?: (e: DeployEvent) => void } = {}): Promise<{ removed: boolean }> {
@@ -936,7 +936,7 @@ export async function uninstallHive(conn: SshConnection, opts: { purgeModels?: b
   const removeModels = opts.purgeModels ? `rm -rf "$H/models" "$H/catalog.json"\n` : "";
   const r = await sh(
     conn,
-    `${REMOTE_PATHS}\nfound=0\n[ -d "$A" ] && found=1\n[ -f "$H/token" ] && found=1\nrm -rf "$A"\nrm -f "$H/token" "$H/hive.json" "$H/hive.log"\n${removeModels}rmdir "$H" 2>/dev/null\nrmdir "$R" 2>/dev/null\necho "found=$found"`,
+    `${REMOTE_PATHS}\nfound=0\n[ -d "$A" ] && found=1\n[ -f "$H/token" ] && found=1\nrm -rf "$A" "$R/runtime"\nrm -f "$H/token" "$H/hive.json" "$H/hive.log"\n${removeModels}rmdir "$H" 2>/dev/null\nrmdir "$R" 2>/dev/null\necho "found=$found"`,
   );
   if (r.code !== 0 && !/found=/.test(r.stdout)) throw new NodeError("REMOTE_COMMAND_FAILED", `uninstall on ${conn.alias} failed: ${r.stderr.trim()}`, { alias: conn.alias });
   emit({ step: "cleanup", status: "done", message: `removed rbee from ${conn.alias}${opts.purgeModels ? " (models too)" : "; models kept"}` });
