@@ -196,6 +196,22 @@ describe("a bare node (no node, no npm)", () => {
     assert.equal(registry.requests.length, before, "no tarball was requested again");
   });
 
+  test("a lock left by a deploy that died (not refreshed for minutes) is broken, with a warning", async () => {
+    const lock = path.join(rbeeDir("node2"), "deploy.lock");
+    mkdirSync(lock);
+    writeFileSync(path.join(lock, "owner"), "a-crashed-deployer\n");
+    execFileSync("touch", ["-d", "5 minutes ago", path.join(lock, "owner")]);
+    // Work to do, so the deploy takes the lock: the agent is damaged.
+    writeFileSync(path.join(rbeeDir("node2"), "agent", AGENT_VERSION, "hive-agent.js"), "truncated");
+    const events: DeployEvent[] = [];
+    await withPool(async (pool) => {
+      const r = await deployHive(pool.get("node2"), opts({ onProgress: (e) => events.push(e) }));
+      assert.equal(r.changed, true);
+    });
+    assert.ok(events.some((e) => e.status === "warning" && /left by a deploy that stopped/.test(e.message)));
+    assert.equal(existsSync(lock), false, "our lock was released, and the dead one is gone");
+  });
+
   test("re-deploying an intact node is a no-op (hashes checked)", async () => {
     await withPool(async (pool) => {
       const r = await deployHive(pool.get("node1"), opts());

@@ -4,12 +4,13 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { generateRuntimePins } from "../../extension/build/runtime-pins.mjs";
 import { loadNpmConfig, parseNpmrc } from "../../extension/src/nodes/npm-config";
-import { integrityDigest, tarballFileName } from "../../extension/src/nodes/runtime-cache";
+import { RuntimeCache, integrityDigest, tarballFileName } from "../../extension/src/nodes/runtime-cache";
 import { runtimeSetFor, type NodePlatform, type RuntimePins } from "../../extension/src/nodes/runtime-packages";
 import { NodeError } from "../../extension/src/nodes/errors";
 import { REPO_ROOT } from "../helpers/hive";
@@ -111,4 +112,20 @@ test(".npmrc: registry, scoped registry, ${VAR} expansion, credentials only for 
     ["a", "quoted"],
     ["b", "${KEEP}"],
   ]);
+});
+
+test("a cache takes a verified tarball from a fallback cache (what rbee runtime import filled), never a damaged one", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "rbee-cache-fallback-"));
+  const bytes = Buffer.from("a tarball's bytes");
+  const pin = { path: "node_modules/x", name: "@s/x", version: "1.0.0", integrity: `sha512-${createHash("sha512").update(bytes).digest("base64")}` };
+  const other = { ...pin, name: "y", integrity: `sha512-${createHash("sha512").update("y").digest("base64")}` };
+  mkdirSync(path.join(dir, "cli"));
+  writeFileSync(path.join(dir, "cli", tarballFileName(pin)), bytes);
+  writeFileSync(path.join(dir, "cli", tarballFileName(other)), "damaged");
+  // No registry answers here: only the fallback can provide the file.
+  const cache = new RuntimeCache(path.join(dir, "vscode"), { fallbackDirs: [path.join(dir, "cli")], npm: loadNpmConfig({ env: { npm_config_registry: "http://127.0.0.1:9/" }, homeDir: dir }) });
+  assert.equal(await cache.cached(pin), path.join(dir, "vscode", tarballFileName(pin)));
+  assert.ok(readFileSync(path.join(dir, "vscode", tarballFileName(pin))).equals(bytes));
+  assert.equal(await cache.cached(other), undefined);
+  assert.equal(existsSync(path.join(dir, "vscode", tarballFileName(other))), false);
 });

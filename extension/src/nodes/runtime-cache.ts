@@ -79,6 +79,11 @@ export interface RuntimeCacheOptions {
   npm?: NpmConfig;
   /** Downloads at once. */
   concurrency?: number;
+  /**
+   * Other caches to take a verified tarball from before fetching it (VS Code looks in the CLI's
+   * ~/.rbee/cache/runtime, where `rbee runtime import` puts an air-gapped keeper's files).
+   */
+  fallbackDirs?: string[];
 }
 
 export class RuntimeCache {
@@ -102,12 +107,26 @@ export class RuntimeCache {
     const f = this.file(pin);
     const key = `${f}:${pin.integrity}`;
     if (this.verified.has(key) && existsSync(f)) return f;
-    if (!existsSync(f)) return undefined;
+    if (!existsSync(f)) return this.fromFallback(pin);
     if (await fileMatches(f, pin.integrity)) {
       this.verified.add(key);
       return f;
     }
     rmSync(f, { force: true }); // damaged: fetched again
+    return undefined;
+  }
+
+  private async fromFallback(pin: PinnedTarball): Promise<string | undefined> {
+    for (const dir of this.opts.fallbackDirs ?? []) {
+      const src = path.join(dir, tarballFileName(pin));
+      if (path.resolve(dir) === path.resolve(this.dir) || !existsSync(src) || !(await fileMatches(src, pin.integrity))) continue;
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      const tmp = `${this.file(pin)}.tmp-${randomBytes(4).toString("hex")}`;
+      copyFileSync(src, tmp);
+      renameSync(tmp, this.file(pin));
+      this.verified.add(`${this.file(pin)}:${pin.integrity}`);
+      return this.file(pin);
+    }
     return undefined;
   }
 

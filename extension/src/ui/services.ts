@@ -106,10 +106,10 @@ export class RbeeServices {
       onCorruption: (info) => log.warn(`the registry was unreadable (${info.reason}); started a fresh one and re-learning the nodes`),
     });
     const manifest = JSON.parse(readFileSync(path.join(this.opts.extensionDir, "package.json"), "utf8")) as { version: string; dependencies?: Record<string, string> };
-    const { RuntimeCache } = require("../nodes/runtime-cache") as typeof import("../nodes/runtime-cache");
+    const { RuntimeCache, defaultRuntimeCacheDir } = require("../nodes/runtime-cache") as typeof import("../nodes/runtime-cache");
     // The runtime tarballs live in the extension's global storage, shared by the local hive and
-    // every SSH deploy from this editor.
-    const runtimeCache = new RuntimeCache(path.join(this.opts.storageDir, "runtime-cache"));
+    // every SSH deploy from this editor; what `rbee runtime import` put in ~/.rbee is used too.
+    const runtimeCache = new RuntimeCache(path.join(this.opts.storageDir, "runtime-cache"), { fallbackDirs: [defaultRuntimeCacheDir()] });
     const runtime = new LocalRuntime({ bundleDir: this.opts.bundleDir, home: rbeeHome(), version: manifest.version, cache: runtimeCache });
     const onLine = (line: string) => log.info(`[runtime] ${line}`);
     // The hive reads its script when it starts, after the runtime step may have installed it; a hive
@@ -168,6 +168,7 @@ export class RbeeServices {
 class SshStack {
   private pools: { probe: SshPool; action: SshPool; connector: SshConnector } | undefined;
   private readonly controllers = new Map<string, SshNodeController>();
+  private runtimeCache: import("../nodes/runtime-cache").RuntimeCache | undefined;
 
   constructor(
     private readonly opts: ServicesOptions,
@@ -197,7 +198,9 @@ class SshStack {
    * the node idle timeout setting as the hive's default.
    */
   private deployOptions(): Omit<DeployOptions, "onProgress"> {
-    const base = { cacheDir: path.join(this.opts.storageDir, "runtime-cache"), ...this.opts.ssh?.deploy };
+    const { RuntimeCache, defaultRuntimeCacheDir } = require("../nodes/runtime-cache") as typeof import("../nodes/runtime-cache");
+    this.runtimeCache ??= new RuntimeCache(path.join(this.opts.storageDir, "runtime-cache"), { fallbackDirs: [defaultRuntimeCacheDir()] });
+    const base = { cache: this.runtimeCache, ...this.opts.ssh?.deploy };
     const idle = this.opts.idleTimeoutSeconds?.();
     if (idle === undefined) return base;
     return { ...base, daemonArgs: [...(base.daemonArgs ?? []), ...idleTimeoutDaemonArgs(idle)] };
