@@ -37,6 +37,7 @@ global options:
   --accept-new-host-key    accept and record an SSH host key that known_hosts lacks (never a changed one)
   --json           machine-readable output where it applies
   --help           help for a command
+  --version        print rbee's version (the keeper's and the hive-agent's it deploys) and exit
 `,
   infer: `usage: rbee infer --model REF --prompt TEXT [options]
 
@@ -209,11 +210,13 @@ async function infer(argv: string[]): Promise<number> {
   if (v.backend && !BACKENDS.includes(v.backend as Backend)) throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}`);
   const prompt = v.prompt === "-" ? await readStdin() : v.prompt;
   const timeout = num(v.timeout, "timeout", { min: 0 });
+  const placement = placementOptions(v);
 
   const ctx = await open(v, !v["no-autostart"]);
   const narrator = new Narrator(process.stderr, Boolean(v.json));
   const abort = new AbortController();
   let cancelledBySignal = false;
+  // Ctrl+C cancels on the worker (DELETE) and exits 130 (docs/edge-cases.md, EC5).
   const onSigint = () => {
     if (abort.signal.aborted) process.exit(130); // a second Ctrl+C does not wait
     cancelledBySignal = true;
@@ -224,7 +227,7 @@ async function infer(argv: string[]): Promise<number> {
   let wroteText = false;
   try {
     const result = await ctx.keeper.generate(
-      { node: v.node!, model: v.model, backend: v.backend as Backend | undefined, ...placementOptions(v), threads: num(v.threads, "threads", { integer: true, min: 1 }),
+      { node: v.node!, model: v.model, backend: v.backend as Backend | undefined, ...placement, threads: num(v.threads, "threads", { integer: true, min: 1 }),
         contextSize: num(v["context-size"], "context-size", { integer: true, min: 16 }), slots: num(v.slots, "slots", { integer: true, min: 1 }) },
       {
         kind: "inference",
