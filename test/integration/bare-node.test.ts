@@ -100,6 +100,7 @@ before(async () => {
       { address: "127.0.0.24", bare: true, alias: "oldglibc", path: fakePlatformPath(fakes, "oldglibc", { glibc: "2.17" }) },
       { address: "127.0.0.25", bare: true, alias: "mainframe", path: fakePlatformPath(fakes, "mainframe", { machine: "s390x", glibc: "2.36" }) },
       { address: "127.0.0.26", bare: true, alias: "noforward", allowTcpForwarding: false },
+      { address: "127.0.0.27", alias: "hasnode" },
     ],
   });
   registry = await startTestRegistry(path.join(cluster.dir, "registry"), TOKEN);
@@ -210,6 +211,16 @@ describe("a bare node (no node, no npm)", () => {
     });
     assert.ok(events.some((e) => e.status === "warning" && /left by a deploy that stopped/.test(e.message)));
     assert.equal(existsSync(lock), false, "our lock was released, and the dead one is gone");
+  });
+
+  test("a node that has its own Node.js still runs the pinned one by default", async () => {
+    await withPool(async (pool) => {
+      assert.equal((await pool.get("hasnode").exec("node --version")).code, 0, "this node has a node");
+      const r = await deployHive(pool.get("hasnode"), opts());
+      assert.equal(r.changed, true);
+      const exe = readFileSync(`/proc/${r.pid}/cmdline`, "utf8").split("\0")[0];
+      assert.ok(exe.startsWith(path.join(rbeeDir("hasnode"), "runtime") + "/"), `the hive runs ${exe}`);
+    });
   });
 
   test("re-deploying an intact node is a no-op (hashes checked)", async () => {
