@@ -10,6 +10,7 @@ import { LOCALHOST } from "./keeper/local-connector";
 import { NodeDirectory } from "./nodes/node-directory";
 import { Registry, defaultRegistryPath } from "./keeper/registry";
 import { Narrator } from "./cli/narration";
+import { SERVE_HELP, serve } from "./cli/serve";
 
 const HELP: Record<string, string> = {
   main: `rbee ${AGENT_VERSION}: your own machines as a private code-completion and chat cloud
@@ -26,6 +27,7 @@ commands:
   models list      models in a node's catalog
   models download  download a model into a node's catalog
   hive start|stop|status   the local hive (localhost's daemon)
+  serve            an OpenAI-, Ollama- and llama.cpp-compatible gateway to your nodes' workers
 
 global options:
   --registry FILE  registry file (default ${defaultRegistryPath()}; RBEE_HOME moves ~/.rbee)
@@ -61,6 +63,7 @@ global options:
   logs: `usage: rbee logs --node NAME [--follow] [--lines N]\n`,
   workers: `usage: rbee workers list [--node NAME] [--json]\n       rbee workers shutdown ID [--node NAME]\n`,
   models: `usage: rbee models list [--node NAME] [--json]\n       rbee models download REF [--node NAME]\n`,
+  serve: SERVE_HELP,
   hive: `usage: rbee hive start|stop|status|build-native [--json]
   build-native   build llama.cpp for this machine's CPU once (minutes); CPU workers of 2+ threads use it
 `,
@@ -463,6 +466,11 @@ export async function main(argv: string[]): Promise<number> {
         return await hiveCommand(rest);
       case "logs":
         return await logs(rest);
+      case "serve": {
+        const { values: v } = parse(rest, { host: { type: "string" }, port: { type: "string" }, config: { type: "string" }, "show-token": { type: "boolean" } });
+        if (v.help) return help("serve");
+        return await serve(v, () => open(v), (m) => new UsageError(m));
+      }
       case "--version":
       case "version":
         process.stdout.write(`${AGENT_VERSION}\n`);
