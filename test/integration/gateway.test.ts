@@ -39,7 +39,7 @@ describe("rbee serve: OpenAI, Ollama and llama.cpp clients", () => {
     assert.equal((await fetch(`${gw.url}/health`)).status, 200);
     const refused = await fetch(`${gw.url}/v1/models`, { headers: { authorization: "Bearer wrong" } });
     assert.equal(refused.status, 401);
-    assert.equal((await refused.json()).error.code, "invalid_api_key");
+    assert.equal(((await refused.json()) as any).error.code, "invalid_api_key");
     const stranger = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: "not-the-token", maxRetries: 0 });
     await assert.rejects(stranger.models.list(), (e: any) => e instanceof OpenAI.AuthenticationError && e.status === 401);
     assert.doesNotMatch(gw.cli.stderr, new RegExp(gw.token), "the token never reaches the log");
@@ -115,9 +115,9 @@ describe("rbee serve: OpenAI, Ollama and llama.cpp clients", () => {
     let streamed = "";
     for await (const part of await ollama.generate({ model: "tiny", prompt: "def main():", raw: true, options: opts, stream: true })) streamed += part.response;
     assert.equal(streamed, whole.response);
-    const stop = whole.response.slice(4, 7);
+    const stop = whole.response!.slice(4, 7);
     const cut = await ollama.generate({ model: "tiny", prompt: "def main():", raw: true, options: { ...opts, stop: [stop] } });
-    assert.equal(cut.response, whole.response.slice(0, whole.response.indexOf(stop)));
+    assert.equal(cut.response, whole.response!.slice(0, whole.response!.indexOf(stop)));
     assert.equal(cut.done_reason, "stop");
     const chat = await ollama.chat({ model: "tiny", messages: [{ role: "user", content: "hi" }], options: opts });
     assert.equal(chat.message.role, "assistant");
@@ -145,7 +145,7 @@ describe("rbee serve: OpenAI, Ollama and llama.cpp clients", () => {
       body: JSON.stringify({ input_prefix: "", input_suffix: "", input_extra: chunks, prompt: "", n_predict: 0, samplers: [], cache_prompt: true, t_max_prompt_ms: 500, t_max_predict_ms: 1 }),
     });
     assert.equal(warm.status, 200);
-    assert.equal((await warm.json()).content, "");
+    assert.equal(((await warm.json()) as any).content, "");
     const res = await gw.fetch("/infill", {
       method: "POST",
       body: JSON.stringify({
@@ -165,13 +165,13 @@ describe("rbee serve: OpenAI, Ollama and llama.cpp clients", () => {
       }),
     });
     assert.equal(res.status, 200);
-    const body = await res.json();
+    const body = (await res.json()) as any;
     assert.equal(typeof body.content, "string");
     assert.equal(body.stop, true);
     assert.equal(body.timings.predicted_n, 16);
     assert.equal(body.content.length > 0, true);
     // The extra context reaches the prompt: more prompt tokens than without it.
-    const without = await (await gw.fetch("/infill", { method: "POST", body: JSON.stringify({ input_prefix: "import { sum } from './sum';\n\nfunction mean(xs: number[]) {\n", input_suffix: "\n}\n", prompt: "  return ", n_predict: 1 }) })).json();
+    const without: any = await (await gw.fetch("/infill", { method: "POST", body: JSON.stringify({ input_prefix: "import { sum } from './sum';\n\nfunction mean(xs: number[]) {\n", input_suffix: "\n}\n", prompt: "  return ", n_predict: 1 }) })).json();
     assert.ok(body.timings.prompt_n > without.timings.prompt_n + 10, `${body.timings.prompt_n} vs ${without.timings.prompt_n}`);
     // llama.vim and the llama.cpp web UI: /completion streamed, /health, /props.
     const streamed = await gw.fetch("/completion", { method: "POST", body: JSON.stringify({ prompt: "int main() {", n_predict: 5, stream: true }) });
@@ -179,13 +179,13 @@ describe("rbee serve: OpenAI, Ollama and llama.cpp clients", () => {
     assert.equal(events.length, 6);
     assert.equal(events.at(-1).stop, true);
     assert.equal(events.at(-1).timings.predicted_n, 5);
-    assert.equal((await (await gw.fetch("/props")).json()).total_slots, 2);
+    assert.equal(((await (await gw.fetch("/props")).json()) as any).total_slots, 2);
   });
 
   test("Continue's Ollama autocomplete: /api/show says FIM, /api/generate with suffix streams NDJSON", async () => {
     // As in continuedev/continue, core/llm/llms/Ollama.ts: the constructor POSTs /api/show and looks for
     // ".Suffix" in the template; _streamFim POSTs /api/generate with _getGenerateOptions(options, prefix, suffix).
-    const show = await (await gw.fetch("/api/show", { method: "POST", body: JSON.stringify({ name: "tiny" }) })).json();
+    const show: any = await (await gw.fetch("/api/show", { method: "POST", body: JSON.stringify({ name: "tiny" }) })).json();
     assert.ok(show.template.includes(".Suffix"));
     const res = await gw.fetch("/api/generate", {
       method: "POST",
