@@ -23,7 +23,7 @@ export interface GatewayOptions {
   config: () => GatewayConfig;
   token: string;
   /** Whether a name is a node ("localhost", an ssh config Host): `node/model` then forces it. */
-  isNode: (name: string) => boolean;
+  isNode: (name: string) => boolean | Promise<boolean>;
   /** One line per request. */
   log?: (line: string) => void;
 }
@@ -245,7 +245,7 @@ export class Gateway {
     let ref = config.aliases[label] ?? label;
     let node: string | undefined;
     const forced = /^([^/:]+)\/(.+)$/.exec(ref);
-    if (forced && this.opts.isNode(forced[1])) {
+    if (forced && (await this.opts.isNode(forced[1]))) {
       node = forced[1];
       ref = config.aliases[forced[2]] ?? forced[2];
     }

@@ -27,8 +27,12 @@ export function loadGatewayToken(file = gatewayTokenPath()): string {
     // "wx": when two processes start at once, one writes and the other reads what it wrote.
     writeFileSync(file, token + "\n", { mode: 0o600, flag: "wx" });
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "EEXIST") return readFileSync(file, "utf8").trim();
-    throw e;
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    const theirs = readFileSync(file, "utf8").trim();
+    if (theirs) return theirs;
+    // An empty file (cut short, or emptied by hand): replace it.
+    writeFileSync(file, token + "\n", { mode: 0o600 });
+    chmodSync(file, 0o600);
   }
   return token;
 }

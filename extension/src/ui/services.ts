@@ -47,6 +47,8 @@ export interface ServicesOptions {
 export interface KeeperStack {
   registry: Registry;
   keeper: Keeper;
+  /** The keeper's connector to every node (the gateway places new workers with it). */
+  nodes: NodeConnector;
   local: LocalHive;
   /** The controller of a node the node list holds (localhost, or an SSH host). */
   controller(node: string): Promise<NodeController>;
@@ -118,11 +120,13 @@ export class RbeeServices {
     const localConnector = new LocalNodeConnector(new LocalConnector(local, registry, { autoStart: true }), local, runtime, onLine);
     const localController = new LocalNodeController(local, runtime, registry);
     const ssh = new SshStack(this.opts, registry);
-    const keeper = new Keeper({ registry, nodes: new NodeRouter(localConnector, () => ssh.connector()) });
+    const nodes = new NodeRouter(localConnector, () => ssh.connector());
+    const keeper = new Keeper({ registry, nodes });
     const nodeList = this.nodeList;
     const stack: KeeperStack = {
       registry,
       keeper,
+      nodes,
       local,
       async controller(node) {
         if (node === LOCALHOST_ENTRY.name) return localController;
