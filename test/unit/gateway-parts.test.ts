@@ -13,7 +13,7 @@ import { loadGatewayToken } from "../../extension/src/gateway/token";
 test("settings: defaults, and a bad value names its field", () => {
   const d = parseGatewayConfig({});
   assert.deepEqual(d.queue, { size: 64, waitMs: 30_000 });
-  assert.ok(DEFAULT_GATEWAY_PORT !== 11434 && DEFAULT_GATEWAY_PORT !== 8080);
+  assert.ok(![11434, 8080].includes(DEFAULT_GATEWAY_PORT as number), "clashes with neither Ollama nor llama-server");
   const c = parseGatewayConfig({ aliases: { fim: " hf:Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF/q8_0.gguf " }, queue: { size: 0, waitMs: 5 }, spawn: { backend: "cpu", threads: 2 } });
   assert.equal(c.aliases.fim, "hf:Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF/q8_0.gguf");
   assert.equal(c.queue.size, 0);
