@@ -107,6 +107,11 @@ describe("rbee serve: OpenAI, Ollama and llama.cpp clients", () => {
   test("ollama: version, tags, generate and chat whole and streamed, stop, abort", async () => {
     assert.match((await ollama.version()).version, /^\d+\.\d+\.\d+/);
     assert.ok((await ollama.list()).models.some((m) => m.name === "tiny"));
+    // An empty prompt is a "load the model" call: answered at once, nothing generated.
+    const load = await ollama.generate({ model: "tiny", prompt: "" });
+    assert.equal(load.done, true);
+    assert.equal(load.response, "");
+    assert.equal(load.eval_count, 0);
     const opts = { num_predict: 10, seed: 3 };
     const whole = await ollama.generate({ model: "tiny", prompt: "def main():", raw: true, options: opts });
     assert.equal(whole.done, true);

@@ -10,6 +10,7 @@
 // The keeper does the rest: ensureWorker finds or starts the worker, stream talks to it.
 
 import { RbeeError } from "../../../hive-agent/src/protocol";
+import type { WorkerClient } from "../keeper/hive-client";
 import type { Generation, GenerationResult, Keeper, NodeConnector } from "../keeper/keeper";
 import { LOCALHOST } from "../keeper/local-connector";
 import type { WorkerRecord } from "../keeper/registry";
@@ -48,6 +49,8 @@ export interface RunOptions {
 interface Slots {
   slots: number;
   inflight: number;
+  /** The keeper's answer for this node's worker, kept while it serves (the warm path skips the registry). */
+  conn?: { worker: WorkerRecord; client: WorkerClient };
 }
 
 interface Waiter {
@@ -103,8 +106,11 @@ export class Scheduler {
       const timer = opts.generationLimitMs !== undefined ? setTimeout(onAbort, opts.generationLimitMs) : undefined;
       try {
         opts.onDispatch?.(node);
-        // The warm path: a spec without spawn options lets the keeper reuse the registered worker.
-        const ensured = await this.keeper.ensureWorker({ node, model: target.model }, noop, opts.signal);
+        // The warm path: a spec without spawn options lets the keeper reuse the registered worker;
+        // once found, the gateway keeps it until it fails or the registry shows another.
+        const slot = lane.workers.get(node);
+        const ensured = slot?.conn ? { ...slot.conn, spawned: false } : await this.keeper.ensureWorker({ node, model: target.model }, noop, opts.signal);
+        if (slot && !slot.conn) slot.conn = { worker: ensured.worker, client: ensured.client };
         worker = ensured.worker;
         const result = await this.keeper.stream(ensured.worker, ensured.client, ensured.spawned, gen, noop, (t) => {
           sawToken = true;
@@ -145,7 +151,7 @@ export class Scheduler {
   private async acquire(lane: Lane, target: Target, seq: number, exclude: Set<string>, signal?: AbortSignal): Promise<string> {
     if (signal?.aborted) throw new RbeeError("REQUEST_CANCELLED", "the client went away");
     const w: Waiter = { seq, node: target.node, exclude, resolve: noop, reject: noop };
-    if (!lane.queue.length || !this.eligible(lane, w).length || Date.now() - lane.refreshedAt > REFRESH_MS) await this.refresh(lane);
+    if (!this.eligible(lane, w).length || Date.now() - lane.refreshedAt > REFRESH_MS) await this.refresh(lane);
     const promise = new Promise<string>((resolve, reject) => {
       w.resolve = resolve;
       w.reject = reject;
@@ -259,8 +265,10 @@ export class Scheduler {
       if (!r.url || (r.state !== "idle" && r.state !== "busy") || seen.has(r.node)) continue;
       seen.add(r.node);
       const s = lane.workers.get(r.node);
-      if (s) s.slots = r.slots_total;
-      else lane.workers.set(r.node, { slots: r.slots_total, inflight: 0 });
+      if (s) {
+        s.slots = r.slots_total;
+        if (s.conn && !records.some((x) => x.id === s.conn!.worker.id)) s.conn = undefined;
+      } else lane.workers.set(r.node, { slots: r.slots_total, inflight: 0 });
     }
     for (const [node, s] of lane.workers) if (!seen.has(node) && s.inflight === 0) lane.workers.delete(node);
   }

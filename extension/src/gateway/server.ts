@@ -173,7 +173,12 @@ export class Gateway {
     const { target, label } = await this.resolve(call.model);
     const out = responder(label);
     if (call.noGeneration) {
-      llamacpp.emptyAnswer(res, label);
+      // Nothing to generate: answered at once, in the API's own shape.
+      const empty: RunResult = { text: "", tokensOut: 0, tokensIn: 0, stopReason: "max_tokens", decodeMs: 0, workerId: "", spawned: false, node: "", failovers: 0 };
+      if (call.stream) {
+        out.open(res);
+        out.end(res, empty);
+      } else out.complete(res, "", empty);
       return { status: 200, model: label, tokens: 0 };
     }
     const abort = new AbortController();

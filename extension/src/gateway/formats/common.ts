@@ -13,7 +13,7 @@ export interface Call {
   stream: boolean;
   /** llama.cpp's t_max_predict_ms. */
   generationLimitMs?: number;
-  /** Answer at once without generating (llama.vscode's n_predict 0 cache warm-up). */
+  /** Answer at once without generating (llama.vscode's n_predict 0 cache warm-up, Ollama's empty prompt). */
   noGeneration?: boolean;
 }
 

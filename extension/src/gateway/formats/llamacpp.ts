@@ -104,15 +104,6 @@ export function llamacppResponder(modelName: string): Responder {
   };
 }
 
-/** The answer to n_predict 0 (llama.vscode warms the server's cache with it): nothing generated. */
-export function emptyAnswer(res: ServerResponse, modelName: string) {
-  writeJson(res, 200, llamacppResponderFinal(modelName));
-}
-
-function llamacppResponderFinal(modelName: string) {
-  return { index: 0, content: "", tokens: [], id_slot: 0, stop: true, model: modelName, tokens_predicted: 0, tokens_evaluated: 0, truncated: false, ...stopFields(undefined), timings: timings(undefined) };
-}
-
 /** llama-server's error shape: { error: { code: <http status>, message, type } }. */
 export function llamacppError(err: unknown): { status: number; body: unknown } {
   const f = describeError(err);

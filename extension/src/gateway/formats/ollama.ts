@@ -32,6 +32,8 @@ export function parseGenerate(body: unknown, defaultMax: number): Call {
   const s = options(o, defaultMax);
   const stream = o.stream !== false;
   const model = optStr(o, "model")?.trim() || undefined;
+  // An empty prompt is how Ollama clients ask for the model to be loaded: nothing to generate.
+  if (!prompt && !suffix) return { model, stream, gen: { kind: "inference", prompt, ...s }, noGeneration: true };
   if (suffix !== undefined && suffix !== "") return { model, stream, gen: { kind: "infill", prefix: prompt, suffix, ...s } };
   // Like Ollama: `raw` sends the prompt as is; otherwise the model's template makes it a user turn.
   if (o.raw === true) return { model, stream, gen: { kind: "inference", prompt, ...s } };
