@@ -10,7 +10,7 @@ import {
   HIVE_PATHS, RbeeError, SSE_DONE, WORKER_PATHS, isErrorEnvelope, parseStreamEvent,
   type CapabilitiesResponse, type ChatRequest, type DownloadProgressEvent, type DownloadRequest, type DownloadResponse,
   type HealthResponse, type InferenceRequest, type InfillRequest, type ModelsResponse, type ReadyResponse,
-  type SpawnRequest, type SpawnResponse, type StreamEvent, type WorkerInfo, type WorkersResponse, type LoadingProgressEvent,
+  type SpawnRequest, type SpawnResponse, type StreamEvent, type WorkerInfo, type WorkersResponse, type LoadingProgressEvent, type WorkerHealth,
 } from "../../../hive-agent/src/protocol";
 import type { Transport } from "./transport";
 
@@ -226,6 +226,9 @@ export class WorkerClient extends HttpClient {
     super(transport, url, apiKey, name, requestTimeoutMs, retry);
   }
 
+  health(): Promise<WorkerHealth> {
+    return this.call("GET", WORKER_PATHS.health, undefined, { timeoutMs: 5000 });
+  }
   ready(): Promise<ReadyResponse> {
     return this.call("GET", WORKER_PATHS.ready);
   }

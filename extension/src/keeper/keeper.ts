@@ -39,10 +39,16 @@ export interface WorkerSpec {
   node: string;
   model: string;
   backend?: Backend;
-  device?: number;
+  /** A GPU index, or "auto"/undefined: the hive places the worker on the GPU with room and the least load. */
+  device?: number | "auto";
+  /** Split a new worker over these GPUs; allowSplit lets the hive span GPUs when no single one has room. */
+  devices?: number[];
+  allowSplit?: boolean;
   contextSize?: number;
   slots?: number;
   threads?: number;
+  /** Idle seconds before the hive stops a new worker (0 = never); default: the keeper's, else the node's. */
+  keepAliveS?: number;
 }
 
 export type Generation =
@@ -79,6 +85,8 @@ export interface KeeperOptions {
   busyRetryDelaysMs?: number[];
   /** Where partial outputs of broken streams are saved. */
   partialDir?: string;
+  /** keep_alive for the workers this keeper spawns when a spec names none (0 = never stop); default: the node's idle timeout. */
+  keepAliveS?: () => number | undefined;
 }
 
 const noop = () => {};
@@ -132,7 +140,8 @@ export class Keeper {
     // 4–5. Worker preflight happens in the hive's spawn (RAM/VRAM, backend), before anything loads.
     phase("spawn", "started", `starting a worker for ${spec.model}`);
     const spawned = await node.hive.spawn({
-      model_ref: spec.model, backend: spec.backend, device: spec.device, context_size: spec.contextSize, slots: spec.slots, threads: spec.threads,
+      model_ref: spec.model, backend: spec.backend, device: spec.device, devices: spec.devices, allow_split: spec.allowSplit,
+      context_size: spec.contextSize, slots: spec.slots, threads: spec.threads, keep_alive: spec.keepAliveS ?? this.opts.keepAliveS?.(),
     });
     const info = await node.hive.worker(spawned.worker_id);
     phase("spawn", "done", `worker ${info.id} is loading on ${info.backend}:${info.device}`);
@@ -371,7 +380,7 @@ export class Keeper {
 function registeredMatches(w: WorkerRecord, spec: WorkerSpec): boolean {
   return (
     (!spec.backend || w.backend === spec.backend) &&
-    (spec.device === undefined || w.device === spec.device) &&
+    deviceMatches(w.device, spec) &&
     (!spec.slots || w.slots_total === spec.slots) &&
     spec.contextSize === undefined &&
     spec.threads === undefined
@@ -381,11 +390,17 @@ function registeredMatches(w: WorkerRecord, spec: WorkerSpec): boolean {
 function runningMatches(w: WorkerInfo, spec: WorkerSpec): boolean {
   return (
     (!spec.backend || w.backend === spec.backend) &&
-    (spec.device === undefined || w.device === spec.device) &&
+    deviceMatches(w.device, spec, w.devices) &&
     (!spec.slots || w.slots_total === spec.slots) &&
     (spec.contextSize === undefined || w.context_size === spec.contextSize) &&
     (spec.threads === undefined || w.threads === spec.threads)
   );
+}
+
+/** Any worker fits "auto"; a named device or device set must be the worker's (a registry row knows its first device only). */
+function deviceMatches(first: number, spec: WorkerSpec, all?: number[]): boolean {
+  if (spec.devices?.length) return all ? all.join(",") === [...spec.devices].sort((a, b) => a - b).join(",") : first === Math.min(...spec.devices) && spec.devices.length === 1;
+  return spec.device === undefined || spec.device === "auto" || first === spec.device;
 }
 
 export function tokenHint(node: string): string {

@@ -18,7 +18,7 @@ export interface LocalHiveOptions {
   home?: string;
   /** The hive-agent bundle to run. Default: hive-agent.js next to this bundle. */
   agentScript?: string;
-  /** Extra daemon flags (tests shorten timeouts with them). */
+  /** Extra daemon flags (settings such as the idle timeout); RBEE_HIVE_ARGS comes after them and wins. */
   daemonArgs?: string[];
   startTimeoutMs?: number;
 }
@@ -30,6 +30,11 @@ export interface LocalHiveStatus {
   version?: string;
   home: string;
   logFile: string;
+}
+
+/** The hive flag for an idle timeout in seconds (0 = never); none when undefined. */
+export function idleTimeoutDaemonArgs(seconds: number | undefined): string[] {
+  return seconds === undefined ? [] : ["--idle-timeout-ms", String(seconds * 1000)];
 }
 
 export function defaultAgentScript(): string {
@@ -132,9 +137,9 @@ export class LocalHive {
     throw new RbeeError("CONNECTION_TIMEOUT", `the local hive did not start within ${(this.opts.startTimeoutMs ?? 20_000) / 1000} s; see ${this.logFile}`);
   }
 
-  /** Extra daemon flags: the option, else RBEE_HIVE_ARGS (e.g. "--idle-timeout-ms 600000"). */
+  /** Extra daemon flags: the option's, then RBEE_HIVE_ARGS (e.g. "--idle-timeout-ms 600000"; a later flag wins). */
   private daemonArgs(): string[] {
-    return this.opts.daemonArgs ?? (process.env.RBEE_HIVE_ARGS ?? "").split(/\s+/).filter(Boolean);
+    return [...(this.opts.daemonArgs ?? []), ...(process.env.RBEE_HIVE_ARGS ?? "").split(/\s+/).filter(Boolean)];
   }
 
   async status(): Promise<LocalHiveStatus> {

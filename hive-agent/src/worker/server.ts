@@ -6,20 +6,13 @@ import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import {
   parseChatRequest, parseInferenceRequest, parseInfillRequest, RbeeError, WORKER_PATHS,
-  type LoadingProgressEvent, type ReadyResponse, type SamplingOptions, type StreamEvent, type WorkerState,
+  type LoadingProgressEvent, type ReadyResponse, type SamplingOptions, type StreamEvent, type WorkerState, type WorkerHealth,
 } from "../protocol";
 import { checkBearer, endSse, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
 import type { Logger } from "../util/log";
 import type { Engine, Prompt } from "./engine";
 
-export interface WorkerHealth {
-  status: "alive";
-  state: WorkerState;
-  slots_total: number;
-  slots_busy: number;
-  last_activity: number;
-  last_tokens_per_second?: number;
-}
+
 
 export class WorkerServer {
   private server: Server;
@@ -60,6 +53,8 @@ export class WorkerServer {
   setReady(engine: Engine) {
     this.engine = engine;
     this.state = "idle";
+    // The idle clock starts when the worker can first be used: a slow load is not idle time.
+    this.lastActivity = Date.now();
     for (const l of this.progressListeners) l({ stage: "ready" });
   }
 
