@@ -28,7 +28,7 @@ const agent = new Agent({ keepAliveTimeout: 30_000, pipelining: 0 });
  * A streamed /completion through the gateway, read the way the keeper reads a worker (undici's
  * request and eventsource-parser), so both sides of the ratio pay the same client costs.
  */
-async function viaGateway(gw: RunningGateway, model: string, tokens = TOKENS): Promise<Run> {
+async function viaGateway(gw: RunningGateway, model: string, tokens = TOKENS): Promise<Run & { gatewayMs: number }> {
   const t0 = performance.now();
   const res = await request(`${gw.url}/completion`, {
     method: "POST",
@@ -51,7 +51,8 @@ async function viaGateway(gw: RunningGateway, model: string, tokens = TOKENS): P
   const decoder = new TextDecoder();
   for await (const chunk of res.body) parser.feed(decoder.decode(chunk as Buffer, { stream: true }));
   if (n !== tokens) throw new Error(`expected ${tokens} tokens, got ${n}`);
-  return { tokens: n, tokensPerSecond: (n - 1) / ((last - first) / 1000), firstTokenMs: first - t0 };
+  const own = Number(/gateway;dur=([\d.]+)/.exec(String(res.headers["server-timing"] ?? ""))?.[1] ?? NaN);
+  return { tokens: n, tokensPerSecond: (n - 1) / ((last - first) / 1000), firstTokenMs: first - t0, gatewayMs: own };
 }
 
 async function overhead(model: string): Promise<Record<string, number>> {
@@ -68,7 +69,7 @@ async function overhead(model: string): Promise<Record<string, number>> {
     const direct = new WorkerClient(loop, w.url, w.api_key, "direct");
     const directRun = () => timeStream(() => direct.inference({ prompt: PROMPT, max_tokens: TOKENS, ...SAMPLING }), TOKENS);
     await directRun();
-    const d: Run[] = [], g: Run[] = [];
+    const d: Run[] = [], g: (Run & { gatewayMs: number })[] = [];
     for (let i = 0; i < RUNS; i++) {
       d.push(await directRun());
       g.push(await viaGateway(gw, "small"));
@@ -82,6 +83,8 @@ async function overhead(model: string): Promise<Record<string, number>> {
       direct_first_token_ms: round(dFirst, 1),
       gateway_first_token_ms: round(gFirst, 1),
       gateway_first_token_overhead_ms: round(gFirst - dFirst, 1),
+      // From the request's arrival at the gateway to its departure for the worker (Server-Timing).
+      gateway_own_ms_before_worker: round(median(g.map((r) => r.gatewayMs)), 2),
     };
   } finally {
     await gw.stop();

@@ -218,6 +218,9 @@ describe("rbee serve: OpenAI, Ollama and llama.cpp clients", () => {
     assert.ok((await gw.metric("rbee_gateway_requests_total", { api: "openai", status: "200" })) >= 5);
     assert.ok((await gw.metric("rbee_gateway_tokens_generated_total", { node: "localhost", model })) > 50);
     assert.ok((await gw.metric("rbee_gateway_time_to_first_token_seconds_count", { node: "localhost" })) >= 5);
+    const timed = await gw.fetch("/v1/completions", { method: "POST", body: JSON.stringify({ model: "tiny", prompt: "x", max_tokens: 2 }) });
+    assert.equal(timed.headers.get("x-rbee-node"), "localhost");
+    assert.match(timed.headers.get("server-timing") ?? "", /^gateway;dur=\d+\.\d\d$/, "the gateway's own time before the worker");
     const logged = requestLog(gw);
     assert.ok(logged.some((r) => r.path === "/infill" && r.status === 200 && /node=localhost tokens=16/.test(r.line)));
   });

@@ -40,6 +40,8 @@ export interface RunOptions {
   onToken(text: string): void;
   /** A node's worker took the request (again, after a failover). */
   onDispatch?(node: string): void;
+  /** The request is about to leave for the worker. */
+  onSend?(): void;
   /** The client went away: leave the queue, stop generating. */
   signal?: AbortSignal;
   /** Stops generation (not the wait) after this long, keeping what was generated (llama.cpp's t_max_predict_ms). */
@@ -112,6 +114,7 @@ export class Scheduler {
         const ensured = slot?.conn ? { ...slot.conn, spawned: false } : await this.keeper.ensureWorker({ node, model: target.model }, noop, opts.signal);
         if (slot && !slot.conn) slot.conn = { worker: ensured.worker, client: ensured.client };
         worker = ensured.worker;
+        opts.onSend?.();
         const result = await this.keeper.stream(ensured.worker, ensured.client, ensured.spawned, gen, noop, (t) => {
           sawToken = true;
           opts.onToken(t);

@@ -199,6 +199,10 @@ export class Gateway {
           node = n;
           if (!res.headersSent) res.setHeader("x-rbee-node", n);
         },
+        // The gateway's own time before the worker saw the request (queue wait included).
+        onSend: () => {
+          if (!res.headersSent) res.setHeader("server-timing", `gateway;dur=${(performance.now() - arrived).toFixed(2)}`);
+        },
         onToken: (t) => {
           if (ttftMs === undefined) {
             ttftMs = Math.round((performance.now() - arrived) * 10) / 10;
