@@ -166,7 +166,9 @@ export class Scheduler {
       return free;
     }
     const { size, waitMs } = this.config().queue;
-    if (lane.queue.length >= size) {
+    const hasWorker = this.eligible(lane, w, true).length > 0;
+    // The size bounds waiting for a slot; requests waiting for the model's first worker all wait for it.
+    if (hasWorker && lane.queue.length >= size) {
       this.metrics.rejected.add({ model: lane.model, reason: "queue_full" });
       throw new QueueRejection(429, this.retryAfter(lane), `${lane.queue.length} requests already wait for ${lane.model} (the queue holds ${size}); retry later`);
     }
@@ -178,9 +180,10 @@ export class Scheduler {
       if (this.dequeue(lane, w)) w.reject(new RbeeError("REQUEST_CANCELLED", "the client went away while queued"));
     };
     signal?.addEventListener("abort", onAbort, { once: true });
-    const hasWorker = this.eligible(lane, w, true).length > 0;
     if (hasWorker) this.startTimer(lane, w, waitMs);
     else this.spawnFor(lane, w);
+    // Those ahead may be waiting for another node than a free one this request may use.
+    this.pump(lane);
     try {
       return await promise;
     } finally {
