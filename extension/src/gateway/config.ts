@@ -23,7 +23,7 @@ export interface GatewayConfig {
     waitMs: number;
   };
   /** Options of workers the gateway starts (the keeper's defaults where left out). */
-  spawn: { backend?: Backend; threads?: number; slots?: number; contextSize?: number };
+  spawn: { backend?: Backend; threads?: number; slots?: number; contextSize?: number; keepAliveS?: number };
   /** Nodes the gateway may start workers on; default: localhost and every node the registry saw online. */
   nodes?: string[];
   /** Tokens generated when a request does not say (OpenAI chat, Ollama's num_predict -1). */
@@ -75,7 +75,7 @@ export function parseGatewayConfig(x: unknown): GatewayConfig {
       size: int(q.size, "queue.size", 0, 100_000) ?? DEFAULT_GATEWAY_CONFIG.queue.size,
       waitMs: int(q.waitMs, "queue.waitMs", 1, 24 * 3600_000) ?? DEFAULT_GATEWAY_CONFIG.queue.waitMs,
     },
-    spawn: { backend: s.backend, threads: int(s.threads, "spawn.threads", 1, 1024), slots: int(s.slots, "spawn.slots", 1, 64), contextSize: int(s.contextSize, "spawn.contextSize", 16, 1 << 22) },
+    spawn: { backend: s.backend, threads: int(s.threads, "spawn.threads", 1, 1024), slots: int(s.slots, "spawn.slots", 1, 64), contextSize: int(s.contextSize, "spawn.contextSize", 16, 1 << 22), keepAliveS: int(s.keepAliveS, "spawn.keepAliveS", 0, 366 * 86400) },
     nodes: o.nodes,
     defaultMaxTokens: int(o.defaultMaxTokens, "defaultMaxTokens", 1, 32768) ?? DEFAULT_GATEWAY_CONFIG.defaultMaxTokens,
   };
