@@ -181,6 +181,7 @@ async function infer(argv: string[]): Promise<number> {
   if (v.backend && !BACKENDS.includes(v.backend as Backend)) throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}`);
   const prompt = v.prompt === "-" ? await readStdin() : v.prompt;
   const timeout = num(v.timeout, "timeout", { min: 0 });
+  const placement = placementOptions(v);
 
   const ctx = await open(v, !v["no-autostart"]);
   const narrator = new Narrator(process.stderr, Boolean(v.json));
@@ -196,7 +197,7 @@ async function infer(argv: string[]): Promise<number> {
   let wroteText = false;
   try {
     const result = await ctx.keeper.generate(
-      { node: v.node!, model: v.model, backend: v.backend as Backend | undefined, ...placementOptions(v), threads: num(v.threads, "threads", { integer: true, min: 1 }),
+      { node: v.node!, model: v.model, backend: v.backend as Backend | undefined, ...placement, threads: num(v.threads, "threads", { integer: true, min: 1 }),
         contextSize: num(v["context-size"], "context-size", { integer: true, min: 16 }), slots: num(v.slots, "slots", { integer: true, min: 1 }) },
       {
         kind: "inference",

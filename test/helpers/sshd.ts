@@ -27,6 +27,8 @@ export interface SshdNodeOptions {
   path?: string;
   /** Leave `node` (and npm/npx) out of the session PATH. */
   withoutNode?: boolean;
+  /** More environment for sessions (sshd's SetEnv), e.g. the software GPUs of test/helpers/lavapipe.ts. */
+  env?: Record<string, string>;
 }
 
 export interface SshdNode {
@@ -309,7 +311,7 @@ export async function startSshdCluster(opts: { nodes: SshdNodeOptions[] }): Prom
           "MaxStartups 64",
           "LogLevel INFO",
           "Subsystem sftp internal-sftp",
-          `SetEnv HOME=${home}${sessionPath ? ` PATH=${sessionPath}` : ""}`,
+          `SetEnv HOME=${home}${sessionPath ? ` PATH=${sessionPath}` : ""}${Object.entries(o.env ?? {}).map(([k, v]) => ` ${k}=${v}`).join("")}`,
           "",
         ].join("\n"),
       );
