@@ -8,6 +8,7 @@ import OpenAI from "openai";
 import { Ollama } from "ollama";
 import { ensureModel } from "../fixtures/models";
 import { newRbeeHome, runCli } from "../helpers/cli";
+import { isAlive } from "../helpers/hive";
 import { gatewayConfigPath, requestLog, startGateway, writeGatewayConfig, type RunningGateway } from "../helpers/gateway";
 
 const model = `file:${ensureModel("tiny")}`;
@@ -210,6 +211,18 @@ describe("rbee serve: OpenAI, Ollama and llama.cpp clients", () => {
     assert.equal(lines.at(-1).done, true);
     assert.ok(lines.at(-1).eval_count >= 1 && lines.at(-1).eval_count <= 8);
     assert.ok(lines.slice(0, -1).every((l) => l.done === false && typeof l.response === "string"));
+  });
+
+  test("a worker that went away (stopped idle, crashed) is replaced by the next request, which still succeeds", async () => {
+    const [before] = JSON.parse((await runCli(["workers", "list", "--json"], env)).stdout).workers;
+    process.kill(before.pid, "SIGKILL");
+    await gw.until("the worker process to be gone", () => !isAlive(before.pid));
+    const failovers = await gw.metric("rbee_gateway_failovers_total");
+    const answer = await openai.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "again" }], max_tokens: 4 });
+    assert.equal(answer.usage?.completion_tokens, 4);
+    assert.equal((await gw.metric("rbee_gateway_failovers_total")) - failovers, 1, "the dead worker was tried once, then replaced");
+    const [after] = JSON.parse((await runCli(["workers", "list", "--json"], env)).stdout).workers;
+    assert.notEqual(after.id, before.id);
   });
 
   test("/metrics counts requests, tokens and first-token times; one log line per request", async () => {

@@ -97,6 +97,7 @@ export class Scheduler {
     const exclude = new Set<string>();
     const seq = ++this.seq;
     let failovers = 0;
+    const failedOn = new Set<string>();
     for (;;) {
       const node = await this.acquire(lane, target, seq, exclude, opts.signal);
       const started = Date.now();
@@ -126,8 +127,14 @@ export class Scheduler {
         // The worker failed before it said anything: forget it and let another take the request.
         lane.workers.delete(node);
         if (worker && (code === "NODE_UNREACHABLE" || code === "CONNECTION_TIMEOUT")) await this.keeper.registry.removeWorker(worker.id).catch(noop);
-        if (target.node) throw e;
-        exclude.add(node);
+        // Another node's worker takes it if there is one. Without one, the node gets a second chance
+        // (its hive may only have stopped an idle worker; the keeper then starts a new one there).
+        const elsewhere = !target.node && this.eligible(lane, { exclude: new Set([...exclude, node]) }, true).length > 0;
+        if (elsewhere || failedOn.has(node)) {
+          if (target.node) throw e;
+          exclude.add(node);
+        }
+        failedOn.add(node);
         failovers++;
         this.metrics.failovers.add({ model: target.model, node });
       } finally {
