@@ -46,6 +46,18 @@ describe("rbee serve: OpenAI, Ollama and llama.cpp clients", () => {
     assert.doesNotMatch(gw.cli.stderr, new RegExp(gw.token), "the token never reaches the log");
   });
 
+  test("rbee serve: usage errors exit 2 and say what to do (bad port, port in use)", async () => {
+    const bad = await runCli(["serve", "--port", "70000"], env);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--port must be an integer between 0 and 65535/);
+    const taken = await runCli(["serve", "--port", new URL(gw.url).port], env);
+    assert.equal(taken.code, 2);
+    assert.match(taken.stderr, /is in use; pick another with --port/);
+    const help = await runCli(["serve", "--help"], env);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /--show-token/);
+  });
+
   test("openai: models list, chat whole and streamed (same seed, same text), usage counts", async () => {
     const ids = (await openai.models.list()).data.map((m) => m.id);
     assert.ok(ids.includes("tiny"), ids.join(","));
