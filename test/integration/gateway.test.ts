@@ -61,6 +61,8 @@ describe("rbee serve: OpenAI, Ollama and llama.cpp clients", () => {
   test("openai: models list, chat whole and streamed (same seed, same text), usage counts", async () => {
     const ids = (await openai.models.list()).data.map((m) => m.id);
     assert.ok(ids.includes("tiny"), ids.join(","));
+    assert.equal((await openai.models.retrieve("tiny")).id, "tiny");
+    await assert.rejects(openai.models.retrieve("nothing-by-this-name"), (e: any) => e.status === 404 && e.code === "model_not_found");
     const req = { model: "tiny", messages: [{ role: "user" as const, content: "Say hi" }], max_tokens: 12, seed: 7, temperature: 0.8 };
     const whole = await openai.chat.completions.create(req);
     assert.equal(whole.object, "chat.completion");

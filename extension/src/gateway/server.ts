@@ -164,6 +164,13 @@ export class Gateway {
         return { status: 200, model: label };
       }
     }
+    if (method === "GET" && path.startsWith("/v1/models/")) {
+      const id = decodeURIComponent(path.slice("/v1/models/".length));
+      const known = (await this.models()).some((m) => m.name === id);
+      if (!known) throw new RbeeError("MODEL_NOT_FOUND", `no alias, worker or catalog entry is called "${id}"; GET /v1/models lists them (any model ref works in requests too)`);
+      writeJson(res, 200, openai.modelList([id]).data[0]);
+      return { status: 200, model: id };
+    }
     throw new RbeeError("NOT_FOUND", `the gateway has no endpoint ${method} ${path}; see docs/gateway.md for the ones it serves`);
   }
 
