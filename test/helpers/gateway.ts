@@ -4,6 +4,7 @@
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { runCli, startCli, type RunningCli } from "./cli";
+import { waitUntil } from "./wait";
 
 export interface RunningGateway {
   cli: RunningCli;
@@ -24,13 +25,9 @@ export function writeGatewayConfig(file: string, config: unknown): string {
   return file;
 }
 
+/** test/helpers/wait.ts's waitUntil, phrased as "until <what> holds" (deadline 60 s by default). */
 export async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await waitUntil(check, { what, timeout: timeoutMs });
 }
 
 export async function startGateway(args: string[], env: NodeJS.ProcessEnv): Promise<RunningGateway> {
