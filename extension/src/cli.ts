@@ -13,6 +13,7 @@ import { Registry, defaultRegistryPath, rbeeHome } from "./keeper/registry";
 import { Narrator } from "./cli/narration";
 import { existsSync } from "node:fs";
 import path from "node:path";
+import { SERVE_HELP, serve } from "./cli/serve";
 
 const HELP: Record<string, string> = {
   main: `rbee ${AGENT_VERSION}: your own machines as a private code-completion and chat cloud
@@ -31,6 +32,7 @@ commands:
   models list      models in a node's catalog
   models download  download a model into a node's catalog
   hive start|stop|status   the local hive (localhost's daemon)
+  serve            an OpenAI-, Ollama- and llama.cpp-compatible gateway to your nodes' workers
 
 global options:
   --registry FILE  registry file (default ${defaultRegistryPath()}; RBEE_HOME moves ~/.rbee)
@@ -89,6 +91,7 @@ global options:
        rbee workers shutdown ID | --id ID [--node NAME]   the same
 `,
   models: `usage: rbee models list [--node NAME] [--json]\n       rbee models download REF [--node NAME]\n`,
+  serve: SERVE_HELP,
   hive: `usage: rbee hive start|stop|status|build-native [--json]
   start [--idle-timeout S]   how long workers may sit idle before the hive stops them (0 = never; default 5m)
   build-native   build llama.cpp for this machine's CPU once (minutes); CPU workers of 2+ threads use it
@@ -665,6 +668,11 @@ export async function main(argv: string[]): Promise<number> {
         return await logs(rest);
       case "runtime":
         return await runtimeCommand(rest);
+      case "serve": {
+        const { values: v } = parse(rest, { host: { type: "string" }, port: { type: "string" }, config: { type: "string" }, "show-token": { type: "boolean" } });
+        if (v.help) return help("serve");
+        return await serve(v, () => open(v), (m) => new UsageError(m));
+      }
       case "--version":
       case "version":
         process.stdout.write(`${AGENT_VERSION}\n`);

@@ -435,7 +435,7 @@ export type StopReason = (typeof STOP_REASONS)[number];
 export const StreamEventSchema = v.variant("type", [
   v.object({ type: v.literal("started"), request_id: str(128), model: str(4096) }),
   v.object({ type: v.literal("token"), t: v.string(), i: int(0, 1 << 30) }),
-  v.object({ type: v.literal("end"), tokens_out: int(0, 1 << 30), decode_ms: num(0, Number.MAX_SAFE_INTEGER), stop_reason: oneOf(STOP_REASONS), first_token_ms: v.optional(num(0, Number.MAX_SAFE_INTEGER)) }),
+  v.object({ type: v.literal("end"), tokens_out: int(0, 1 << 30), decode_ms: num(0, Number.MAX_SAFE_INTEGER), stop_reason: oneOf(STOP_REASONS), first_token_ms: v.optional(num(0, Number.MAX_SAFE_INTEGER)), tokens_in: v.optional(int(0, 1 << 30)) }),
   v.object({ type: v.literal("error"), code: errorCode, message: str(8192) }),
 ]);
 export type StreamEvent = v.InferOutput<typeof StreamEventSchema>;

@@ -17,9 +17,11 @@ export async function detectLocalPlatform(): Promise<NodePlatform> {
   if (process.platform === "darwin" && process.arch === "arm64") gpus.push("metal");
   else {
     if ((await run("nvidia-smi", ["-L"])).ok) gpus.push("cuda");
-    // A software Vulkan device (Mesa's lavapipe) is not a GPU: only real device types count.
+    // A software Vulkan device (Mesa's lavapipe) is not a GPU: only real device types count, unless
+    // GGML_VK_VISIBLE_DEVICES lists devices, which makes ggml use even CPU-type ones.
     const vk = await run("vulkaninfo", ["--summary"]);
-    if (vk.ok && /deviceType\s*=\s*PHYSICAL_DEVICE_TYPE_(DISCRETE|INTEGRATED|VIRTUAL)_GPU/.test(vk.out)) gpus.push("vulkan");
+    const types = process.env.GGML_VK_VISIBLE_DEVICES ? "DISCRETE_GPU|INTEGRATED_GPU|VIRTUAL_GPU|CPU" : "DISCRETE_GPU|INTEGRATED_GPU|VIRTUAL_GPU";
+    if (vk.ok && new RegExp(`deviceType\\s*=\\s*PHYSICAL_DEVICE_TYPE_(${types})`).test(vk.out)) gpus.push("vulkan");
   }
   const report = process.report?.getReport?.() as { header?: { glibcVersionRuntime?: string } } | undefined;
   const glibc = report?.header?.glibcVersionRuntime;

@@ -51,6 +51,8 @@ export interface ServicesOptions {
 export interface KeeperStack {
   registry: Registry;
   keeper: Keeper;
+  /** The keeper's connector to every node (the gateway places new workers with it). */
+  nodes: NodeConnector;
   local: LocalHive;
   /** The controller of a node the node list holds (localhost, or an SSH host). */
   controller(node: string): Promise<NodeController>;
@@ -130,11 +132,13 @@ export class RbeeServices {
     const ssh = new SshStack(this.opts, registry);
     // The setting reaches workers through keep_alive on each spawn, so a change applies to the next worker
     // without restarting a hive; hives rbee starts get it as their default too.
-    const keeper = new Keeper({ registry, nodes: new NodeRouter(localConnector, () => ssh.connector()), keepAliveS: idle });
+    const nodes = new NodeRouter(localConnector, () => ssh.connector());
+    const keeper = new Keeper({ registry, nodes, keepAliveS: idle });
     const nodeList = this.nodeList;
     const stack: KeeperStack = {
       registry,
       keeper,
+      nodes,
       local,
       async controller(node) {
         if (node === LOCALHOST_ENTRY.name) return localController;
