@@ -1,0 +1,40 @@
+// Code-completion stops that depend on the lines generated so far (llama.cpp's n_indent and
+// t_max_predict_ms): a line indented less than the cursor's ends the block being completed, and
+// a time budget ends generation at a line boundary, never in the middle of the first line.
+
+export class LineLimits {
+  private sawNewline = false;
+  /** The current line's text so far (after the last newline). */
+  private line = "";
+
+  constructor(
+    private readonly opts: { n_indent?: number; t_max_predict_ms?: number },
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  /**
+   * Feeds released text; returns the index in `text` where a line indented by fewer than n_indent
+   * characters begins (the text from there on is not to be sent), or -1.
+   */
+  push(text: string): number {
+    const minIndent = this.opts.n_indent ?? 0;
+    for (let i = 0; i < text.length; i++) {
+      const ch = text[i];
+      if (ch === "\n") {
+        this.sawNewline = true;
+        this.line = "";
+        continue;
+      }
+      this.line += ch;
+      if (this.sawNewline && minIndent > 0 && ch !== " " && ch !== "\t" && this.line.trim().length === 1 && this.line.length - 1 < minIndent)
+        return Math.max(0, i - (this.line.length - 1)); // the line may have begun in earlier text
+    }
+    return -1;
+  }
+
+  /** Whether the time budget is spent (counted from `since`, the first token) with a line complete. */
+  overBudget(since: number): boolean {
+    const budget = this.opts.t_max_predict_ms;
+    return budget !== undefined && budget > 0 && this.sawNewline && this.now() - since > budget;
+  }
+}
