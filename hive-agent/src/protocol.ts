@@ -286,7 +286,7 @@ export interface InfillRequest extends SamplingOptions {
   // send none. max_tokens may be 0 here: evaluate the prompt into the slot's cache (a warm-up).
   /** Chunks of other files, laid out before the prefix (repo-level FIM where the model has it). */
   input_extra?: InfillExtraChunk[];
-  /** Stop once generation has run this long (from the first token) and a line is complete. */
+  /** Stop once generation has run this long (from the first token) at a line end; at twice it, anywhere. */
   t_max_predict_ms?: number;
   /** Stop at a generated line indented by fewer than this many spaces or tabs. */
   n_indent?: number;

@@ -14,6 +14,7 @@ const SECTIONS = {
   registry: { file: "test/bench/registry.bench.ts", fn: "benchRegistry", title: "Registry (sql.js)", variants: [{}] },
   ssh: { file: "test/bench/ssh.bench.ts", fn: "benchSsh", title: "SSH transport and deploy", variants: [{}] },
   inline: { file: "test/bench/inline.bench.ts", fn: "benchInline", title: "Inline completions: engine overhead over the worker, cache hits", variants: [{ preset: "tiny" }, { preset: "small" }] },
+  typing: { file: "test/bench/typing.bench.ts", fn: "benchTyping", title: "Typing replay: keystroke → ghost text, worker vs llama-server /infill (small model), per 100 keystrokes", variants: [{ threads: 1 }] },
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));

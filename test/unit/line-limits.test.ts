@@ -15,12 +15,15 @@ test("n_indent: the first line stays whatever its indent; a later line indented 
   assert.equal(new LineLimits({}).push("a\nb"), -1, "no n_indent, no stop");
 });
 
-test("t_max_predict_ms: over budget only counts once a line is complete", () => {
+test("t_max_predict_ms: past the budget at a complete line; past twice the budget anywhere", () => {
   let now = 0;
   const l = new LineLimits({ t_max_predict_ms: 100 }, () => now);
   l.push("first line still going");
-  now = 500;
-  assert.equal(l.overBudget(0), false, "never in the middle of the first line");
+  now = 150;
+  assert.equal(l.overBudget(0), false, "not in the middle of the first line");
+  now = 201;
+  assert.equal(l.overBudget(0), true, "but not beyond twice the budget");
+  now = 150;
   l.push(" done\nsecond");
   assert.equal(l.overBudget(0), true);
   now = 50;

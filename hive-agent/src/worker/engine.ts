@@ -42,7 +42,7 @@ export interface GenerationResult {
 
 /** Generation limits beyond the sampling options (infill requests carry them). */
 export interface GenerationOptions extends SamplingOptions {
-  /** Stop once this long has passed since the first token and a generated line is complete. */
+  /** Stop once this long has passed since the first token at a line end (at twice it, anywhere). */
   t_max_predict_ms?: number;
   /** Stop at a generated line (after the first) indented by fewer than this many spaces/tabs. */
   n_indent?: number;

@@ -1,6 +1,6 @@
 // Code-completion stops that depend on the lines generated so far (llama.cpp's n_indent and
 // t_max_predict_ms): a line indented less than the cursor's ends the block being completed, and
-// a time budget ends generation at a line boundary, never in the middle of the first line.
+// a time budget ends generation at a line boundary (or, at twice the budget, wherever it is).
 
 export class LineLimits {
   private sawNewline = false;
@@ -32,9 +32,15 @@ export class LineLimits {
     return -1;
   }
 
-  /** Whether the time budget is spent (counted from `since`, the first token) with a line complete. */
+  /**
+   * Whether the time budget is spent (counted from `since`, the first token): at a complete line
+   * once it has passed (as llama.cpp), and at twice the budget whatever the line, so one endless
+   * line cannot hold the user's suggestion back.
+   */
   overBudget(since: number): boolean {
     const budget = this.opts.t_max_predict_ms;
-    return budget !== undefined && budget > 0 && this.sawNewline && this.now() - since > budget;
+    if (budget === undefined || budget <= 0) return false;
+    const elapsed = this.now() - since;
+    return elapsed > budget && (this.sawNewline || elapsed > 2 * budget);
   }
 }
