@@ -284,23 +284,29 @@ export class CompletionEngine {
       }
     }
 
-    // A generation running for this editor whose output the user is typing along: wait for it.
-    const running = this.flights.get(req.editor);
-    if (running && !req.alternative && typedAlong(running, ctx) !== undefined) {
+    // A generation running for this editor (or a prefetch) whose output the user is typing along,
+    // or that was asked for this very context: wait for it instead of asking again.
+    const running = req.alternative ? undefined : [this.flights.get(req.editor), this.prefetches.get(req.editor)].find((f) => f && typedAlong(f, ctx) !== undefined);
+    if (running) {
       running.adopted = true;
       const ticket = this.gate.begin(req.editor, req.signal);
       try {
         const result = await untilAborted(running.done, ticket.signal);
-        if (!result || ticket.signal.aborted) return done({ source: "cancelled", reason: "superseded" });
+        if (!result || result.stopReason === "cancelled" || ticket.signal.aborted) return done({ source: "cancelled", reason: "superseded" });
         this.counters.reused++;
         const rest = this.cache.get(ctx);
         return done(rest ? { source: "reused", text: rest, workerMs: result.workerMs } : { source: "skipped", reason: "the running suggestion ended where the user typed" });
+      } catch (e) {
+        const message = (e as Error).message;
+        this.setState({ kind: "error", message });
+        return done({ source: "error", reason: message });
       } finally {
         ticket.release();
       }
     }
-    // A real request beats the speculative ones for this editor.
+    // A real request beats whatever runs for this editor that the user has typed away from.
     this.prefetches.get(req.editor)?.controller.abort();
+    this.flights.get(req.editor)?.controller.abort();
 
     const ticket = this.gate.begin(req.editor, req.signal);
     let debounced = 0;
@@ -463,14 +469,17 @@ export class CompletionEngine {
   }
 }
 
-/** The characters typed since `flight` was asked, when they are what it is generating; else undefined. */
+/**
+ * The characters typed since `flight` was asked ("" for the same context), when they are what it
+ * has generated so far; else undefined.
+ */
 function typedAlong(flight: Flight, ctx: CacheContext): string | undefined {
   if (ctx.scope !== flight.ctx.scope || ctx.suffix.slice(0, 256) !== flight.ctx.suffix.slice(0, 256)) return undefined;
   const tail = flight.ctx.prefix.slice(-256);
   const at = ctx.prefix.lastIndexOf(tail);
   if (at < 0) return undefined;
   const typed = ctx.prefix.slice(at + tail.length);
-  return typed.length > 0 && flight.text.startsWith(typed) ? typed : undefined;
+  return flight.text.startsWith(typed) ? typed : undefined;
 }
 
 /** `p`'s value, or undefined as soon as `signal` aborts. */

@@ -30,10 +30,11 @@ export function contextWindow(before: string, after: string, limits: WindowLimit
     const cursor = beforeOffset + before.length;
     const step = Math.max(1, Math.floor(limits.maxPrefixChars / 4));
     const front = Math.ceil((cursor - limits.maxPrefixChars) / step) * step;
-    prefix = before.slice(Math.max(0, front - beforeOffset));
+    const cut = Math.max(0, front - beforeOffset);
+    prefix = before.slice(cut);
     const firstBreak = prefix.indexOf("\n");
-    // Drop the partial first line, but never the cursor's own line.
-    if (firstBreak >= 0 && firstBreak < prefix.length - 1) prefix = prefix.slice(firstBreak + 1);
+    // Drop the partial first line (unless the cut fell on a line start), never the cursor's own line.
+    if (before[cut - 1] !== "\n" && firstBreak >= 0 && firstBreak < prefix.length - 1) prefix = prefix.slice(firstBreak + 1);
   }
   let suffix = after;
   if (suffix.length > limits.maxSuffixChars) {
