@@ -8,8 +8,9 @@
 // other files; the same engine against llama-server's /infill (built as the peer bench builds it)
 // on the same trace; and the raw API: every keystroke's whole prefix and suffix straight to the
 // worker's /v1/infill and llama-server's /infill, each waited for (what the issue measured).
-// Per 100 keystrokes: requests, cancelled, shown, cache hits, prompt tokens evaluated; latency
-// keystroke → ghost text p50/p90.
+// Per 100 keystrokes: requests, cancelled, shown, cache hits, prompt tokens evaluated (by requests
+// that finished: llama-server reports nothing for a cancelled one); latency keystroke → ghost text
+// p50/p90.
 
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
@@ -179,7 +180,7 @@ export async function benchTyping({ threads = 1 }: { threads?: number } = {}): P
   const server = await startLlamaServer({ binary, model: modelPath, threads, parallel: 2, contextSize: 2 * CONTEXT });
   try {
     const model = `file:${modelPath}`;
-    await (await services.keeper()).ensureWorker({ node: "localhost", model, slots: 2, threads, contextSize: CONTEXT });
+    await (await services.keeper()).ensureWorker({ node: "localhost", model, slots: 2, threads, contextSize: CONTEXT, backend: "cpu" });
     const settings: EngineSettings = { ...DEFAULT_ENGINE_SETTINGS, maxTokens: 16, model };
     const workerBackend = new KeeperCompletionBackend(() => services.keeper());
     const serverBackend = new LlamaServerBackend(server.url);
@@ -192,6 +193,7 @@ export async function benchTyping({ threads = 1 }: { threads?: number } = {}): P
       ["llama-server + 5 files", serverBackend, OTHERS],
     ] as const) {
       const engine = new CompletionEngine(backend, () => settings);
+      console.error(`typing: ${name}…`);
       results[name] = await replay(engine, text, [...extra]);
       engine.dispose();
       rows.push(per100(name, results[name]));

@@ -411,8 +411,9 @@ export class CompletionEngine {
     return flight;
   }
 
+  /** Counts a finished request's prompt (a cancelled one's partial evaluation is not known on every server). */
   private countTokens(r: InfillResult) {
-    if (r.promptTokens === undefined) return;
+    if (r.promptTokens === undefined || r.stopReason === "cancelled") return;
     this.counters.promptTokens += r.promptTokens;
     this.counters.evaluatedTokens += r.promptTokens - (r.cachedTokens ?? 0);
   }
