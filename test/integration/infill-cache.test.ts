@@ -70,12 +70,14 @@ test("extra context goes before the prefix and stays cached while typing; the ol
 });
 
 test("a warm-up (max_tokens 0) fills the cache without generating; the request after it evaluates one token", async () => {
-  const p: Prompt = { kind: "infill", prefix: source.slice(5_000, 7_000), suffix: source.slice(7_000, 7_500), extra: [{ filename: "a.js", text: source.slice(0, 1000) }] };
+  // Extra context beyond the budget: the warm-up must leave out the same chunks as the completion.
+  const extra = Array.from({ length: 8 }, (_, i) => ({ filename: `c${i}.js`, text: source.slice(i * 3000, i * 3000 + 2500) }));
+  const p: Prompt = { kind: "infill", prefix: source.slice(25_000, 27_000), suffix: source.slice(27_000, 27_500), extra };
   const warm = await run(p, 0);
   assert.equal(warm.result.tokensOut, 0);
   assert.ok(warm.evaluated > 500);
-  const next = await run(p, 4);
-  assert.equal(next.result.tokensOut, 4);
+  const next = await run(p, 48);
+  assert.equal(next.result.tokensOut, 48);
   assert.equal(next.evaluated, 1);
 });
 

@@ -46,10 +46,13 @@ const SUFFIX_CAP = 510;
 export function infillLimits(contextSize: number, maxTokens: number): InfillLimits {
   const prefixTokens = Math.min(PREFIX_CAP, Math.floor((contextSize * 3) / 8));
   const suffixTokens = Math.min(SUFFIX_CAP, Math.floor(contextSize / 8));
-  // As llama-server: what the prefix and suffix may take, twice the generation, and the markers
+  // As llama-server: what the prefix and suffix may take, room for the generation, and the markers
   // are kept free; the extra context gets the rest — whatever the prefix's actual length, so that
-  // a growing prefix never pushes a chunk out (and the whole prompt out of the cache).
-  const extraTokens = Math.max(0, contextSize - prefixTokens - suffixTokens - 2 * maxTokens - 8);
+  // a growing prefix never pushes a chunk out (and the whole prompt out of the cache). The room
+  // for the generation has a floor, so a warm-up (max_tokens 0) and the completions after it
+  // (a few dozen tokens) lay out the same chunks.
+  const generation = Math.max(2 * maxTokens, Math.floor(contextSize / 16));
+  const extraTokens = Math.max(0, contextSize - prefixTokens - suffixTokens - generation - 8);
   return { prefixTokens, suffixTokens, extraTokens };
 }
 
