@@ -120,6 +120,10 @@ export class Engine {
       sequences: opts.slots,
       threads: { ideal: opts.threads, min: 1 },
       batchSize: opts.batchSize,
+      // On a CPU, flash attention evaluates a prompt deep in the context 1.5–2× faster (512 tokens
+      // after 2048: 0.65 s vs 1.3 s, small model, 1 thread), which is an editor's every keystroke;
+      // llama-server has it on by default ("auto").
+      ...(opts.backend === "cpu" ? { flashAttention: true } : {}),
       // Infill and chat prompts are rebuilt per request; a slot keeps its KV cache so a request that
       // extends the previous one (typing in the editor) only evaluates the new tokens.
     });
