@@ -2,9 +2,9 @@
 // narration and errors to stderr. Exit codes: 0 ok, 1 error, 2 usage, 130 cancelled.
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { RbeeError, BACKENDS, AGENT_VERSION, type Backend, type NativeBuildStatus } from "../../hive-agent/src/protocol";
+import { RbeeError, BACKENDS, AGENT_VERSION, parseKeepAlive, type Backend, type DeviceInfo, type NativeBuildStatus } from "../../hive-agent/src/protocol";
 import { Keeper, StreamInterruptedError } from "./keeper/keeper";
-import { LocalHive, defaultAgentScript } from "./keeper/local-hive";
+import { LocalHive, defaultAgentScript, idleTimeoutDaemonArgs } from "./keeper/local-hive";
 import { shQuote } from "./nodes/shell";
 import { LOCALHOST } from "./keeper/local-connector";
 import { NodeDirectory } from "./nodes/node-directory";
@@ -22,7 +22,8 @@ commands:
   nodes deploy|status|uninstall NAME   the hive-agent on an SSH node
   logs             a node's hive log (--node NAME [--follow])
   workers list     workers running on a node
-  workers shutdown stop a worker
+  workers health   ask each worker of a node how it is
+  workers stop     stop a worker now (frees its GPU)
   models list      models in a node's catalog
   models download  download a model into a node's catalog
   hive start|stop|status   the local hive (localhost's daemon)
@@ -33,6 +34,7 @@ global options:
   --accept-new-host-key    accept and record an SSH host key that known_hosts lacks (never a changed one)
   --json           machine-readable output where it applies
   --help           help for a command
+  --version        print rbee's version (the keeper's and the hive-agent's it deploys) and exit
 `,
   infer: `usage: rbee infer --model REF --prompt TEXT [options]
 
@@ -43,7 +45,11 @@ global options:
   --temperature X      sampling temperature (default 0.8)
   --seed N             sampling seed, for reproducible output
   --backend B          cuda | metal | vulkan | cpu (default: the node's best)
-  --device N           GPU index (default 0)
+  --device N|auto      GPU for a new worker (default auto: the GPU with room and the least load)
+  --devices 0,1        split a new worker's model over these GPUs
+  --allow-split        let the node span GPUs when no single one has room for the model
+  --keep-alive S       idle time before the node stops a new worker: seconds or 30s/5m/2h; 0 = never
+                       (default: the node's idle timeout)
   --threads N          CPU threads for a new worker (default: cores - 1)
   --context-size N     context per slot for a new worker (default: min(model's, 4096))
   --slots N            parallel requests a new worker serves (default 2 on CPU, 4 on GPU)
@@ -52,16 +58,22 @@ global options:
   --no-autostart       fail instead of starting the local hive
   --json               print one JSON object with the result instead of streaming text
 `,
-  nodes: `usage: rbee nodes list [--json]
-       rbee nodes deploy NAME      install or upgrade the hive-agent on an SSH node and start it
+  nodes: `usage: rbee nodes list [--json]      every node with its GPUs (free/total VRAM, workers on each)
+       rbee nodes deploy NAME [--idle-timeout S]   install or upgrade the hive-agent on an SSH node and start it
+                                   (--idle-timeout: how long its workers may sit idle; 0 = never; default 5m)
        rbee nodes status NAME      what is installed and running there
        rbee nodes uninstall NAME   stop the hive and remove the agent (models are kept; --purge-models removes them)
        rbee nodes build-native NAME   build llama.cpp for the node's CPU once (minutes); its CPU workers of 2+ threads use it
 `,
   logs: `usage: rbee logs --node NAME [--follow] [--lines N]\n`,
-  workers: `usage: rbee workers list [--node NAME] [--json]\n       rbee workers shutdown ID [--node NAME]\n`,
+  workers: `usage: rbee workers list [--node NAME] [--json]
+       rbee workers health [--node NAME] [--json]   each worker's own answer (exit 1 if one does not answer)
+       rbee workers stop ID [--node NAME]           stop a worker now and free its GPU
+       rbee workers shutdown ID | --id ID [--node NAME]   the same
+`,
   models: `usage: rbee models list [--node NAME] [--json]\n       rbee models download REF [--node NAME]\n`,
   hive: `usage: rbee hive start|stop|status|build-native [--json]
+  start [--idle-timeout S]   how long workers may sit idle before the hive stops them (0 = never; default 5m)
   build-native   build llama.cpp for this machine's CPU once (minutes); CPU workers of 2+ threads use it
 `,
 };
@@ -151,6 +163,9 @@ async function infer(argv: string[]): Promise<number> {
     seed: { type: "string" },
     backend: { type: "string" },
     device: { type: "string" },
+    devices: { type: "string" },
+    "allow-split": { type: "boolean" },
+    "keep-alive": { type: "string" },
     threads: { type: "string" },
     "context-size": { type: "string" },
     slots: { type: "string" },
@@ -164,11 +179,13 @@ async function infer(argv: string[]): Promise<number> {
   if (v.backend && !BACKENDS.includes(v.backend as Backend)) throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}`);
   const prompt = v.prompt === "-" ? await readStdin() : v.prompt;
   const timeout = num(v.timeout, "timeout", { min: 0 });
+  const placement = placementOptions(v);
 
   const ctx = await open(v, !v["no-autostart"]);
   const narrator = new Narrator(process.stderr, Boolean(v.json));
   const abort = new AbortController();
   let cancelledBySignal = false;
+  // Ctrl+C cancels on the worker (DELETE) and exits 130 (docs/edge-cases.md, EC5).
   const onSigint = () => {
     if (abort.signal.aborted) process.exit(130); // a second Ctrl+C does not wait
     cancelledBySignal = true;
@@ -179,7 +196,7 @@ async function infer(argv: string[]): Promise<number> {
   let wroteText = false;
   try {
     const result = await ctx.keeper.generate(
-      { node: v.node!, model: v.model, backend: v.backend as Backend | undefined, device: num(v.device, "device", { integer: true, min: 0 }), threads: num(v.threads, "threads", { integer: true, min: 1 }),
+      { node: v.node!, model: v.model, backend: v.backend as Backend | undefined, ...placement, threads: num(v.threads, "threads", { integer: true, min: 1 }),
         contextSize: num(v["context-size"], "context-size", { integer: true, min: 16 }), slots: num(v.slots, "slots", { integer: true, min: 1 }) },
       {
         kind: "inference",
@@ -223,6 +240,24 @@ async function infer(argv: string[]): Promise<number> {
   }
 }
 
+/** --device, --devices, --allow-split and --keep-alive as a worker spec's fields. */
+function placementOptions(v: { device?: string; devices?: string; "allow-split"?: boolean; "keep-alive"?: string }) {
+  const device = v.device === undefined || v.device === "auto" ? undefined : num(v.device, "device", { integer: true, min: 0 });
+  const devices = v.devices?.split(",").map((d) => num(d.trim(), "devices", { integer: true, min: 0 })!);
+  if (devices !== undefined && device !== undefined) throw new UsageError("give either --device or --devices, not both");
+  return { device, devices, allowSplit: v["allow-split"] || undefined, keepAliveS: seconds(v["keep-alive"], "keep-alive") };
+}
+
+/** A duration flag (seconds, or 30s / 5m / 2h; 0 = never) in seconds. */
+function seconds(value: string | undefined, name: string): number | undefined {
+  try {
+    return parseKeepAlive(/^\d+$/.test(value ?? "") ? Number(value) : value, name);
+  } catch {
+    throw new UsageError(`--${name} must be seconds or a duration like 30s, 5m, 2h (0 = never), got "${value}"`);
+  }
+}
+
+
 function print(json: boolean | undefined, data: unknown, table: () => string) {
   process.stdout.write(json ? JSON.stringify(data, null, 2) + "\n" : table());
 }
@@ -234,9 +269,10 @@ function formatTable(rows: string[][]): string {
 }
 
 async function nodes(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parse(argv, { "purge-models": { type: "boolean" } });
+  const { values: v, positionals } = parse(argv, { "purge-models": { type: "boolean" }, "idle-timeout": { type: "string" } });
   const sub = positionals[0];
   if (v.help || !["list", "deploy", "status", "uninstall", "build-native"].includes(sub)) return help("nodes", !v.help);
+  const idleArgs = idleTimeoutDaemonArgs(seconds(v["idle-timeout"], "idle-timeout"));
   const ctx = await open(v, false);
   try {
     if (sub === "list") return await listNodes(ctx, v.json);
@@ -249,7 +285,8 @@ async function nodes(argv: string[]): Promise<number> {
       if (!v.json && e.status !== "done") process.stderr.write(`[${name}] ${e.message}\n`);
     };
     if (sub === "deploy") {
-      const r = await deployHive(conn, { ...ctx.nodes.deployOptions(), onProgress: narrate });
+      const base = ctx.nodes.deployOptions();
+      const r = await deployHive(conn, { ...base, daemonArgs: [...(base.daemonArgs ?? []), ...idleArgs], onProgress: narrate });
       await ctx.registry.upsertNode({ alias: name, host: conn.spec.hostname, transport: "ssh" });
       await ctx.registry.setNodeStatus(name, "online", { agent_version: r.version });
       const { token: _secret, ...shown } = r;
@@ -274,6 +311,18 @@ async function nodes(argv: string[]): Promise<number> {
   }
 }
 
+type GpuRow = Pick<DeviceInfo, "backend" | "index" | "name" | "vram_total_bytes" | "vram_free_bytes"> & { workers: string[] };
+
+/** A node's GPUs as `nodes list` shows them: free is what a new worker can have, with the workers on each. */
+function gpuRows(devices: DeviceInfo[]): GpuRow[] {
+  return devices.map((d) => ({ backend: d.backend, index: d.index, name: d.name, vram_total_bytes: d.vram_total_bytes, vram_free_bytes: d.vram_free_bytes, workers: d.workers ?? [] }));
+}
+
+function formatGpu(g: GpuRow): string {
+  const gib = (b: number) => (b / 2 ** 30).toFixed(1);
+  return `${g.backend}:${g.index} ${g.name} ${gib(g.vram_free_bytes)}/${gib(g.vram_total_bytes)} GiB free${g.workers.length ? ` [${g.workers.join(" ")}]` : ""}`;
+}
+
 interface NodeRow {
   alias: string;
   host: string;
@@ -281,7 +330,7 @@ interface NodeRow {
   status: string;
   agent_version: string | null;
   backends: string[];
-  gpus: { name: string; vram_total_bytes: number; vram_free_bytes: number }[];
+  gpus: GpuRow[];
   /** The node's own CPU build of llama.cpp (null while the hive is not running). */
   native_build: NativeBuildStatus | null;
 }
@@ -292,7 +341,7 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
   const localCaps = local.running ? await (await ctx.local.connectExisting())!.capabilities() : undefined;
   rows.push({
     alias: LOCALHOST, host: "127.0.0.1", reachable: local.running, status: local.running ? "running" : "not started", agent_version: local.version ?? null,
-    backends: localCaps?.backends ?? [], gpus: localCaps?.devices.map((d) => ({ name: d.name, vram_total_bytes: d.vram_total_bytes, vram_free_bytes: d.vram_free_bytes })) ?? [],
+    backends: localCaps?.backends ?? [], gpus: gpuRows(localCaps?.devices ?? []),
     native_build: localCaps?.native_build ?? null,
   });
   const { hiveStatus } = require("./nodes/deploy") as typeof import("./nodes/deploy");
@@ -310,7 +359,7 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
           if (s.running && s.healthy) {
             const caps = await (await ctx.nodes.connect(spec.alias, () => {})).hive.capabilities();
             row.backends = caps.backends;
-            row.gpus = caps.devices.map((d) => ({ name: d.name, vram_total_bytes: d.vram_total_bytes, vram_free_bytes: d.vram_free_bytes }));
+            row.gpus = gpuRows(caps.devices);
             row.native_build = caps.native_build;
           }
         } catch (e) {
@@ -323,7 +372,7 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
   print(json, { nodes: rows }, () =>
     formatTable([
       ["NODE", "HOST", "STATUS", "AGENT", "BACKENDS", "GPUS", "CPU BUILD"],
-      ...rows.map((r) => [r.alias, r.host, r.status, r.agent_version ?? "-", r.backends.join(",") || "-", r.gpus.map((g) => `${g.name} ${(g.vram_free_bytes / 2 ** 30).toFixed(1)}/${(g.vram_total_bytes / 2 ** 30).toFixed(1)} GiB`).join("; ") || "-", r.native_build?.state ?? "-"]),
+      ...rows.map((r) => [r.alias, r.host, r.status, r.agent_version ?? "-", r.backends.join(",") || "-", r.gpus.map(formatGpu).join("; ") || "-", r.native_build?.state ?? "-"]),
     ]),
   );
   return 0;
@@ -365,23 +414,30 @@ async function connectHive(ctx: Context, node: string) {
 }
 
 async function workers(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parse(argv, {});
+  const { values: v, positionals } = parse(argv, { id: { type: "string" } });
   const sub = positionals[0];
-  if (v.help || (sub !== "list" && sub !== "shutdown")) return help("workers", !v.help);
+  if (v.help || !["list", "health", "stop", "shutdown"].includes(sub)) return help("workers", !v.help);
   const ctx = await open(v, false);
   try {
     const hive = await connectHive(ctx, v.node!);
+    if (sub === "health") return await workersHealth(hive, v.json);
     if (sub === "list") {
       const list = await hive.workers();
       await ctx.registry.replaceNodeState(v.node!, list, await hive.models());
       const safe = list.map(({ api_key: _secret, ...w }) => w);
       print(v.json, { workers: safe }, () =>
-        formatTable([["ID", "MODEL", "STATE", "BACKEND", "SLOTS", "TOK/S"], ...safe.map((w) => [w.id, w.model_ref, w.state, `${w.backend}:${w.device}`, `${w.slots_busy}/${w.slots_total}`, w.last_tokens_per_second?.toFixed(1) ?? "-"])]) || "no workers\n",
+        formatTable([
+          ["ID", "MODEL", "STATE", "ON", "MEMORY", "SLOTS", "KEEP-ALIVE", "TOK/S"],
+          ...safe.map((w) => [
+            w.id, w.model_ref, w.state, w.backend === "cpu" ? "cpu" : `${w.backend}:${w.devices.join("+")}`, `${(w.memory_bytes / 2 ** 20).toFixed(0)} MiB`,
+            `${w.slots_busy}/${w.slots_total}`, w.keep_alive_s ? `${w.keep_alive_s} s` : "never", w.last_tokens_per_second?.toFixed(1) ?? "-",
+          ]),
+        ]) || "no workers\n",
       );
       return 0;
     }
-    const id = positionals[1];
-    if (!id) throw new UsageError("workers shutdown needs a worker ID (see rbee workers list)");
+    const id = positionals[1] ?? v.id;
+    if (!id) throw new UsageError(`workers ${sub} needs a worker ID (see rbee workers list)`);
     await hive.shutdown(id);
     await ctx.registry.removeWorker(id);
     process.stderr.write(`worker ${id} stopped\n`);
@@ -389,6 +445,26 @@ async function workers(argv: string[]): Promise<number> {
   } finally {
     await ctx.close();
   }
+}
+
+/** Asks every worker of a node directly (not the hive's cached view); 1 when one does not answer. */
+async function workersHealth(hive: Awaited<ReturnType<typeof connectHive>>, json: boolean | undefined): Promise<number> {
+  const list = await hive.workers();
+  const rows = await Promise.all(
+    list.map(async (w) => {
+      const t0 = Date.now();
+      try {
+        const h = await hive.workerClient(w).health();
+        return { id: w.id, model_ref: w.model_ref, answered: true, state: h.state, slots_busy: h.slots_busy, slots_total: w.slots_total, latency_ms: Date.now() - t0, error: null };
+      } catch (e) {
+        return { id: w.id, model_ref: w.model_ref, answered: false, state: w.state, slots_busy: w.slots_busy, slots_total: w.slots_total, latency_ms: Date.now() - t0, error: (e as Error).message };
+      }
+    }),
+  );
+  print(json, { workers: rows }, () =>
+    formatTable([["ID", "MODEL", "HEALTH", "STATE", "SLOTS", "ANSWERED IN"], ...rows.map((r) => [r.id, r.model_ref, r.answered ? "ok" : `no answer: ${r.error}`, r.state, `${r.slots_busy}/${r.slots_total}`, `${r.latency_ms} ms`])]) || "no workers\n",
+  );
+  return rows.every((r) => r.answered) ? 0 : 1;
 }
 
 async function models(argv: string[]): Promise<number> {
@@ -415,10 +491,10 @@ async function models(argv: string[]): Promise<number> {
 }
 
 async function hiveCommand(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parse(argv, {});
+  const { values: v, positionals } = parse(argv, { "idle-timeout": { type: "string" } });
   const sub = positionals[0];
   if (v.help || !["start", "stop", "status", "build-native"].includes(sub)) return help("hive", !v.help);
-  const local = new LocalHive();
+  const local = new LocalHive({ daemonArgs: idleTimeoutDaemonArgs(seconds(v["idle-timeout"], "idle-timeout")) });
   try {
     if (sub === "start") {
       const { started } = await local.ensure();

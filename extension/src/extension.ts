@@ -42,6 +42,7 @@ export function activate(context: vscode.ExtensionContext): RbeeApi {
     extensionDir: context.extensionPath,
     log,
     ssh: { configPath: () => nodesSettings().sshConfigPath || undefined, prompts: sshPrompts, tokens },
+    idleTimeoutSeconds: () => nodesSettings().idleTimeoutSeconds,
   });
   const s = services;
 

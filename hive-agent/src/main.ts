@@ -1,5 +1,6 @@
 // `hive-agent daemon | worker | detect | version`: the program deployed to every node.
 
+import { execFile } from "node:child_process";
 import { parseArgs } from "node:util";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
@@ -7,7 +8,7 @@ import { AGENT_VERSION, type Backend } from "./protocol";
 import { DEFAULT_DAEMON_OPTIONS, HiveDaemon, nativeBuildDir } from "./hive/daemon";
 import { buildNativeLlama } from "./worker/native-build";
 import { NATIVE_BUILD_MODES, type NativeBuildMode } from "./hive/native-builder";
-import { detectCapabilities } from "./hive/capabilities";
+import { DEVICE_ENV, detectCapabilities, probeBackend, type BackendProbe } from "./hive/capabilities";
 import { runWorker } from "./worker/main";
 
 const USAGE = `usage: hive-agent <command> [options]
@@ -15,12 +16,15 @@ const USAGE = `usage: hive-agent <command> [options]
 commands:
   daemon   run the node's hive (HTTP API on loopback)
              --bind 127.0.0.1 --port 0 --token-file FILE --home DIR
-             [--idle-timeout-ms N] [--health-interval-ms N] [--grace-ms N] [--load-timeout-ms N]
+             [--idle-timeout-ms N (0 = never)] [--health-interval-ms N] [--grace-ms N] [--load-timeout-ms N]
              [--download-attempts N] [--download-backoff-ms N] [--download-stall-ms N]
+             [--vram-limit-mib N] [--ram-limit-mib N]  the most rbee's workers may take on each GPU /
+                                     of RAM (nodes shared with others; default: all that is free)
              [--native-build auto|off]  auto (default; env RBEE_NATIVE_BUILD): build llama.cpp for
              this CPU in the background where CPU workers use it (2+ threads, no GPU, cmake + C++)
   worker   one model process (started by the daemon, not by hand)
-  detect   print this node's GPU backends, devices and memory as JSON
+  detect   print this node's GPU backends, devices and memory as JSON [--notes: what the GPU
+           libraries said, on stderr]
   build-native --home DIR
            build llama.cpp for this node's CPU (OpenMP, its instruction sets) once; CPU workers of
            2+ threads use it from then on, the prebuilt otherwise (minutes; safe to re-run)
@@ -49,10 +53,22 @@ async function main() {
     case "--version":
       console.log(AGENT_VERSION);
       return;
-    case "detect":
-      console.log(JSON.stringify(await detectCapabilities()));
+    case "detect": {
+      // stdout carries the JSON only; what the GPU libraries said goes to stderr with --notes (the
+      // hive logs it) and nowhere otherwise.
+      const notes: string[] = [];
+      const hardware = await detectCapabilities(probeDeviceInChild, notes);
+      if (rest.includes("--notes")) for (const n of notes) process.stderr.write(`${n}\n`);
+      console.log(JSON.stringify(hardware));
       // node-llama-cpp may keep native handles alive; detection is a one-shot process.
       process.exit(0);
+    }
+    case "probe-device": {
+      // Internal: run by `detect` with the backend's device variable set to one device.
+      const notes: string[] = [];
+      console.log(JSON.stringify((await probeBackend("vulkan", notes)) ?? null));
+      process.exit(0);
+    }
     case "daemon":
       return daemon(rest);
     case "worker":
@@ -86,6 +102,8 @@ async function daemon(argv: string[]) {
       "download-backoff-ms": { type: "string" },
       "download-stall-ms": { type: "string" },
       "native-build": { type: "string", default: process.env.RBEE_NATIVE_BUILD || "auto" },
+      "vram-limit-mib": { type: "string" },
+      "ram-limit-mib": { type: "string" },
     },
     strict: true,
   });
@@ -112,6 +130,8 @@ async function daemon(argv: string[]) {
       loadTimeoutMs: int(v["load-timeout-ms"], "load-timeout-ms", DEFAULT_DAEMON_OPTIONS.loadTimeoutMs),
       download,
       nativeBuild,
+      ...(v["vram-limit-mib"] ? { vramLimitBytes: int(v["vram-limit-mib"], "vram-limit-mib") * 2 ** 20 } : {}),
+      ...(v["ram-limit-mib"] ? { ramLimitBytes: int(v["ram-limit-mib"], "ram-limit-mib") * 2 ** 20 } : {}),
     });
   } catch (e) {
     fail((e as Error).message, 1);
@@ -166,6 +186,21 @@ async function worker(argv: string[]) {
     batchSize: v["batch-size"] ? int(v["batch-size"], "batch-size") : undefined,
     nativeDir: v["native-dir"],
     hiveUrl: v["hive-url"],
+  });
+}
+
+/** Probes one Vulkan device alone, in a child whose GGML_VK_VISIBLE_DEVICES names only it. */
+function probeDeviceInChild(gpu: "vulkan", pinId: string): Promise<BackendProbe | undefined> {
+  return new Promise((resolve) => {
+    const env = { ...process.env, [DEVICE_ENV[gpu]!]: pinId };
+    execFile(process.execPath, [process.argv[1], "probe-device"], { env, timeout: 30_000, maxBuffer: 1 << 20 }, (err, stdout) => {
+      if (err) return resolve(undefined);
+      try {
+        resolve((JSON.parse(stdout) as BackendProbe | null) ?? undefined);
+      } catch {
+        resolve(undefined);
+      }
+    });
   });
 }
 

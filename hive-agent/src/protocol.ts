@@ -1,4 +1,4 @@
-// THE contract between the keeper and the hive-agent (protocol v1, DESIGN §3).
+// THE contract between the keeper and the hive-agent (protocol v1, described in docs/protocol.md).
 // Both sides import this module: every request, response, SSE event and error code lives here once.
 // Field names are snake_case on the wire.
 
@@ -127,6 +127,12 @@ export interface DeviceInfo {
   name: string;
   vram_total_bytes: number;
   vram_free_bytes: number;
+  /** The value of the backend's device variable (CUDA_VISIBLE_DEVICES…) that gives a worker this device alone. */
+  pin_id?: string;
+  /** In capabilities: bytes rbee's workers hold or have reserved here (vram_free_bytes already excludes them). */
+  vram_reserved_bytes?: number;
+  /** In capabilities: ids of the workers placed on this device. */
+  workers?: string[];
 }
 
 /** What `hive-agent detect` finds on the node. */
@@ -157,6 +163,8 @@ export interface NativeBuildStatus {
 
 export interface CapabilitiesResponse extends NodeHardware {
   native_build: NativeBuildStatus;
+  /** How long a worker may sit idle before the hive stops it, unless its spawn said otherwise; 0 = never. */
+  idle_timeout_s: number;
 }
 
 export const WORKER_STATES = ["loading", "idle", "busy", "stopping"] as const;
@@ -168,7 +176,16 @@ export interface WorkerInfo {
   url: string;
   model_ref: string;
   backend: Backend;
+  /** The first of `devices` (0 on the CPU), for callers that know one device only. */
   device: number;
+  /** Every device the worker runs on (several when the model is split across GPUs); empty on the CPU. */
+  devices: number[];
+  /** Names of the GPUs the worker's llama.cpp sees (exactly its own devices), once it is ready. */
+  gpu_devices?: string[];
+  /** Memory the worker holds (RAM on the CPU, VRAM over its devices): estimated until it reports its use. */
+  memory_bytes: number;
+  /** Idle seconds before the hive stops it; 0 = never. */
+  keep_alive_s: number;
   state: WorkerState;
   slots_total: number;
   slots_busy: number;
@@ -194,7 +211,14 @@ export interface WorkersResponse {
 export interface SpawnRequest {
   model_ref: string;
   backend?: Backend;
-  device?: number;
+  /** A GPU index, or "auto" (the default): the device with room and the least load. */
+  device?: number | "auto";
+  /** Split the model over these GPUs (llama.cpp's layer split). */
+  devices?: number[];
+  /** With device "auto": span several GPUs when no single one has room. */
+  allow_split?: boolean;
+  /** Idle seconds before the hive stops this worker (0 = never; like Ollama's keep_alive); default: the node's. */
+  keep_alive?: number;
   context_size?: number;
   slots?: number;
   threads?: number;
@@ -215,6 +239,10 @@ export interface ReadyCallback {
   model_ref: string;
   backend: Backend;
   device: number;
+  /** What the worker's llama.cpp sees: the names of its GPUs. */
+  gpu_devices?: string[];
+  /** VRAM the worker's load took, measured by the worker (absent where the driver does not tell). */
+  vram_used_bytes?: number;
 }
 
 /** Worker → hive callback when loading failed, so the hive can report it instead of a silent exit. */
@@ -252,6 +280,16 @@ export type DownloadProgressEvent =
 
 // ---------------------------------------------------------------------------------------------
 // Worker (one process per loaded model)
+
+/** A worker's GET /v1/health. */
+export interface WorkerHealth {
+  status: "alive";
+  state: WorkerState;
+  slots_total: number;
+  slots_busy: number;
+  last_activity: number;
+  last_tokens_per_second?: number;
+}
 
 export interface ReadyResponse {
   ready: boolean;
@@ -458,12 +496,39 @@ export function parseChatRequest(x: unknown): ChatRequest {
   return { ...parseSampling(o), messages };
 }
 
+/** Parses a keep-alive: seconds (0 = never stop, -1 too, as Ollama takes it) or "30s", "5m", "2h". */
+export function parseKeepAlive(v: unknown, field = "keep_alive"): number | undefined {
+  if (v === undefined) return undefined;
+  const want = 'seconds (0 = never) or a duration like "30s", "5m", "2h"';
+  if (typeof v === "number") {
+    if (v === -1) return 0;
+    if (!Number.isInteger(v) || v < 0 || v > 366 * 86400) invalid(field, want);
+    return v;
+  }
+  const m = typeof v === "string" ? /^(-1|\d+)\s*(s|m|h|d)?$/.exec(v.trim()) : null;
+  if (!m) invalid(field, want);
+  if (m[1] === "-1") return 0;
+  const n = Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[(m[2] ?? "s") as "s" | "m" | "h" | "d"];
+  if (n > 366 * 86400) invalid(field, want);
+  return n;
+}
+
 export function parseSpawnRequest(x: unknown): SpawnRequest {
   const o = reqObject(x);
+  let devices: number[] | undefined;
+  if (o.devices !== undefined) {
+    if (!Array.isArray(o.devices) || !o.devices.length || o.devices.length > 64 || !o.devices.every((d: unknown) => Number.isInteger(d) && (d as number) >= 0 && (d as number) <= 64))
+      invalid("devices", "a non-empty array of GPU indices");
+    devices = o.devices;
+  }
+  if (o.allow_split !== undefined && typeof o.allow_split !== "boolean") invalid("allow_split", "true or false");
   return {
     model_ref: reqString(o, "model_ref", 2048),
     backend: optEnum(o, "backend", BACKENDS),
-    device: optNumber(o, "device", 0, 64, true),
+    device: o.device === "auto" ? "auto" : optNumber(o, "device", 0, 64, true),
+    devices,
+    allow_split: o.allow_split,
+    keep_alive: parseKeepAlive(o.keep_alive),
     context_size: optNumber(o, "context_size", 16, 1 << 22, true),
     slots: optNumber(o, "slots", 1, 64, true),
     threads: optNumber(o, "threads", 1, 1024, true),
@@ -477,12 +542,16 @@ export function parseReadyCallback(x: unknown): ReadyCallback {
   if (backend === undefined) invalid("backend", `one of ${BACKENDS.join(", ")}`);
   const device = optNumber(o, "device", 0, 64, true);
   if (device === undefined) invalid("device", "present (an integer)");
+  if (o.gpu_devices !== undefined && (!Array.isArray(o.gpu_devices) || o.gpu_devices.length > 64 || !o.gpu_devices.every((n: unknown) => typeof n === "string" && n.length <= 256)))
+    invalid("gpu_devices", "an array of device names");
   return {
     worker_id: reqString(o, "worker_id", 128),
     url: reqString(o, "url", 256),
     model_ref: reqString(o, "model_ref", 2048),
     backend,
     device,
+    gpu_devices: o.gpu_devices,
+    vram_used_bytes: optNumber(o, "vram_used_bytes", 0, Number.MAX_SAFE_INTEGER, true),
   };
 }
 

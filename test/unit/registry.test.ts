@@ -45,7 +45,7 @@ function worker(id: string, over: Partial<WorkerInput> = {}): WorkerInput {
 /** What a hive's GET /v1/workers reports (protocol's WorkerInfo). */
 function reported(id: string, over: Partial<WorkerInfo> = {}): WorkerInfo {
   const { node: _node, last_health_at: _h, created_at: _c, last_tokens_per_second: _t, ...wire } = worker(id);
-  return { ...wire, slots_busy: 0, last_activity: 0, pid: 4242, context_size: 4096, threads: 1, ...over };
+  return { ...wire, devices: [wire.device], memory_bytes: 1 << 20, keep_alive_s: 300, slots_busy: 0, last_activity: 0, pid: 4242, context_size: 4096, threads: 1, ...over };
 }
 
 async function openWithNode(file: string, opts: Parameters<typeof Registry.open>[1] = {}): Promise<Registry> {

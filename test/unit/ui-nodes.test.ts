@@ -20,7 +20,7 @@ test("node list: localhost first, sources deduplicated, a broken source reported
 });
 
 const worker: WorkerInfo = {
-  id: "w1", url: "http://127.0.0.1:4000", model_ref: "hf:org/repo/coder-1.5b-q8_0.gguf", backend: "cuda", device: 0, state: "idle",
+  id: "w1", url: "http://127.0.0.1:4000", model_ref: "hf:org/repo/coder-1.5b-q8_0.gguf", backend: "cuda", device: 0, devices: [0], memory_bytes: 2 ** 30, keep_alive_s: 300, state: "idle",
   slots_total: 4, slots_busy: 1, context_size: 4096, threads: 1, last_activity: 0, pid: 42, api_key: "secret-key", last_tokens_per_second: 87.25,
 };
 
@@ -31,7 +31,7 @@ test("formatting of nodes, GPUs, workers and model names", () => {
   assert.equal(modelShortName("hf:org/repo/coder-1.5b-q8_0.gguf"), "coder-1.5b-q8_0.gguf");
   assert.equal(modelShortName("file:/models/tiny.gguf"), "tiny.gguf");
   assert.equal(modelShortName("https://h/x/y.gguf?download=1"), "y.gguf");
-  assert.equal(deviceDescription({ backend: "cuda", index: 0, name: "RTX", vram_total_bytes: 24 * 2 ** 30, vram_free_bytes: 20 * 2 ** 30 }), "20.0 GiB free of 24.0 GiB");
+  assert.equal(deviceDescription({ backend: "cuda", index: 0, name: "RTX", vram_total_bytes: 24 * 2 ** 30, vram_free_bytes: 20 * 2 ** 30 }), "▰▰▱▱▱▱▱▱▱▱ 20.0 GiB free of 24.0 GiB");
   assert.equal(workerDescription(worker), "idle · 1/4 slots · cuda:0 · 87.3 tok/s");
   assert.equal(workerDescription({ ...worker, state: "loading", progress: 0.42, last_tokens_per_second: undefined }), "loading 42% · 1/4 slots · cuda:0");
   const base: NodeSnapshot = { node: { name: "localhost", host: "127.0.0.1", transport: "loopback" }, status: "running", agentVersion: "0.1.0", backends: ["cpu"], devices: [], workers: [], models: [], checkedAt: 0 };

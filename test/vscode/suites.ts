@@ -25,4 +25,9 @@ export const SUITES: readonly VsCodeSuite[] = [
     extensionDevelopmentPath: REPO_ROOT,
     suite: path.join(REPO_ROOT, "test", "vscode", "suites", "rbee.suite.ts"),
   },
+  {
+    name: "gpu",
+    extensionDevelopmentPath: REPO_ROOT,
+    suite: path.join(REPO_ROOT, "test", "vscode", "suites", "gpu.suite.ts"),
+  },
 ];

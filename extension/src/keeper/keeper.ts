@@ -1,10 +1,12 @@
-// The keeper's infer flow (DESIGN §4), phase by phase, for the CLI and the VS Code UI alike:
+// The keeper's infer flow, phase by phase, for the CLI and the VS Code UI alike
+// (docs/architecture.md, "One rbee infer, cold"):
 //   1 registry → 2 node preflight → 3 model (download) → 4 worker preflight (by the hive, at spawn)
 //   → 5 spawn → 6 register → 7 wait for ready → 8 stream.
 // A warm call finds a ready worker in the registry and goes straight to 8.
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { sleep as sleepFor } from "../../../hive-agent/src/util/retry";
 import {
   AGENT_VERSION, RbeeError, versionsCompatible,
   type Backend, type ChatMessage, type WorkerInfo, type DownloadProgressEvent, type SamplingOptions, type StopReason, type StreamEvent,
@@ -39,10 +41,16 @@ export interface WorkerSpec {
   node: string;
   model: string;
   backend?: Backend;
-  device?: number;
+  /** A GPU index, or "auto"/undefined: the hive places the worker on the GPU with room and the least load. */
+  device?: number | "auto";
+  /** Split a new worker over these GPUs; allowSplit lets the hive span GPUs when no single one has room. */
+  devices?: number[];
+  allowSplit?: boolean;
   contextSize?: number;
   slots?: number;
   threads?: number;
+  /** Idle seconds before the hive stops a new worker (0 = never); default: the keeper's, else the node's. */
+  keepAliveS?: number;
 }
 
 export type Generation =
@@ -61,7 +69,7 @@ export interface GenerationResult {
   spawned: boolean;
 }
 
-/** EC4: the stream broke; what was generated is kept in a file. */
+/** The stream broke; what was generated is kept in a file (docs/edge-cases.md, EC4). */
 export class StreamInterruptedError extends RbeeError {
   constructor(message: string, readonly partialText: string, readonly partialFile: string | undefined, readonly tokensOut: number, readonly maxTokens: number) {
     super("WORKER_CRASHED", message, { tokens_out: tokensOut, max_tokens: maxTokens, partial_file: partialFile });
@@ -73,10 +81,12 @@ export interface KeeperOptions {
   nodes: NodeConnector;
   /** Phase 7 limit. */
   loadTimeoutMs?: number;
-  /** EC6: waits before retrying a worker whose slots are all busy. */
+  /** Waits before retrying a worker whose slots are all busy (docs/edge-cases.md, EC6). */
   busyRetryDelaysMs?: number[];
   /** Where partial outputs of broken streams are saved. */
   partialDir?: string;
+  /** keep_alive for the workers this keeper spawns when a spec names none (0 = never stop); default: the node's idle timeout. */
+  keepAliveS?: () => number | undefined;
 }
 
 const noop = () => {};
@@ -130,7 +140,8 @@ export class Keeper {
     // 4–5. Worker preflight happens in the hive's spawn (RAM/VRAM, backend), before anything loads.
     phase("spawn", "started", `starting a worker for ${spec.model}`);
     const spawned = await node.hive.spawn({
-      model_ref: spec.model, backend: spec.backend, device: spec.device, context_size: spec.contextSize, slots: spec.slots, threads: spec.threads,
+      model_ref: spec.model, backend: spec.backend, device: spec.device, devices: spec.devices, allow_split: spec.allowSplit,
+      context_size: spec.contextSize, slots: spec.slots, threads: spec.threads, keep_alive: spec.keepAliveS ?? this.opts.keepAliveS?.(),
     });
     const info = await node.hive.worker(spawned.worker_id);
     phase("spawn", "done", `worker ${info.id} is loading on ${info.backend}:${info.device}`);
@@ -194,7 +205,7 @@ export class Keeper {
         }
         throw new RbeeError("INTERNAL", "the stream ended without an end event");
       } catch (e) {
-        // EC6: every slot busy — wait 1, 2, 4 s, then give up with a clear error.
+        // Every slot busy — wait 1, 2, 4 s, then give up with a clear error (docs/edge-cases.md, EC6).
         if (e instanceof RbeeError && e.code === "ALL_SLOTS_BUSY") {
           if (retry >= this.busyDelays.length)
             throw new RbeeError("ALL_SLOTS_BUSY", `worker ${worker.id} stayed busy (all ${worker.slots_total} slots in use) through ${this.busyDelays.length} retries; try again later, or spawn it with more slots`);
@@ -261,7 +272,7 @@ export class Keeper {
     try {
       handle = await this.opts.nodes.connect(node, onEvent, signal);
       const health = await handle.hive.health();
-      // EC8: refuse a hive this keeper cannot talk to, saying how to fix it.
+      // Refuse a hive this keeper cannot talk to, saying how to fix it (docs/edge-cases.md, EC8).
       if (!versionsCompatible(health.version, AGENT_VERSION))
         throw new RbeeError(
           "VERSION_MISMATCH",
@@ -327,7 +338,7 @@ export class Keeper {
     });
   }
 
-  /** Phase 7: follows the worker's loading stream until ready, within the load limit (EC7). */
+  /** Phase 7: follows the worker's loading stream until ready, within the load limit (docs/edge-cases.md, EC7). */
   private async waitReady(node: NodeHandle, w: WorkerRecord, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal) {
     onEvent({ kind: "phase", phase: "ready", status: "started", message: `loading ${w.model_ref}` });
     const client = node.hive.workerClient(w);
@@ -376,7 +387,7 @@ export class Keeper {
 function registeredMatches(w: WorkerRecord, spec: WorkerSpec): boolean {
   return (
     (!spec.backend || w.backend === spec.backend) &&
-    (spec.device === undefined || w.device === spec.device) &&
+    deviceMatches(w.device, spec) &&
     (!spec.slots || w.slots_total === spec.slots) &&
     spec.contextSize === undefined &&
     spec.threads === undefined
@@ -386,26 +397,32 @@ function registeredMatches(w: WorkerRecord, spec: WorkerSpec): boolean {
 function runningMatches(w: WorkerInfo, spec: WorkerSpec): boolean {
   return (
     (!spec.backend || w.backend === spec.backend) &&
-    (spec.device === undefined || w.device === spec.device) &&
+    deviceMatches(w.device, spec, w.devices) &&
     (!spec.slots || w.slots_total === spec.slots) &&
     (spec.contextSize === undefined || w.context_size === spec.contextSize) &&
     (spec.threads === undefined || w.threads === spec.threads)
   );
 }
 
+/** Any worker fits "auto"; a named device or device set must be the worker's (a registry row knows its first device only). */
+function deviceMatches(first: number, spec: WorkerSpec, all?: number[]): boolean {
+  if (spec.devices?.length) return all ? all.join(",") === [...spec.devices].sort((a, b) => a - b).join(",") : first === Math.min(...spec.devices) && spec.devices.length === 1;
+  return spec.device === undefined || spec.device === "auto" || first === spec.device;
+}
+
+/** Where the keeper's token for a node comes from, for an authentication error (docs/edge-cases.md, EC9). */
 export function tokenHint(node: string): string {
   return node === "localhost"
     ? `The token comes from ${path.join(rbeeHome(), "hive", "token")}, which the local hive reads at start; if you replaced it, run "rbee hive stop" and try again.`
     : `The token is created when rbee deploys the hive; run "rbee nodes deploy ${node}" to install a fresh one.`;
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new RbeeError("REQUEST_CANCELLED", "cancelled"));
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
-      clearTimeout(t);
-      reject(new RbeeError("REQUEST_CANCELLED", "cancelled"));
-    }, { once: true });
-  });
+/** A wait that a cancel ends at once, as REQUEST_CANCELLED. */
+async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  try {
+    await sleepFor(ms, signal);
+  } catch (e) {
+    if (signal?.aborted) throw new RbeeError("REQUEST_CANCELLED", "cancelled");
+    throw e;
+  }
 }

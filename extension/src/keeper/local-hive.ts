@@ -3,6 +3,7 @@
 // stops it again only when asked (`rbee hive stop`, or an ephemeral run).
 
 import { spawn } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import path from "node:path";
@@ -18,7 +19,7 @@ export interface LocalHiveOptions {
   home?: string;
   /** The hive-agent bundle to run. Default: hive-agent.js next to this bundle. */
   agentScript?: string;
-  /** Extra daemon flags (tests shorten timeouts with them). */
+  /** Extra daemon flags (settings such as the idle timeout); RBEE_HIVE_ARGS comes after them and wins. */
   daemonArgs?: string[];
   startTimeoutMs?: number;
 }
@@ -30,6 +31,11 @@ export interface LocalHiveStatus {
   version?: string;
   home: string;
   logFile: string;
+}
+
+/** The hive flag for an idle timeout in seconds (0 = never); none when undefined. */
+export function idleTimeoutDaemonArgs(seconds: number | undefined): string[] {
+  return seconds === undefined ? [] : ["--idle-timeout-ms", String(seconds * 1000)];
 }
 
 export function defaultAgentScript(): string {
@@ -127,14 +133,14 @@ export class LocalHive {
           // not answering yet
         }
       }
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
     throw new RbeeError("CONNECTION_TIMEOUT", `the local hive did not start within ${(this.opts.startTimeoutMs ?? 20_000) / 1000} s; see ${this.logFile}`);
   }
 
-  /** Extra daemon flags: the option, else RBEE_HIVE_ARGS (e.g. "--idle-timeout-ms 600000"). */
+  /** Extra daemon flags: the option's, then RBEE_HIVE_ARGS (e.g. "--idle-timeout-ms 600000"; a later flag wins). */
   private daemonArgs(): string[] {
-    return this.opts.daemonArgs ?? (process.env.RBEE_HIVE_ARGS ?? "").split(/\s+/).filter(Boolean);
+    return [...(this.opts.daemonArgs ?? []), ...(process.env.RBEE_HIVE_ARGS ?? "").split(/\s+/).filter(Boolean)];
   }
 
   async status(): Promise<LocalHiveStatus> {
@@ -153,7 +159,7 @@ export class LocalHive {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (!isPidAlive(info.pid)) return true;
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
     process.kill(info.pid, "SIGKILL");
     return true;

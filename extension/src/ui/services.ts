@@ -16,6 +16,7 @@ import { SshConfigSource } from "./nodes/ssh-source";
 import type { SshNodeController, TokenCache } from "./nodes/ssh-node";
 import type { NodeEntry } from "./nodes/node-list";
 import { RbeeError } from "../../../hive-agent/src/protocol";
+import { idleTimeoutDaemonArgs } from "../keeper/local-hive";
 
 export interface Logger {
   trace(message: string): void;
@@ -42,7 +43,10 @@ export interface ServicesOptions {
     /** How deploys install the hive-agent (tests copy this machine's runtime instead of using npm). */
     deploy?: Omit<DeployOptions, "onProgress">;
   };
+  /** rbee.nodes.idleTimeout: idle seconds before a node stops a worker (0 = never), read at each use. */
+  idleTimeoutSeconds?: () => number;
 }
+
 
 export interface KeeperStack {
   registry: Registry;
@@ -109,16 +113,22 @@ export class RbeeServices {
       llamaVersion: manifest.dependencies?.["node-llama-cpp"] ?? "3.21.1",
     });
     // The hive reads its script when it starts, after the runtime step may have installed it.
+    const idle = this.opts.idleTimeoutSeconds;
     const local = new LocalHive({
       get agentScript() {
         return runtime.agentScript;
+      },
+      get daemonArgs() {
+        return idleTimeoutDaemonArgs(idle?.());
       },
     });
     const onLine = (line: string) => log.info(`[runtime] ${line}`);
     const localConnector = new LocalNodeConnector(new LocalConnector(local, registry, { autoStart: true }), local, runtime, onLine);
     const localController = new LocalNodeController(local, runtime, registry);
     const ssh = new SshStack(this.opts, registry);
-    const keeper = new Keeper({ registry, nodes: new NodeRouter(localConnector, () => ssh.connector()) });
+    // The setting reaches workers through keep_alive on each spawn, so a change applies to the next worker
+    // without restarting a hive; hives rbee starts get it as their default too.
+    const keeper = new Keeper({ registry, nodes: new NodeRouter(localConnector, () => ssh.connector()), keepAliveS: idle });
     const nodeList = this.nodeList;
     const stack: KeeperStack = {
       registry,
@@ -171,13 +181,21 @@ class SshStack {
     const log = (line: string) => this.opts.log.trace(`[ssh] ${line}`);
     const probe = new SshPool(resolve, { log, onUnknownHostKey: async () => false, askPassphrase: async () => undefined });
     const action = new SshPool(resolve, { log, ...this.opts.ssh?.prompts });
-    const connector = new SshConnector(action, { registry: this.registry, autoDeploy: true, deploy: this.opts.ssh?.deploy });
+    const connector = new SshConnector(action, { registry: this.registry, autoDeploy: true, deploy: this.deployOptions() });
     this.pools = { probe, action, connector };
     return this.pools;
   }
 
   connector(): NodeConnector {
     return this.build().connector;
+  }
+
+  /** Deploy options with the node idle timeout setting as the hive's default. */
+  private deployOptions(): Omit<DeployOptions, "onProgress"> | undefined {
+    const base = this.opts.ssh?.deploy;
+    const idle = this.opts.idleTimeoutSeconds?.();
+    if (idle === undefined) return base;
+    return { ...base, daemonArgs: [...(base?.daemonArgs ?? []), ...idleTimeoutDaemonArgs(idle)] };
   }
 
   controller(entry: NodeEntry): NodeController {
@@ -191,7 +209,7 @@ class SshStack {
         connector,
         registry: this.registry,
         tokens: this.opts.ssh?.tokens,
-        deploy: this.opts.ssh?.deploy,
+        deploy: this.deployOptions(),
         logDir: path.join(this.opts.storageDir, "logs"),
       });
       this.controllers.set(entry.name, c);

@@ -79,6 +79,8 @@ export function nodesSettings() {
   return {
     refreshSeconds: get("nodes.refreshIntervalSeconds", 5, isInt(1, 3600)),
     sshConfigPath: get("nodes.sshConfigPath", "", isString).trim(),
+    /** Idle seconds before a node stops a worker rbee started (0 = never). */
+    idleTimeoutSeconds: get("nodes.idleTimeout", 300, isInt(0, 366 * 86400)),
   };
 }
 

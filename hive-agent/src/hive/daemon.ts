@@ -1,5 +1,5 @@
 // The hive daemon: one per node, bound to loopback only. It owns the node's model catalog and
-// downloads, spawns and supervises workers, and answers the keeper over HTTP + SSE (DESIGN §3).
+// downloads, spawns and supervises workers, and answers the keeper over HTTP + SSE (docs/protocol.md).
 
 import { execFile } from "node:child_process";
 import { chmodSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -8,15 +8,16 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import {
   AGENT_VERSION, API_VERSION, HIVE_PATHS, RbeeError, parseDownloadRequest, parseLoadFailedCallback, parseReadyCallback, parseSpawnRequest,
-  type CapabilitiesResponse, type DownloadProgressEvent, type HealthResponse, type NodeHardware, type SpawnResponse,
+  type Backend, type CapabilitiesResponse, type DownloadProgressEvent, type HealthResponse, type NodeHardware, type SpawnResponse,
 } from "../protocol";
 import { Catalog } from "../catalog/catalog";
 import { DEFAULT_DOWNLOAD_OPTIONS, Downloads, type DownloadOptions } from "../catalog/download";
 import { isLoopback } from "../catalog/model-ref";
 import { checkBearer, endSse, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
-import { createLogger, registerSecret } from "../util/log";
+import { createLogger, registerSecret, type Logger } from "../util/log";
 import { availableRam, bestBackend } from "./capabilities";
-import { checkBackend, checkMemory, estimateBytes, readModelShape } from "./preflight";
+import { checkBackend, checkRam, estimateBytes, readModelShape } from "./preflight";
+import { deviceRooms, placeWorker } from "./placement";
 import { Supervisor } from "./supervisor";
 import { NativeBuilder, type NativeBuildMode } from "./native-builder";
 
@@ -25,7 +26,11 @@ export interface DaemonOptions {
   port: number;
   tokenFile: string;
   home: string;
+  /** Default idle time before a worker is stopped (a spawn's keep_alive overrides it); 0 = never. */
   idleTimeoutMs: number;
+  /** The most VRAM rbee's workers may take on each GPU, and RAM on the CPU altogether (nodes shared with others). */
+  vramLimitBytes?: number;
+  ramLimitBytes?: number;
   healthIntervalMs: number;
   gracefulShutdownMs: number;
   loadTimeoutMs: number;
@@ -70,6 +75,7 @@ export class HiveDaemon {
   private readonly supervisor: Supervisor;
   private readonly token: string;
   private port = 0;
+  /** The last hardware detection; `at` is when it started (memory in use before then is in its figures). */
   private capabilities?: { at: number; value: Promise<NodeHardware> };
   private readonly nativeBuilder: NativeBuilder;
   private stopping = false;
@@ -90,7 +96,6 @@ export class HiveDaemon {
         agentScript: process.argv[1],
         hiveUrl: () => `http://127.0.0.1:${this.port}`,
         hiveToken: this.token,
-        idleTimeoutMs: opts.idleTimeoutMs,
         healthIntervalMs: opts.healthIntervalMs,
         maxHealthFailures: 3,
         gracefulShutdownMs: opts.gracefulShutdownMs,
@@ -138,15 +143,41 @@ export class HiveDaemon {
     this.log.info("stopped");
   }
 
-  private async getCapabilities(): Promise<CapabilitiesResponse> {
+  /** The node's hardware as last detected (at most CAPABILITIES_TTL_MS old) and when that detection began. */
+  private async hardware(): Promise<{ at: number; hardware: NodeHardware }> {
     if (!this.capabilities || Date.now() - this.capabilities.at > CAPABILITIES_TTL_MS) {
-      const value = detectInChild().then((caps) => ({ ...caps, ram_free_bytes: availableRam() }));
+      const value = detectInChild(this.log);
       this.capabilities = { at: Date.now(), value };
       value.catch(() => (this.capabilities = undefined));
     }
-    const hardware = await this.capabilities.value;
+    const { at, value } = this.capabilities;
+    const hardware = await value;
     this.nativeBuilder.start(hardware, defaultThreads(hardware.cpu_cores));
-    return { ...hardware, native_build: this.nativeBuilder.status() };
+    return { at, hardware };
+  }
+
+  /** What a new worker can have: each device's free VRAM less rbee's own claims, with its workers; RAM likewise. */
+  private capabilitiesFrom(at: number, hardware: NodeHardware): CapabilitiesResponse {
+    const devices = hardware.backends.flatMap((b) =>
+      this.rooms(at, hardware, b).map((r) => ({ ...r.device, vram_free_bytes: r.free, vram_reserved_bytes: r.reserved, workers: r.workers })),
+    );
+    const ram = this.supervisor.ramReserved();
+    return {
+      ...hardware,
+      devices,
+      ram_free_bytes: Math.max(0, Math.min(availableRam() - ram.loading, (this.opts.ramLimitBytes ?? Infinity) - ram.all)),
+      native_build: this.nativeBuilder.status(),
+      idle_timeout_s: Math.round(this.opts.idleTimeoutMs / 1000),
+    };
+  }
+
+  private rooms(at: number, hardware: NodeHardware, backend: Backend) {
+    return deviceRooms(hardware.devices, backend, this.supervisor.reservations(at), this.opts.vramLimitBytes);
+  }
+
+  private async getCapabilities(): Promise<CapabilitiesResponse> {
+    const { at, hardware } = await this.hardware();
+    return this.capabilitiesFrom(at, hardware);
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse) {
@@ -193,21 +224,34 @@ export class HiveDaemon {
   private async spawn(body: unknown): Promise<SpawnResponse> {
     const r = parseSpawnRequest(body);
     const modelPath = this.catalog.resolve(r.model_ref);
-    const caps = await this.getCapabilities();
-    const backend = r.backend ?? bestBackend(caps);
-    const device = r.device ?? 0;
-    checkBackend(caps, backend, device);
+    const { at, hardware } = await this.hardware();
+    const backend = r.backend ?? bestBackend(hardware);
+    checkBackend(hardware, backend);
     const shape = await readModelShape(modelPath).catch((e) => {
       throw new RbeeError("LOADING_FAILED", `${r.model_ref} is not a readable GGUF model: ${(e as Error).message}`, { model_ref: r.model_ref });
     });
     const slots = r.slots ?? (backend === "cpu" ? 2 : 4);
     const contextSize = r.context_size ?? Math.min(shape.trainContext, 4096);
-    checkMemory(caps, backend, device, modelPath, estimateBytes(statSync(modelPath).size, shape, contextSize, slots));
+    const needed = estimateBytes(statSync(modelPath).size, shape, contextSize, slots);
+    // From here until the supervisor has registered the worker nothing awaits: the placement and its
+    // reservation are one step, so two spawns at once can never both take the same free memory.
+    const caps = this.capabilitiesFrom(at, hardware);
+    let placement;
+    if (backend === "cpu") {
+      checkRam(caps.ram_free_bytes, modelPath, needed);
+      placement = { devices: [], pins: [], bytes: [needed] };
+    } else {
+      const place = placeWorker({ backend, device: r.device, devices: r.devices, allowSplit: r.allow_split }, this.rooms(at, hardware, backend), needed);
+      const pins = place.devices.map((i) => hardware.devices.find((d) => d.backend === backend && d.index === i)?.pin_id);
+      placement = { ...place, pins };
+    }
     const w = await this.supervisor.spawn({
       modelRef: r.model_ref,
       modelPath,
       backend,
-      device,
+      device: placement.devices[0] ?? 0,
+      placement,
+      keepAliveMs: r.keep_alive !== undefined ? r.keep_alive * 1000 : this.opts.idleTimeoutMs,
       contextSize,
       slots,
       threads: r.threads ?? defaultThreads(caps.cpu_cores),
@@ -240,10 +284,11 @@ function readToken(file: string): string {
   return token;
 }
 
-/** Runs `hive-agent detect` in a child process and parses its JSON. */
-function detectInChild(): Promise<NodeHardware> {
+/** Runs `hive-agent detect` in a child process and parses its JSON; what the GPU libraries said goes to the log. */
+function detectInChild(log: Logger): Promise<NodeHardware> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [process.argv[1], "detect"], { timeout: 60_000, maxBuffer: 1 << 20 }, (err, stdout) => {
+    execFile(process.execPath, [process.argv[1], "detect", "--notes"], { timeout: 60_000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      for (const line of stderr.split("\n").filter(Boolean)) log.info(`detection: ${line}`);
       if (err) return reject(new RbeeError("INTERNAL", `capability detection failed: ${err.message}`));
       try {
         resolve(JSON.parse(stdout) as NodeHardware);

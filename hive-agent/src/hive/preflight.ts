@@ -1,9 +1,10 @@
-// Checks made before a worker is spawned (DESIGN §4 phase 4): the model is present, the backend and
-// device exist, and the model plus its KV cache fit in RAM or VRAM — so a spawn fails in milliseconds
+// Checks made before a worker is spawned (docs/architecture.md, phase 4; docs/edge-cases.md, EC3 and
+// EC10): the model is present, the backend exists, and the model plus its KV cache fit in RAM (VRAM:
+// placement.ts) — so a spawn fails in milliseconds
 // with a clear reason instead of minutes later with an out-of-memory crash.
 
 import { statSync } from "node:fs";
-import { RbeeError, type Backend, type CapabilitiesResponse } from "../protocol";
+import { RbeeError, type Backend, type NodeHardware } from "../protocol";
 
 export interface ModelShape {
   layers: number;
@@ -32,35 +33,20 @@ export function estimateBytes(modelBytes: number, shape: ModelShape, contextSize
 
 const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
 
-export function checkBackend(caps: CapabilitiesResponse, backend: Backend, device: number) {
+export function checkBackend(caps: Pick<NodeHardware, "backends">, backend: Backend) {
   if (!caps.backends.includes(backend))
     throw new RbeeError("BACKEND_UNAVAILABLE", `backend ${backend} is not available on this node; available: ${caps.backends.join(", ")}`, {
       requested: backend,
       available: caps.backends,
     });
-  if (backend !== "cpu" && !caps.devices.some((d) => d.backend === backend && d.index === device))
-    throw new RbeeError("BACKEND_UNAVAILABLE", `no ${backend} device ${device} on this node; it has ${caps.devices.filter((d) => d.backend === backend).length}`, {
-      requested: `${backend}:${device}`,
-      available: caps.devices.map((d) => `${d.backend}:${d.index} ${d.name}`),
-    });
 }
 
-export function checkMemory(caps: CapabilitiesResponse, backend: Backend, device: number, modelPath: string, needed: number) {
-  const size = statSync(modelPath).size;
-  if (backend === "cpu") {
-    if (needed > caps.ram_free_bytes)
-      throw new RbeeError(
-        "INSUFFICIENT_RAM",
-        `not enough RAM: the model needs about ${gib(needed)}, ${gib(caps.ram_free_bytes)} is available; use a smaller quantization (e.g. Q4_K_M), a smaller context_size or fewer slots`,
-        { needed_bytes: needed, available_bytes: caps.ram_free_bytes, model_bytes: size },
-      );
-    return;
-  }
-  const dev = caps.devices.find((d) => d.backend === backend && d.index === device)!;
-  if (needed > dev.vram_free_bytes)
+/** RAM for a CPU worker; `available` already excludes what workers still loading have reserved. */
+export function checkRam(available: number, modelPath: string, needed: number) {
+  if (needed > available)
     throw new RbeeError(
-      "VRAM_EXHAUSTED",
-      `not enough VRAM on ${dev.name}: the model needs about ${gib(needed)}, ${gib(dev.vram_free_bytes)} is free; use a smaller quantization (e.g. Q4_K_M), a smaller context_size, fewer slots, or backend cpu`,
-      { needed_bytes: needed, available_bytes: dev.vram_free_bytes, model_bytes: size },
+      "INSUFFICIENT_RAM",
+      `not enough RAM: the model needs about ${gib(needed)}, ${gib(available)} is available; use a smaller quantization (e.g. Q4_K_M), a smaller context_size or fewer slots`,
+      { needed_bytes: needed, available_bytes: available, model_bytes: statSync(modelPath).size },
     );
 }

@@ -5,18 +5,23 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { createInterface } from "node:readline";
 import {
-  RbeeError, WORKER_PATHS, type Backend, type ErrorCode, type LoadFailedCallback, type ReadyCallback, type WorkerInfo, type WorkerState,
+  RbeeError, WORKER_PATHS, type Backend, type ErrorCode, type LoadFailedCallback, type ReadyCallback, type WorkerHealth, type WorkerInfo, type WorkerState,
 } from "../protocol";
 import type { Logger } from "../util/log";
-import type { WorkerHealth } from "../worker/server";
+import type { Reservation } from "./placement";
 import { LISTENING_PREFIX } from "../worker/main";
+import { DEVICE_ENV } from "./capabilities";
+
+/** "vulkan:0", "cuda:0+1", "cpu" — for log lines. */
+function where(plan: SpawnPlan): string {
+  return plan.backend === "cpu" ? "cpu" : `${plan.backend}:${plan.placement.devices.join("+")}`;
+}
 
 export interface SupervisorOptions {
   /** Path of the hive-agent program to run as `worker` (the bundle itself). */
   agentScript: string;
   hiveUrl: () => string;
   hiveToken: string;
-  idleTimeoutMs: number;
   healthIntervalMs: number;
   /** Removes a worker after this many failed health checks in a row. */
   maxHealthFailures: number;
@@ -24,11 +29,25 @@ export interface SupervisorOptions {
   loadTimeoutMs: number;
 }
 
+/** Where a worker runs and what it holds there (placement.ts decides it). */
+export interface WorkerPlacement {
+  /** Device indices within the backend; empty on the CPU. */
+  devices: number[];
+  /** The device variable's value for each device (DeviceInfo.pin_id); undefined where no pin is needed. */
+  pins: (string | undefined)[];
+  /** Bytes reserved on each device (on the CPU: one entry, RAM). */
+  bytes: number[];
+}
+
 export interface SpawnPlan {
   modelRef: string;
   modelPath: string;
   backend: Backend;
+  /** The first device (what the worker reports); `placement` has them all. */
   device: number;
+  placement: WorkerPlacement;
+  /** Idle time before the worker is stopped; 0 = never. */
+  keepAliveMs: number;
   contextSize: number;
   slots: number;
   threads: number;
@@ -50,6 +69,9 @@ interface Worker {
   lastTokensPerSecond?: number;
   healthFailures: number;
   startedAt: number;
+  /** When the worker reported ready (its memory is allocated from then on). */
+  readyAt?: number;
+  gpuDevices?: string[];
   exited: Promise<void>;
 }
 
@@ -82,16 +104,19 @@ export class Supervisor {
     // UV_THREADPOOL_SIZE=1: node-llama-cpp runs every decode and sampling step as a libuv job; with one
     // pool thread they stay on one OS thread instead of hopping (test/bench/FINDINGS.md: 1.3x at 1 thread).
     const env: NodeJS.ProcessEnv = { ...process.env, UV_THREADPOOL_SIZE: "1", RBEE_WORKER_KEY: apiKey, RBEE_HIVE_TOKEN: this.opts.hiveToken };
-    // One process per GPU: the worker only sees the device it was given.
-    if (plan.backend === "cuda") env.CUDA_VISIBLE_DEVICES = String(plan.device);
-    if (plan.backend === "vulkan") env.GGML_VK_VISIBLE_DEVICES = String(plan.device);
+    // One process per GPU: the worker sees only the device(s) it was placed on, so it never spills
+    // onto another user's GPU. CUDA numbers GPUs as nvidia-smi does (PCI order) only when asked.
+    const pins = plan.placement.pins;
+    if (plan.backend === "cuda") env.CUDA_DEVICE_ORDER = "PCI_BUS_ID";
+    const pinVar = DEVICE_ENV[plan.backend];
+    if (pinVar && pins.length && pins.every((p) => p !== undefined)) env[pinVar] = pins.join(",");
     const args = [
       this.opts.agentScript, "worker",
       "--id", id,
       "--model-path", plan.modelPath,
       "--model-ref", plan.modelRef,
       "--backend", plan.backend,
-      "--device", String(plan.device),
+      "--device", String(plan.placement.devices[0] ?? 0),
       "--context-size", String(plan.contextSize),
       "--slots", String(plan.slots),
       "--threads", String(plan.threads),
@@ -117,7 +142,7 @@ export class Supervisor {
       proc.once("exit", () => reject(this.failures.get(id) ? new RbeeError(this.failures.get(id)!.code, this.failures.get(id)!.message) : new RbeeError("LOADING_FAILED", "the worker exited before it listened")));
     });
     w.url = `http://127.0.0.1:${port}`;
-    this.log.info(`worker ${id} started (pid ${proc.pid}) for ${plan.modelRef} on ${plan.backend}:${plan.device}, listening on ${w.url}`);
+    this.log.info(`worker ${id} started (pid ${proc.pid}) for ${plan.modelRef} on ${where(plan)}, listening on ${w.url}`);
     return this.info(w);
   }
 
@@ -128,6 +153,14 @@ export class Supervisor {
     w.url = cb.url;
     w.progress = 1;
     w.lastActivity = Date.now();
+    w.readyAt = Date.now();
+    w.gpuDevices = cb.gpu_devices;
+    // What the load really took replaces the estimate, spread over the devices as the estimate was.
+    const used = cb.vram_used_bytes;
+    if (used && w.plan.backend !== "cpu") {
+      const est = w.plan.placement.bytes.reduce((a, b) => a + b, 0) || 1;
+      w.plan.placement.bytes = w.plan.placement.bytes.map((b) => Math.ceil((used * b) / est));
+    }
     this.log.info(`worker ${w.id} ready after ${Date.now() - w.startedAt} ms`);
   }
 
@@ -136,6 +169,32 @@ export class Supervisor {
     if (!w) throw new RbeeError("WORKER_NOT_FOUND", `no worker ${cb.worker_id} on this hive`);
     this.failures.set(w.id, { code: cb.code, message: cb.message, at: Date.now() });
     this.log.warn(`worker ${w.id} failed to load: ${cb.message}`);
+  }
+
+  /**
+   * What every live worker holds or has reserved. `snapshotAt` is when the hardware figures were read:
+   * a worker that was ready before then is already counted in the driver's free memory.
+   */
+  reservations(snapshotAt: number): Reservation[] {
+    return [...this.workers.values()].map((w) => ({
+      workerId: w.id,
+      backend: w.plan.backend,
+      devices: w.plan.placement.devices,
+      bytes: w.plan.placement.bytes,
+      seenByDriver: w.readyAt !== undefined && w.readyAt < snapshotAt,
+    }));
+  }
+
+  /** RAM reserved by CPU workers: all of them, and those still loading (what the OS does not count as used yet). */
+  ramReserved(): { all: number; loading: number } {
+    let all = 0;
+    let loading = 0;
+    for (const w of this.workers.values()) {
+      if (w.plan.backend !== "cpu") continue;
+      all += w.plan.placement.bytes[0] ?? 0;
+      if (w.readyAt === undefined) loading += w.plan.placement.bytes[0] ?? 0;
+    }
+    return { all, loading };
   }
 
   list(): WorkerInfo[] {
@@ -184,7 +243,11 @@ export class Supervisor {
       url: w.url,
       model_ref: w.plan.modelRef,
       backend: w.plan.backend,
-      device: w.plan.device,
+      device: w.plan.placement.devices[0] ?? 0,
+      devices: w.plan.placement.devices,
+      ...(w.gpuDevices ? { gpu_devices: w.gpuDevices } : {}),
+      memory_bytes: w.plan.placement.bytes.reduce((a, b) => a + b, 0),
+      keep_alive_s: Math.round(w.plan.keepAliveMs / 1000),
       state: w.state,
       slots_total: w.plan.slots,
       slots_busy: w.slotsBusy,
@@ -223,8 +286,9 @@ export class Supervisor {
         continue;
       }
       await this.checkHealth(w, Math.min(5000, this.opts.healthIntervalMs));
-      if (w.state === "idle" && w.slotsBusy === 0 && Date.now() - w.lastActivity > this.opts.idleTimeoutMs)
-        void this.shutdown(w.id, `idle for ${Math.round(this.opts.idleTimeoutMs / 1000)} s`);
+      const keepAlive = w.plan.keepAliveMs;
+      if (keepAlive > 0 && w.state === "idle" && w.slotsBusy === 0 && Date.now() - w.lastActivity > keepAlive)
+        void this.shutdown(w.id, `idle for ${Math.round(keepAlive / 1000)} s`);
     }
   }
 

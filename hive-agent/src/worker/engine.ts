@@ -85,6 +85,10 @@ export class Engine {
     readonly slotsTotal: number,
     /** Which llama.cpp binary runs: "native", or "prebuilt" and why. */
     readonly build: string,
+    /** The GPUs this process's llama.cpp sees (only its own when the hive pinned it); empty on the CPU. */
+    readonly gpuDevices: string[],
+    /** VRAM the load took, where the driver tells (undefined otherwise). */
+    readonly vramUsedBytes: number | undefined,
   ) {
     for (let i = 0; i < slotsTotal; i++) {
       const slot = context.getSequence();
@@ -110,6 +114,8 @@ export class Engine {
     } catch (e) {
       throw new RbeeError("BACKEND_UNAVAILABLE", `backend ${opts.backend} cannot be used on this node: ${(e as Error).message}`);
     }
+    const gpu = opts.backend !== "cpu";
+    const vramBefore = gpu ? (await llama.getVramState()).used : 0;
     const model = await llama.loadModel({
       modelPath: opts.modelPath,
       onLoadProgress: opts.onLoadProgress,
@@ -127,7 +133,9 @@ export class Engine {
       // Infill and chat prompts are rebuilt per request; a slot keeps its KV cache so a request that
       // extends the previous one (typing in the editor) only evaluates the new tokens.
     });
-    return new Engine(nlc, llama, model, context, opts.slots, llamaBuild);
+    const gpuDevices = gpu ? await llama.getGpuDeviceNames() : [];
+    const vramUsed = gpu ? (await llama.getVramState()).used - vramBefore : 0;
+    return new Engine(nlc, llama, model, context, opts.slots, llamaBuild, gpuDevices, vramUsed > 0 ? vramUsed : undefined);
   }
 
   get slotsBusy(): number {

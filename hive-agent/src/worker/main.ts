@@ -9,7 +9,7 @@ import { Engine } from "./engine";
 import { WorkerServer } from "./server";
 
 /** What the hive's spawn plan says about the model and how to run it, plus who the worker is. */
-export type WorkerArgs = SpawnPlan & { id: string; hiveUrl: string };
+export type WorkerArgs = Omit<SpawnPlan, "placement" | "keepAliveMs"> & { id: string; hiveUrl: string };
 
 /** The line a worker prints once it listens; the hive reads the port from it. */
 export const LISTENING_PREFIX = "RBEE_WORKER_LISTENING ";
@@ -69,7 +69,11 @@ export async function runWorker(args: WorkerArgs): Promise<void> {
     if (stopping) return;
     server.setReady(engine);
     log.info(`loaded ${args.modelRef} in ${Date.now() - t0} ms (${args.backend}, ${engine.build}, ${args.slots} slots, ${args.threads} threads, context ${engine.context.contextSize}) on ${url}`);
-    await callHive(HIVE_PATHS.ready, { worker_id: args.id, url, model_ref: args.modelRef, backend: args.backend, device: args.device });
+    if (engine.gpuDevices.length) log.info(`running on ${engine.gpuDevices.join(", ")}`);
+    await callHive(HIVE_PATHS.ready, {
+      worker_id: args.id, url, model_ref: args.modelRef, backend: args.backend, device: args.device,
+      gpu_devices: engine.gpuDevices, ...(engine.vramUsedBytes !== undefined ? { vram_used_bytes: engine.vramUsedBytes } : {}),
+    });
   } catch (e) {
     const err = e instanceof RbeeError ? e : new RbeeError("LOADING_FAILED", `loading ${args.modelRef} failed: ${(e as Error).message}`);
     log.error(err.message);

@@ -1,4 +1,4 @@
-// The worker's HTTP API (DESIGN §3, "Worker"): readiness, loading progress, and the three generation
+// The worker's HTTP API (docs/protocol.md, "Worker endpoints"): readiness, loading progress, and the three generation
 // endpoints as SSE token streams, with cancellation by DELETE or by the client hanging up.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -6,20 +6,13 @@ import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import {
   parseChatRequest, parseInferenceRequest, parseInfillRequest, RbeeError, WORKER_PATHS,
-  type LoadingProgressEvent, type ReadyResponse, type StreamEvent, type WorkerState,
+  type LoadingProgressEvent, type ReadyResponse, type StreamEvent, type WorkerState, type WorkerHealth,
 } from "../protocol";
 import { checkBearer, endSse, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
 import type { Logger } from "../util/log";
 import type { Engine, GenerationOptions, Prompt } from "./engine";
 
-export interface WorkerHealth {
-  status: "alive";
-  state: WorkerState;
-  slots_total: number;
-  slots_busy: number;
-  last_activity: number;
-  last_tokens_per_second?: number;
-}
+
 
 export class WorkerServer {
   private server: Server;
@@ -60,6 +53,8 @@ export class WorkerServer {
   setReady(engine: Engine) {
     this.engine = engine;
     this.state = "idle";
+    // The idle clock starts when the worker can first be used: a slow load is not idle time.
+    this.lastActivity = Date.now();
     for (const l of this.progressListeners) l({ stage: "ready" });
   }
 

@@ -11,6 +11,7 @@ import type { RbeeServices } from "../services";
 import { pickModel, pickNode, recentModels, rememberModel, typeModelRef } from "../infer/pickers";
 import { modelShortName } from "./node-format";
 import type { NodesTree, TreeNode } from "./nodes-tree";
+import { pickWorkerOptions, type WorkerOptions } from "./worker-options-picker";
 
 type Progress = vscode.Progress<{ message?: string }>;
 
@@ -26,7 +27,7 @@ export class NodeCommands {
     return vscode.Disposable.from(
       vscode.commands.registerCommand("rbee.refreshNodes", () => this.tree.refresh({ all: true })),
       vscode.commands.registerCommand("rbee.deployNode", (item?: TreeNode) => this.deploy(item)),
-      vscode.commands.registerCommand("rbee.startWorker", (item?: TreeNode, model?: string) => this.startWorker(item, model)),
+      vscode.commands.registerCommand("rbee.startWorker", (item?: TreeNode, model?: string, options?: WorkerOptions) => this.startWorker(item, model, options)),
       vscode.commands.registerCommand("rbee.stopWorker", (item?: TreeNode) => this.stopWorker(item)),
       vscode.commands.registerCommand("rbee.downloadModel", (item?: TreeNode, model?: string) => this.downloadModel(item, model)),
       vscode.commands.registerCommand("rbee.showLogs", (item?: TreeNode) => this.showLogs(item)),
@@ -75,17 +76,21 @@ export class NodeCommands {
     }
   }
 
-  async startWorker(item?: TreeNode, modelArg?: string): Promise<string | undefined> {
+  /** Starts a worker; `options` (from a caller or a test) skips the questions, a GPU item presets its device. */
+  async startWorker(item?: TreeNode, modelArg?: string, optionsArg?: WorkerOptions): Promise<string | undefined> {
     const node = await this.nodeOf(item, "rbee: Start Worker — on which node?");
     if (!node) return undefined;
     const model = modelArg ?? (await pickModel(this.services, node, recentModels(this.memento), [], `rbee: Start a worker on ${node}`));
     if (!model) return undefined;
+    const preset: WorkerOptions = item?.kind === "device" ? { backend: item.device.backend, device: item.device.index } : item?.kind === "cpu" ? { backend: "cpu" } : {};
+    const options = optionsArg ?? (await pickWorkerOptions(this.tree.snapshot(node)?.devices ?? [], `rbee: Start ${modelShortName(model)} on ${node}`, preset));
+    if (!options) return undefined;
     await rememberModel(this.memento, model);
     try {
       const worker = await this.tree.whileBusy(node, `starting a worker for ${modelShortName(model)}`, () =>
         this.progress(`rbee: starting ${modelShortName(model)} on ${node}`, async (p, signal) => {
           const keeper = await this.services.keeper();
-          return (await keeper.ensureWorker({ node, model }, this.narrate(p, `[${node}]`), signal)).worker;
+          return (await keeper.ensureWorker({ node, model, ...options }, this.narrate(p, `[${node}]`), signal)).worker;
         }),
       );
       this.log.info(`[${node}] worker ${worker.id} serves ${model}`);

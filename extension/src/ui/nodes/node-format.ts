@@ -48,15 +48,28 @@ export function deviceLabel(d: DeviceInfo): string {
   return `${d.backend.toUpperCase()} ${d.index}: ${d.name}`;
 }
 
+/** A ten-cell text bar of how full a GPU is: "▰▰▰▱▱▱▱▱▱▱". */
+export function usageBar(used: number, total: number, cells = 10): string {
+  const filled = total > 0 ? Math.min(cells, Math.max(0, Math.round((used / total) * cells))) : 0;
+  return "▰".repeat(filled) + "▱".repeat(cells - filled);
+}
+
 export function deviceDescription(d: DeviceInfo): string {
-  return `${formatBytes(d.vram_free_bytes)} free of ${formatBytes(d.vram_total_bytes)}`;
+  const used = Math.max(0, d.vram_total_bytes - d.vram_free_bytes);
+  const workers = d.workers?.length ? ` · ${d.workers.length} worker${d.workers.length === 1 ? "" : "s"}` : "";
+  return `${usageBar(used, d.vram_total_bytes)} ${formatBytes(d.vram_free_bytes)} free of ${formatBytes(d.vram_total_bytes)}${workers}`;
+}
+
+/** Workers placed on a device (a split worker is under each of its devices); CPU workers have none. */
+export function workersOn(d: Pick<DeviceInfo, "backend" | "index">, workers: readonly WorkerView[]): WorkerView[] {
+  return workers.filter((w) => w.backend === d.backend && (w.devices ?? [w.device]).includes(d.index));
 }
 
 export function workerDescription(w: WorkerView): string {
   const parts: string[] = [w.state];
   if (w.state === "loading" && w.progress !== undefined) parts[0] = `loading ${Math.round(w.progress * 100)}%`;
   parts.push(`${w.slots_busy}/${w.slots_total} slots`);
-  parts.push(`${w.backend}:${w.device}`);
+  parts.push(w.backend === "cpu" ? "cpu" : `${w.backend}:${(w.devices ?? [w.device]).join("+")}`);
   if (w.last_tokens_per_second !== undefined) parts.push(`${w.last_tokens_per_second.toFixed(1)} tok/s`);
   return parts.join(" · ");
 }

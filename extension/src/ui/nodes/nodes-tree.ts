@@ -8,13 +8,13 @@ import type { RbeeServices } from "../services";
 import type { RbeeLog } from "../log";
 import { nodesSettings } from "../settings";
 import type { NodeEntry } from "./node-list";
-import { deviceDescription, deviceLabel, formatBytes, modelDescription, modelShortName, nodeDescription, nodeTooltip, workerDescription } from "./node-format";
+import { deviceDescription, deviceLabel, formatBytes, modelDescription, modelShortName, nodeDescription, nodeTooltip, workerDescription, workersOn } from "./node-format";
 import { shouldAutoProbe, uncheckedSnapshot, type NodeSnapshot, type WorkerView } from "./node-snapshot";
 
 export type TreeNode =
   | { kind: "node"; snapshot: NodeSnapshot }
-  | { kind: "device"; node: string; device: DeviceInfo }
-  | { kind: "cpu"; node: string; snapshot: NodeSnapshot }
+  | { kind: "device"; node: string; device: DeviceInfo; workers: WorkerView[] }
+  | { kind: "cpu"; node: string; snapshot: NodeSnapshot; workers: WorkerView[] }
   | { kind: "worker"; node: string; worker: WorkerView }
   | { kind: "models"; node: string; models: ModelEntry[] }
   | { kind: "model"; node: string; model: ModelEntry }
@@ -143,15 +143,17 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
         return item;
       }
       case "device": {
-        const item = new vscode.TreeItem(deviceLabel(n.device));
+        const item = new vscode.TreeItem(deviceLabel(n.device), n.workers.length ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
         item.id = `device:${n.node}:${n.device.backend}:${n.device.index}`;
         item.description = deviceDescription(n.device);
+        item.tooltip = `${deviceLabel(n.device)}\n${formatBytes(n.device.vram_free_bytes)} free for new workers of ${formatBytes(n.device.vram_total_bytes)}` +
+          (n.device.vram_reserved_bytes ? `\n${formatBytes(n.device.vram_reserved_bytes)} held by rbee's workers here` : "");
         item.iconPath = new vscode.ThemeIcon("circuit-board");
         item.contextValue = "rbee.device";
         return item;
       }
       case "cpu": {
-        const item = new vscode.TreeItem("CPU only");
+        const item = new vscode.TreeItem(n.snapshot.devices.length ? "CPU" : "CPU only", n.workers.length ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
         item.id = `cpu:${n.node}`;
         item.description = n.snapshot.ramFreeBytes !== undefined && n.snapshot.ramTotalBytes !== undefined ? `${formatBytes(n.snapshot.ramFreeBytes)} RAM free of ${formatBytes(n.snapshot.ramTotalBytes)}` : undefined;
         item.iconPath = new vscode.ThemeIcon("chip");
@@ -203,11 +205,14 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
       const s = n.snapshot;
       const name = s.node.name;
       if (s.status !== "running") return [];
-      const out: TreeNode[] = s.devices.length ? s.devices.map((device) => ({ kind: "device", node: name, device })) : [{ kind: "cpu", node: name, snapshot: s }];
-      out.push(...s.workers.map((worker): TreeNode => ({ kind: "worker", node: name, worker })));
+      // Each GPU with the workers placed on it; the CPU with its workers (always on a GPU-less node).
+      const out: TreeNode[] = s.devices.map((device): TreeNode => ({ kind: "device", node: name, device, workers: workersOn(device, s.workers) }));
+      const cpuWorkers = s.workers.filter((w) => w.backend === "cpu" || !s.devices.some((d) => d.backend === w.backend));
+      if (!s.devices.length || cpuWorkers.length) out.push({ kind: "cpu", node: name, snapshot: s, workers: cpuWorkers });
       out.push({ kind: "models", node: name, models: s.models });
       return out;
     }
+    if (n.kind === "device" || n.kind === "cpu") return n.workers.map((worker): TreeNode => ({ kind: "worker", node: n.node, worker }));
     if (n.kind === "models") return n.models.map((model) => ({ kind: "model", node: n.node, model }));
     return [];
   }
