@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { ensureModel } from "../fixtures/models";
 import { REPO_ROOT } from "../helpers/hive";
+import { waitUntil } from "../helpers/wait";
 import { RbeeServices } from "../../extension/src/ui/services";
 import { CompletionEngine, DEFAULT_ENGINE_SETTINGS, type EngineSettings } from "../../extension/src/ui/inline/completion-engine";
 import { KeeperCompletionBackend } from "../../extension/src/ui/inline/keeper-backend";
@@ -23,15 +24,6 @@ const workerIds: string[] = [];
 let settings: EngineSettings;
 const lines = Array.from({ length: 60 }, (_, i) => `function helper${i}(a, b) {\n  return a * ${i} + b;\n}\n`).join("");
 
-async function until<T>(what: string, f: () => T | undefined | Promise<T | undefined>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined && v !== false) return v as T;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 before(async () => {
   process.env.RBEE_HOME = home;
@@ -101,7 +93,7 @@ test("prefetch: once a suggestion is shown the next one is fetched; accepting it
   const shown = await engine.complete({ editor: "p", languageId: "javascript", before, after: "\n" });
   assert.equal(shown.source, "worker", shown.reason);
   assert.equal(engine.counters.prefetches, 1);
-  await until("the prefetch", () => (engine.prefetching("p") ? undefined : true));
+  await waitUntil(() => !engine.prefetching("p"), { timeout: 30_000, what: "the prefetch", intervalMs: 10 });
   const requests = engine.counters.requests;
   const accepted = await engine.complete({ editor: "p", languageId: "javascript", before: before + shown.text!, after: "\n" });
   assert.equal(accepted.source, "cache");
@@ -115,10 +107,13 @@ test("typing along a running generation's output reuses it instead of cancelling
   const engine = new CompletionEngine(backend, () => s);
   const before = lines + "function running(a) {\n  ";
   const first = engine.complete({ editor: "r", languageId: "javascript", before, after: "\n" });
-  const soFar = await until("the first generated characters", () => {
-    const t = engine.runningText("r");
-    return t && t.trim().length >= 2 ? t : undefined;
-  });
+  const soFar = await waitUntil(
+    () => {
+      const t = engine.runningText("r");
+      return t && t.trim().length >= 2 ? t : undefined;
+    },
+    { timeout: 30_000, what: "the first generated characters", intervalMs: 5 },
+  );
   const typed = soFar.slice(0, soFar.search(/\S/) + 1);
   const requests = engine.counters.requests;
   const second = await engine.complete({ editor: "r", languageId: "javascript", before: before + typed, after: "\n" });
