@@ -99,7 +99,6 @@ async function replay(engine: CompletionEngine, text: string, extraFiles: string
     engine.extra.pickAround(f, other, Math.floor(other.split("\n").length / 2));
   }
   const random = prng(14);
-  const c0 = { ...engine.counters };
   const row: Row = { keystrokes: 0, requests: 0, cancelled: 0, shown: 0, cacheHits: 0, reused: 0, evaluated: 0, latencies: [] };
   const pendingOutcomes: Promise<CompletionOutcome>[] = [];
   const pause = async () => {
@@ -110,7 +109,6 @@ async function replay(engine: CompletionEngine, text: string, extraFiles: string
   engine.complete({ editor: "bench", filename: TARGET, languageId: "javascript", before: before0, after: cut + after }).then(() => {}, () => {});
   await pause();
   const start = { ...engine.counters };
-  void c0;
   for (let i = 1; i <= cut.length; i++) {
     const before = before0 + cut.slice(0, i);
     const p = engine.complete({ editor: "bench", filename: TARGET, languageId: "javascript", before, after: cut.slice(i) + after });
