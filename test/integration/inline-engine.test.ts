@@ -139,3 +139,19 @@ test("the time budget stops a long generation before max_tokens", async () => {
   assert.equal(unlimited.stopReason, "max_tokens");
   engine.dispose();
 });
+
+test("per-language settings: a language switched off is skipped; another language's maxTokens bounds its suggestions", async () => {
+  const s: EngineSettings = { ...settings, multiline: "always", languages: { markdown: { enabled: false }, python: { maxTokens: 3 } } };
+  const engine = new CompletionEngine(backend, () => s);
+  const off = await engine.complete({ editor: "md", languageId: "markdown", before: "# Title\n\n", after: "" });
+  assert.equal(off.source, "skipped");
+  assert.equal(engine.counters.requests, 0);
+  const py = await engine.complete({ editor: "py", languageId: "python", before: "def f(a):\n    ", after: "\n" });
+  assert.ok(py.source === "worker" || py.source === "skipped", py.reason);
+  const js = await engine.complete({ editor: "js", languageId: "javascript", before: "function f(a) {\n  ", after: "\n}\n" });
+  assert.ok(js.source === "worker" || js.source === "skipped", js.reason);
+  // The worker's own count: python's override, the global maxTokens elsewhere.
+  assert.equal(py.tokensOut, 3);
+  assert.equal(js.tokensOut, settings.maxTokens);
+  engine.dispose();
+});

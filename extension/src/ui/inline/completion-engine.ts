@@ -99,6 +99,8 @@ export interface InfillResult {
   /** Prompt tokens, and how many the worker had cached (when it reports them). */
   promptTokens?: number;
   cachedTokens?: number;
+  /** Tokens generated (when the server reports them). */
+  tokensOut?: number;
 }
 
 /** Where completions come from; keeper-backend.ts is the real one. */
@@ -164,6 +166,7 @@ export interface CompletionOutcome {
   workerMs?: number;
   promptTokens?: number;
   cachedTokens?: number;
+  tokensOut?: number;
 }
 
 /** A generation on the worker, owned by the engine rather than by the request that started it. */
@@ -353,7 +356,7 @@ export class CompletionEngine {
         return done({ source: "cancelled", reason: "superseded", workerMs: result?.workerMs }, debounced);
       }
       const text = this.cache.get(ctx);
-      const counts = { workerMs: result.workerMs, promptTokens: result.promptTokens, cachedTokens: result.cachedTokens };
+      const counts = { workerMs: result.workerMs, promptTokens: result.promptTokens, cachedTokens: result.cachedTokens, tokensOut: result.tokensOut };
       const outcome = done(text ? { source: "worker", text, ...counts } : { source: "skipped", reason: "the suggestion repeats the text after the cursor", ...counts }, debounced);
       this.lastLatencyMs = outcome.totalMs - outcome.debounceMs;
       this.setState({ kind: "idle", lastLatencyMs: this.lastLatencyMs, target: resolution.target, last: this.last });
