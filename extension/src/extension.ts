@@ -7,6 +7,7 @@ import { ChatService } from "./ui/chat/chat-service";
 import { registerChatParticipant } from "./ui/chat/chat-participant";
 import { ChatView } from "./ui/chat/chat-view";
 import { InferCommand } from "./ui/infer/infer-command";
+import { GatewayService } from "./ui/gateway-service";
 import { CompletionEngine } from "./ui/inline/completion-engine";
 import { RbeeInlineProvider } from "./ui/inline/inline-provider";
 import { KeeperCompletionBackend } from "./ui/inline/keeper-backend";
@@ -28,6 +29,7 @@ export interface RbeeApi {
   inline: RbeeInlineProvider;
   engine: CompletionEngine;
   chat: ChatView;
+  gateway: GatewayService;
 }
 
 let services: RbeeServices | undefined;
@@ -94,9 +96,13 @@ export function activate(context: vscode.ExtensionContext): RbeeApi {
   const participant = registerChatParticipant(context.extensionUri, chatService, () => chatView.currentModel(), () => chatSettings().systemPrompt);
   if (participant) context.subscriptions.push(participant);
 
+  // The OpenAI/Ollama/llama.cpp gateway, when "rbee.gateway.enabled" is on (it loads the keeper then).
+  const gateway = new GatewayService(s, log);
+  context.subscriptions.push(gateway, gateway.register());
+
   const activationMs = performance.now() - started;
   log.info(`rbee activated in ${activationMs.toFixed(1)} ms`);
-  return { activationMs, services: s, tokens, nodes, inline, engine, chat: chatView };
+  return { activationMs, services: s, tokens, nodes, inline, engine, chat: chatView, gateway };
 }
 
 export async function deactivate(): Promise<void> {

@@ -350,9 +350,9 @@ export type StreamEvent =
   | { type: "started"; request_id: string; model: string }
   | { type: "token"; t: string; i: number }
   | {
-      type: "end"; tokens_out: number; decode_ms: number; stop_reason: StopReason; first_token_ms?: number;
-      /** Prompt size in tokens, and how many of them the slot's KV cache already held (not evaluated). */
-      prompt_tokens?: number; cached_tokens?: number;
+      type: "end"; tokens_out: number; decode_ms: number; stop_reason: StopReason; first_token_ms?: number; tokens_in?: number;
+      /** How many of the tokens_in prompt tokens the slot's KV cache already held (not evaluated). */
+      cached_tokens?: number;
     }
   | { type: "error"; code: ErrorCode; message: string };
 

@@ -165,7 +165,7 @@ export class WorkerServer {
       if (result.decodeMs > 0 && result.tokensOut > 1) this.lastTokensPerSecond = Math.round(((result.tokensOut - 1) / result.decodeMs) * 1000 * 10) / 10;
       send({
         type: "end", tokens_out: result.tokensOut, decode_ms: Math.round(result.decodeMs), stop_reason: result.stopReason, first_token_ms: Math.round(result.firstTokenMs * 10) / 10,
-        prompt_tokens: result.promptTokens, cached_tokens: result.cachedTokens,
+        tokens_in: prepared.tokens.length, cached_tokens: result.cachedTokens,
       });
       endSse(res);
       this.log.debug(`request ${requestId}: ${result.tokensOut} tokens, ${result.stopReason}`);

@@ -84,7 +84,7 @@ export class KeeperCompletionBackend implements CompletionBackend {
           text += e.t;
           if (e.t) onText?.(text);
         } else if (e.type === "end")
-          return { text, stopReason: e.stop_reason, workerMs: (e.first_token_ms ?? 0) + e.decode_ms, promptTokens: e.prompt_tokens, cachedTokens: e.cached_tokens, tokensOut: e.tokens_out };
+          return { text, stopReason: e.stop_reason, workerMs: (e.first_token_ms ?? 0) + e.decode_ms, promptTokens: e.tokens_in, cachedTokens: e.cached_tokens, tokensOut: e.tokens_out };
         else if (e.type === "error") throw new RbeeError(e.code, e.message);
       }
       throw new RbeeError("INTERNAL", "the infill stream ended without an end event");
