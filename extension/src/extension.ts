@@ -63,6 +63,9 @@ export function activate(context: vscode.ExtensionContext): RbeeApi {
     status,
     { dispose: () => engine.dispose() },
     vscode.languages.registerInlineCompletionItemProvider({ pattern: "**" }, inline),
+    inline.watchDocuments(),
+    vscode.commands.registerCommand("rbee.inline.nextCandidate", () => inline.nextCandidate()),
+    vscode.commands.registerCommand("rbee.inline.copy", () => inline.copy()),
     vscode.commands.registerCommand("rbee.toggleInline", async () => {
       const enabled = !completionSettings().enabled;
       await setSetting("completion.enabled", enabled);

@@ -319,6 +319,19 @@ export interface InferenceRequest extends SamplingOptions {
 export interface InfillRequest extends SamplingOptions {
   prefix: string;
   suffix: string;
+  // Code completion extras (issue 14). Named and shaped as llama.cpp's /infill names them, so a
+  // llama.cpp-compatible front end passes them through unchanged. All optional: older callers
+  // send none. max_tokens may be 0 here: evaluate the prompt into the slot's cache (a warm-up).
+  /** Chunks of other files, laid out before the prefix (repo-level FIM where the model has it). */
+  input_extra?: InfillExtraChunk[];
+  /** Stop once generation has run this long (from the first token) at a line end; at twice it, anywhere. */
+  t_max_predict_ms?: number;
+  /** Stop at a generated line indented by fewer than this many spaces or tabs. */
+  n_indent?: number;
+}
+export interface InfillExtraChunk {
+  text: string;
+  filename?: string;
 }
 export const CHAT_ROLES = ["system", "user", "assistant"] as const;
 export type ChatRole = (typeof CHAT_ROLES)[number];
@@ -330,13 +343,17 @@ export interface ChatRequest extends SamplingOptions {
   messages: ChatMessage[];
 }
 
-export const STOP_REASONS = ["max_tokens", "eos", "stop_sequence", "cancelled"] as const;
+export const STOP_REASONS = ["max_tokens", "eos", "stop_sequence", "cancelled", "time_limit", "indent"] as const;
 export type StopReason = (typeof STOP_REASONS)[number];
 
 export type StreamEvent =
   | { type: "started"; request_id: string; model: string }
   | { type: "token"; t: string; i: number }
-  | { type: "end"; tokens_out: number; decode_ms: number; stop_reason: StopReason; first_token_ms?: number; tokens_in?: number }
+  | {
+      type: "end"; tokens_out: number; decode_ms: number; stop_reason: StopReason; first_token_ms?: number; tokens_in?: number;
+      /** How many of the tokens_in prompt tokens the slot's KV cache already held (not evaluated). */
+      cached_tokens?: number;
+    }
   | { type: "error"; code: ErrorCode; message: string };
 
 /** The SSE data line that closes every stream. */
@@ -440,9 +457,29 @@ export function parseInferenceRequest(x: unknown): InferenceRequest {
   return { ...parseSampling(o), prompt: reqString(o, "prompt") };
 }
 
+export const MAX_EXTRA_CHUNKS = 256;
+
 export function parseInfillRequest(x: unknown): InfillRequest {
   const o = reqObject(x);
-  return { ...parseSampling(o), prefix: reqString(o, "prefix"), suffix: reqString(o, "suffix") };
+  // A warm-up (max_tokens 0) only fills the cache; every other field is as for a completion.
+  const warmUp = o.max_tokens === 0;
+  const r: InfillRequest = { ...parseSampling(warmUp ? { ...o, max_tokens: 1 } : o), prefix: reqString(o, "prefix"), suffix: reqString(o, "suffix") };
+  if (warmUp) r.max_tokens = 0;
+  if (o.input_extra !== undefined) {
+    const e = o.input_extra;
+    if (!Array.isArray(e) || e.length > MAX_EXTRA_CHUNKS) invalid("input_extra", `an array of at most ${MAX_EXTRA_CHUNKS} chunks`);
+    r.input_extra = e.map((c: unknown, i: number) => {
+      if (!isObject(c)) invalid(`input_extra[${i}]`, "an object with text and optional filename");
+      const filename = optString(c, "filename", 1024);
+      if (typeof c.text !== "string" || c.text.length > 1 << 20) invalid(`input_extra[${i}].text`, "a string of at most 1048576 characters");
+      return { text: c.text, ...(filename !== undefined ? { filename } : {}) };
+    });
+  }
+  const budget = optNumber(o, "t_max_predict_ms", 0, 600_000);
+  if (budget !== undefined && budget > 0) r.t_max_predict_ms = budget;
+  const indent = optNumber(o, "n_indent", 0, 1024, true);
+  if (indent !== undefined && indent > 0) r.n_indent = indent;
+  return r;
 }
 
 export function parseChatRequest(x: unknown): ChatRequest {

@@ -12,7 +12,7 @@ import {
   type Backend, type ChatMessage, type WorkerInfo, type DownloadProgressEvent, type SamplingOptions, type StopReason, type StreamEvent,
 } from "../../../hive-agent/src/protocol";
 import type { HiveClient, WorkerClient } from "./hive-client";
-import { rbeeHome, type Registry, type WorkerRecord } from "./registry";
+import { DEFAULT_MAX_STALE_MS, rbeeHome, type Registry, type WorkerRecord } from "./registry";
 
 export const PHASES = ["registry", "node", "model", "spawn", "register", "ready", "stream"] as const;
 export type Phase = (typeof PHASES)[number];
@@ -241,6 +241,14 @@ export class Keeper {
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * A client for one registered worker (the inline completions pick the worker that holds a file's
+   * cache); undefined when it no longer answers (it is then removed from the registry).
+   */
+  clientFor(w: WorkerRecord, maxStaleMs = DEFAULT_MAX_STALE_MS): Promise<WorkerClient | undefined> {
+    return this.reuse(w.node, w, w.last_health_at !== null && Date.now() - w.last_health_at <= maxStaleMs);
   }
 
   /** Checks a registered worker before reuse; a stale entry gets a fresh health check first. */

@@ -12,12 +12,62 @@ const READ_SLACK = 512;
 export class RbeeInlineProvider implements vscode.InlineCompletionItemProvider {
   /** The last answer, for the status bar tooltip and the tests. */
   lastOutcome: CompletionOutcome | undefined;
+  /** Set by "rbee: Next Inline Candidate": the next request skips the cache for another candidate. */
+  private alternativeRequested = false;
   private readonly outcomeListeners = new Set<(o: CompletionOutcome) => void>();
 
   constructor(
     private readonly engine: CompletionEngine,
     private readonly settings: () => EngineSettings,
   ) {}
+
+  /** Asks VS Code for a completion again, this time a fresh candidate. */
+  async nextCandidate(): Promise<void> {
+    this.alternativeRequested = true;
+    await vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+  }
+
+  /**
+   * Feeds the extra context: chunks of documents opened, edited or saved, and copied text. They
+   * wait in a queue; the engine moves them into the prompt on a pause (see extra-context.ts).
+   */
+  watchDocuments(): vscode.Disposable {
+    const scheme = (d: vscode.TextDocument) => d.uri.scheme === "file" || d.uri.scheme === "untitled";
+    const name = (d: vscode.TextDocument) => vscode.workspace.asRelativePath(d.uri);
+    const around = (d: vscode.TextDocument, line: number) => {
+      if (scheme(d) && d.lineCount > 1) this.engine.extra.pickAround(name(d), d.getText(), line);
+    };
+    return vscode.Disposable.from(
+      vscode.workspace.onDidOpenTextDocument((d) => around(d, 0)),
+      vscode.workspace.onDidSaveTextDocument((d) => {
+        const editor = vscode.window.activeTextEditor;
+        around(d, editor?.document === d ? editor.selection.active.line : 0);
+      }),
+      vscode.workspace.onDidChangeTextDocument((e) => {
+        // Only when the edit lands far from the last pick in that file: a chunk per burst of edits.
+        const change = e.contentChanges[0];
+        if (!change) return;
+        const key = e.document.uri.toString();
+        const last = this.lastEditLine.get(key);
+        const line = change.range.start.line;
+        if (last === undefined || Math.abs(last - line) > 32) {
+          this.lastEditLine.set(key, line);
+          around(e.document, line);
+        }
+      }),
+    );
+  }
+  private readonly lastEditLine = new Map<string, number>();
+
+  /** "Copy" with the copied text also queued as extra context. */
+  async copy(): Promise<void> {
+    const editor = vscode.window.activeTextEditor;
+    if (editor) {
+      const text = editor.selections.map((s) => editor.document.getText(s)).join("\n");
+      if (text.trim()) this.engine.extra.pickText(vscode.workspace.asRelativePath(editor.document.uri), text);
+    }
+    await vscode.commands.executeCommand("editor.action.clipboardCopyAction");
+  }
 
   onOutcome(listener: (o: CompletionOutcome) => void): vscode.Disposable {
     this.outcomeListeners.add(listener);
@@ -32,15 +82,21 @@ export class RbeeInlineProvider implements vscode.InlineCompletionItemProvider {
   ): Promise<vscode.InlineCompletionList | undefined> {
     const s = this.settings();
     const offset = document.offsetAt(position);
-    const before = document.getText(new vscode.Range(document.positionAt(Math.max(0, offset - s.window.maxPrefixChars - READ_SLACK)), position));
+    const beforeOffset = Math.max(0, offset - s.window.maxPrefixChars - READ_SLACK);
+    const before = document.getText(new vscode.Range(document.positionAt(beforeOffset), position));
     const after = document.getText(new vscode.Range(position, document.positionAt(offset + s.window.maxSuffixChars + READ_SLACK)));
 
+    const alternative = this.alternativeRequested;
+    this.alternativeRequested = false;
     const abort = new AbortController();
     const subscription = token.onCancellationRequested(() => abort.abort());
     if (token.isCancellationRequested) abort.abort();
     try {
       const outcome = await this.engine.complete({
         editor: document.uri.toString(),
+        filename: vscode.workspace.asRelativePath(document.uri),
+        beforeOffset,
+        alternative,
         languageId: document.languageId,
         before,
         after,
