@@ -329,6 +329,18 @@ export class Keeper {
   /** Follows a download to its end, records it in the registry, and fails with the hive's error code. */
   private async download(node: NodeHandle, model: string, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal) {
     const { download_id } = await node.hive.download({ model_ref: model });
+    // Cancel reaches the node: the download stops there too, not only our following of it.
+    const cancel = () => void node.hive.cancelDownload(download_id).catch(noop);
+    signal?.addEventListener("abort", cancel, { once: true });
+    try {
+      if (signal?.aborted) cancel();
+      return await this.followDownload(node, model, download_id, onEvent, signal);
+    } finally {
+      signal?.removeEventListener("abort", cancel);
+    }
+  }
+
+  private async followDownload(node: NodeHandle, model: string, download_id: string, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal) {
     for await (const event of node.hive.downloadProgress(download_id, signal)) {
       onEvent({ kind: "download", event });
       if (event.stage === "complete") {

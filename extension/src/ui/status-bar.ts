@@ -10,6 +10,9 @@ export function statusText(s: EngineState): { text: string; tooltip: string } {
       return { text: "$(circle-slash) rbee", tooltip: `rbee: ${s.reason}. Click to switch inline completions on.` };
     case "idle": {
       const latency = s.lastLatencyMs !== undefined ? ` ${Math.round(s.lastLatencyMs)} ms` : "";
+      // Before any worker answered, "on" alone would promise ghost text that cannot come yet.
+      if (!s.target && s.lastLatencyMs === undefined)
+        return { text: "$(sparkle) rbee", tooltip: "rbee inline completions: on, but no worker has served one yet. Set the completion model (rbee starts its worker when you type), or start a worker in Remote Nodes. Click to switch off." };
       const target = s.target ? `${modelShortName(s.target.model)} on ${s.target.node}` : "the first ready worker";
       return { text: `$(sparkle) rbee${latency}`, tooltip: `rbee inline completions: on (${target})${latency ? `; last completion took${latency}` : ""}. Click to switch off.` };
     }

@@ -13,6 +13,8 @@ export class RbeeInlineProvider implements vscode.InlineCompletionItemProvider {
   /** The last answer, for the status bar tooltip and the tests. */
   lastOutcome: CompletionOutcome | undefined;
   private readonly outcomeListeners = new Set<(o: CompletionOutcome) => void>();
+  /** Where a request found no worker yet because one was starting: asked again when it is ready. */
+  private waiting: { uri: string; version: number; position: vscode.Position } | undefined;
 
   constructor(
     private readonly engine: CompletionEngine,
@@ -22,6 +24,21 @@ export class RbeeInlineProvider implements vscode.InlineCompletionItemProvider {
   onOutcome(listener: (o: CompletionOutcome) => void): vscode.Disposable {
     this.outcomeListeners.add(listener);
     return new vscode.Disposable(() => this.outcomeListeners.delete(listener));
+  }
+
+  /**
+   * The worker started for completions became ready: if the cursor is still where the request found
+   * none (same document, same text, same place), ask again, so the ghost text appears without a keystroke.
+   * Returns whether it asked.
+   */
+  async workerReady(): Promise<boolean> {
+    const w = this.waiting;
+    this.waiting = undefined;
+    const editor = vscode.window.activeTextEditor;
+    if (!w || !editor || editor.document.uri.toString() !== w.uri || editor.document.version !== w.version) return false;
+    if (!editor.selection.isEmpty || !editor.selection.active.isEqual(w.position)) return false;
+    await vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+    return true;
   }
 
   async provideInlineCompletionItems(
@@ -47,6 +64,7 @@ export class RbeeInlineProvider implements vscode.InlineCompletionItemProvider {
         signal: abort.signal,
       });
       this.lastOutcome = outcome;
+      this.waiting = this.engine.currentState.kind === "warming" ? { uri: document.uri.toString(), version: document.version, position } : undefined;
       for (const l of this.outcomeListeners) l(outcome);
       if (!outcome.text || token.isCancellationRequested) return undefined;
       return new vscode.InlineCompletionList([new vscode.InlineCompletionItem(outcome.text, new vscode.Range(position, position))]);
