@@ -8,6 +8,7 @@ import { registerChatParticipant } from "./ui/chat/chat-participant";
 import { ChatView } from "./ui/chat/chat-view";
 import { FirstRunCommands } from "./ui/infer/first-run";
 import { InferCommand } from "./ui/infer/infer-command";
+import { recentModels } from "./ui/infer/pickers";
 import { CompletionEngine } from "./ui/inline/completion-engine";
 import { RbeeInlineProvider } from "./ui/inline/inline-provider";
 import { KeeperCompletionBackend } from "./ui/inline/keeper-backend";
@@ -29,6 +30,8 @@ export interface RbeeApi {
   inline: RbeeInlineProvider;
   engine: CompletionEngine;
   chat: ChatView;
+  /** The models offered as "recent" (only ones that loaded). */
+  recentModels(): string[];
 }
 
 let services: RbeeServices | undefined;
@@ -108,7 +111,7 @@ export function activate(context: vscode.ExtensionContext): RbeeApi {
 
   const activationMs = performance.now() - started;
   log.info(`rbee activated in ${activationMs.toFixed(1)} ms`);
-  return { activationMs, services: s, tokens, nodes, inline, engine, chat: chatView };
+  return { activationMs, services: s, tokens, nodes, inline, engine, chat: chatView, recentModels: () => recentModels(context.globalState) };
 }
 
 export async function deactivate(): Promise<void> {

@@ -8,6 +8,10 @@
 
 import * as vscode from "vscode";
 
+/** How often one batch of text is offered to a document the user keeps typing into, and the wait between. */
+const MAX_ATTEMPTS = 50;
+const RETRY_WAIT_MS = 100;
+
 export class DocumentAppender implements vscode.Disposable {
   private pending = "";
   private inFlight: Promise<void> | undefined;
@@ -68,15 +72,30 @@ export class DocumentAppender implements vscode.Disposable {
     if (x && c.rangeOffset <= x.offset) this.expecting = { ...x, offset: this.offset };
   }
 
+  /** Resolves at the document's next change, or after a short while when none comes. */
+  private nextChange(): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, RETRY_WAIT_MS);
+      const sub = vscode.workspace.onDidChangeTextDocument((e) => e.document === this.document && done());
+      function done() {
+        clearTimeout(timer);
+        sub.dispose();
+        resolve();
+      }
+    });
+  }
+
   private async drain(): Promise<void> {
     try {
       while (this.pending && !this.failed) {
         const text = this.pending;
         this.pending = "";
         let written = false;
-        // A user edit racing ours can make one attempt fail; the second uses the moved offset.
-        for (let attempt = 0; attempt < 2 && !written; attempt++) {
+        // VS Code refuses an edit made against a version the user has typed past ("has changed in
+        // the meantime"): wait until their change has reached us (it moves the offset), then retry.
+        for (let attempt = 0; attempt < MAX_ATTEMPTS && !written; attempt++) {
           if (this.document.isClosed) break;
+          if (attempt > 0) await this.nextChange();
           const at = this.offset;
           this.expecting = { offset: at, text };
           const edit = new vscode.WorkspaceEdit();

@@ -14,7 +14,7 @@ export class RbeeInlineProvider implements vscode.InlineCompletionItemProvider {
   lastOutcome: CompletionOutcome | undefined;
   private readonly outcomeListeners = new Set<(o: CompletionOutcome) => void>();
   /** Where a request found no worker yet because one was starting: asked again when it is ready. */
-  private waiting: { uri: string; version: number; position: vscode.Position } | undefined;
+  private waiting: { uri: string; version: number } | undefined;
 
   constructor(
     private readonly engine: CompletionEngine,
@@ -27,8 +27,8 @@ export class RbeeInlineProvider implements vscode.InlineCompletionItemProvider {
   }
 
   /**
-   * The worker started for completions became ready: if the cursor is still where the request found
-   * none (same document, same text, same place), ask again, so the ghost text appears without a keystroke.
+   * The worker started for completions became ready: if the editor is still as the request that found
+   * none left it (same document, same text), ask again, so the ghost text appears without a keystroke.
    * Returns whether it asked.
    */
   async workerReady(): Promise<boolean> {
@@ -36,7 +36,11 @@ export class RbeeInlineProvider implements vscode.InlineCompletionItemProvider {
     this.waiting = undefined;
     const editor = vscode.window.activeTextEditor;
     if (!w || !editor || editor.document.uri.toString() !== w.uri || editor.document.version !== w.version) return false;
-    if (!editor.selection.isEmpty || !editor.selection.active.isEqual(w.position)) return false;
+    // Same text: nothing was typed since. The position is not compared: the extension host's copy of the
+    // cursor can lag a keystroke behind, and a request at wherever the cursor now is is never stale.
+    if (!editor.selection.isEmpty) return false;
+    // An explicit trigger is not served from the empty answer VS Code holds for the automatic request
+    // (typing) that found no worker: it asks the provider again.
     await vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
     return true;
   }
@@ -64,7 +68,7 @@ export class RbeeInlineProvider implements vscode.InlineCompletionItemProvider {
         signal: abort.signal,
       });
       this.lastOutcome = outcome;
-      this.waiting = this.engine.currentState.kind === "warming" ? { uri: document.uri.toString(), version: document.version, position } : undefined;
+      this.waiting = this.engine.currentState.kind === "warming" ? { uri: document.uri.toString(), version: document.version } : undefined;
       for (const l of this.outcomeListeners) l(outcome);
       if (!outcome.text || token.isCancellationRequested) return undefined;
       return new vscode.InlineCompletionList([new vscode.InlineCompletionItem(outcome.text, new vscode.Range(position, position))]);
