@@ -111,6 +111,10 @@ export async function run(): Promise<void> {
           assert.ok(result && result.tokensOut > 0, "Try a model with the typed ref answered (see the rbee log)");
           assert.equal(rbee().recentModels()[0], model, "the ref that loaded is remembered");
           await workbench.waitFor(`.notification-toast:has-text("tokens from ${short}")`, { timeoutMs: 10_000 });
+          // The tree and the chat's model list catch up with the new worker before the picture is taken.
+          await rbee().nodes.refresh({ all: true });
+          await waitUntil(async () => (await workbench.text("#model option", WEBVIEW)).includes(short), () => `the chat's model list to offer ${short} without a Clear`, 30_000);
+          await workbench.waitFor(`.notification-toast .notification-list-item-message:has-text("tokens from ${short}")`);
           await workbench.screenshot("rbee-infer-finished");
           await vscode.commands.executeCommand("notifications.clearAll");
         },
