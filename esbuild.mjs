@@ -1,7 +1,7 @@
 // Bundles each entry point into one CommonJS file under dist/.
 // node-llama-cpp stays external: it carries native binaries and is installed next to the bundle.
 import * as esbuild from "esbuild";
-import { copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
 const entries = [
@@ -15,7 +15,8 @@ const watch = process.argv.includes("--watch");
 const version = process.env.RBEE_BUILD_VERSION ?? JSON.parse(readFileSync("package.json", "utf8")).version;
 const outDir = process.env.RBEE_BUILD_OUT;
 for (const e of entries) {
-  if (!existsSync(e.in)) continue; // entry points arrive issue by issue
+  // A missing entry is an error: skipping it would leave a stale or absent bundle behind a green build.
+  if (!existsSync(e.in)) throw new Error(`esbuild.mjs: entry point ${e.in} does not exist (update the entries list)`);
   const options = {
     entryPoints: [e.in],
     outfile: outDir ? e.out.replace(/^dist\//, outDir + "/") : e.out,
@@ -32,6 +33,9 @@ for (const e of entries) {
   };
   if (watch) await (await esbuild.context(options)).watch();
   else await esbuild.build(options);
+  // A bundle with a #! line is a program (package.json's bin "rbee" is dist/cli.js): keep it executable
+  // after every build, so a `npm link`ed rbee keeps working.
+  if (e.banner && existsSync(options.outfile)) chmodSync(options.outfile, 0o755);
 }
 
 // sql.js's JS is bundled but its WebAssembly is not: the registry looks for it next to the bundles

@@ -21,11 +21,14 @@ function collect(dir) {
 const args = process.argv.slice(2);
 // The VS Code suite has its own runner (it drives a real VS Code); it is one folder among the others.
 const suites = args.length ? args : ["unit", "integration", "vscode"];
-const files = suites.flatMap((s) => {
-  if (s.endsWith(".ts")) return [s];
-  const dir = path.join("test", s);
-  return existsSync(dir) ? collect(dir) : [];
-});
+// A named suite or file that does not exist is an error: dropping it silently would report a green run
+// that tested less than asked.
+const missing = suites.filter((s) => !existsSync(s.endsWith(".ts") ? s : path.join("test", s)));
+if (missing.length) {
+  console.error(`no such test suite or file: ${missing.join(", ")} (suites are folders under test/: unit, integration, vscode)`);
+  process.exit(2);
+}
+const files = suites.flatMap((s) => (s.endsWith(".ts") ? [s] : collect(path.join("test", s))));
 if (!files.length) {
   console.error(`no test files found for: ${suites.join(" ")}`);
   process.exit(1);

@@ -34,6 +34,7 @@ global options:
   --accept-new-host-key    accept and record an SSH host key that known_hosts lacks (never a changed one)
   --json           machine-readable output where it applies
   --help           help for a command
+  --version        print rbee's version (the keeper's and the hive-agent's it deploys) and exit
 `,
   infer: `usage: rbee infer --model REF --prompt TEXT [options]
 
@@ -184,6 +185,7 @@ async function infer(argv: string[]): Promise<number> {
   const narrator = new Narrator(process.stderr, Boolean(v.json));
   const abort = new AbortController();
   let cancelledBySignal = false;
+  // Ctrl+C cancels on the worker (DELETE) and exits 130 (docs/edge-cases.md, EC5).
   const onSigint = () => {
     if (abort.signal.aborted) process.exit(130); // a second Ctrl+C does not wait
     cancelledBySignal = true;

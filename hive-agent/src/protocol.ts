@@ -1,4 +1,4 @@
-// THE contract between the keeper and the hive-agent (protocol v1, DESIGN §3).
+// THE contract between the keeper and the hive-agent (protocol v1, described in docs/protocol.md).
 // Both sides import this module: every request, response, SSE event and error code lives here once.
 // Field names are snake_case on the wire.
 

@@ -1,4 +1,4 @@
-// Inline completion benchmark on a real local hive and worker (generated model, DESIGN §5):
+// Inline completion benchmark on a real local hive and worker (generated model, docs/testing.md):
 //   - overhead: the engine's call → its answer, minus the worker's own generation time
 //     (first_token_ms + decode_ms, as the worker reports it) — registry lookup, HTTP + SSE on
 //     loopback, parsing, filtering, caching. Target ≤ 15 ms at p50.

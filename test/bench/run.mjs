@@ -17,6 +17,12 @@ const SECTIONS = {
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));
+// A misspelt section would otherwise run nothing and exit 0.
+const unknown = wanted.filter((w) => !(w in SECTIONS));
+if (unknown.length) {
+  console.error(`no such bench section: ${unknown.join(", ")} (sections: ${Object.keys(SECTIONS).join(", ")})`);
+  process.exit(2);
+}
 const build = spawnSync(process.execPath, ["esbuild.mjs"], { stdio: "inherit" });
 if (build.status !== 0) process.exit(build.status ?? 1);
 

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { HiveClient } from "../../extension/src/keeper/hive-client";
 import { loopbackTransport, type Transport } from "../../extension/src/keeper/transport";
+import { waitUntil } from "./wait";
 
 export const REPO_ROOT = path.resolve(__dirname, "..", "..");
 export const AGENT_BUNDLE = path.join(REPO_ROOT, "dist", "hive-agent.js");
@@ -61,14 +62,11 @@ export async function startHive(extraArgs: string[] = [], env: NodeJS.ProcessEnv
 }
 
 /** Waits until a spawned worker reports ready (polls /v1/ready like the keeper does). */
-export async function waitReady(hive: TestHive, workerId: string, timeoutMs = 60_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
+export function waitReady(hive: TestHive, workerId: string, timeoutMs = 60_000) {
+  return waitUntil(async () => {
     const w = await hive.client.worker(workerId);
-    if (w.state !== "loading") return w;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`worker ${workerId} not ready within ${timeoutMs} ms`);
+    return w.state !== "loading" && w;
+  }, { timeout: timeoutMs, intervalMs: 100, what: `worker ${workerId} to be ready` });
 }
 
 /** Collects a whole stream. */

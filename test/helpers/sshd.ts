@@ -1,6 +1,6 @@
 // Real SSH "nodes" for tests: one Debian sshd per node, each on its own loopback address
 // (127.0.0.2, 127.0.0.3, …) and a free port, with its own host key, its own authorized_keys and its
-// own install folder (DESIGN §5). Traffic stays on 127.0.0.0/8.
+// own install folder (docs/testing.md, "SSH nodes"). Traffic stays on 127.0.0.0/8.
 //
 // How the per-node install folder works: every node logs in as the same local user (root here),
 // but each sshd's config sets `SetEnv HOME=<node>/home`, so `$HOME/.rbee` on each node is a
@@ -309,7 +309,7 @@ export async function startSshdCluster(opts: { nodes: SshdNodeOptions[] }): Prom
           "AllowTcpForwarding yes",
           "MaxSessions 64",
           "MaxStartups 64",
-          "LogLevel INFO",
+          "LogLevel VERBOSE",
           "Subsystem sftp internal-sftp",
           `SetEnv HOME=${home}${sessionPath ? ` PATH=${sessionPath}` : ""}${Object.entries(o.env ?? {}).map(([k, v]) => ` ${k}=${v}`).join("")}`,
           "",

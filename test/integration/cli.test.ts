@@ -1,5 +1,5 @@
 // The `rbee` CLI end to end on localhost: the embedded default, warm starts, and every edge case of
-// rbee's test-001 (EC1–EC10) provoked for real.
+// docs/edge-cases.md (EC1–EC10) provoked for real.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -8,6 +8,7 @@ import path from "node:path";
 import { ensureModel } from "../fixtures/models";
 import { FakeHfHub } from "../helpers/fake-hf-hub";
 import { REPO_ROOT, isAlive } from "../helpers/hive";
+import { waitUntil } from "../helpers/wait";
 import { newRbeeHome, runCli, startCli } from "../helpers/cli";
 
 const model = `file:${ensureModel("tiny")}`;
@@ -132,7 +133,7 @@ describe("rbee CLI", () => {
   test("EC1: hive unreachable (and no auto-start) → 3 attempts, then what to check", async () => {
     const { pid } = await hiveStatus(env);
     process.kill(pid, "SIGKILL"); // hive.json stays behind, pointing at a closed port
-    while (isAlive(pid)) await new Promise((r) => setTimeout(r, 20));
+    await waitUntil(() => !isAlive(pid), { timeout: 10_000, what: "the killed hive to exit" });
     const r = await runCli(["infer", "--model", model, "--prompt", "x", "--no-autostart"], env);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /cannot connect to localhost .* after 3 attempts/);

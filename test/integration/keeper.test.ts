@@ -12,6 +12,7 @@ import { Registry } from "../../extension/src/keeper/registry";
 import { ensureModel } from "../fixtures/models";
 import { newRbeeHome } from "../helpers/cli";
 import { AGENT_BUNDLE, isAlive } from "../helpers/hive";
+import { waitUntil } from "../helpers/wait";
 
 test("a keeper whose hive died between two generations reconnects, respawns and streams", async () => {
   const home = newRbeeHome();
@@ -25,7 +26,7 @@ test("a keeper whose hive died between two generations reconnects, respawns and 
     assert.equal(first.spawned, true);
     const { pid } = await local.status();
     process.kill(pid!, "SIGKILL");
-    while (isAlive(pid!)) await new Promise((r) => setTimeout(r, 20));
+    await waitUntil(() => !isAlive(pid!), { timeout: 10_000, what: "the killed hive to exit" });
     const second = await keeper.generate(spec, gen);
     assert.equal(second.tokensOut, 4);
     assert.equal(second.spawned, true, "a new worker on a new hive");

@@ -18,6 +18,7 @@ import { AGENT_VERSION } from "../../hive-agent/src/protocol";
 import { ensureModel } from "../fixtures/models";
 import { AGENT_BUNDLE, REPO_ROOT, collect, isAlive as alive } from "../helpers/hive";
 import { startSshdCluster, type SshdCluster } from "../helpers/sshd";
+import { waitUntil } from "../helpers/wait";
 
 let cluster: SshdCluster;
 let modelServer: http.Server;
@@ -120,11 +121,10 @@ describe("deploy over SSH", () => {
         assert.ok((await hive.models()).some((m) => m.model_ref === modelUrl));
 
         const spawned = await hive.spawn({ model_ref: modelUrl, slots: 1, threads: 1, context_size: 512 });
-        let info = await hive.worker(spawned.worker_id);
-        for (let i = 0; info.state === "loading" && i < 600; i++) {
-          await new Promise((r) => setTimeout(r, 100));
-          info = await hive.worker(spawned.worker_id);
-        }
+        const info = await waitUntil(async () => {
+          const w = await hive.worker(spawned.worker_id);
+          return w.state !== "loading" && w;
+        }, { timeout: 120_000, intervalMs: 100, what: `worker ${spawned.worker_id} on ${alias} to finish loading` });
         assert.equal(info.state, "idle");
         const events = await collect(hive.workerClient(info).inference({ prompt: "def add(a, b):", max_tokens: 12, temperature: 0, seed: 1 }));
         const tokens = events.filter((e) => e.type === "token");
@@ -189,15 +189,20 @@ describe("deploy over SSH", () => {
           if (seen.join("").includes("marker-from-test")) ac.abort();
         }
       })();
-      await new Promise((r) => setTimeout(r, 300));
-      appendFileSync(path.join(hiveHome("node2"), "hive.log"), "marker-from-test\n");
+      // The line must be written after the remote tail has opened the log at its end: wait for the
+      // process, then append until the line arrives (tail may still be opening the file).
+      const tailRunning = () => pgrep(`tail -n 0 -f ${hiveHome("node2")}`).length > 0;
+      await waitUntil(tailRunning, { timeout: 10_000, what: "the remote tail -f to start" });
+      await waitUntil(() => {
+        if (ac.signal.aborted) return true;
+        appendFileSync(path.join(hiveHome("node2"), "hive.log"), "marker-from-test\n");
+        return false;
+      }, { timeout: 10_000, intervalMs: 250, what: "the appended line to reach the follower" });
       await follow;
       assert.match(seen.join(""), /marker-from-test/);
       assert.ok(!seen.join("").includes("listening"), "lines: 0 starts at the end");
       // The remote `tail -f` must not linger on the node after the abort.
-      const tailRunning = () => pgrep(`tail -n 0 -f ${hiveHome("node2")}`).length > 0;
-      for (let i = 0; i < 100 && tailRunning(); i++) await new Promise((r) => setTimeout(r, 20));
-      assert.equal(tailRunning(), false, "the remote tail ended");
+      await waitUntil(() => !tailRunning(), { timeout: 5000, what: "the remote tail to end after the abort" });
     } finally {
       pool.close();
     }

@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { ensureModel } from "../fixtures/models";
 import { isAlive, REPO_ROOT } from "../helpers/hive";
+import { waitUntil } from "../helpers/wait";
 import { RbeeServices, type Logger } from "../../extension/src/ui/services";
 import { CompletionEngine, DEFAULT_ENGINE_SETTINGS, type EngineSettings, type EngineState } from "../../extension/src/ui/inline/completion-engine";
 import { KeeperCompletionBackend } from "../../extension/src/ui/inline/keeper-backend";
@@ -118,7 +119,10 @@ describe("extension core on a real local hive", () => {
     test("a newer request for the same editor cancels the older one on the worker", async () => {
       settings = { ...settings, maxTokens: 4000 };
       const long = engine.complete({ editor: "doc2", languageId: "python", before: "x = [", after: "]\n" });
-      await new Promise((r) => setTimeout(r, 300)); // the long generation is running on the worker
+      // The long generation holds a slot on the worker before the newer request arrives.
+      const hive = await (await services.controller("localhost")).hive(false);
+      const busy = async () => ((await hive.workers()).find((x) => x.id === workerId)?.slots_busy ?? 0) > 0;
+      await waitUntil(busy, { timeout: 30_000, what: "the long generation to start on the worker" });
       const t0 = Date.now();
       settings = { ...settings, maxTokens: 4 };
       const newer = await engine.complete({ editor: "doc2", languageId: "python", before: "y = (", after: ")\n" });
@@ -127,9 +131,7 @@ describe("extension core on a real local hive", () => {
       assert.equal(newer.source === "worker" || newer.source === "skipped", true, JSON.stringify(newer));
       // 4000 tokens take seconds; the cancelled one ended long before that and freed its slot.
       assert.ok(Date.now() - t0 < 3000);
-      const hive = await (await services.controller("localhost")).hive(false);
-      const w = (await hive.workers()).find((x) => x.id === workerId)!;
-      assert.equal(w.slots_busy, 0, "the cancelled generation no longer holds a slot");
+      assert.equal(await busy(), false, "the cancelled generation no longer holds a slot");
     });
 
     test("VS Code's cancellation during the debounce sends nothing", async () => {
@@ -159,13 +161,11 @@ describe("extension core on a real local hive", () => {
       assert.equal(first.source, "skipped");
       assert.match(first.reason!, /starting a worker/);
       assert.equal(states.at(-1)?.kind, "warming");
-      const deadline = Date.now() + 60_000;
       let outcome = first;
-      while (outcome.source !== "worker" && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 200));
+      await waitUntil(async () => {
         outcome = await engine.complete({ editor: "doc4", languageId: "python", before: "def g():\n    ", after: "\n" });
-      }
-      assert.equal(outcome.source, "worker", outcome.reason);
+        return outcome.source === "worker";
+      }, { timeout: 60_000, intervalMs: 200, what: "completions from the background-started worker" });
       const { registry } = await services.get();
       assert.ok((await registry.listWorkers({ model_ref: other })).length === 1);
       // Stop it again: the rest of the suite expects one worker.

@@ -1,5 +1,5 @@
 // Runs an extension's tests inside a real VS Code: code-server 4.100.3 (VS Code 1.100.3) on
-// 127.0.0.1 and Debian's chromium driven by playwright-core (DESIGN §5).
+// 127.0.0.1 and Debian's chromium driven by playwright-core (docs/testing.md, "The VS Code suite").
 //
 // The workbench is opened with a `payload` query parameter — a JSON list of [key, value] pairs that
 // VS Code's web workbench reads at start-up (vs/code/browser/workbench/workbench.ts), the mechanism
@@ -32,8 +32,8 @@ export const CHROMIUM_ARGS: readonly string[] = [
   "--disable-component-update",
   "--disable-sync",
 ];
-// Not in DESIGN's list but in the same spirit: every request for a non-loopback address goes to a
-// closed loopback port and fails (chromium never proxies loopback), so the browser cannot reach out.
+// Tests send traffic only to loopback (docs/testing.md), the browser too: every request for a
+// non-loopback address goes to a closed loopback port and fails (chromium never proxies loopback).
 const LOOPBACK_ONLY_ARGS: readonly string[] = ["--proxy-server=http://127.0.0.1:9"];
 export const DEFAULT_OUTPUT_DIR = path.join(REPO_ROOT, "test-output", "vscode");
 

@@ -1,4 +1,4 @@
-// rbee inside a real VS Code (code-server 4.100.3 + chromium, DESIGN §5): runs suites/rbee.suite.ts
+// rbee inside a real VS Code (code-server 4.100.3 + chromium, docs/testing.md): runs suites/rbee.suite.ts
 // in the extension host with the repository as the extension, checks every case passed, that the
 // screenshots of Infer, ghost text, chat and the nodes tree exist, records the benchmark figures the
 // suite printed (test-output/vscode/rbee-bench.json), and that nothing the run started survives it

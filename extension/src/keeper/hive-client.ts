@@ -14,12 +14,8 @@ import {
 } from "../../../hive-agent/src/protocol";
 import type { Transport } from "./transport";
 
-export interface RetryPolicy {
-  attempts: number;
-  /** Delay before retry n (n ≥ 1) is baseMs × 2^(n-1), ± jitter. */
-  baseMs: number;
-  jitter: number;
-}
+import { retryDelay, sleep, type RetryPolicy } from "../../../hive-agent/src/util/retry";
+export type { RetryPolicy };
 
 export interface ClientOptions {
   transport: Transport;
@@ -42,8 +38,6 @@ function isConnectionError(e: unknown): boolean {
   return typeof code === "string" && /^(ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT|UND_ERR_SOCKET|UND_ERR_CLOSED|SSH_CONNECTION_LOST|SSH_CHANNEL_FAILED|SSH_TIMEOUT|SSH_CONNECTION_REFUSED)$/.test(code);
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 class HttpClient {
   protected readonly retry: RetryPolicy;
   constructor(
@@ -57,13 +51,13 @@ class HttpClient {
     this.retry = { ...DEFAULT_RETRY, ...retry };
   }
 
-  /** One JSON call. GETs (and calls marked idempotent) retry connection failures. */
+  /** One JSON call. GETs (and calls marked idempotent) retry connection failures (docs/edge-cases.md, EC1). */
   protected async call<T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown, opts: { idempotent?: boolean; timeoutMs?: number } = {}): Promise<T> {
     const idempotent = opts.idempotent ?? method !== "POST";
     let lastError: unknown;
     const attempts = idempotent ? this.retry.attempts : 1;
     for (let attempt = 1; attempt <= attempts; attempt++) {
-      if (attempt > 1) await sleep(this.retry.baseMs * 2 ** (attempt - 2) * (1 - this.retry.jitter + Math.random() * 2 * this.retry.jitter));
+      if (attempt > 1) await sleep(retryDelay(this.retry, attempt - 1));
       try {
         const res = await request(this.baseUrl + path, {
           method,

@@ -1,10 +1,12 @@
-// The keeper's infer flow (DESIGN §4), phase by phase, for the CLI and the VS Code UI alike:
+// The keeper's infer flow, phase by phase, for the CLI and the VS Code UI alike
+// (docs/architecture.md, "One rbee infer, cold"):
 //   1 registry → 2 node preflight → 3 model (download) → 4 worker preflight (by the hive, at spawn)
 //   → 5 spawn → 6 register → 7 wait for ready → 8 stream.
 // A warm call finds a ready worker in the registry and goes straight to 8.
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { sleep as sleepFor } from "../../../hive-agent/src/util/retry";
 import {
   AGENT_VERSION, RbeeError, versionsCompatible,
   type Backend, type ChatMessage, type WorkerInfo, type DownloadProgressEvent, type SamplingOptions, type StopReason, type StreamEvent,
@@ -69,7 +71,7 @@ export interface GenerationResult {
   maxTokensCapped?: { requested: number; used: number; contextSize: number };
 }
 
-/** EC4: the stream broke; what was generated is kept in a file. */
+/** The stream broke; what was generated is kept in a file (docs/edge-cases.md, EC4). */
 export class StreamInterruptedError extends RbeeError {
   constructor(message: string, readonly partialText: string, readonly partialFile: string | undefined, readonly tokensOut: number, readonly maxTokens: number) {
     super("WORKER_CRASHED", message, { tokens_out: tokensOut, max_tokens: maxTokens, partial_file: partialFile });
@@ -81,7 +83,7 @@ export interface KeeperOptions {
   nodes: NodeConnector;
   /** Phase 7 limit. */
   loadTimeoutMs?: number;
-  /** EC6: waits before retrying a worker whose slots are all busy. */
+  /** Waits before retrying a worker whose slots are all busy (docs/edge-cases.md, EC6). */
   busyRetryDelaysMs?: number[];
   /** Where partial outputs of broken streams are saved. */
   partialDir?: string;
@@ -222,7 +224,7 @@ export class Keeper {
         }
         throw new RbeeError("INTERNAL", "the stream ended without an end event");
       } catch (e) {
-        // EC6: every slot busy — wait 1, 2, 4 s, then give up with a clear error.
+        // Every slot busy — wait 1, 2, 4 s, then give up with a clear error (docs/edge-cases.md, EC6).
         if (e instanceof RbeeError && e.code === "ALL_SLOTS_BUSY") {
           if (retry >= this.busyDelays.length)
             throw new RbeeError("ALL_SLOTS_BUSY", `worker ${worker.id} stayed busy (all ${worker.slots_total} slots in use) through ${this.busyDelays.length} retries; try again later, or spawn it with more slots`);
@@ -281,7 +283,7 @@ export class Keeper {
     try {
       handle = await this.opts.nodes.connect(node, onEvent, signal);
       const health = await handle.hive.health();
-      // EC8: refuse a hive this keeper cannot talk to, saying how to fix it.
+      // Refuse a hive this keeper cannot talk to, saying how to fix it (docs/edge-cases.md, EC8).
       if (!versionsCompatible(health.version, AGENT_VERSION))
         throw new RbeeError(
           "VERSION_MISMATCH",
@@ -359,7 +361,7 @@ export class Keeper {
     });
   }
 
-  /** Phase 7: follows the worker's loading stream until ready, within the load limit (EC7). */
+  /** Phase 7: follows the worker's loading stream until ready, within the load limit (docs/edge-cases.md, EC7). */
   private async waitReady(node: NodeHandle, w: WorkerRecord, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal) {
     onEvent({ kind: "phase", phase: "ready", status: "started", message: `loading ${w.model_ref}` });
     const client = node.hive.workerClient(w);
@@ -433,6 +435,7 @@ function deviceMatches(first: number, spec: WorkerSpec, all?: number[]): boolean
   return spec.device === undefined || spec.device === "auto" || first === spec.device;
 }
 
+/** Where the keeper's token for a node comes from, for an authentication error (docs/edge-cases.md, EC9). */
 export function tokenHint(node: string): string {
   return node === "localhost"
     ? `The token comes from ${path.join(rbeeHome(), "hive", "token")}, which the local hive reads at start; if you replaced it, run "rbee hive stop" and try again.`
@@ -456,13 +459,12 @@ export function fittingMaxTokens(e: unknown, requested: number): { used: number;
   return used >= 1 && used < requested ? { used, contextSize } : undefined;
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new RbeeError("REQUEST_CANCELLED", "cancelled"));
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
-      clearTimeout(t);
-      reject(new RbeeError("REQUEST_CANCELLED", "cancelled"));
-    }, { once: true });
-  });
+/** A wait that a cancel ends at once, as REQUEST_CANCELLED. */
+async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  try {
+    await sleepFor(ms, signal);
+  } catch (e) {
+    if (signal?.aborted) throw new RbeeError("REQUEST_CANCELLED", "cancelled");
+    throw e;
+  }
 }

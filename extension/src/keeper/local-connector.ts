@@ -32,7 +32,7 @@ export class LocalConnector implements NodeConnector {
       this.startedHive ||= started;
       return { name: LOCALHOST, hive: client };
     }
-    // Without auto-start, a hive that does not answer is an error (EC1), after the client's 3 tries.
+    // Without auto-start, a hive that does not answer is an error after the client's 3 tries (docs/edge-cases.md, EC1).
     let port: number;
     try {
       port = JSON.parse(readFileSync(this.local.infoFile, "utf8")).port;

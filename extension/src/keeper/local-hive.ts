@@ -3,6 +3,7 @@
 // stops it again only when asked (`rbee hive stop`, or an ephemeral run).
 
 import { spawn } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import path from "node:path";
@@ -132,7 +133,7 @@ export class LocalHive {
           // not answering yet
         }
       }
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
     throw new RbeeError("CONNECTION_TIMEOUT", `the local hive did not start within ${(this.opts.startTimeoutMs ?? 20_000) / 1000} s; see ${this.logFile}`);
   }
@@ -158,7 +159,7 @@ export class LocalHive {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (!isPidAlive(info.pid)) return true;
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
     process.kill(info.pid, "SIGKILL");
     return true;

@@ -10,6 +10,7 @@ import net from "node:net";
 import { Duplex } from "node:stream";
 import { readFileSync } from "node:fs";
 import { Client, OpenSSHAgent, utils, type AnyAuthMethod, type ClientChannel, type IdentityCallback, type ParsedKey, type SFTPWrapper } from "ssh2";
+import { retry, sleep } from "../../../hive-agent/src/util/retry";
 import { NodeError, isNodeError } from "./errors";
 import { checkHostKey, knownHostName, knownKeyTypes, recordHostKey, type HostKeyCheck } from "./known-hosts";
 import type { SshNodeSpec } from "./ssh-config";
@@ -303,24 +304,28 @@ export class SshConnection extends EventEmitter {
 
   private async connectWithRetries(): Promise<Client> {
     const delays = this.opts.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
-    let last: NodeError | undefined;
-    for (let i = 0; i < Math.max(1, delays.length); i++) {
-      if (delays[i]) await sleep(delays[i]);
-      try {
-        const client = await this.attempt();
-        let closed = false;
-        client.once("close", () => (closed = true));
-        if (this.opts.lowLatency ?? true) await requestInteractive(client);
-        if (closed) throw this.lostError("right after connecting");
-        this.adopt(client);
-        return client;
-      } catch (err) {
-        last = isNodeError(err) ? err : new NodeError("SSH_FAILED", `SSH to ${this.alias} failed: ${(err as Error)?.message ?? err}`, { alias: this.alias }, { cause: err });
-        if (!RETRIABLE.has(last.code)) throw last;
-        this.opts.log?.(`ssh ${this.alias}: attempt ${i + 1} of ${delays.length} failed (${last.code}): ${last.message}`);
-      }
-    }
-    throw last!;
+    // delays[i] is the wait before try i: the first one before any try, the rest between tries.
+    await sleep(delays[0] ?? 0);
+    return retry(
+      async () => {
+        try {
+          const client = await this.attempt();
+          let closed = false;
+          client.once("close", () => (closed = true));
+          if (this.opts.lowLatency ?? true) await requestInteractive(client);
+          if (closed) throw this.lostError("right after connecting");
+          this.adopt(client);
+          return client;
+        } catch (err) {
+          throw isNodeError(err) ? err : new NodeError("SSH_FAILED", `SSH to ${this.alias} failed: ${(err as Error)?.message ?? err}`, { alias: this.alias }, { cause: err });
+        }
+      },
+      { delaysMs: delays.slice(1) },
+      {
+        retryIf: (err) => RETRIABLE.has((err as NodeError).code),
+        onRetry: (err, attempt) => this.opts.log?.(`ssh ${this.alias}: attempt ${attempt} of ${delays.length} failed (${(err as NodeError).code}): ${(err as NodeError).message}`),
+      },
+    );
   }
 
   /** A ready client becomes the shared one; its loss fails the channels still open on it. */
@@ -828,9 +833,6 @@ function failChannel(channel: Duplex, err: Error): void {
   Duplex.prototype.destroy.call(channel, err);
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 function short(command: string): string {
   return command.length > 120 ? command.slice(0, 117) + "..." : command;

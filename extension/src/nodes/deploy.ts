@@ -205,12 +205,13 @@ function requireNodeJs(conn: SshConnection, state: NodeState, nodeCommand: strin
 }
 
 async function probePlatform(conn: SshConnection): Promise<NodePlatform> {
-  // vulkaninfo can hang on broken drivers: bounded where `timeout` exists.
+  // vulkaninfo can hang on broken drivers: bounded where `timeout` exists. Only a real GPU counts for
+  // Vulkan: Mesa's CPU devices (lavapipe/llvmpipe) are skipped by ggml, so the prebuilt would be useless.
   const script = `T=; command -v timeout >/dev/null 2>&1 && T="timeout 20"
 echo "os=$(uname -s)"
 echo "machine=$(uname -m)"
 if command -v nvidia-smi >/dev/null 2>&1 && $T nvidia-smi -L >/dev/null 2>&1; then echo "gpu=cuda"; fi
-if command -v vulkaninfo >/dev/null 2>&1 && $T vulkaninfo --summary >/dev/null 2>&1; then echo "gpu=vulkan"; fi
+if command -v vulkaninfo >/dev/null 2>&1 && $T vulkaninfo --summary 2>/dev/null | grep -Eq 'PHYSICAL_DEVICE_TYPE_(DISCRETE|INTEGRATED|VIRTUAL)_GPU'; then echo "gpu=vulkan"; fi
 if ldd --version 2>&1 | grep -qi musl; then echo "musl=yes"; fi
 `;
   const r = await sh(conn, script, { timeoutMs: 60_000 });

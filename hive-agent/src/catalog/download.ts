@@ -1,4 +1,4 @@
-// Model downloads with progress, resume, retries and a stall limit (DESIGN §3, EC2).
+// Model downloads with progress, resume, retries and a stall limit (docs/protocol.md; docs/edge-cases.md, EC2).
 // Each download runs once per ref at a time; any number of listeners follow its progress events.
 
 import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
@@ -7,6 +7,7 @@ import path from "node:path";
 import { once } from "node:events";
 import { RbeeError, type DownloadProgressEvent } from "../protocol";
 import type { Logger } from "../util/log";
+import { retry } from "../util/retry";
 import { Catalog, sha256File } from "./catalog";
 import { catalogPathOf, parseModelRef, pickQuantization, type ModelRef } from "./model-ref";
 
@@ -102,56 +103,41 @@ export class Downloads {
   }
 
   private async run(d: Download, ref: Exclude<ModelRef, { kind: "file" | "catalog" }>, expectedSha?: string) {
-    let lastError = "";
-    const cancelled = () => {
-      this.log.info(`download of ${d.modelRef} cancelled`);
-      this.emit(d, { stage: "error", code: "REQUEST_CANCELLED", message: `the download of ${d.modelRef} was cancelled` });
-    };
-    for (let attempt = 1; attempt <= this.opts.maxAttempts; attempt++) {
-      try {
-        if (d.abort.signal.aborted) return cancelled();
-        const { url, file, sha256 } = await this.resolve(ref, d.abort.signal);
-        const want = expectedSha ?? sha256;
-        const dest = this.catalog.pathInside(file);
-        await this.fetchTo(d, url, dest, attempt, d.abort.signal);
-        this.emit(d, { stage: "verifying" });
-        const got = await sha256File(dest + ".part");
-        if (want && got !== want) {
-          rmSync(dest + ".part", { force: true });
-          throw new RbeeError("DOWNLOAD_FAILED", `checksum mismatch: expected sha256 ${want}, got ${got}`);
-        }
-        renameSync(dest + ".part", dest);
-        this.catalog.record(d.modelRef, dest, got);
-        this.emit(d, { stage: "complete", local_path: dest, size_bytes: statSync(dest).size, sha256: got });
-        this.log.info(`downloaded ${d.modelRef} to ${dest}`);
-        return;
-      } catch (e) {
-        lastError = (e as Error).message;
-        if (d.abort.signal.aborted) return cancelled();
-        if (e instanceof PermanentError) {
-          this.emit(d, { stage: "error", code: e.code, message: e.message });
-          return;
-        }
-        if (attempt < this.opts.maxAttempts) {
-          const delay = Math.round(this.opts.backoffBaseMs * 2 ** (attempt - 1) * (0.8 + Math.random() * 0.4));
-          this.log.warn(`download of ${d.modelRef}, attempt ${attempt}/${this.opts.maxAttempts} failed: ${lastError}; retrying in ${delay} ms`);
-          this.emit(d, { stage: "retrying", attempt, max_attempts: this.opts.maxAttempts, delay_ms: delay, message: lastError });
-          await new Promise<void>((r) => {
-            const timer = setTimeout(done, delay);
-            function done() {
-              clearTimeout(timer);
-              r();
-            }
-            d.abort.signal.addEventListener("abort", done, { once: true });
-          });
-        }
+    const cancel = d.abort.signal;
+    const attempt = async (n: number) => {
+      const { url, file, sha256 } = await this.resolve(ref, cancel);
+      const want = expectedSha ?? sha256;
+      const dest = this.catalog.pathInside(file);
+      await this.fetchTo(d, url, dest, n, cancel);
+      this.emit(d, { stage: "verifying" });
+      const got = await sha256File(dest + ".part");
+      if (want && got !== want) {
+        rmSync(dest + ".part", { force: true });
+        throw new RbeeError("DOWNLOAD_FAILED", `checksum mismatch: expected sha256 ${want}, got ${got}`);
       }
+      renameSync(dest + ".part", dest);
+      this.catalog.record(d.modelRef, dest, got);
+      this.emit(d, { stage: "complete", local_path: dest, size_bytes: statSync(dest).size, sha256: got });
+      this.log.info(`downloaded ${d.modelRef} to ${dest}`);
+    };
+    try {
+      await retry(attempt, { attempts: this.opts.maxAttempts, baseMs: this.opts.backoffBaseMs, jitter: 0.2 }, {
+        // Cancel (DELETE on the download) ends the attempt in flight and the wait before the next.
+        signal: cancel,
+        retryIf: (e) => !(e instanceof PermanentError) && !cancel.aborted,
+        onRetry: (e, n, delay) => {
+          const message = (e as Error).message;
+          this.log.warn(`download of ${d.modelRef}, attempt ${n}/${this.opts.maxAttempts} failed: ${message}; retrying in ${delay} ms`);
+          this.emit(d, { stage: "retrying", attempt: n, max_attempts: this.opts.maxAttempts, delay_ms: delay, message });
+        },
+      });
+    } catch (e) {
+      if (cancel.aborted) {
+        this.log.info(`download of ${d.modelRef} cancelled`);
+        this.emit(d, { stage: "error", code: "REQUEST_CANCELLED", message: `the download of ${d.modelRef} was cancelled` });
+      } else if (e instanceof PermanentError) this.emit(d, { stage: "error", code: e.code, message: e.message });
+      else this.emit(d, { stage: "error", code: "DOWNLOAD_FAILED", message: `download of ${d.modelRef} failed after ${this.opts.maxAttempts} attempts: ${(e as Error).message}` });
     }
-    this.emit(d, {
-      stage: "error",
-      code: "DOWNLOAD_FAILED",
-      message: `download of ${d.modelRef} failed after ${this.opts.maxAttempts} attempts: ${lastError}`,
-    });
   }
 
   private headers(url: string): Record<string, string> {

@@ -1,4 +1,4 @@
-// Model references (DESIGN §3): where a model comes from and where it lives in the node's catalog.
+// Model references (docs/protocol.md): where a model comes from and where it lives in the node's catalog.
 //   hf:owner/repo/file.gguf   a file of a Hugging Face repo (HF_ENDPOINT, HF_TOKEN)
 //   hf:owner/repo             the repo's GGUF of the preferred quantization
 //   https://host/path/x.gguf  any URL (http:// is accepted for loopback test servers only)

@@ -1,5 +1,5 @@
 // The hive daemon: one per node, bound to loopback only. It owns the node's model catalog and
-// downloads, spawns and supervises workers, and answers the keeper over HTTP + SSE (DESIGN §3).
+// downloads, spawns and supervises workers, and answers the keeper over HTTP + SSE (docs/protocol.md).
 
 import { execFile } from "node:child_process";
 import { chmodSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";

@@ -1,5 +1,6 @@
-// Checks made before a worker is spawned (the keeper flow's worker preflight): the model is present,
-// the backend exists, and the model plus its KV cache fit in RAM (VRAM: placement.ts) — so a spawn fails in milliseconds
+// Checks made before a worker is spawned (docs/architecture.md, phase 4; docs/edge-cases.md, EC3 and
+// EC10): the model is present, the backend exists, and the model plus its KV cache fit in RAM (VRAM:
+// placement.ts) — so a spawn fails in milliseconds
 // with a clear reason instead of minutes later with an out-of-memory crash.
 
 import { statSync } from "node:fs";

@@ -1,4 +1,4 @@
-// The worker's HTTP API (DESIGN §3, "Worker"): readiness, loading progress, and the three generation
+// The worker's HTTP API (docs/protocol.md, "Worker endpoints"): readiness, loading progress, and the three generation
 // endpoints as SSE token streams, with cancellation by DELETE or by the client hanging up.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";

@@ -4,7 +4,7 @@
 //   1. a checkout or an install that has node-llama-cpp next to the bundle runs the bundle in place;
 //   2. otherwise the bundle is copied to <rbee home>/agent/<version>/ and node-llama-cpp (the
 //      version this extension was built with) is installed there with npm, once — the same layout
-//      the SSH deploy uses on remote nodes (DESIGN §2), which also picks the right GPU binaries.
+//      the SSH deploy uses on remote nodes (docs/install.md), which also picks the right GPU binaries.
 
 import { spawn } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
