@@ -163,7 +163,9 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
       }
       case "device": {
         const item = new vscode.TreeItem(deviceLabel(n.device), n.workers.length ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
-        item.id = `device:${n.node}:${n.device.backend}:${n.device.index}`;
+        // A row VS Code first saw without children stays collapsed when it gains some: a new id when the
+        // first worker arrives makes it a new row, shown expanded.
+        item.id = `device:${n.node}:${n.device.backend}:${n.device.index}${n.workers.length ? "" : ":empty"}`;
         item.description = deviceDescription(n.device);
         item.tooltip = `${deviceLabel(n.device)} — GPU ${n.device.index} as rbee numbers it (a worker "on ${n.device.backend}:${n.device.index}" runs here)\n${formatBytes(n.device.vram_free_bytes)} free for new workers of ${formatBytes(n.device.vram_total_bytes)}` +
           (n.device.vram_reserved_bytes ? `\n${formatBytes(n.device.vram_reserved_bytes)} held by rbee's workers here` : "");
@@ -173,7 +175,7 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
       }
       case "cpu": {
         const item = new vscode.TreeItem(n.snapshot.devices.length ? "CPU" : "CPU only", n.workers.length ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
-        item.id = `cpu:${n.node}`;
+        item.id = `cpu:${n.node}${n.workers.length ? "" : ":empty"}`;
         item.description = n.snapshot.ramFreeBytes !== undefined && n.snapshot.ramTotalBytes !== undefined ? `${formatBytes(n.snapshot.ramFreeBytes)} RAM free of ${formatBytes(n.snapshot.ramTotalBytes)}` : undefined;
         item.tooltip = "The node's processor and RAM: workers without a GPU run here (shown as \"cpu\" on a worker).";
         item.iconPath = new vscode.ThemeIcon("chip");
