@@ -1,7 +1,8 @@
 // Bundles each entry point into one CommonJS file under dist/.
 // node-llama-cpp stays external: it carries native binaries and is installed next to the bundle.
 import * as esbuild from "esbuild";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { generateRuntimePins } from "./extension/build/runtime-pins.mjs";
 import { createRequire } from "node:module";
 
 const entries = [
@@ -42,3 +43,8 @@ for (const e of entries) {
 // (extension/src/keeper/registry-sqljs.ts).
 mkdirSync(outDir ?? "dist", { recursive: true });
 copyFileSync(createRequire(import.meta.url).resolve("sql.js/dist/sql-wasm.wasm"), `${outDir ?? "dist"}/sql-wasm.wasm`);
+
+// The runtime set the keeper may download for nodes and the local hive, with the integrity hashes
+// it verifies them against (extension/build/runtime-pins.mjs).
+const pins = generateRuntimePins(JSON.parse(readFileSync("package-lock.json", "utf8")), JSON.parse(readFileSync("extension/runtime-node.json", "utf8")));
+writeFileSync(`${outDir ?? "dist"}/runtime-pins.json`, JSON.stringify(pins) + "\n");

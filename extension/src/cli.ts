@@ -8,8 +8,11 @@ import { LocalHive, defaultAgentScript, idleTimeoutDaemonArgs } from "./keeper/l
 import { shQuote } from "./nodes/shell";
 import { LOCALHOST } from "./keeper/local-connector";
 import { NodeDirectory } from "./nodes/node-directory";
-import { Registry, defaultRegistryPath } from "./keeper/registry";
+import { Registry, defaultRegistryPath, rbeeHome } from "./keeper/registry";
 import { Narrator } from "./cli/narration";
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { SERVE_HELP, serve } from "./cli/serve";
 
 const HELP: Record<string, string> = {
   main: `rbee ${AGENT_VERSION}: your own machines as a private code-completion and chat cloud
@@ -20,6 +23,7 @@ commands:
   infer            stream a completion from a model on a node
   nodes list       the nodes rbee knows (localhost and your ~/.ssh/config hosts)
   nodes deploy|status|uninstall NAME   the hive-agent on an SSH node
+  runtime fetch|import   the runtime tarballs, for keepers without registry access
   logs             a node's hive log (--node NAME [--follow])
   workers list     workers running on a node
   workers health   ask each worker of a node how it is
@@ -27,6 +31,7 @@ commands:
   models list      models in a node's catalog
   models download  download a model into a node's catalog
   hive start|stop|status   the local hive (localhost's daemon)
+  serve            an OpenAI-, Ollama- and llama.cpp-compatible gateway to your nodes' workers
 
 global options:
   --registry FILE  registry file (default ${defaultRegistryPath()}; RBEE_HOME moves ~/.rbee)
@@ -61,9 +66,18 @@ global options:
   nodes: `usage: rbee nodes list [--json]      every node with its GPUs (free/total VRAM, workers on each)
        rbee nodes deploy NAME [--idle-timeout S]   install or upgrade the hive-agent on an SSH node and start it
                                    (--idle-timeout: how long its workers may sit idle; 0 = never; default 5m)
+                                   (localhost: start the local hive, upgrading one of another version)
+         --node-runtime pinned|system   the Node.js rbee brings (default) or the node's own (>= 20)
        rbee nodes status NAME      what is installed and running there
        rbee nodes uninstall NAME   stop the hive and remove the agent (models are kept; --purge-models removes them)
        rbee nodes build-native NAME   build llama.cpp for the node's CPU once (minutes); its CPU workers of 2+ threads use it
+`,
+  runtime: `usage: rbee runtime fetch --platform P [--gpu G] --out DIR   on a machine with an npm registry
+       rbee runtime import DIR                                  on a keeper without one
+  --platform P   linux-x64 | linux-arm64 | darwin-x64 | darwin-arm64 | win32-x64 (default: this machine)
+  --gpu G        cpu | cuda | vulkan | metal, comma-separated (default cpu)
+  --without-node  leave out the Node.js build (nodes that run their own, or darwin-arm64)
+  Tarballs are checked against the hashes pinned in this rbee build; the cache is ${"${RBEE_HOME:-~/.rbee}"}/cache/runtime.
 `,
   logs: `usage: rbee logs --node NAME [--follow] [--lines N]\n`,
   workers: `usage: rbee workers list [--node NAME] [--json]
@@ -72,6 +86,7 @@ global options:
        rbee workers shutdown ID | --id ID [--node NAME]   the same
 `,
   models: `usage: rbee models list [--node NAME] [--json]\n       rbee models download REF [--node NAME]\n`,
+  serve: SERVE_HELP,
   hive: `usage: rbee hive start|stop|status|build-native [--json]
   start [--idle-timeout S]   how long workers may sit idle before the hive stops them (0 = never; default 5m)
   build-native   build llama.cpp for this machine's CPU once (minutes); CPU workers of 2+ threads use it
@@ -119,9 +134,28 @@ interface OpenOptions {
   "accept-new-host-key"?: boolean;
 }
 
+/**
+ * The local hive. A .vsix install has no node-llama-cpp next to dist/: its runtime is unpacked once
+ * per version from ~/.rbee/cache/runtime (fetched or imported), and a hive left by an older version
+ * is upgraded on first use. RBEE_AGENT_SCRIPT (tests, development) runs that script as it is.
+ */
+function newLocalHive(daemonArgs?: string[]): LocalHive {
+  const bundled = path.join(__dirname, "hive-agent.js");
+  if (process.env.RBEE_AGENT_SCRIPT || !existsSync(bundled)) return new LocalHive({ daemonArgs });
+  const { LocalRuntime } = require("./ui/nodes/local-runtime") as typeof import("./ui/nodes/local-runtime");
+  const { RuntimeCache, defaultRuntimeCacheDir } = require("./nodes/runtime-cache") as typeof import("./nodes/runtime-cache");
+  const runtime = new LocalRuntime({ bundleDir: __dirname, home: rbeeHome(), version: AGENT_VERSION, cache: new RuntimeCache(defaultRuntimeCacheDir()) });
+  return new LocalHive({
+    agentScript: bundled,
+    prepareAgent: () => runtime.prepare((line) => process.stderr.write(`[runtime] ${line}\n`)),
+    expectedVersion: AGENT_VERSION,
+    daemonArgs,
+  });
+}
+
 async function open(o: OpenOptions, autoStart = true): Promise<Context> {
   const registry = await Registry.open(o.registry ?? defaultRegistryPath(), { logger: (level, m) => level === "warn" && process.stderr.write(`rbee: ${m}\n`) });
-  const local = new LocalHive();
+  const local = newLocalHive();
   const nodes = new NodeDirectory({
     registry, local, autoStart, autoDeploy: autoStart, sshConfigPath: o["ssh-config"],
     // The CLI cannot ask: an unknown host key is refused unless --accept-new-host-key.
@@ -269,32 +303,65 @@ function formatTable(rows: string[][]): string {
 }
 
 async function nodes(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parse(argv, { "purge-models": { type: "boolean" }, "idle-timeout": { type: "string" } });
+  const { values: v, positionals } = parse(argv, { "purge-models": { type: "boolean" }, "idle-timeout": { type: "string" }, "node-runtime": { type: "string" } });
   const sub = positionals[0];
   if (v.help || !["list", "deploy", "status", "uninstall", "build-native"].includes(sub)) return help("nodes", !v.help);
   const idleArgs = idleTimeoutDaemonArgs(seconds(v["idle-timeout"], "idle-timeout"));
+  const nodeRuntime = v["node-runtime"];
+  if (nodeRuntime !== undefined && nodeRuntime !== "pinned" && nodeRuntime !== "system") throw new UsageError(`--node-runtime is pinned or system, got "${nodeRuntime}"`);
   const ctx = await open(v, false);
   try {
     if (sub === "list") return await listNodes(ctx, v.json);
     const name = positionals[1];
     if (!name) throw new UsageError(`nodes ${sub} needs a node name (a Host of your ssh config)`);
-    if (name === LOCALHOST) throw new UsageError(`localhost needs no deploy: its hive is started on demand ("rbee hive start|stop|status")`);
+    if (name === LOCALHOST) {
+      if (sub !== "deploy") throw new UsageError(`localhost's hive is local: "rbee hive start|stop|status"`);
+      // Deploying localhost = this version's local hive running (an older one is upgraded, models kept).
+      const { started } = await ctx.local.ensure((m) => process.stderr.write(`[localhost] ${m ?? "starting the local hive"}\n`));
+      const s = await ctx.local.status();
+      print(v.json, { ...s, started }, () => `local hive ${s.version} ${started ? "started" : "already running"} (pid ${s.pid})\n`);
+      return 0;
+    }
     const { deployHive, hiveStatus, uninstallHive } = require("./nodes/deploy") as typeof import("./nodes/deploy");
     const conn = ctx.nodes.ssh().pool.get(name);
-    const narrate = (e: { message: string; status: string }) => {
-      if (!v.json && e.status !== "done") process.stderr.write(`[${name}] ${e.message}\n`);
+    const bar = new Narrator(process.stderr, Boolean(v.json));
+    const narrate = (e: import("./nodes/deploy").DeployEvent) => {
+      if (v.json) return;
+      if (e.status === "progress") {
+        const mb = (n: number) => (n / 1e6).toFixed(1);
+        const unit = e.step === "fetch" ? `${e.bytes} / ${e.totalBytes} packages` : `${mb(e.bytes)} / ${mb(e.totalBytes)} MB`;
+        bar.progress(`[${name}] ${e.step}`, e.totalBytes ? e.bytes / e.totalBytes : 0, unit);
+      } else if (e.status !== "done") bar.line(`[${name}] ${e.message}`);
     };
+    // Ctrl-C cancels a deploy before the new version is swapped in; the running one stays.
+    const ac = new AbortController();
+    const onSigint = () => ac.abort();
+    process.once("SIGINT", onSigint);
+    const deployOpts = { ...ctx.nodes.deployOptions(), ...(nodeRuntime ? { nodeRuntime: nodeRuntime as "pinned" | "system" } : {}), signal: ac.signal, onProgress: narrate };
     if (sub === "deploy") {
-      const base = ctx.nodes.deployOptions();
-      const r = await deployHive(conn, { ...base, daemonArgs: [...(base.daemonArgs ?? []), ...idleArgs], onProgress: narrate });
+      let r;
+      try {
+        r = await deployHive(conn, { ...deployOpts, daemonArgs: [...(deployOpts.daemonArgs ?? []), ...idleArgs] });
+      } catch (e) {
+        if (ac.signal.aborted) {
+          bar.line(`[${name}] deploy cancelled; the previous version (if any) keeps running`);
+          return 130;
+        }
+        throw e;
+      } finally {
+        process.removeListener("SIGINT", onSigint);
+        bar.done();
+      }
       await ctx.registry.upsertNode({ alias: name, host: conn.spec.hostname, transport: "ssh" });
       await ctx.registry.setNodeStatus(name, "online", { agent_version: r.version });
       const { token: _secret, ...shown } = r;
       print(v.json, shown, () => (r.changed ? `deployed hive-agent ${r.version} to ${name} in ${(r.durationMs / 1000).toFixed(1)} s (backends: ${r.backends.join(", ")})\n` : `${name} already runs hive-agent ${r.version}; nothing to do\n`));
     } else if (sub === "build-native") {
-      const r = await deployHive(conn, { ...ctx.nodes.deployOptions(), onProgress: narrate });
+      const r = await deployHive(conn, deployOpts);
+      process.removeListener("SIGINT", onSigint);
       process.stderr.write(`[${name}] building llama.cpp for the node's CPU (this takes minutes)\n`);
-      const cmd = `cd ${shQuote(r.agentDir)} && node hive-agent.js build-native --home ${shQuote(r.hiveHome)}`;
+      const node = (await conn.exec(`sed -n 's/^node=//p' ${shQuote(r.agentDir)}/.complete`)).stdout.trim() || "node";
+      const cmd = `cd ${shQuote(r.agentDir)} && ${shQuote(node)} hive-agent.js build-native --home ${shQuote(r.hiveHome)}`;
       const out = await conn.execChecked(cmd, "the native build", { timeoutMs: 45 * 60_000 });
       print(v.json, JSON.parse(out.stdout.trim().split("\n").pop()!), () => `built llama.cpp for ${name}'s CPU; new CPU workers use it\n`);
     } else if (sub === "status") {
@@ -383,7 +450,7 @@ async function logs(argv: string[]): Promise<number> {
   if (v.help) return help("logs");
   const lines = num(v.lines, "lines", { integer: true, min: 1 });
   if (v.node === LOCALHOST) {
-    const local = new LocalHive();
+    const local = newLocalHive();
     const { existsSync, readFileSync } = await import("node:fs");
     if (!existsSync(local.logFile)) throw new RbeeError("NODE_UNREACHABLE", `no local hive log yet (${local.logFile}); start it with "rbee hive start"`);
     process.stdout.write(readFileSync(local.logFile, "utf8").split("\n").slice(-(lines! + 1)).join("\n"));
@@ -494,7 +561,7 @@ async function hiveCommand(argv: string[]): Promise<number> {
   const { values: v, positionals } = parse(argv, { "idle-timeout": { type: "string" } });
   const sub = positionals[0];
   if (v.help || !["start", "stop", "status", "build-native"].includes(sub)) return help("hive", !v.help);
-  const local = new LocalHive({ daemonArgs: idleTimeoutDaemonArgs(seconds(v["idle-timeout"], "idle-timeout")) });
+  const local = newLocalHive(idleTimeoutDaemonArgs(seconds(v["idle-timeout"], "idle-timeout")));
   try {
     if (sub === "start") {
       const { started } = await local.ensure();
@@ -518,6 +585,48 @@ async function hiveCommand(argv: string[]): Promise<number> {
   }
 }
 
+/** `linux-x64` → the platform the runtime set is chosen for. */
+function parsePlatform(spec: string | undefined, gpus: string): import("./nodes/runtime-packages").NodePlatform {
+  const key = spec ?? `${process.platform}-${process.arch}`;
+  const m = /^(linux|darwin|win32)-(x64|arm64)$/.exec(key);
+  if (!m) throw new UsageError(`--platform is one of linux-x64, linux-arm64, darwin-x64, darwin-arm64, win32-x64; got "${key}"`);
+  const kinds = gpus.split(",").map((g) => g.trim()).filter(Boolean);
+  for (const g of kinds) if (!["cpu", "cuda", "vulkan", "metal"].includes(g)) throw new UsageError(`--gpu takes cpu, cuda, vulkan or metal; got "${g}"`);
+  const machine = m[2] === "x64" ? "x86_64" : m[1] === "darwin" ? "arm64" : "aarch64";
+  return { os: m[1], machine, musl: false, gpus: kinds.filter((g) => g !== "cpu") as ("cuda" | "vulkan" | "metal")[] };
+}
+
+async function runtimeCommand(argv: string[]): Promise<number> {
+  const { values: v, positionals } = parse(argv, { platform: { type: "string" }, gpu: { type: "string", default: "cpu" }, out: { type: "string" }, "without-node": { type: "boolean" } });
+  const sub = positionals[0];
+  if (v.help || !["fetch", "import"].includes(sub)) return help("runtime", !v.help);
+  const { RuntimeCache, defaultRuntimeCacheDir } = require("./nodes/runtime-cache") as typeof import("./nodes/runtime-cache");
+  const { loadRuntimePins, runtimeSetFor } = require("./nodes/runtime-packages") as typeof import("./nodes/runtime-packages");
+  const pins = loadRuntimePins();
+  const cache = new RuntimeCache(defaultRuntimeCacheDir());
+  if (sub === "fetch") {
+    if (!v.out) throw new UsageError("runtime fetch needs --out DIR (the folder to carry to the air-gapped keeper)");
+    const platform = parsePlatform(v.platform, v.gpu!);
+    const set = runtimeSetFor(platform, pins, { withNode: !v["without-node"] });
+    const all = [...(set.node ? [set.node] : []), ...set.packages];
+    const bar = new Narrator(process.stderr, Boolean(v.json));
+    const r = await cache.exportTo(all, v.out, { onProgress: (p) => bar.progress("fetch", p.total ? p.done / p.total : 1, `${p.done} / ${p.total} packages`) });
+    bar.done();
+    print(v.json, { dir: path.resolve(v.out), files: r.files.length, bytes: r.bytes, prebuilts: set.prebuilts, node: set.node?.version ?? null }, () =>
+      `wrote ${r.files.length} verified tarballs (${(r.bytes / 1e6).toFixed(0)} MB: ${set.node ? `Node.js ${set.node.version}, ` : ""}node-llama-cpp ${pins.llamaVersion}, ${set.prebuilts.join(", ")}) to ${path.resolve(v.out!)}\n` +
+      `carry that folder to the keeper without registry access and run: rbee runtime import ${path.resolve(v.out!)}\n`,
+    );
+    return 0;
+  }
+  const dir = positionals[1];
+  if (!dir) throw new UsageError("runtime import needs the folder written by rbee runtime fetch");
+  const r = await cache.importFrom(dir, pins);
+  print(v.json, { ...r, cache: cache.dir }, () =>
+    `imported ${r.imported.length} tarballs into ${cache.dir}` + (r.skipped.length ? `; skipped ${r.skipped.length} this rbee does not pin` : "") + (r.refused.length ? `; REFUSED ${r.refused.length} whose bytes differ from the pins: ${r.refused.join(", ")}` : "") + "\n",
+  );
+  return r.refused.length || !r.imported.length ? 1 : 0;
+}
+
 function help(topic: string, asError = false): number {
   (asError ? process.stderr : process.stdout).write(HELP[topic] ?? HELP.main);
   return asError ? 2 : 0;
@@ -539,6 +648,13 @@ export async function main(argv: string[]): Promise<number> {
         return await hiveCommand(rest);
       case "logs":
         return await logs(rest);
+      case "runtime":
+        return await runtimeCommand(rest);
+      case "serve": {
+        const { values: v } = parse(rest, { host: { type: "string" }, port: { type: "string" }, config: { type: "string" }, "show-token": { type: "boolean" } });
+        if (v.help) return help("serve");
+        return await serve(v, () => open(v), (m) => new UsageError(m));
+      }
       case "--version":
       case "version":
         process.stdout.write(`${AGENT_VERSION}\n`);

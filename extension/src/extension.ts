@@ -9,6 +9,7 @@ import { ChatView } from "./ui/chat/chat-view";
 import { FirstRunCommands } from "./ui/infer/first-run";
 import { InferCommand } from "./ui/infer/infer-command";
 import { recentModels } from "./ui/infer/pickers";
+import { GatewayService } from "./ui/gateway-service";
 import { CompletionEngine } from "./ui/inline/completion-engine";
 import { RbeeInlineProvider } from "./ui/inline/inline-provider";
 import { KeeperCompletionBackend } from "./ui/inline/keeper-backend";
@@ -32,6 +33,7 @@ export interface RbeeApi {
   chat: ChatView;
   /** The models offered as "recent" (only ones that loaded). */
   recentModels(): string[];
+  gateway: GatewayService;
 }
 
 let services: RbeeServices | undefined;
@@ -109,9 +111,13 @@ export function activate(context: vscode.ExtensionContext): RbeeApi {
   const participant = registerChatParticipant(context.extensionUri, chatService, () => chatView.currentModel(), () => chatSettings().systemPrompt);
   if (participant) context.subscriptions.push(participant);
 
+  // The OpenAI/Ollama/llama.cpp gateway, when "rbee.gateway.enabled" is on (it loads the keeper then).
+  const gateway = new GatewayService(s, log);
+  context.subscriptions.push(gateway, gateway.register());
+
   const activationMs = performance.now() - started;
   log.info(`rbee activated in ${activationMs.toFixed(1)} ms`);
-  return { activationMs, services: s, tokens, nodes, inline, engine, chat: chatView, recentModels: () => recentModels(context.globalState) };
+  return { activationMs, services: s, tokens, nodes, inline, engine, chat: chatView, recentModels: () => recentModels(context.globalState), gateway };
 }
 
 export async function deactivate(): Promise<void> {

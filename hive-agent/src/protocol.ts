@@ -336,7 +336,7 @@ export type StopReason = (typeof STOP_REASONS)[number];
 export type StreamEvent =
   | { type: "started"; request_id: string; model: string }
   | { type: "token"; t: string; i: number }
-  | { type: "end"; tokens_out: number; decode_ms: number; stop_reason: StopReason; first_token_ms?: number }
+  | { type: "end"; tokens_out: number; decode_ms: number; stop_reason: StopReason; first_token_ms?: number; tokens_in?: number }
   | { type: "error"; code: ErrorCode; message: string };
 
 /** The SSE data line that closes every stream. */

@@ -13,6 +13,8 @@ const SECTIONS = {
   peer: { file: "test/bench/peer.bench.ts", fn: "benchPeer", title: "Worker SSE vs llama-server, same model and threads (small model)", variants: [{ threads: 1 }, { threads: 2 }] },
   registry: { file: "test/bench/registry.bench.ts", fn: "benchRegistry", title: "Registry (sql.js)", variants: [{}] },
   ssh: { file: "test/bench/ssh.bench.ts", fn: "benchSsh", title: "SSH transport and deploy", variants: [{}] },
+  deploy: { file: "test/bench/deploy.bench.ts", fn: "benchDeploy", title: "Install path: bare-node deploy with the pinned runtime, no-op re-deploy, local hive from a .vsix", variants: [{}] },
+  gateway: { file: "test/bench/gateway.bench.ts", fn: "benchGateway", title: "Gateway: rbee serve vs the worker directly; 8 clients over two nodes vs one", variants: [{}] },
   inline: { file: "test/bench/inline.bench.ts", fn: "benchInline", title: "Inline completions: engine overhead over the worker, cache hits", variants: [{ preset: "tiny" }, { preset: "small" }] },
 };
 

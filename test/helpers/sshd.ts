@@ -27,6 +27,13 @@ export interface SshdNodeOptions {
   path?: string;
   /** Leave `node` (and npm/npx) out of the session PATH. */
   withoutNode?: boolean;
+  /**
+   * A bare node: sshd runs in a private mount namespace where node, npm, npx and corepack are
+   * /dev/null (so no session can run them, whatever its PATH); the rest of the machine is untouched.
+   */
+  bare?: boolean;
+  /** `AllowTcpForwarding` of this node's sshd (default yes). */
+  allowTcpForwarding?: boolean;
   /** More environment for sessions (sshd's SetEnv), e.g. the software GPUs of test/helpers/lavapipe.ts. */
   env?: Record<string, string>;
 }
@@ -170,6 +177,13 @@ function pathWithoutNode(root: string): string {
   return `${bin}:/usr/sbin`;
 }
 
+/** sh lines that bind /dev/null over node, npm, npx and corepack (each link and its target). */
+function hideNodeScript(): string {
+  return ["node", "nodejs", "npm", "npx", "corepack"]
+    .map((c) => `if P=$(command -v ${c}); then mount --bind /dev/null "$(readlink -f "$P")" && { [ "$P" = "$(readlink -f "$P")" ] || mount --bind /dev/null "$P"; } || exit 97; fi`)
+    .join("\n");
+}
+
 class RunningNode implements SshdNode {
   pid = 0;
   hostKeyBlob!: Buffer;
@@ -185,6 +199,7 @@ class RunningNode implements SshdNode {
     readonly home: string,
     readonly hostKeyPath: string,
     private readonly configPath: string,
+    private readonly bare = false,
   ) {}
 
   log(): string {
@@ -199,7 +214,9 @@ class RunningNode implements SshdNode {
 
   async start(): Promise<void> {
     mkdirSync("/run/sshd", { recursive: true }); // sshd's privilege-separation folder
-    const proc = spawn(SSHD, ["-D", "-e", "-f", this.configPath], { stdio: ["ignore", "ignore", "pipe"] });
+    const proc = this.bare
+      ? spawn("unshare", ["-m", "--propagation", "private", "sh", "-c", `${hideNodeScript()}\nexec ${SSHD} -D -e -f "$0"`, this.configPath], { stdio: ["ignore", "ignore", "pipe"] })
+      : spawn(SSHD, ["-D", "-e", "-f", this.configPath], { stdio: ["ignore", "ignore", "pipe"] });
     this.proc = proc;
     this.pid = proc.pid ?? 0;
     await new Promise<void>((resolve, reject) => {
@@ -306,7 +323,7 @@ export async function startSshdCluster(opts: { nodes: SshdNodeOptions[] }): Prom
           "PubkeyAuthentication yes",
           "PasswordAuthentication no",
           "KbdInteractiveAuthentication no",
-          "AllowTcpForwarding yes",
+          `AllowTcpForwarding ${o.allowTcpForwarding === false ? "no" : "yes"}`,
           "MaxSessions 64",
           "MaxStartups 64",
           "LogLevel VERBOSE",
@@ -315,7 +332,7 @@ export async function startSshdCluster(opts: { nodes: SshdNodeOptions[] }): Prom
           "",
         ].join("\n"),
       );
-      const node = new RunningNode(alias, o.address, port, root, home, hostKeyPath, configPath);
+      const node = new RunningNode(alias, o.address, port, root, home, hostKeyPath, configPath, o.bare);
       node.loadHostKey();
       nodes.push(node);
       await node.start();

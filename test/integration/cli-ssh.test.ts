@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { ensureModel } from "../fixtures/models";
+import { AGENT_VERSION } from "../../hive-agent/src/protocol";
 import { newRbeeHome, runCli } from "../helpers/cli";
 import { startSshdCluster, type SshdCluster } from "../helpers/sshd";
 
@@ -96,9 +97,20 @@ describe("rbee CLI over SSH", () => {
     assert.match(r.stderr, /NODE_UNKNOWN/);
   });
 
-  test("nodes deploy of localhost is a usage error that says what to use instead", async () => {
-    const r = await runCli(["nodes", "deploy", "localhost", ...args], env);
-    assert.equal(r.code, 2);
-    assert.match(r.stderr, /rbee hive start/);
+  test("nodes deploy localhost starts this version's local hive; other node subcommands point at rbee hive", async () => {
+    try {
+      const r = await runCli(["nodes", "deploy", "localhost", "--json", ...args], env);
+      assert.equal(r.code, 0, r.stderr);
+      const s = JSON.parse(r.stdout);
+      assert.equal(s.running, true);
+      assert.equal(s.version, AGENT_VERSION);
+      const again = JSON.parse((await runCli(["nodes", "deploy", "localhost", "--json", ...args], env)).stdout);
+      assert.deepEqual([again.started, again.pid], [false, s.pid]);
+      const status = await runCli(["nodes", "status", "localhost", ...args], env);
+      assert.equal(status.code, 2);
+      assert.match(status.stderr, /rbee hive start\|stop\|status/);
+    } finally {
+      await runCli(["hive", "stop"], env);
+    }
   });
 });

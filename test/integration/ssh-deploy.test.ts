@@ -215,6 +215,7 @@ describe("deploy over SSH", () => {
       assert.deepEqual(await uninstallHive(pool.get("node2")), { removed: true });
       assert.equal(alive(pid), false);
       assert.equal(existsSync(path.join(cluster.node("node2").home, ".rbee", "agent")), false);
+      assert.equal(existsSync(path.join(cluster.node("node2").home, ".rbee", "runtime")), false, "the runtime goes too");
       assert.equal(existsSync(path.join(hiveHome("node2"), "token")), false);
       const models = readdirSync(path.join(hiveHome("node2"), "models"), { recursive: true }).map(String);
       assert.ok(models.includes("catalog.json") && models.some((f) => f.endsWith("tiny.gguf")), `models kept: ${models}`);

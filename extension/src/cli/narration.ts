@@ -8,6 +8,7 @@ const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 export class Narrator {
   private barShown = false;
   private lastPlainPercent = -1;
+  private lastLabel = "";
 
   constructor(
     private readonly out: NodeJS.WriteStream = process.stderr,
@@ -29,6 +30,13 @@ export class Narrator {
       this.out.write("\r\x1b[2K");
       this.barShown = false;
     }
+  }
+
+  /** A progress bar on a terminal, a line per quarter otherwise (deploy uploads use it too). */
+  progress(label: string, fraction: number, extra = "") {
+    if (label !== this.lastLabel) this.lastPlainPercent = -1; // a new step starts its own count
+    this.lastLabel = label;
+    this.bar(label, fraction, extra);
   }
 
   private bar(label: string, fraction: number, extra = "") {

@@ -64,6 +64,8 @@ export interface GenerationResult {
   stopReason: StopReason;
   decodeMs: number;
   firstTokenMs?: number;
+  /** Prompt tokens, where the worker reports them. */
+  tokensIn?: number;
   workerId: string;
   /** True when this call had to spawn the worker (a cold start). */
   spawned: boolean;
@@ -92,6 +94,8 @@ export interface KeeperOptions {
 }
 
 const noop = () => {};
+/** How often a streaming worker's registry entry is marked healthy (well inside the 60 s freshness window). */
+const HEALTH_MARK_INTERVAL_MS = 10_000;
 
 export class Keeper {
   private readonly loadTimeoutMs: number;
@@ -196,7 +200,8 @@ export class Keeper {
     }
   }
 
-  private async stream(worker: WorkerRecord, client: WorkerClient, spawned: boolean, gen: Generation, onEvent: (e: KeeperEvent) => void, onToken: (t: string) => void, signal?: AbortSignal): Promise<GenerationResult> {
+  /** Phase 8 on a worker from ensureWorker (the gateway picks the worker itself, then streams here). */
+  async stream(worker: WorkerRecord, client: WorkerClient, spawned: boolean, gen: Generation, onEvent: (e: KeeperEvent) => void, onToken: (t: string) => void, signal?: AbortSignal): Promise<GenerationResult> {
     onEvent({ kind: "phase", phase: "stream", status: "started", message: `generating on worker ${worker.id}` });
     const { kind, ...body } = gen;
     let text = "";
@@ -210,9 +215,15 @@ export class Keeper {
             tokensOut++;
             if (e.t) onToken(e.t);
           } else if (e.type === "end") {
-            await this.opts.registry.markWorkerHealthy(worker.id, Date.now()).catch(noop);
+            // Each mark rewrites (and syncs) the registry file; one per interval keeps the entry fresh
+            // without that cost on every request of a busy worker (the gateway's).
+            const now = Date.now();
+            if (now - (worker.last_health_at ?? 0) >= HEALTH_MARK_INTERVAL_MS) {
+              await this.opts.registry.markWorkerHealthy(worker.id, now).catch(noop);
+              worker.last_health_at = now;
+            }
             onEvent({ kind: "phase", phase: "stream", status: "done", message: `${e.tokens_out} tokens, ${e.stop_reason}` });
-            return { text, tokensOut: e.tokens_out, stopReason: e.stop_reason, decodeMs: e.decode_ms, firstTokenMs: e.first_token_ms, workerId: worker.id, spawned };
+            return { text, tokensOut: e.tokens_out, stopReason: e.stop_reason, decodeMs: e.decode_ms, firstTokenMs: e.first_token_ms, tokensIn: e.tokens_in, workerId: worker.id, spawned };
           } else if (e.type === "error") {
             if (e.code === "WORKER_CRASHED") await this.opts.registry.removeWorker(worker.id).catch(noop);
             const file = this.savePartial(text);

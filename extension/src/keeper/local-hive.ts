@@ -22,6 +22,17 @@ export interface LocalHiveOptions {
   /** Extra daemon flags (settings such as the idle timeout); RBEE_HIVE_ARGS comes after them and wins. */
   daemonArgs?: string[];
   startTimeoutMs?: number;
+  /**
+   * Makes the agent's runtime available before a start and returns the script to run (a .vsix
+   * install unpacks node-llama-cpp from the runtime cache once per version); default agentScript.
+   */
+  prepareAgent?: () => Promise<string>;
+  /**
+   * The version this install runs. A running hive of another version (left by an older install) is
+   * replaced on the next ensure(): stopped, and this version started in its place; should that
+   * fail, the previous program is started again. Unset: any running hive is used.
+   */
+  expectedVersion?: string;
 }
 
 export interface LocalHiveStatus {
@@ -77,12 +88,17 @@ export class LocalHive {
 
   /** A client to the running hive, or undefined when none answers. */
   async connectExisting(): Promise<HiveClient | undefined> {
+    return (await this.running())?.client;
+  }
+
+  /** The running hive's client and version, or undefined when none answers. */
+  private async running(): Promise<{ client: HiveClient; version: string } | undefined> {
     const info = this.readInfo();
     if (!info) return undefined;
     const client = this.clientFor(info.port);
     try {
-      await client.health();
-      return this.clientFor(info.port, 3);
+      const h = await client.health();
+      return { client: this.clientFor(info.port, 3), version: h.version };
     } catch (e) {
       // A hive that answers but refuses our token is a real problem, not a missing hive.
       if (e instanceof RbeeError && e.code === "INVALID_API_KEY") throw e;
@@ -90,23 +106,54 @@ export class LocalHive {
     }
   }
 
-  /** Connects to the local hive, starting it first if none answers. `started` tells which happened. */
-  async ensure(onStart?: () => void): Promise<{ client: HiveClient; started: boolean }> {
-    const existing = await this.connectExisting();
-    if (existing) return { client: existing, started: false };
+  private current(r: { version: string } | undefined): boolean {
+    return r !== undefined && (this.opts.expectedVersion === undefined || r.version === this.opts.expectedVersion);
+  }
+
+  /**
+   * Connects to the local hive, starting it first if none answers (or upgrading one of another
+   * version). `started` tells whether a hive was started.
+   */
+  async ensure(onStart?: (message?: string) => void): Promise<{ client: HiveClient; started: boolean }> {
+    const existing = await this.running();
+    if (existing && this.current(existing)) return { client: existing.client, started: false };
     mkdirSync(this.home, { recursive: true, mode: 0o700 });
     // Two CLI runs (or windows) starting at once must start one hive, not two.
-    return new FileLock(path.join(this.home, "start.lock"), { timeoutMs: 30_000, staleMs: 30_000 }).withLock(async () => {
-      const again = await this.connectExisting();
-      if (again) return { client: again, started: false };
+    return new FileLock(path.join(this.home, "start.lock"), { timeoutMs: 120_000, staleMs: 120_000 }).withLock(async () => {
+      const again = await this.running();
+      if (again && this.current(again)) return { client: again.client, started: false };
+      if (again) {
+        // An older install's hive: its models stay in this home; only the program changes.
+        onStart?.(`upgrading the local hive from ${again.version} to ${this.opts.expectedVersion}`);
+        const previous = this.readStartedScript();
+        await this.stop();
+        try {
+          return { client: this.clientFor(await this.start(), 3), started: true };
+        } catch (e) {
+          if (previous && existsSync(previous)) {
+            await this.start(previous).catch(() => {});
+            throw new RbeeError("NODE_UNREACHABLE", `${(e as Error).message}; the previous local hive (${again.version}) was started again`);
+          }
+          throw e;
+        }
+      }
       onStart?.();
       const port = await this.start();
       return { client: this.clientFor(port, 3), started: true };
     });
   }
 
-  private async start(): Promise<number> {
-    const agent = this.opts.agentScript ?? defaultAgentScript();
+  /** The script the running hive was started from (recorded at start), for a rollback. */
+  private readStartedScript(): string | undefined {
+    try {
+      return readFileSync(path.join(this.home, "hive.agent"), "utf8").trim() || undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async start(script?: string): Promise<number> {
+    const agent = script ?? (this.opts.prepareAgent ? await this.opts.prepareAgent() : (this.opts.agentScript ?? defaultAgentScript()));
     if (!existsSync(agent)) throw new RbeeError("NODE_UNREACHABLE", `the hive-agent program is missing at ${agent}; reinstall rbee (or run npm run build)`);
     this.token(); // created on first start
     rmSync(this.infoFile, { force: true });
@@ -119,6 +166,7 @@ export class LocalHive {
     );
     closeSync(log);
     child.unref();
+    writeFileSync(path.join(this.home, "hive.agent"), agent + "\n", { mode: 0o600 });
     const deadline = Date.now() + (this.opts.startTimeoutMs ?? 20_000);
     let exited: number | null = null;
     child.once("exit", (code) => (exited = code ?? -1));

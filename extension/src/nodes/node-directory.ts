@@ -48,10 +48,18 @@ export class NodeDirectory implements NodeConnector {
     return this.sshState;
   }
 
-  /** Deploy options; RBEE_RUNTIME_INSTALL (auto | registry | copy) picks how node-llama-cpp reaches a node. */
+  /**
+   * Deploy options; RBEE_RUNTIME_INSTALL (pinned | copy) picks how node-llama-cpp reaches a node and
+   * RBEE_NODE_RUNTIME (pinned | system) which Node.js runs the hive there.
+   */
   deployOptions(): Omit<DeployOptions, "onProgress"> {
     const runtime = process.env.RBEE_RUNTIME_INSTALL;
-    return { ...(runtime === "auto" || runtime === "registry" || runtime === "copy" ? { runtimeInstall: runtime } : {}), ...this.opts.deploy };
+    const node = process.env.RBEE_NODE_RUNTIME;
+    return {
+      ...(runtime === "pinned" || runtime === "copy" ? { runtimeInstall: runtime } : {}),
+      ...(node === "pinned" || node === "system" ? { nodeRuntime: node } : {}),
+      ...this.opts.deploy,
+    };
   }
 
   /** The SSH hosts in config order. */

@@ -40,7 +40,7 @@ export interface ServicesOptions {
     prompts?: Pick<SshConnectOptions, "onUnknownHostKey" | "askPassphrase">;
     /** Where node tokens are kept (SecretStorage). */
     tokens?: TokenCache;
-    /** How deploys install the hive-agent (tests copy this machine's runtime instead of using npm). */
+    /** How deploys install the hive-agent (tests may copy this machine's runtime instead of the pinned tarballs). */
     deploy?: Omit<DeployOptions, "onProgress">;
   };
   /** rbee.nodes.idleTimeout: idle seconds before a node stops a worker (0 = never), read at each use. */
@@ -51,6 +51,8 @@ export interface ServicesOptions {
 export interface KeeperStack {
   registry: Registry;
   keeper: Keeper;
+  /** The keeper's connector to every node (the gateway places new workers with it). */
+  nodes: NodeConnector;
   local: LocalHive;
   /** The controller of a node the node list holds (localhost, or an SSH host). */
   controller(node: string): Promise<NodeController>;
@@ -106,33 +108,37 @@ export class RbeeServices {
       onCorruption: (info) => log.warn(`the registry was unreadable (${info.reason}); started a fresh one and re-learning the nodes`),
     });
     const manifest = JSON.parse(readFileSync(path.join(this.opts.extensionDir, "package.json"), "utf8")) as { version: string; dependencies?: Record<string, string> };
-    const runtime = new LocalRuntime({
-      bundleDir: this.opts.bundleDir,
-      home: rbeeHome(),
-      version: manifest.version,
-      llamaVersion: manifest.dependencies?.["node-llama-cpp"] ?? "3.21.1",
-    });
-    // The hive reads its script when it starts, after the runtime step may have installed it.
+    const { RuntimeCache, defaultRuntimeCacheDir } = require("../nodes/runtime-cache") as typeof import("../nodes/runtime-cache");
+    // The runtime tarballs live in the extension's global storage, shared by the local hive and
+    // every SSH deploy from this editor; what `rbee runtime import` put in ~/.rbee is used too.
+    const runtimeCache = new RuntimeCache(path.join(this.opts.storageDir, "runtime-cache"), { fallbackDirs: [defaultRuntimeCacheDir()] });
+    const runtime = new LocalRuntime({ bundleDir: this.opts.bundleDir, home: rbeeHome(), version: manifest.version, cache: runtimeCache });
+    const onLine = (line: string) => log.info(`[runtime] ${line}`);
+    // The hive reads its script when it starts, after the runtime step may have installed it; a hive
+    // left by an older install is upgraded to this version on first use.
     const idle = this.opts.idleTimeoutSeconds;
     const local = new LocalHive({
       get agentScript() {
         return runtime.agentScript;
       },
+      prepareAgent: () => runtime.prepare(onLine),
+      expectedVersion: manifest.version,
       get daemonArgs() {
         return idleTimeoutDaemonArgs(idle?.());
       },
     });
-    const onLine = (line: string) => log.info(`[runtime] ${line}`);
     const localConnector = new LocalNodeConnector(new LocalConnector(local, registry, { autoStart: true }), local, runtime, onLine);
     const localController = new LocalNodeController(local, runtime, registry);
     const ssh = new SshStack(this.opts, registry);
     // The setting reaches workers through keep_alive on each spawn, so a change applies to the next worker
     // without restarting a hive; hives rbee starts get it as their default too.
-    const keeper = new Keeper({ registry, nodes: new NodeRouter(localConnector, () => ssh.connector()), keepAliveS: idle });
+    const nodes = new NodeRouter(localConnector, () => ssh.connector());
+    const keeper = new Keeper({ registry, nodes, keepAliveS: idle });
     const nodeList = this.nodeList;
     const stack: KeeperStack = {
       registry,
       keeper,
+      nodes,
       local,
       async controller(node) {
         if (node === LOCALHOST_ENTRY.name) return localController;
@@ -166,6 +172,7 @@ export class RbeeServices {
 class SshStack {
   private pools: { probe: SshPool; action: SshPool; connector: SshConnector } | undefined;
   private readonly controllers = new Map<string, SshNodeController>();
+  private runtimeCache: import("../nodes/runtime-cache").RuntimeCache | undefined;
 
   constructor(
     private readonly opts: ServicesOptions,
@@ -190,12 +197,17 @@ class SshStack {
     return this.build().connector;
   }
 
-  /** Deploy options with the node idle timeout setting as the hive's default. */
-  private deployOptions(): Omit<DeployOptions, "onProgress"> | undefined {
-    const base = this.opts.ssh?.deploy;
+  /**
+   * Deploys take the runtime from the extension's global storage (the local hive's cache too), with
+   * the node idle timeout setting as the hive's default.
+   */
+  private deployOptions(): Omit<DeployOptions, "onProgress"> {
+    const { RuntimeCache, defaultRuntimeCacheDir } = require("../nodes/runtime-cache") as typeof import("../nodes/runtime-cache");
+    this.runtimeCache ??= new RuntimeCache(path.join(this.opts.storageDir, "runtime-cache"), { fallbackDirs: [defaultRuntimeCacheDir()] });
+    const base = { cache: this.runtimeCache, ...this.opts.ssh?.deploy };
     const idle = this.opts.idleTimeoutSeconds?.();
     if (idle === undefined) return base;
-    return { ...base, daemonArgs: [...(base?.daemonArgs ?? []), ...idleTimeoutDaemonArgs(idle)] };
+    return { ...base, daemonArgs: [...(base.daemonArgs ?? []), ...idleTimeoutDaemonArgs(idle)] };
   }
 
   controller(entry: NodeEntry): NodeController {

@@ -65,6 +65,19 @@ export function nodesSettings() {
   };
 }
 
+export function gatewaySettings() {
+  const aliases = get<Record<string, unknown>>("gateway.aliases", {}, (v) => typeof v === "object" && !Array.isArray(v));
+  return {
+    enabled: get("gateway.enabled", false, (v) => typeof v === "boolean"),
+    port: get("gateway.port", 7437, isInt(1, 65535)),
+    /** Only string values: a bad entry is skipped, not fatal. */
+    aliases: Object.fromEntries(Object.entries(aliases).filter(([, v]) => typeof v === "string" && v.trim())) as Record<string, string>,
+    defaultModel: get("gateway.defaultModel", "", isString).trim(),
+    queueSize: get("gateway.queueSize", 64, isInt(0, 100_000)),
+    queueWaitMs: get("gateway.queueWaitMs", 30_000, isInt(1, 24 * 3600_000)),
+  };
+}
+
 export async function setSetting(key: string, value: unknown, target = vscode.ConfigurationTarget.Global): Promise<void> {
   await vscode.workspace.getConfiguration(SECTION).update(key, value, target);
 }

@@ -157,7 +157,7 @@ export class WorkerServer {
       send({ type: "started", request_id: requestId, model: this.modelRef });
       const result = await engine.generate(slot, prepared, opts, abort.signal, (t) => send({ type: "token", t: t.text, i: t.index }));
       if (result.decodeMs > 0 && result.tokensOut > 1) this.lastTokensPerSecond = Math.round(((result.tokensOut - 1) / result.decodeMs) * 1000 * 10) / 10;
-      send({ type: "end", tokens_out: result.tokensOut, decode_ms: Math.round(result.decodeMs), stop_reason: result.stopReason, first_token_ms: Math.round(result.firstTokenMs * 10) / 10 });
+      send({ type: "end", tokens_out: result.tokensOut, decode_ms: Math.round(result.decodeMs), stop_reason: result.stopReason, first_token_ms: Math.round(result.firstTokenMs * 10) / 10, tokens_in: prepared.tokens.length });
       endSse(res);
       this.log.debug(`request ${requestId}: ${result.tokensOut} tokens, ${result.stopReason}`);
     } catch (e) {

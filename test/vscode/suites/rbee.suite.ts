@@ -8,7 +8,8 @@
 // Everything rbee writes goes to a temporary RBEE_HOME (set before any rbee command runs) and to the
 // test window's own global storage; the ssh config read is a missing file in that folder.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import * as vscode from "vscode";
@@ -273,6 +274,39 @@ export async function run(): Promise<void> {
           await workbench.waitFor("#send", WEBVIEW);
           await workbench.screenshot("rbee-chat-stopped");
           await config().update("chat.maxTokens", undefined, vscode.ConfigurationTarget.Global);
+        },
+      },
+      {
+        name: "rbee.gateway.enabled serves the window's workers over the OpenAI API; the command copies a snippet with the token",
+        fn: async () => {
+          const port = await new Promise<number>((resolve) => {
+            const probe = net.createServer().listen(0, "127.0.0.1", () => {
+              const p = (probe.address() as net.AddressInfo).port;
+              probe.close(() => resolve(p));
+            });
+          });
+          await config().update("gateway.aliases", { tiny: model }, vscode.ConfigurationTarget.Global);
+          await config().update("gateway.port", port, vscode.ConfigurationTarget.Global);
+          await config().update("gateway.enabled", true, vscode.ConfigurationTarget.Global);
+          try {
+            await waitUntil(() => rbee().gateway.url === `http://127.0.0.1:${port}`, () => `the gateway to listen on ${port} (${rbee().gateway.url})`, 30_000);
+            const token = readFileSync(path.join(home, "gateway", "token"), "utf8").trim();
+            const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+              method: "POST",
+              headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+              body: JSON.stringify({ model: "tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 6 }),
+            });
+            assert.equal(res.status, 200, await res.clone().text());
+            assert.equal(((await res.json()) as any).usage.completion_tokens, 6);
+            assert.equal(await vscode.commands.executeCommand("rbee.gateway.copyConfig", "openai-sdk"), "openai-sdk");
+            const snippet = await vscode.env.clipboard.readText();
+            assert.ok(snippet.includes(`http://127.0.0.1:${port}/v1`) && snippet.includes(token) && snippet.includes('"tiny"'), snippet);
+          } finally {
+            await config().update("gateway.enabled", undefined, vscode.ConfigurationTarget.Global);
+            await config().update("gateway.port", undefined, vscode.ConfigurationTarget.Global);
+            await config().update("gateway.aliases", undefined, vscode.ConfigurationTarget.Global);
+          }
+          await waitUntil(() => rbee().gateway.url === undefined, () => "the gateway to stop when the setting goes off", 30_000);
         },
       },
       {

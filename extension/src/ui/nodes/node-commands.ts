@@ -71,14 +71,24 @@ export class NodeCommands {
     const verb = controller.entry.transport === "loopback" ? "starting the local hive" : `deploying to ${node}`;
     try {
       await this.tree.whileBusy(node, verb, () =>
-        this.progress(`rbee: ${verb}`, (p) => controller.deploy(this.narrate(p, `[${node}]`), (line) => {
-          this.log.info(`[${node}] ${line}`);
-          p.report({ message: line.slice(0, 120) });
-        })),
+        this.progress(`rbee: ${verb}`, (p, signal) =>
+          controller.deploy(
+            this.narrate(p, `[${node}]`),
+            (line) => {
+              this.log.info(`[${node}] ${line}`);
+              p.report({ message: line.slice(0, 120) });
+            },
+            signal,
+          ),
+        ),
       );
       this.log.info(`[${node}] hive is running`);
       return true;
     } catch (e) {
+      if ((e as Error).name === "AbortError") {
+        this.log.info(`[${node}] ${verb} cancelled; the version that ran before (if any) keeps running`);
+        return false;
+      }
       void showError(this.log, `${verb} failed`, e);
       return false;
     }

@@ -10,8 +10,11 @@ export interface NodeController {
   readonly entry: NodeEntry;
   /** The node's state, learnt without starting or deploying anything. Never throws: failures are in the snapshot. */
   probe(): Promise<NodeSnapshot>;
-  /** Makes the hive run (localhost: start it; SSH: deploy and start). */
-  deploy(onEvent: (e: KeeperEvent) => void, onLine: (line: string) => void): Promise<void>;
+  /**
+   * Makes the hive run (localhost: start it; SSH: deploy and start). `signal` cancels an SSH deploy
+   * before the new version is swapped in (the running one stays).
+   */
+  deploy(onEvent: (e: KeeperEvent) => void, onLine: (line: string) => void, signal?: AbortSignal): Promise<void>;
   /** A client to the running hive; starts it when `start` is true. */
   hive(start: boolean): Promise<HiveClient>;
   /** The hive's log, as a local file to open. */

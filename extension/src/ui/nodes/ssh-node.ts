@@ -68,10 +68,21 @@ export class SshNodeController implements NodeController {
     }
   }
 
-  async deploy(onEvent: (e: KeeperEvent) => void, onLine: (line: string) => void): Promise<void> {
+  async deploy(onEvent: (e: KeeperEvent) => void, onLine: (line: string) => void, signal?: AbortSignal): Promise<void> {
+    let lastPercent = -1;
     const result = await deployHive(this.deps.actionPool.get(this.entry.name), {
       ...this.deps.deploy,
+      signal,
       onProgress: (e) => {
+        if (e.status === "progress") {
+          // Bytes sent / total per step, every 5 %: the notification shows it, the log keeps a trace.
+          const percent = e.totalBytes ? Math.floor((100 * e.bytes) / e.totalBytes) : 0;
+          if (percent === lastPercent || (percent < 100 && percent - lastPercent < 5)) return;
+          lastPercent = percent;
+          onLine(`${e.step}: ${percent}% (${e.message})`);
+          return;
+        }
+        lastPercent = -1;
         onLine(e.message);
         if (e.status === "started") onEvent({ kind: "phase", phase: "node", status: "started", message: e.message });
       },
