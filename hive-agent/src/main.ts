@@ -17,7 +17,7 @@ commands:
   daemon   run the node's hive (HTTP API on loopback)
              --bind 127.0.0.1 --port 0 --token-file FILE --home DIR
              [--idle-timeout-ms N (0 = never)] [--health-interval-ms N] [--grace-ms N] [--load-timeout-ms N]
-             [--download-attempts N] [--download-backoff-ms N] [--download-stall-ms N]
+             [--download-attempts N] [--download-backoff-ms N] [--download-stall-ms N] [--download-header-ms N]
              [--vram-limit-mib N] [--ram-limit-mib N]  the most rbee's workers may take on each GPU /
                                      of RAM (nodes shared with others; default: all that is free)
              [--native-build auto|off]  auto (default; env RBEE_NATIVE_BUILD): build llama.cpp for
@@ -101,6 +101,7 @@ async function daemon(argv: string[]) {
       "download-attempts": { type: "string" },
       "download-backoff-ms": { type: "string" },
       "download-stall-ms": { type: "string" },
+      "download-header-ms": { type: "string" },
       "native-build": { type: "string", default: process.env.RBEE_NATIVE_BUILD || "auto" },
       "vram-limit-mib": { type: "string" },
       "ram-limit-mib": { type: "string" },
@@ -117,6 +118,7 @@ async function daemon(argv: string[]) {
   if (v["download-attempts"]) download.maxAttempts = int(v["download-attempts"], "download-attempts");
   if (v["download-backoff-ms"]) download.backoffBaseMs = int(v["download-backoff-ms"], "download-backoff-ms");
   if (v["download-stall-ms"]) download.stallTimeoutMs = int(v["download-stall-ms"], "download-stall-ms");
+  if (v["download-header-ms"]) download.headerTimeoutMs = int(v["download-header-ms"], "download-header-ms");
   let hive: HiveDaemon;
   try {
     hive = new HiveDaemon({

@@ -373,6 +373,8 @@ export const HIVE_PATHS = {
   models: "/v1/models",
   download: "/v1/models/download",
   downloadProgress: (id: string) => `/v1/models/download/${encodeURIComponent(id)}/progress`,
+  /** DELETE: stops a download (Cancel in the editor reaches the node). */
+  downloadCancel: (id: string) => `/v1/models/download/${encodeURIComponent(id)}`,
 } as const;
 
 export const WORKER_PATHS = {

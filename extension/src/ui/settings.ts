@@ -81,6 +81,8 @@ export function nodesSettings() {
     sshConfigPath: get("nodes.sshConfigPath", "", isString).trim(),
     /** Idle seconds before a node stops a worker rbee started (0 = never). */
     idleTimeoutSeconds: get("nodes.idleTimeout", 300, isInt(0, 366 * 86400)),
+    /** Stop the local hive (and its workers) when VS Code closes. */
+    stopLocalHiveOnExit: get("nodes.stopLocalHiveOnExit", false, (v) => typeof v === "boolean"),
   };
 }
 

@@ -13,6 +13,9 @@ export function statusText(s: EngineState): { text: string; tooltip: string } {
       // The last suggestion shown: how long it took, where it came from, how much context it used.
       const last = s.last;
       const ms = last ? last.latencyMs : s.lastLatencyMs;
+      // Before any worker answered, "on" alone would promise ghost text that cannot come yet.
+      if (!s.target && ms === undefined)
+        return { text: "$(sparkle) rbee", tooltip: "rbee inline completions: on, but no worker has served one yet. Set the completion model (rbee starts its worker when you type), or start a worker in Remote Nodes. Click to switch off." };
       const latency = ms !== undefined ? ` ${Math.round(ms)} ms` : "";
       const from = last && last.source !== "worker" ? (last.source === "reused" ? " (running)" : " (cache)") : "";
       const tokens = last?.contextTokens !== undefined ? `; ${last.contextTokens} tokens of context, ${last.evaluatedTokens ?? 0} evaluated` : "";

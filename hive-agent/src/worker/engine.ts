@@ -212,7 +212,7 @@ export class Engine {
       throw new RbeeError(
         "INVALID_REQUEST",
         `prompt (${prepared.tokens.length} tokens) + max_tokens (${maxTokens}) exceed this worker's context of ${contextPerSlot} tokens per slot; shorten the prompt or spawn the worker with a larger context_size`,
-        { field: "max_tokens" },
+        { field: "max_tokens", prompt_tokens: prepared.tokens.length, context_size: contextPerSlot },
       );
     return prepared;
   }

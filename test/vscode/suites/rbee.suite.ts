@@ -364,7 +364,7 @@ export async function run(): Promise<void> {
           const snapshot = rbee().nodes.snapshot("localhost");
           assert.equal(snapshot?.status, "running", snapshot?.reason);
           assert.deepEqual(snapshot.workers.map((w) => w.model_ref), [model]);
-          const workerRow = `.monaco-list-row:has-text("${short}")`;
+          const workerRow = `.monaco-list-row[role="treeitem"]:has-text("${short}")`; // not a notification naming the model
           await workbench.waitFor('.monaco-list-row:has-text("localhost")');
           await workbench.waitFor(workerRow);
           const rows = await workbench.text(".monaco-list-row", {});

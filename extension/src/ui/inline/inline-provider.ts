@@ -15,6 +15,8 @@ export class RbeeInlineProvider implements vscode.InlineCompletionItemProvider {
   /** Set by "rbee: Next Inline Candidate": the next request skips the cache for another candidate. */
   private alternativeRequested = false;
   private readonly outcomeListeners = new Set<(o: CompletionOutcome) => void>();
+  /** Where a request found no worker yet because one was starting: asked again when it is ready. */
+  private waiting: { uri: string; version: number } | undefined;
 
   constructor(
     private readonly engine: CompletionEngine,
@@ -74,6 +76,25 @@ export class RbeeInlineProvider implements vscode.InlineCompletionItemProvider {
     return new vscode.Disposable(() => this.outcomeListeners.delete(listener));
   }
 
+  /**
+   * The worker started for completions became ready: if the editor is still as the request that found
+   * none left it (same document, same text), ask again, so the ghost text appears without a keystroke.
+   * Returns whether it asked.
+   */
+  async workerReady(): Promise<boolean> {
+    const w = this.waiting;
+    this.waiting = undefined;
+    const editor = vscode.window.activeTextEditor;
+    if (!w || !editor || editor.document.uri.toString() !== w.uri || editor.document.version !== w.version) return false;
+    // Same text: nothing was typed since. The position is not compared: the extension host's copy of the
+    // cursor can lag a keystroke behind, and a request at wherever the cursor now is is never stale.
+    if (!editor.selection.isEmpty) return false;
+    // An explicit trigger is not served from the empty answer VS Code holds for the automatic request
+    // (typing) that found no worker: it asks the provider again.
+    await vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+    return true;
+  }
+
   async provideInlineCompletionItems(
     document: vscode.TextDocument,
     position: vscode.Position,
@@ -103,6 +124,7 @@ export class RbeeInlineProvider implements vscode.InlineCompletionItemProvider {
         signal: abort.signal,
       });
       this.lastOutcome = outcome;
+      this.waiting = this.engine.currentState.kind === "warming" ? { uri: document.uri.toString(), version: document.version } : undefined;
       for (const l of this.outcomeListeners) l(outcome);
       if (!outcome.text || token.isCancellationRequested) return undefined;
       return new vscode.InlineCompletionList([new vscode.InlineCompletionItem(outcome.text, new vscode.Range(position, position))]);

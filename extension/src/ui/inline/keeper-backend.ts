@@ -26,6 +26,8 @@ export class KeeperCompletionBackend implements CompletionBackend {
     private readonly keeper: () => Promise<Keeper>,
     /** Progress of a worker being started for completions (status bar, log). */
     private readonly onWarmEvent: (e: KeeperEvent) => void = () => {},
+    /** The worker started for completions is ready: the editor asks again (nobody types to trigger it). */
+    private readonly onWarmed: (target: CompletionTarget) => void = () => {},
   ) {}
 
   async resolveTarget(s: EngineSettings, affinity = ""): Promise<TargetResolution> {
@@ -58,6 +60,7 @@ export class KeeperCompletionBackend implements CompletionBackend {
         .ensureWorker({ node: target.node, model: target.model }, this.onWarmEvent)
         .then(() => {
           this.warmFailure = undefined;
+          this.onWarmed(target);
         })
         .catch((e: Error) => {
           this.warmFailure = { key, message: e.message, at: Date.now() };
