@@ -11,6 +11,8 @@ import * as vscode from "vscode";
 /** How often one batch of text is offered to a document the user keeps typing into, and the wait between. */
 const MAX_ATTEMPTS = 50;
 const RETRY_WAIT_MS = 100;
+/** How much of the end of the written text anchors the insertion point. */
+const TAIL = 64;
 
 export class DocumentAppender implements vscode.Disposable {
   private pending = "";
@@ -19,6 +21,8 @@ export class DocumentAppender implements vscode.Disposable {
   private failed: Error | undefined;
   /** Our insert on its way: its change event is ours, not the user's. */
   private expecting: { offset: number; text: string } | undefined;
+  /** The end of what we wrote so far (up to TAIL characters): the next insert must follow it. */
+  private tail = "";
   private readonly subscription: vscode.Disposable;
 
   constructor(
@@ -72,6 +76,25 @@ export class DocumentAppender implements vscode.Disposable {
     if (x && c.rangeOffset <= x.offset) this.expecting = { ...x, offset: this.offset };
   }
 
+  /**
+   * The insertion point, checked against the document: change events of our own edits and the user's
+   * typing can arrive interleaved in ways the offset arithmetic misreads, and a point that drifted even
+   * by one character would put later tokens in front of earlier ones. Where the text before the offset
+   * is not the end of what we wrote, the point moves to just after the nearest copy of it.
+   */
+  private anchored(): number {
+    const tail = this.tail;
+    if (!tail) return this.offset;
+    const at = Math.min(this.offset, this.document.getText().length);
+    const doc = this.document.getText();
+    if (doc.slice(Math.max(0, at - tail.length), at) === tail) return (this.offset = at);
+    const before = doc.lastIndexOf(tail, at);
+    const after = doc.indexOf(tail, at);
+    const best = [before, after].filter((i) => i >= 0).sort((a, b) => Math.abs(a - at) - Math.abs(b - at))[0];
+    if (best !== undefined) this.offset = best + tail.length;
+    return this.offset;
+  }
+
   /** Resolves at the document's next change, or after a short while when none comes. */
   private nextChange(): Promise<void> {
     return new Promise((resolve) => {
@@ -96,7 +119,7 @@ export class DocumentAppender implements vscode.Disposable {
         for (let attempt = 0; attempt < MAX_ATTEMPTS && !written; attempt++) {
           if (this.document.isClosed) break;
           if (attempt > 0) await this.nextChange();
-          const at = this.offset;
+          const at = this.anchored();
           this.expecting = { offset: at, text };
           const edit = new vscode.WorkspaceEdit();
           edit.insert(this.document.uri, this.document.positionAt(at), text);
@@ -104,6 +127,7 @@ export class DocumentAppender implements vscode.Disposable {
           if (written && this.expecting) this.offset = this.expecting.offset + text.length; // no change event seen
           this.expecting = undefined;
         }
+        if (written) this.tail = (this.tail + text).slice(-TAIL);
         if (!written) {
           this.failed = new Error(this.document.isClosed ? "the output editor was closed" : `could not write into ${this.document.uri.toString()}`);
           this.onFailed(this.failed);
