@@ -22,12 +22,18 @@
     return el;
   }
 
+  // The hint shown while the conversation is empty.
+  function syncEmpty() {
+    $("empty").hidden = messages.childElementCount > 0;
+  }
+
   function setTurn(index, turn) {
     const el = turnElement(turn, index);
     const existing = messages.querySelector(`.turn[data-index="${index}"]`);
     if (existing) existing.replaceWith(el);
     else messages.appendChild(el);
     messages.scrollTop = messages.scrollHeight;
+    syncEmpty();
   }
 
   function setBusy(busy) {
@@ -67,6 +73,7 @@
       case "init":
         messages.textContent = "";
         m.turns.forEach((t, i) => setTurn(i, t));
+        syncEmpty();
         setModels(m.models, m.model);
         setBusy(m.busy);
         break;
@@ -83,6 +90,9 @@
       case "notice":
         showNotice(m.text);
         break;
+      case "accepted":
+        input.value = "";
+        break;
     }
   });
 
@@ -90,8 +100,8 @@
     e.preventDefault();
     const text = input.value;
     if (!text.trim() || document.body.classList.contains("busy")) return;
+    // The box is emptied when the extension takes the question ("accepted"): a refused send keeps it.
     vscode.postMessage({ type: "send", text });
-    input.value = "";
   });
   input.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {

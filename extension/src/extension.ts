@@ -6,7 +6,9 @@ import * as vscode from "vscode";
 import { ChatService } from "./ui/chat/chat-service";
 import { registerChatParticipant } from "./ui/chat/chat-participant";
 import { ChatView } from "./ui/chat/chat-view";
+import { FirstRunCommands } from "./ui/infer/first-run";
 import { InferCommand } from "./ui/infer/infer-command";
+import { recentModels } from "./ui/infer/pickers";
 import { GatewayService } from "./ui/gateway-service";
 import { CompletionEngine } from "./ui/inline/completion-engine";
 import { RbeeInlineProvider } from "./ui/inline/inline-provider";
@@ -29,6 +31,8 @@ export interface RbeeApi {
   inline: RbeeInlineProvider;
   engine: CompletionEngine;
   chat: ChatView;
+  /** The models offered as "recent" (only ones that loaded). */
+  recentModels(): string[];
   gateway: GatewayService;
 }
 
@@ -55,14 +59,24 @@ export function activate(context: vscode.ExtensionContext): RbeeApi {
 
   // Inline completions and their status bar item.
   const status = new CompletionStatusBar();
-  const backend = new KeeperCompletionBackend(() => s.keeper(), (e) => log.event(e, "[completion]"));
+  let inline: RbeeInlineProvider | undefined;
+  const backend = new KeeperCompletionBackend(() => s.keeper(), (e) => log.event(e, "[completion]"), (target) => {
+    log.info(`[completion] the worker for ${target.model} on ${target.node} is ready`);
+    // Ask again where the cursor waits; if it moved on, at least the status bar stops spinning.
+    void inline?.workerReady().then((asked) => {
+      if (!asked && engine.currentState.kind === "warming") status.update({ kind: "idle", target });
+    });
+  });
   const engine = new CompletionEngine(backend, completionSettings, (state) => status.update(state));
-  const inline = new RbeeInlineProvider(engine, completionSettings);
+  inline = new RbeeInlineProvider(engine, completionSettings);
   engine.reset();
   context.subscriptions.push(
     status,
     { dispose: () => engine.dispose() },
     vscode.languages.registerInlineCompletionItemProvider({ pattern: "**" }, inline),
+    inline.watchDocuments(),
+    vscode.commands.registerCommand("rbee.inline.nextCandidate", () => inline.nextCandidate()),
+    vscode.commands.registerCommand("rbee.inline.copy", () => inline.copy()),
     vscode.commands.registerCommand("rbee.toggleInline", async () => {
       const enabled = !completionSettings().enabled;
       await setSetting("completion.enabled", enabled);
@@ -73,9 +87,14 @@ export function activate(context: vscode.ExtensionContext): RbeeApi {
     }),
   );
 
-  // "rbee: Infer".
+  // "rbee: Infer", and the first-run buttons of the welcome view.
   const infer = new InferCommand(s, log, context.globalState, nodes);
-  context.subscriptions.push(vscode.commands.registerCommand("rbee.infer", (args?: Parameters<InferCommand["run"]>[0]) => infer.run(args)));
+  const firstRun = new FirstRunCommands(s, infer, context.globalState, nodes);
+  context.subscriptions.push(
+    vscode.commands.registerCommand("rbee.infer", (args?: Parameters<InferCommand["run"]>[0]) => infer.run(args)),
+    vscode.commands.registerCommand("rbee.tryModel", (args?: { node?: string; model?: string; prompt?: string }) => firstRun.tryModel(args)),
+    vscode.commands.registerCommand("rbee.setCompletionModel", (args?: { node?: string; model?: string }) => firstRun.setCompletionModel(args)),
+  );
 
   // Chat: the webview view and, where VS Code has the API, the @rbee participant.
   let chat: ChatView | undefined;
@@ -88,7 +107,9 @@ export function activate(context: vscode.ExtensionContext): RbeeApi {
   context.subscriptions.push(
     chatView,
     vscode.window.registerWebviewViewProvider(ChatView.viewType, chatView, { webviewOptions: { retainContextWhenHidden: true } }),
-    vscode.commands.registerCommand("rbee.chat.clear", () => chatView.controller.clear()),
+    vscode.commands.registerCommand("rbee.chat.clear", () => chatView.clear()),
+    // The model list follows the workers: whenever the nodes were looked at again.
+    nodes.onDidRefresh(() => void chatView.postModels()),
   );
   const participant = registerChatParticipant(context.extensionUri, chatService, () => chatView.currentModel(), () => chatSettings().systemPrompt);
   if (participant) context.subscriptions.push(participant);
@@ -99,11 +120,16 @@ export function activate(context: vscode.ExtensionContext): RbeeApi {
 
   const activationMs = performance.now() - started;
   log.info(`rbee activated in ${activationMs.toFixed(1)} ms`);
-  return { activationMs, services: s, tokens, nodes, inline, engine, chat: chatView, gateway };
+  return { activationMs, services: s, tokens, nodes, inline, engine, chat: chatView, recentModels: () => recentModels(context.globalState), gateway };
 }
 
 export async function deactivate(): Promise<void> {
-  // Workers and the local hive keep running: they serve other windows and the next session warm.
+  // Workers and the local hive keep running (they serve other windows and the next session warm),
+  // unless rbee.nodes.stopLocalHiveOnExit says otherwise.
+  if (services?.loaded && nodesSettings().stopLocalHiveOnExit) {
+    const stack = await services.get().catch(() => undefined);
+    await stack?.local.stop(10_000).catch(() => undefined);
+  }
   await services?.dispose();
   services = undefined;
 }

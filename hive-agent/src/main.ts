@@ -20,7 +20,7 @@ commands:
              [--idle-timeout-ms N (0 = never)] [--health-interval-ms N] [--grace-ms N] [--load-timeout-ms N]
              [--stall-ms N]  a busy worker with no new token for N ms is unhealthy (default 60000)
              [--request-timeout-ms N] [--max-connections N]  slow-client limits (30000, 256)
-             [--download-attempts N] [--download-backoff-ms N] [--download-stall-ms N]
+             [--download-attempts N] [--download-backoff-ms N] [--download-stall-ms N] [--download-header-ms N]
              [--download-max-bytes N]  refuse models larger than N bytes (default 256 GiB)
              [--download-retain-ms N]  forget a finished download's progress after N ms (default 600000)
              [--vram-limit-mib N] [--ram-limit-mib N]  the most rbee's workers may take on each GPU /
@@ -110,6 +110,7 @@ async function daemon(argv: string[]) {
       "download-stall-ms": { type: "string" },
       "download-max-bytes": { type: "string" },
       "download-retain-ms": { type: "string" },
+      "download-header-ms": { type: "string" },
       "native-build": { type: "string", default: process.env.RBEE_NATIVE_BUILD || "auto" },
       "vram-limit-mib": { type: "string" },
       "ram-limit-mib": { type: "string" },
@@ -126,6 +127,7 @@ async function daemon(argv: string[]) {
   if (v["download-attempts"]) download.maxAttempts = int(v["download-attempts"], "download-attempts");
   if (v["download-backoff-ms"]) download.backoffBaseMs = int(v["download-backoff-ms"], "download-backoff-ms");
   if (v["download-stall-ms"]) download.stallTimeoutMs = int(v["download-stall-ms"], "download-stall-ms");
+  if (v["download-header-ms"]) download.headerTimeoutMs = int(v["download-header-ms"], "download-header-ms");
   if (v["download-max-bytes"]) download.maxBytes = int(v["download-max-bytes"], "download-max-bytes");
   if (v["download-retain-ms"]) download.retainFinishedMs = int(v["download-retain-ms"], "download-retain-ms");
   const listen = v.listen ?? defaultHiveAddress(home);

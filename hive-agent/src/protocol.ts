@@ -416,7 +416,30 @@ export type SamplingOptions = v.InferOutput<typeof SamplingOptionsSchema>;
 
 export const InferenceRequestSchema = v.object({ ...samplingEntries, prompt: str() }, "request body must be a JSON object");
 export type InferenceRequest = v.InferOutput<typeof InferenceRequestSchema>;
-export const InfillRequestSchema = v.object({ ...samplingEntries, prefix: str(), suffix: str() }, "request body must be a JSON object");
+export const MAX_EXTRA_CHUNKS = 256;
+export const InfillExtraChunkSchema = v.object(
+  { text: v.pipe(v.string("a string of at most 1048576 characters"), v.maxLength(1 << 20, "a string of at most 1048576 characters")), filename: v.optional(str(1024)) },
+  "an object with text and optional filename",
+);
+export type InfillExtraChunk = v.InferOutput<typeof InfillExtraChunkSchema>;
+// Code completion extras (issue 14). Named and shaped as llama.cpp's /infill names them, so a
+// llama.cpp-compatible front end passes them through unchanged. All optional: older callers send
+// none. max_tokens may be 0 here: evaluate the prompt into the slot's cache (a warm-up).
+export const InfillRequestSchema = v.object(
+  {
+    ...samplingEntries,
+    max_tokens: int(0, MAX_TOKENS_LIMIT),
+    prefix: str(),
+    suffix: str(),
+    /** Chunks of other files, laid out before the prefix (repo-level FIM where the model has it). */
+    input_extra: v.optional(v.pipe(v.array(InfillExtraChunkSchema, `an array of at most ${MAX_EXTRA_CHUNKS} chunks`), v.maxLength(MAX_EXTRA_CHUNKS, `an array of at most ${MAX_EXTRA_CHUNKS} chunks`))),
+    /** Stop once generation has run this long (from the first token) at a line end; at twice it, anywhere. 0 = none. */
+    t_max_predict_ms: v.optional(v.pipe(num(0, 600_000), v.transform((n) => (n > 0 ? n : undefined)))),
+    /** Stop at a generated line indented by fewer than this many spaces or tabs. 0 = none. */
+    n_indent: v.optional(v.pipe(int(0, 1024), v.transform((n) => (n > 0 ? n : undefined)))),
+  },
+  "request body must be a JSON object",
+);
 export type InfillRequest = v.InferOutput<typeof InfillRequestSchema>;
 
 export const CHAT_ROLES = ["system", "user", "assistant"] as const;
@@ -429,13 +452,15 @@ export const ChatRequestSchema = v.object(
 );
 export type ChatRequest = v.InferOutput<typeof ChatRequestSchema>;
 
-export const STOP_REASONS = ["max_tokens", "eos", "stop_sequence", "cancelled"] as const;
+export const STOP_REASONS = ["max_tokens", "eos", "stop_sequence", "cancelled", "time_limit", "indent"] as const;
 export type StopReason = (typeof STOP_REASONS)[number];
 
 export const StreamEventSchema = v.variant("type", [
   v.object({ type: v.literal("started"), request_id: str(128), model: str(4096) }),
   v.object({ type: v.literal("token"), t: v.string(), i: int(0, 1 << 30) }),
-  v.object({ type: v.literal("end"), tokens_out: int(0, 1 << 30), decode_ms: num(0, Number.MAX_SAFE_INTEGER), stop_reason: oneOf(STOP_REASONS), first_token_ms: v.optional(num(0, Number.MAX_SAFE_INTEGER)), tokens_in: v.optional(int(0, 1 << 30)) }),
+  v.object({ type: v.literal("end"), tokens_out: int(0, 1 << 30), decode_ms: num(0, Number.MAX_SAFE_INTEGER), stop_reason: oneOf(STOP_REASONS), first_token_ms: v.optional(num(0, Number.MAX_SAFE_INTEGER)), tokens_in: v.optional(int(0, 1 << 30)),
+    /** How many of the tokens_in prompt tokens the slot's KV cache already held (not evaluated). */
+    cached_tokens: v.optional(int(0, 1 << 30)) }),
   v.object({ type: v.literal("error"), code: errorCode, message: str(8192) }),
 ]);
 export type StreamEvent = v.InferOutput<typeof StreamEventSchema>;
@@ -509,6 +534,8 @@ export const HIVE_PATHS = {
   models: "/v1/models",
   download: "/v1/models/download",
   downloadProgress: (id: string) => `/v1/models/download/${encodeURIComponent(id)}/progress`,
+  /** DELETE: stops a download (Cancel in the editor reaches the node). */
+  downloadCancel: (id: string) => `/v1/models/download/${encodeURIComponent(id)}`,
 } as const;
 
 export const WORKER_PATHS = {

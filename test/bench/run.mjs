@@ -16,6 +16,7 @@ const SECTIONS = {
   deploy: { file: "test/bench/deploy.bench.ts", fn: "benchDeploy", title: "Install path: bare-node deploy with the pinned runtime, no-op re-deploy, local hive from a .vsix", variants: [{}] },
   gateway: { file: "test/bench/gateway.bench.ts", fn: "benchGateway", title: "Gateway: rbee serve vs the worker directly; 8 clients over two nodes vs one", variants: [{}] },
   inline: { file: "test/bench/inline.bench.ts", fn: "benchInline", title: "Inline completions: engine overhead over the worker, cache hits", variants: [{ preset: "tiny" }, { preset: "small" }] },
+  typing: { file: "test/bench/typing.bench.ts", fn: "benchTyping", title: "Typing replay: keystroke → ghost text, worker vs llama-server /infill (small model), per 100 keystrokes", variants: [{ threads: 1 }] },
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"));

@@ -13,7 +13,7 @@ let reference: LlamaContext;
 before(async () => {
   engine = await Engine.load({ modelPath: ensureModel("small"), backend: "cpu", contextSize: 4096, slots: 2, threads: 1 });
   // A second context on the same model: node-llama-cpp's own evaluation, nothing of the engine's.
-  reference = await engine.model.createContext({ contextSize: 4096, sequences: 1, threads: 1 });
+  reference = await engine.model.createContext({ contextSize: 4096, sequences: 1, threads: 1, flashAttention: engine.context.flashAttention === true });
 });
 after(async () => {
   await reference.dispose();

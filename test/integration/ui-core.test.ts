@@ -131,6 +131,8 @@ describe("extension core on a real local hive", () => {
       assert.equal(newer.source === "worker" || newer.source === "skipped", true, JSON.stringify(newer));
       // 4000 tokens take seconds; the cancelled one ended long before that and freed its slot.
       assert.ok(Date.now() - t0 < 3000);
+      // The newer suggestion's prefetch (the one after it) may still hold a slot for a moment.
+      await waitUntil(() => !engine.prefetching("doc2"), { timeout: 30_000, what: "the prefetch after the newer suggestion" });
       assert.equal(await busy(), false, "the cancelled generation no longer holds a slot");
     });
 

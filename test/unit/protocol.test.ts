@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ERROR_CODES, ERROR_STATUS, RbeeError, isErrorEnvelope, parseInferenceRequest, parseSpawnRequest, parseStreamEvent, parseDownloadRequest } from "../../hive-agent/src/protocol";
+import { ERROR_CODES, ERROR_STATUS, RbeeError, isErrorEnvelope, parseInferenceRequest, parseInfillRequest, parseSpawnRequest, parseStreamEvent, parseDownloadRequest } from "../../hive-agent/src/protocol";
 import { StopMatcher } from "../../hive-agent/src/worker/stop-matcher";
 import { parseModelRef, pickQuantization } from "../../hive-agent/src/catalog/model-ref";
 
@@ -22,6 +22,20 @@ test("inference requests are validated field by field", () => {
   assert.throws(() => parseInferenceRequest({ prompt: "p", max_tokens: 5, stop: [""] }), invalid("stop"));
   assert.throws(() => parseInferenceRequest({ prompt: "p", max_tokens: 5, request_id: "../x" }), invalid("request_id"));
   assert.throws(() => parseInferenceRequest([1, 2]), (e: any) => e.code === "INVALID_REQUEST");
+});
+
+test("infill requests: llama.cpp's input_extra, t_max_predict_ms and n_indent are optional; max_tokens 0 is a warm-up", () => {
+  const plain = parseInfillRequest({ prefix: "a", suffix: "b", max_tokens: 4 });
+  assert.deepEqual([plain.input_extra, plain.t_max_predict_ms, plain.n_indent], [undefined, undefined, undefined]);
+  const r = parseInfillRequest({ prefix: "a", suffix: "b", max_tokens: 0, input_extra: [{ text: "x", filename: "f.ts" }, { text: "y" }], t_max_predict_ms: 500, n_indent: 4 });
+  assert.deepEqual(r.input_extra, [{ text: "x", filename: "f.ts" }, { text: "y" }]);
+  assert.equal(r.max_tokens, 0);
+  assert.equal(r.t_max_predict_ms, 500);
+  assert.equal(r.n_indent, 4);
+  assert.throws(() => parseInfillRequest({ prefix: "a", suffix: "b", max_tokens: 1, input_extra: [{ filename: "f" }] }), invalid("input_extra[0].text"));
+  assert.throws(() => parseInfillRequest({ prefix: "a", suffix: "b", max_tokens: 1, input_extra: "x" }), invalid("input_extra"));
+  assert.throws(() => parseInfillRequest({ prefix: "a", suffix: "b", max_tokens: 1, n_indent: -1 }), invalid("n_indent"));
+  assert.throws(() => parseInferenceRequest({ prompt: "p", max_tokens: 0 }), invalid("max_tokens"));
 });
 
 test("spawn and download requests are validated", () => {

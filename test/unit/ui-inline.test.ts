@@ -2,9 +2,11 @@
 // repeat filter, and the one-request-per-editor gate with its debounce.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { contextWindow, cursorAllowsCompletion } from "../../extension/src/ui/inline/context-window";
+import { contextWindow, cursorAllowsCompletion, wantsMultiline } from "../../extension/src/ui/inline/context-window";
+import { ExtraContext } from "../../extension/src/ui/inline/extra-context";
+import { pickWorker } from "../../extension/src/ui/inline/keeper-backend";
 import { CompletionCache } from "../../extension/src/ui/inline/completion-cache";
-import { cleanSuggestion } from "../../extension/src/ui/inline/suggestion-filter";
+import { cleanSuggestion, trimToIndent } from "../../extension/src/ui/inline/suggestion-filter";
 import { debounce, RequestGate, SupersededError } from "../../extension/src/ui/inline/request-gate";
 
 test("context window: short texts pass through unchanged", () => {
@@ -19,6 +21,68 @@ test("context window: long prefix is cut to the limit at a line start, keeping t
   // A single long line is cut mid-line rather than dropped.
   const oneLine = "x".repeat(50);
   assert.equal(contextWindow(oneLine, "", { maxPrefixChars: 20, maxSuffixChars: 10 }).prefix, "x".repeat(20));
+});
+
+test("context window: the prefix's front edge stays put while typing, and moves in steps of a quarter of the limit", () => {
+  const doc = Array.from({ length: 400 }, (_, i) => `line ${i} of the document\n`).join("");
+  const limits = { maxPrefixChars: 1000, maxSuffixChars: 100 };
+  const fronts = new Set<number>();
+  for (let cursor = 5000; cursor < 5250; cursor++) {
+    // The provider reads a little more than the limit before the cursor; where it starts must not matter.
+    const start = cursor - 1300;
+    const w = contextWindow(doc.slice(start, cursor), doc.slice(cursor), limits, start);
+    assert.ok(w.prefix.length <= limits.maxPrefixChars && w.prefix.length >= limits.maxPrefixChars * 0.7, `${w.prefix.length}`);
+    fronts.add(cursor - w.prefix.length);
+    assert.equal(doc[cursor - w.prefix.length - 1], "\n", "the prefix starts at a line start");
+  }
+  assert.ok(fronts.size <= 2, `250 keystrokes moved the front edge to ${fronts.size} places`);
+});
+
+test("multi-line where a block starts, one line elsewhere; a multi-line suggestion ends before a line indented less than the cursor's", () => {
+  assert.equal(wantsMultiline("function f(a) {", ""), true);
+  assert.equal(wantsMultiline("    ", ""), true);
+  assert.equal(wantsMultiline("  const x = compute(", ")"), false, "mid-line: the rest of the line follows");
+  assert.equal(wantsMultiline("  const x = 1", ""), false);
+  assert.equal(wantsMultiline("  // explain {", ""), false, "a one-line comment");
+  assert.equal(trimToIndent("a = 1\n    b = 2\n}\nnext()", 4), "a = 1\n    b = 2");
+  assert.equal(trimToIndent("a = 1\n    b = 2", 4), "a = 1\n    b = 2");
+});
+
+test("extra context: picks queue until a flush; the ring keeps the newest chunks, and similar chunks of a file replace each other", () => {
+  const limits = { maxChunks: 2, chunkLines: 4, scopeLines: 32 };
+  const x = new ExtraContext(() => limits);
+  const file = (tag: string) => Array.from({ length: 20 }, (_, i) => `${tag} line ${i};`).join("\n");
+  x.pickAround("a.ts", file("a"), 10);
+  assert.equal(x.chunks.length, 0);
+  assert.equal(x.flush(), true);
+  assert.deepEqual(x.chunks.map((c) => c.filename), ["a.ts"]);
+  assert.equal(x.chunks[0].text.split("\n").length, 4);
+  x.pickAround("a.ts", file("a"), 11); // mostly the same lines: replaces the first chunk
+  x.pickAround("b.ts", file("b"), 3);
+  x.flush();
+  assert.deepEqual(x.chunks.map((c) => c.filename), ["a.ts", "b.ts"]);
+  const version = x.version;
+  x.pickAround("b.ts", file("b"), 3); // identical: the ring (and the worker's cache) stays as it is
+  assert.equal(x.flush(), false);
+  assert.equal(x.version, version);
+  x.pickText("c.ts", "copied();\nmore();\n");
+  x.flush();
+  assert.deepEqual(x.chunks.map((c) => c.filename), ["b.ts", "c.ts"], "the oldest is evicted");
+  const off = new ExtraContext(() => ({ ...limits, maxChunks: 0 }));
+  off.pickText("c.ts", "copied();\nmore();\n");
+  assert.equal(off.flush(), false);
+});
+
+test("affinity: a file keeps its worker while the fleet is unchanged; removing a worker moves only its files", () => {
+  const fleet = ["w1", "w2", "w3"].map((id) => ({ id }));
+  const files = Array.from({ length: 60 }, (_, i) => `file:///src/f${i}.ts`);
+  const first = files.map((f) => pickWorker(fleet, f).id);
+  assert.deepEqual(files.map((f) => pickWorker([...fleet].reverse(), f).id), first, "order of the list does not matter");
+  assert.equal(new Set(first).size, 3);
+  const without = files.map((f) => pickWorker(fleet.filter((w) => w.id !== "w2"), f).id);
+  files.forEach((_, i) => {
+    if (first[i] !== "w2") assert.equal(without[i], first[i]);
+  });
 });
 
 test("context window: long suffix is cut at the end of a whole line", () => {

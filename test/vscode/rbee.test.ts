@@ -19,11 +19,12 @@ const CASES = [
   "Infer at the cursor takes the selection as its prompt and writes after it",
   "the status bar toggle switches inline completions off and on",
   "an inline completion appears as ghost text and Tab accepts it into the document",
+  "accepting a suggestion shows the prefetched next one, without a new request",
   "bench: the inline provider's overhead over the worker's generation, and a cache hit",
   "the chat view streams a reply into the webview, and Stop ends a long one",
   "the Remote Nodes tree shows localhost with its worker; Stop Worker on the tree item removes it",
 ];
-const SCREENSHOTS = ["rbee-infer-result", "rbee-ghost-text", "rbee-chat", "rbee-chat-stopped", "rbee-nodes-tree", "rbee-nodes-tree-stopped"];
+const SCREENSHOTS = ["rbee-infer-result", "rbee-ghost-text", "rbee-prefetched-ghost-text", "rbee-chat", "rbee-chat-stopped", "rbee-nodes-tree", "rbee-nodes-tree-stopped"];
 
 function processesOfRun(marker: string): number[] {
   const pids: number[] = [];

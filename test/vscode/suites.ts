@@ -30,4 +30,9 @@ export const SUITES: readonly VsCodeSuite[] = [
     extensionDevelopmentPath: REPO_ROOT,
     suite: path.join(REPO_ROOT, "test", "vscode", "suites", "gpu.suite.ts"),
   },
+  {
+    name: "ux",
+    extensionDevelopmentPath: REPO_ROOT,
+    suite: path.join(REPO_ROOT, "test", "vscode", "suites", "ux.suite.ts"),
+  },
 ];

@@ -259,6 +259,10 @@ export class HiveClient extends HttpClient {
   download(req: DownloadRequest): Promise<DownloadResponse> {
     return this.call("POST", HIVE_PATHS.download, req, { idempotent: true, reply: DownloadResponseSchema });
   }
+  /** Stops a download on the node; true when it was still running. */
+  async cancelDownload(id: string): Promise<boolean> {
+    return (await this.call<{ cancelled: boolean }>("DELETE", HIVE_PATHS.downloadCancel(id), undefined, { idempotent: true })).cancelled;
+  }
   downloadProgress(id: string, signal?: AbortSignal): AsyncGenerator<DownloadProgressEvent> {
     return this.sse("GET", HIVE_PATHS.downloadProgress(id), undefined, signal, (x) => parseReply(DownloadProgressEventSchema, x, `${this.nodeName} (download progress)`), (cause) => ({
       stage: "error",

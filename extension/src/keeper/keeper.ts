@@ -12,7 +12,7 @@ import {
   type Backend, type ChatMessage, type WorkerInfo, type DownloadProgressEvent, type SamplingOptions, type StopReason, type StreamEvent,
 } from "../../../hive-agent/src/protocol";
 import type { HiveClient, WorkerClient } from "./hive-client";
-import { rbeeHome, type Registry, type WorkerRecord } from "./registry";
+import { DEFAULT_MAX_STALE_MS, rbeeHome, type Registry, type WorkerRecord } from "./registry";
 
 export const PHASES = ["registry", "node", "model", "spawn", "register", "ready", "stream"] as const;
 export type Phase = (typeof PHASES)[number];
@@ -69,6 +69,8 @@ export interface GenerationResult {
   workerId: string;
   /** True when this call had to spawn the worker (a cold start). */
   spawned: boolean;
+  /** Set when max_tokens was lowered to fit the worker's context (generate's fitContext). */
+  maxTokensCapped?: { requested: number; used: number; contextSize: number };
 }
 
 /** The stream broke; what was generated is kept in a file (docs/edge-cases.md, EC4). */
@@ -140,6 +142,7 @@ export class Keeper {
 
     // 3. Model: present in the node's catalog, or downloaded now.
     await this.ensureModel(node, spec.model, onEvent, signal);
+    throwIfCancelled(signal, "cancelled before the worker started");
 
     // 4–5. Worker preflight happens in the hive's spawn (RAM/VRAM, backend), before anything loads.
     phase("spawn", "started", `starting a worker for ${spec.model}`);
@@ -147,6 +150,11 @@ export class Keeper {
       model_ref: spec.model, backend: spec.backend, device: spec.device, devices: spec.devices, allow_split: spec.allowSplit,
       context_size: spec.contextSize, slots: spec.slots, threads: spec.threads, keep_alive: spec.keepAliveS ?? this.opts.keepAliveS?.(),
     });
+    if (signal?.aborted) {
+      // Cancelled while the spawn request was on its way: the new worker must not load for nobody.
+      await node.hive.shutdown(spawned.worker_id).catch(noop);
+      throw new RbeeError("REQUEST_CANCELLED", "cancelled while the worker was starting; it was stopped");
+    }
     const info = await node.hive.worker(spawned.worker_id);
     phase("spawn", "done", `worker ${info.id} is loading on ${info.backend}:${info.device}`);
 
@@ -161,13 +169,24 @@ export class Keeper {
   }
 
   /** Phases 1–8 for one generation: tokens go to `onToken` as they arrive. */
-  async generate(spec: WorkerSpec, gen: Generation, handlers: { onEvent?: (e: KeeperEvent) => void; onToken?: (t: string) => void } = {}, signal?: AbortSignal): Promise<GenerationResult> {
+  async generate(
+    spec: WorkerSpec,
+    gen: Generation,
+    handlers: { onEvent?: (e: KeeperEvent) => void; onToken?: (t: string) => void; fitContext?: boolean } = {},
+    signal?: AbortSignal,
+  ): Promise<GenerationResult> {
     const onEvent = handlers.onEvent ?? noop;
     for (let attempt = 0; ; attempt++) {
       const { worker, client, spawned } = await this.ensureWorker(spec, onEvent, signal);
       try {
         return await this.stream(worker, client, spawned, gen, onEvent, handlers.onToken ?? noop, signal);
       } catch (e) {
+        // fitContext: a max_tokens the worker's context cannot hold is lowered to what fits, once.
+        const fit = handlers.fitContext ? fittingMaxTokens(e, gen.max_tokens) : undefined;
+        if (fit) {
+          const result = await this.stream(worker, client, spawned, { ...gen, max_tokens: fit.used }, onEvent, handlers.onToken ?? noop, signal);
+          return { ...result, maxTokensCapped: { requested: gen.max_tokens, ...fit } };
+        }
         // A registered worker that vanished before sending anything: forget it, and the connection
         // to its node (the hive may have restarted elsewhere), and start over once.
         if (attempt === 0 && e instanceof RbeeError && (e.code === "NODE_UNREACHABLE" || e.code === "CONNECTION_TIMEOUT") && !spawned) {
@@ -241,6 +260,14 @@ export class Keeper {
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * A client for one registered worker (the inline completions pick the worker that holds a file's
+   * cache); undefined when it no longer answers (it is then removed from the registry).
+   */
+  clientFor(w: WorkerRecord, maxStaleMs = DEFAULT_MAX_STALE_MS): Promise<WorkerClient | undefined> {
+    return this.reuse(w.node, w, w.last_health_at !== null && Date.now() - w.last_health_at <= maxStaleMs);
   }
 
   /** Checks a registered worker before reuse; a stale entry gets a fresh health check first. */
@@ -331,6 +358,18 @@ export class Keeper {
   /** Follows a download to its end, records it in the registry, and fails with the hive's error code. */
   private async download(node: NodeHandle, model: string, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal) {
     const { download_id } = await node.hive.download({ model_ref: model });
+    // Cancel reaches the node: the download stops there too, not only our following of it.
+    const cancel = () => void node.hive.cancelDownload(download_id).catch(noop);
+    signal?.addEventListener("abort", cancel, { once: true });
+    try {
+      if (signal?.aborted) cancel();
+      return await this.followDownload(node, model, download_id, onEvent, signal);
+    } finally {
+      signal?.removeEventListener("abort", cancel);
+    }
+  }
+
+  private async followDownload(node: NodeHandle, model: string, download_id: string, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal) {
     for await (const event of node.hive.downloadProgress(download_id, signal)) {
       onEvent({ kind: "download", event });
       if (event.stage === "complete") {
@@ -359,7 +398,9 @@ export class Keeper {
     let progress = 0;
     const timer = setTimeout(() => limit.abort(), this.loadTimeoutMs);
     const onAbort = () => limit.abort();
-    signal?.addEventListener("abort", onAbort, { once: true });
+    // An already aborted signal fires no "abort" event: without this the load would run to the end.
+    if (signal?.aborted) limit.abort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
     try {
       for await (const e of client.loadingProgress(limit.signal)) {
         if (limit.signal.aborted) break;
@@ -382,7 +423,7 @@ export class Keeper {
     // Limit reached (or cancelled): the half-loaded worker is of no use to anyone.
     await node.hive.shutdown(w.id).catch(noop);
     await this.opts.registry.removeWorker(w.id);
-    if (signal?.aborted) throw new RbeeError("REQUEST_CANCELLED", "cancelled while the model was loading");
+    if (signal?.aborted) throw new RbeeError("REQUEST_CANCELLED", "cancelled while the model was loading; the worker was stopped");
     throw new RbeeError(
       "LOADING_TIMEOUT",
       `loading timed out: ${w.model_ref} reached ${Math.round(progress * 100)}% in ${Math.round(this.loadTimeoutMs / 1000)} s; the worker was stopped. Try a smaller model or quantization, or a longer limit`,
@@ -428,6 +469,23 @@ export function tokenHint(node: string): string {
   return node === "localhost"
     ? `The token comes from ${path.join(rbeeHome(), "hive", "token")}, which the local hive reads at start; if you replaced it, run "rbee hive stop" and try again.`
     : `The token is created when rbee deploys the hive; run "rbee nodes deploy ${node}" to install a fresh one.`;
+}
+
+function throwIfCancelled(signal: AbortSignal | undefined, message: string) {
+  if (signal?.aborted) throw new RbeeError("REQUEST_CANCELLED", message);
+}
+
+/**
+ * The max_tokens that fits when a worker refused `requested` because prompt + max_tokens exceed its
+ * context (the worker's INVALID_REQUEST names prompt_tokens and context_size); undefined for any other error.
+ */
+export function fittingMaxTokens(e: unknown, requested: number): { used: number; contextSize: number } | undefined {
+  if (!(e instanceof RbeeError) || e.code !== "INVALID_REQUEST" || e.details?.field !== "max_tokens") return undefined;
+  const contextSize = Number(e.details.context_size);
+  const promptTokens = Number(e.details.prompt_tokens);
+  if (!Number.isInteger(contextSize) || !Number.isInteger(promptTokens)) return undefined;
+  const used = contextSize - promptTokens;
+  return used >= 1 && used < requested ? { used, contextSize } : undefined;
 }
 
 /** A wait that a cancel ends at once, as REQUEST_CANCELLED. */

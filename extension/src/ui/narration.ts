@@ -47,7 +47,7 @@ export function progressStep(e: KeeperEvent): ProgressStep | undefined {
             `${mib(d.bytes_downloaded)}${d.bytes_total ? ` of ${mib(d.bytes_total)}` : ""} at ${mib(d.speed_bps)}/s`,
         };
       if (d.stage === "verifying") return { message: "verifying the download" };
-      if (d.stage === "retrying") return { message: `download interrupted, retrying (${d.attempt}/${d.max_attempts})` };
+      if (d.stage === "retrying") return { message: `download attempt ${d.attempt}/${d.max_attempts} failed (${d.message}); retrying` };
       return undefined;
     }
     case "loading":

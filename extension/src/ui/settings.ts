@@ -23,6 +23,17 @@ const isInt = (min: number, max: number) => (v: unknown) => typeof v === "number
 const isNum = (min: number, max: number) => (v: unknown) => typeof v === "number" && v >= min && v <= max;
 const isString = (v: unknown) => typeof v === "string";
 
+function isLanguageOverrides(v: unknown): boolean {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return false;
+  return Object.values(v).every(
+    (o) =>
+      typeof o === "object" && o !== null &&
+      (o.enabled === undefined || typeof o.enabled === "boolean") &&
+      (o.maxTokens === undefined || isInt(1, 1024)(o.maxTokens)) &&
+      (o.multiline === undefined || ["auto", "always", "never"].includes(o.multiline)),
+  );
+}
+
 export function completionSettings(): EngineSettings {
   const d = DEFAULT_ENGINE_SETTINGS;
   return {
@@ -37,6 +48,16 @@ export function completionSettings(): EngineSettings {
       maxPrefixChars: get("completion.maxPrefixChars", d.window.maxPrefixChars, isInt(100, 100_000)),
       maxSuffixChars: get("completion.maxSuffixChars", d.window.maxSuffixChars, isInt(0, 100_000)),
     },
+    extraContext: {
+      maxChunks: get("completion.extraContext.chunks", d.extraContext.maxChunks, isInt(0, 256)),
+      chunkLines: get("completion.extraContext.chunkLines", d.extraContext.chunkLines, isInt(1, 4096)),
+      scopeLines: get("completion.extraContext.scopeLines", d.extraContext.scopeLines, isInt(1, 100_000)),
+    },
+    idleMs: get("completion.extraContext.idleMs", d.idleMs, isInt(100, 60_000)),
+    timeBudgetMs: get("completion.timeBudgetMs", d.timeBudgetMs, isInt(0, 60_000)),
+    multiline: get("completion.multiline", d.multiline, (v) => v === "auto" || v === "always" || v === "never"),
+    prefetch: get("completion.prefetch", d.prefetch, (v) => typeof v === "boolean"),
+    languages: get("completion.languages", d.languages, isLanguageOverrides),
   };
 }
 
@@ -68,6 +89,8 @@ export function nodesSettings() {
     sshConfigPath: getUser("nodes.sshConfigPath", "", isString).trim(),
     /** Idle seconds before a node stops a worker rbee started (0 = never). */
     idleTimeoutSeconds: get("nodes.idleTimeout", 300, isInt(0, 366 * 86400)),
+    /** Stop the local hive (and its workers) when VS Code closes. */
+    stopLocalHiveOnExit: get("nodes.stopLocalHiveOnExit", false, (v) => typeof v === "boolean"),
   };
 }
 

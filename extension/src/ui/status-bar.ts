@@ -1,4 +1,5 @@
-// The status bar item of inline completions: state and the last latency; a click toggles them.
+// The status bar item of inline completions: state, the last latency, whether it came from the
+// cache, and the context it used; a click toggles them.
 
 import * as vscode from "vscode";
 import type { EngineState } from "./inline/completion-engine";
@@ -9,9 +10,20 @@ export function statusText(s: EngineState): { text: string; tooltip: string } {
     case "off":
       return { text: "$(circle-slash) rbee", tooltip: `rbee: ${s.reason}. Click to switch inline completions on.` };
     case "idle": {
-      const latency = s.lastLatencyMs !== undefined ? ` ${Math.round(s.lastLatencyMs)} ms` : "";
+      // The last suggestion shown: how long it took, where it came from, how much context it used.
+      const last = s.last;
+      const ms = last ? last.latencyMs : s.lastLatencyMs;
+      // Before any worker answered, "on" alone would promise ghost text that cannot come yet.
+      if (!s.target && ms === undefined)
+        return { text: "$(sparkle) rbee", tooltip: "rbee inline completions: on, but no worker has served one yet. Set the completion model (rbee starts its worker when you type), or start a worker in Remote Nodes. Click to switch off." };
+      const latency = ms !== undefined ? ` ${Math.round(ms)} ms` : "";
+      const from = last && last.source !== "worker" ? (last.source === "reused" ? " (running)" : " (cache)") : "";
+      const tokens = last?.contextTokens !== undefined ? `; ${last.contextTokens} tokens of context, ${last.evaluatedTokens ?? 0} evaluated` : "";
       const target = s.target ? `${modelShortName(s.target.model)} on ${s.target.node}` : "the first ready worker";
-      return { text: `$(sparkle) rbee${latency}`, tooltip: `rbee inline completions: on (${target})${latency ? `; last completion took${latency}` : ""}. Click to switch off.` };
+      return {
+        text: `$(sparkle) rbee${latency}${from}`,
+        tooltip: `rbee inline completions: on (${target})${latency ? `; last suggestion took${latency}${from ? ` from the ${from === " (cache)" ? "cache" : "running generation"}` : ""}${tokens}` : ""}. Click to switch off.`,
+      };
     }
     case "requesting":
       return { text: "$(loading~spin) rbee", tooltip: `rbee: asking ${s.target ? modelShortName(s.target.model) : "the worker"}…` };

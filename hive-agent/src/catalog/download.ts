@@ -19,6 +19,8 @@ export interface DownloadOptions {
   backoffBaseMs: number;
   /** A connection that delivers no byte for this long is dropped and retried. */
   stallTimeoutMs: number;
+  /** A server that has not answered a request's headers within this long is dropped and retried. */
+  headerTimeoutMs: number;
   hfEndpoint: string;
   hfToken?: string;
   /** A model larger than this is refused (the node's disk is not the internet's). */
@@ -36,6 +38,7 @@ export const DEFAULT_DOWNLOAD_OPTIONS: DownloadOptions = {
   maxAttempts: 6,
   backoffBaseMs: 1000,
   stallTimeoutMs: 60_000,
+  headerTimeoutMs: 30_000,
   hfEndpoint: "https://huggingface.co",
   maxBytes: 256 * 2 ** 30,
   retainFinishedMs: 10 * 60_000,
@@ -49,6 +52,8 @@ interface Download {
   events: DownloadProgressEvent[];
   listeners: Set<Listener>;
   done: boolean;
+  /** Aborted by cancel(): stops the request in flight and the wait before a retry. */
+  abort: AbortController;
 }
 
 /** Errors that retrying cannot fix. */
@@ -70,7 +75,7 @@ export class Downloads {
       throw new RbeeError("INVALID_REQUEST", `model_ref "${modelRef}" names a local file; only hf: and https: refs can be downloaded`, { field: "model_ref" });
     const running = this.active.get(modelRef);
     if (running) return running.id;
-    const d: Download = { id: randomUUID(), modelRef, events: [], listeners: new Set(), done: false };
+    const d: Download = { id: randomUUID(), modelRef, events: [], listeners: new Set(), done: false, abort: new AbortController() };
     this.byId.set(d.id, d);
     this.active.set(modelRef, d);
     void this.run(d, ref, sha256).finally(() => {
@@ -86,6 +91,15 @@ export class Downloads {
 
   has(id: string): boolean {
     return this.byId.has(id);
+  }
+
+  /** Stops a download (its followers get an error event REQUEST_CANCELLED); false when it had ended. */
+  cancel(id: string): boolean {
+    const d = this.byId.get(id);
+    if (!d) throw new RbeeError("NOT_FOUND", `no download with id ${id}`);
+    if (d.done || d.abort.signal.aborted) return false;
+    d.abort.abort();
+    return true;
   }
 
   /** Replays what happened so far, then follows. Returns an unsubscribe function. */
@@ -106,11 +120,12 @@ export class Downloads {
   }
 
   private async run(d: Download, ref: Exclude<ModelRef, { kind: "file" | "catalog" }>, expectedSha?: string) {
+    const cancel = d.abort.signal;
     const attempt = async (n: number) => {
-      const { url, file, sha256 } = await this.resolve(ref);
+      const { url, file, sha256 } = await this.resolve(ref, cancel);
       const want = expectedSha ?? sha256;
       const dest = this.catalog.pathInside(file);
-      await this.fetchTo(d, url, dest, n);
+      await this.fetchTo(d, url, dest, n, cancel);
       this.emit(d, { stage: "verifying" });
       const got = await sha256File(dest + ".part");
       if (want && got !== want) {
@@ -131,7 +146,9 @@ export class Downloads {
     };
     try {
       await retry(attempt, { attempts: this.opts.maxAttempts, baseMs: this.opts.backoffBaseMs, jitter: 0.2 }, {
-        retryIf: (e) => !(e instanceof PermanentError),
+        // Cancel (DELETE on the download) ends the attempt in flight and the wait before the next.
+        signal: cancel,
+        retryIf: (e) => !(e instanceof PermanentError) && !cancel.aborted,
         onRetry: (e, n, delay) => {
           const message = (e as Error).message;
           this.log.warn(`download of ${d.modelRef}, attempt ${n}/${this.opts.maxAttempts} failed: ${message}; retrying in ${delay} ms`);
@@ -139,7 +156,10 @@ export class Downloads {
         },
       });
     } catch (e) {
-      if (e instanceof PermanentError) this.emit(d, { stage: "error", code: e.code, message: e.message });
+      if (cancel.aborted) {
+        this.log.info(`download of ${d.modelRef} cancelled`);
+        this.emit(d, { stage: "error", code: "REQUEST_CANCELLED", message: `the download of ${d.modelRef} was cancelled` });
+      } else if (e instanceof PermanentError) this.emit(d, { stage: "error", code: e.code, message: e.message });
       else this.emit(d, { stage: "error", code: "DOWNLOAD_FAILED", message: `download of ${d.modelRef} failed after ${this.opts.maxAttempts} attempts: ${(e as Error).message}` });
     }
   }
@@ -170,19 +190,23 @@ export class Downloads {
   }
 
   /** Turns a ref into the URL to fetch, the catalog path to store it at, and a known checksum. */
-  private async resolve(ref: Exclude<ModelRef, { kind: "file" | "catalog" }>): Promise<{ url: string; file: string; sha256?: string }> {
+  private async resolve(ref: Exclude<ModelRef, { kind: "file" | "catalog" }>, cancel: AbortSignal): Promise<{ url: string; file: string; sha256?: string }> {
     if (ref.kind === "url") return { url: ref.url.toString(), file: catalogPathOf(ref) };
     const base = this.opts.hfEndpoint.replace(/\/$/, "");
     const api = `${base}/api/models/${ref.owner}/${ref.repo}/revision/${ref.revision}?blobs=true`;
-    const res = await this.fetchChecked(api, {}).catch((e) => {
-      if (e instanceof RbeeError) throw e;
-      throw new RbeeError("DOWNLOAD_FAILED", `cannot reach ${base}: ${(e as Error).cause ?? e}`);
+    // The whole metadata request (connect, headers, body) is bounded: a server that accepts and never answers must not hang the download.
+    const signal = AbortSignal.any([cancel, AbortSignal.timeout(this.opts.headerTimeoutMs)]);
+    const res = await this.fetchChecked(api, { signal }).catch((e) => {
+      if (cancel.aborted || e instanceof RbeeError) throw e;
+      throw networkError(base, e, this.opts.headerTimeoutMs);
     });
     if (res.status === 404) throw new PermanentError("MODEL_NOT_FOUND", `no repository ${ref.owner}/${ref.repo} (revision ${ref.revision}) at ${base}`);
     if (res.status === 401 || res.status === 403)
       throw new PermanentError("DOWNLOAD_FAILED", `${base} refused access to ${ref.owner}/${ref.repo} (HTTP ${res.status}); set HF_TOKEN on the node for gated or private repositories`);
     if (!res.ok) throw new RbeeError("DOWNLOAD_FAILED", `${api.split("?")[0]}: HTTP ${res.status}`);
-    const info = (await res.json()) as { siblings?: { rfilename: string; lfs?: { sha256?: string } }[] };
+    const info = (await res.json().catch((e) => {
+      throw cancel.aborted ? e : networkError(base, e, this.opts.headerTimeoutMs);
+    })) as { siblings?: { rfilename: string; lfs?: { sha256?: string } }[] };
     const siblings = info.siblings ?? [];
     const file = ref.file ?? pickQuantization(siblings.map((s) => s.rfilename));
     if (!file) throw new PermanentError("MODEL_NOT_FOUND", `repository ${ref.owner}/${ref.repo} has no .gguf file`);
@@ -196,7 +220,7 @@ export class Downloads {
   }
 
   /** One attempt: resumes from dest.part when the server supports ranges. */
-  private async fetchTo(d: Download, url: string, dest: string, attempt: number) {
+  private async fetchTo(d: Download, url: string, dest: string, attempt: number, cancel: AbortSignal) {
     mkdirSync(path.dirname(dest), { recursive: true });
     const part = dest + ".part";
     // A part file is resumed only for the same URL and only if the server confirms the same content
@@ -205,7 +229,10 @@ export class Downloads {
     const canResume = existsSync(part) && meta?.url === url && meta.validator !== undefined;
     const have = canResume ? statSync(part).size : 0;
     const abort = new AbortController();
-    let stallTimer = setTimeout(() => abort.abort(new Error("stalled")), this.opts.stallTimeoutMs);
+    const onCancel = () => abort.abort(new Error("cancelled"));
+    cancel.addEventListener("abort", onCancel, { once: true });
+    // Until the headers arrive the header limit applies, then the stall limit between chunks.
+    let stallTimer = setTimeout(() => abort.abort(new Error(`no answer within ${this.opts.headerTimeoutMs / 1000} s`)), Math.min(this.opts.headerTimeoutMs, this.opts.stallTimeoutMs));
     const resetStall = () => {
       clearTimeout(stallTimer);
       stallTimer = setTimeout(() => abort.abort(new Error(`no data for ${this.opts.stallTimeoutMs / 1000} s`)), this.opts.stallTimeoutMs);
@@ -215,6 +242,7 @@ export class Downloads {
         headers: have ? { range: `bytes=${have}-`, "if-range": meta!.validator! } : {},
         signal: abort.signal,
       });
+      resetStall();
       if (res.status === 404) throw new PermanentError("MODEL_NOT_FOUND", `${url}: not found (HTTP 404)`);
       if (res.status === 401 || res.status === 403) throw new PermanentError("DOWNLOAD_FAILED", `${url}: access refused (HTTP ${res.status}); set HF_TOKEN on the node if this is a gated repository`);
       if (res.status === 416 && have) {
@@ -275,11 +303,13 @@ export class Downloads {
         rmSync(part + ".json", { force: true });
         throw e;
       }
+      if (cancel.aborted) throw e;
       if (abort.signal.aborted) throw new RbeeError("DOWNLOAD_FAILED", `download stalled: ${(abort.signal.reason as Error).message}`);
       if (e instanceof RbeeError) throw e;
-      throw new RbeeError("DOWNLOAD_FAILED", `${(e as Error).message}${(e as any).cause ? `: ${(e as any).cause.message ?? (e as any).cause}` : ""}`);
+      throw networkError(new URL(url).origin, e, this.opts.headerTimeoutMs);
     } finally {
       clearTimeout(stallTimer);
+      cancel.removeEventListener("abort", onCancel);
     }
   }
 }
@@ -336,4 +366,22 @@ export async function checkDestination(url: URL, first: URL): Promise<void> {
   const host = url.hostname.replace(/^\[|\]$/g, "");
   const addresses = isIP(host) ? [host] : (await lookup(host, { all: true }).catch(() => [])).map((a) => a.address);
   if (addresses.some(isInternalAddress)) refuse("it is a loopback, private or link-local address");
+}
+
+/** A failed request in words: a host name that does not resolve is said to be one (and not retried). */
+export function networkError(base: string, e: unknown, headerTimeoutMs: number): RbeeError {
+  const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+  const code = cause?.code ?? (e as { code?: string }).code;
+  const host = (() => {
+    try {
+      return new URL(base).hostname;
+    } catch {
+      return base;
+    }
+  })();
+  if (code === "ENOTFOUND")
+    return new PermanentError("DOWNLOAD_FAILED", `cannot resolve ${host} (DNS lookup failed): check the node's network and DNS, or HF_ENDPOINT on the node`);
+  if (code === "EAI_AGAIN") return new RbeeError("DOWNLOAD_FAILED", `cannot resolve ${host} right now (temporary DNS failure)`);
+  if ((e as Error).name === "TimeoutError") return new RbeeError("DOWNLOAD_FAILED", `${base} did not answer within ${headerTimeoutMs / 1000} s`);
+  return new RbeeError("DOWNLOAD_FAILED", `cannot reach ${base}: ${cause?.message ?? (e as Error).message}`);
 }

@@ -244,6 +244,8 @@ export class HiveDaemon {
     }
     const progress = method === "GET" && matchPath(/^\/v1\/models\/download\/([^/]+)\/progress$/, url);
     if (progress) return this.streamDownload(res, progress[0]);
+    const cancel = method === "DELETE" && matchPath(/^\/v1\/models\/download\/([^/]+)$/, url);
+    if (cancel) return sendJson(res, 200, { download_id: cancel[0], cancelled: this.downloads.cancel(cancel[0]) });
     throw new RbeeError("NOT_FOUND", `no endpoint ${method} ${url} on this hive`);
   }
 

@@ -5,11 +5,11 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { randomUUID } from "node:crypto";
 import {
   parseChatRequest, parseInferenceRequest, parseInfillRequest, RbeeError, WORKER_PATHS,
-  type LoadingProgressEvent, type ReadyResponse, type SamplingOptions, type StreamEvent, type WorkerHealth, type WorkerState,
+  type LoadingProgressEvent, type ReadyResponse, type StreamEvent, type WorkerHealth, type WorkerState,
 } from "../protocol";
 import { SERVER_OPTIONS, answerHello, checkBearer, endSse, limitServer, listenOn, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
 import type { Logger } from "../util/log";
-import type { Engine, Prompt } from "./engine";
+import type { Engine, GenerationOptions, Prompt } from "./engine";
 
 
 export class WorkerServer {
@@ -97,7 +97,7 @@ export class WorkerServer {
     }
     if (method === "POST" && path === WORKER_PATHS.infill) {
       const r = parseInfillRequest(await readJson(req));
-      return this.generate(req, res, r, { kind: "infill", prefix: r.prefix, suffix: r.suffix });
+      return this.generate(req, res, r, { kind: "infill", prefix: r.prefix, suffix: r.suffix, extra: r.input_extra });
     }
     if (method === "POST" && path === WORKER_PATHS.chat) {
       const r = parseChatRequest(await readJson(req));
@@ -131,22 +131,28 @@ export class WorkerServer {
     res.on("close", () => this.progressListeners.delete(listener));
   }
 
-  private async generate(req: IncomingMessage, res: ServerResponse, opts: SamplingOptions, prompt: Prompt) {
+  private async generate(req: IncomingMessage, res: ServerResponse, opts: GenerationOptions, prompt: Prompt) {
     const engine = this.engine;
     if (!engine || this.state === "loading") throw new RbeeError("WORKER_NOT_READY", "the model is still loading; wait for /v1/ready");
     if (this.state === "stopping") throw new RbeeError("SHUTTING_DOWN", "this worker is shutting down");
     const requestId = opts.request_id ?? randomUUID();
     if (this.active.has(requestId)) throw new RbeeError("INVALID_REQUEST", `request_id "${requestId}" is already running`, { field: "request_id" });
     const prepared = engine.prepare(prompt, opts.max_tokens);
-    const slot = engine.acquireSlot(prepared.tokens);
-
     const abort = new AbortController();
-    this.active.set(requestId, abort);
-    this.touch();
     // A client that hangs up cancels its generation (the response closes before we end it).
     res.on("close", () => {
       if (!res.writableFinished) abort.abort();
     });
+    this.active.set(requestId, abort);
+    let slot;
+    try {
+      // Waits briefly for a slot whose request was just cancelled if its cache fits best.
+      slot = await engine.acquireSlotWarm(prepared.tokens, abort.signal);
+    } catch (e) {
+      this.active.delete(requestId);
+      throw e;
+    }
+    this.touch();
 
     try {
       startSse(res);
@@ -157,7 +163,10 @@ export class WorkerServer {
         send({ type: "token", t: t.text, i: t.index });
       });
       if (result.decodeMs > 0 && result.tokensOut > 1) this.lastTokensPerSecond = Math.round(((result.tokensOut - 1) / result.decodeMs) * 1000 * 10) / 10;
-      send({ type: "end", tokens_out: result.tokensOut, decode_ms: Math.round(result.decodeMs), stop_reason: result.stopReason, first_token_ms: Math.round(result.firstTokenMs * 10) / 10, tokens_in: prepared.tokens.length });
+      send({
+        type: "end", tokens_out: result.tokensOut, decode_ms: Math.round(result.decodeMs), stop_reason: result.stopReason, first_token_ms: Math.round(result.firstTokenMs * 10) / 10,
+        tokens_in: prepared.tokens.length, cached_tokens: result.cachedTokens,
+      });
       endSse(res);
       this.log.debug(`request ${requestId}: ${result.tokensOut} tokens, ${result.stopReason}`);
     } catch (e) {

@@ -1,7 +1,8 @@
 // rbee inside a real VS Code (loaded as extensionTestsPath, with the repository as the extension
 // under development). With the localhost node and a generated tiny model it shows: activation that
 // loads nothing heavy; "rbee: Infer" streaming into an editor, and Cancel stopping it; an inline
-// completion as ghost text that Tab accepts; the chat view streaming a reply, and Stop; the Remote
+// completion as ghost text that Tab accepts, and the prefetched next one shown after it without a
+// request; the chat view streaming a reply, and Stop; the Remote
 // Nodes tree with the worker, and stopping the worker from the tree. Screenshots of each go to the
 // harness's output folder; "bench:" lines carry the figures the outer test records.
 //
@@ -63,7 +64,7 @@ export async function run(): Promise<void> {
           api = await extension.activate();
           assert.equal(extension.isActive, true);
           const commands = await vscode.commands.getCommands(true);
-          for (const c of ["rbee.infer", "rbee.toggleInline", "rbee.refreshNodes", "rbee.deployNode", "rbee.startWorker", "rbee.stopWorker", "rbee.downloadModel", "rbee.showLogs", "rbee.chat.focus", "rbee.nodes.focus"])
+          for (const c of ["rbee.infer", "rbee.toggleInline", "rbee.inline.nextCandidate", "rbee.refreshNodes", "rbee.deployNode", "rbee.startWorker", "rbee.stopWorker", "rbee.downloadModel", "rbee.showLogs", "rbee.chat.focus", "rbee.nodes.focus"])
             assert.ok(commands.includes(c), `${c} is not registered`);
           assert.equal(api.services.loaded, false, "activation must not open the registry or load the keeper");
           bench("activation_ms", api.activationMs);
@@ -184,6 +185,52 @@ export async function run(): Promise<void> {
             accepted = true;
           }
           assert.ok(accepted, "no suggestion to accept in 3 contexts");
+        },
+      },
+      {
+        name: "accepting a suggestion shows the prefetched next one, without a new request",
+        fn: async () => {
+          await config().update("completion.debounceMs", 50, vscode.ConfigurationTarget.Global);
+          const engine = rbee().engine;
+          let shown = false;
+          for (let attempt = 0; attempt < 3 && !shown; attempt++) {
+            const before = `def mul_${attempt}(a, b):\n    return `;
+            const doc = await vscode.workspace.openTextDocument({ language: "python", content: before });
+            const editor = await vscode.window.showTextDocument(doc);
+            const end = doc.positionAt(before.length);
+            editor.selection = new vscode.Selection(end, end);
+            const outcomes: { source: string; text?: string }[] = [];
+            const sub = rbee().inline.onOutcome((o) => outcomes.push({ source: o.source, text: o.text }));
+            try {
+              const prefetches = engine.counters.prefetches;
+              await vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+              await waitUntil(() => outcomes.some((o) => o.source === "worker" || o.source === "skipped"), () => `a completion (outcomes so far: ${outcomes.map((o) => o.source).join(", ")})`, 30_000);
+              const suggestion = rbee().inline.lastOutcome?.text;
+              if (!suggestion) continue;
+              // The next suggestion is fetched while this one is shown.
+              await waitUntil(() => engine.counters.prefetches > prefetches && !engine.prefetching(doc.uri.toString()), () => "the prefetch to finish", 30_000);
+              await workbench.waitFor(".monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text", { timeoutMs: 10_000 });
+              const requests = engine.counters.requests;
+              outcomes.length = 0;
+              await workbench.press("Tab");
+              await waitUntil(() => doc.getText() === before + suggestion, () => `the suggestion accepted: ${JSON.stringify(doc.getText())}`);
+              // VS Code asks again after the accept; the answer is the prefetched suggestion.
+              const next = () => outcomes.find((o) => o.text);
+              await waitUntil(async () => {
+                if (!next()) await vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+                return next() !== undefined;
+              }, () => `a suggestion after the accept (outcomes: ${outcomes.map((o) => o.source).join(", ")})`, 15_000);
+              if (next()!.source !== "cache") continue; // the prefetched text was blank after cleaning: another context
+              await workbench.waitFor(".monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text", { timeoutMs: 10_000 });
+              await workbench.screenshot("rbee-prefetched-ghost-text");
+              assert.equal(engine.counters.requests, requests, "no request was sent for the suggestion after the accept");
+              shown = true;
+            } finally {
+              sub.dispose();
+            }
+          }
+          assert.ok(shown, "no prefetched suggestion shown in 3 contexts");
+          await config().update("completion.debounceMs", undefined, vscode.ConfigurationTarget.Global);
         },
       },
       {
@@ -317,7 +364,7 @@ export async function run(): Promise<void> {
           const snapshot = rbee().nodes.snapshot("localhost");
           assert.equal(snapshot?.status, "running", snapshot?.reason);
           assert.deepEqual(snapshot.workers.map((w) => w.model_ref), [model]);
-          const workerRow = `.monaco-list-row:has-text("${short}")`;
+          const workerRow = `.monaco-list-row[role="treeitem"]:has-text("${short}")`; // not a notification naming the model
           await workbench.waitFor('.monaco-list-row:has-text("localhost")');
           await workbench.waitFor(workerRow);
           const rows = await workbench.text(".monaco-list-row", {});

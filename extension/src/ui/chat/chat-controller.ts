@@ -114,11 +114,23 @@ export class ChatController {
     this.active?.abort();
   }
 
-  async clear(): Promise<void> {
+  /** Empties the conversation; returns what it held, for restore() (Undo). */
+  async clear(): Promise<ChatTurn[]> {
     this.stop();
+    const before = this.turnList.map((t) => ({ ...t, status: t.status === "streaming" ? ("stopped" as const) : t.status }));
     this.turnList = [];
     this.emit({ kind: "reset" });
     await this.persist();
+    return before;
+  }
+
+  /** Puts back a cleared conversation (Undo after Clear); refused while a reply streams. */
+  async restore(turns: readonly ChatTurn[]): Promise<boolean> {
+    if (this.active) return false;
+    this.turnList = [...turns, ...this.turnList].slice(-this.limits.maxTurns);
+    this.emit({ kind: "reset" });
+    await this.persist();
+    return true;
   }
 
   private push(turn: ChatTurn): number {

@@ -45,6 +45,11 @@ export function chatPageHtml(r: ChatPageResources): string {
   <button id="clear" type="button" title="Start a new conversation">Clear</button>
 </div>
 <div id="messages" role="log" aria-live="polite"></div>
+<div id="empty" hidden>
+  <p><strong>Ask about your code.</strong> Replies come from a model running on your own machines.</p>
+  <p>Pick a model above. No model yet? Run <em>rbee: Try a Model</em> (Remote Nodes view), or start a worker there; rbee starts the chat model on first use.</p>
+  <p>Select code and use <em>rbee: Infer</em> for a one-off answer in an editor.</p>
+</div>
 <div id="notice" hidden></div>
 <form id="composer">
   <textarea id="input" rows="3" placeholder="Ask rbee… (Enter sends, Shift+Enter for a new line)"></textarea>

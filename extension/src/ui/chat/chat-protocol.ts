@@ -15,7 +15,9 @@ export type HostMessage =
   | { type: "turn"; index: number; turn: RenderedTurn }
   | { type: "busy"; busy: boolean }
   | { type: "models"; models: string[]; model: string }
-  | { type: "notice"; text: string };
+  | { type: "notice"; text: string }
+  /** The question was taken (the input box may be emptied); a refused one stays in the box. */
+  | { type: "accepted" };
 
 export type WebviewMessage =
   | { type: "ready" }

@@ -34,7 +34,7 @@ export class ChatService {
       { onEvent: (e) => {
         if (onEvent !== this.onEvent) this.onEvent(e);
         onEvent(e);
-      }, onToken },
+      }, onToken, fitContext: true }, // rbee.chat.maxTokens beyond the worker's context: lowered to what fits
       signal,
     );
     return { stopReason: result.stopReason };

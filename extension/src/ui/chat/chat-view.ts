@@ -106,22 +106,25 @@ export class ChatView implements vscode.WebviewViewProvider, vscode.Disposable {
       case "send": {
         if (this.controller.busy) return this.post({ type: "notice", text: "A reply is still streaming: Stop it first." });
         const model = await this.currentModel();
-        if (!model) return this.post({ type: "notice", text: "No chat model yet: start a worker in Remote Nodes, or set rbee.chat.model." });
-        void rememberModel(this.context.globalState, model);
+        if (!model) return this.post({ type: "notice", text: "No chat model yet: pick one above, run \"rbee: Try a Model\", or set rbee.chat.model." });
+        this.post({ type: "accepted" });
+        // The list shows the model the reply comes from while it streams (it may not be running yet).
+        void this.postModels(model);
         const reply = await this.controller.send(m.text, model).catch((e: Error) => {
           this.post({ type: "notice", text: e.message });
           return undefined;
         });
         if (reply?.status === "error") this.log.error(`[chat] ${reply.error}`);
-        return;
+        // Remembered only once it answered: a model that fails to load must not become the default.
+        else if (reply) await rememberModel(this.context.globalState, model);
+        return this.postModels();
       }
       case "stop":
         return this.controller.stop();
       case "clear":
-        return this.controller.clear();
+        return this.clear();
       case "model":
         await this.context.workspaceState.update(MODEL_KEY, m.model);
-        await rememberModel(this.context.globalState, m.model);
         return this.postModels();
       case "copy":
         await vscode.env.clipboard.writeText(m.code);
@@ -142,10 +145,23 @@ export class ChatView implements vscode.WebviewViewProvider, vscode.Disposable {
     this.post({ type: "init", turns: this.controller.turns.map(renderTurn), models: withCurrent(models, model), model, busy: this.controller.busy });
   }
 
-  private async postModels() {
+  /** Sends the model list again (workers came or went, a reply started); `model` overrides the current one. */
+  async postModels(model?: string) {
+    if (!this.view) return;
     const models = await this.service.models(recentModels(this.context.globalState));
-    const model = await this.currentModel();
-    this.post({ type: "models", models: withCurrent(models, model), model });
+    const current = model ?? (await this.currentModel());
+    this.post({ type: "models", models: withCurrent(models, current), model: current });
+  }
+
+  /** Clear, with Undo: the conversation is gone only once the notification is dismissed. */
+  async clear(): Promise<boolean> {
+    if (!this.controller.turns.length) return false;
+    const before = await this.controller.clear();
+    const turns = before.filter((t) => t.role === "user").length;
+    void vscode.window.showInformationMessage(`rbee: the chat was cleared (${turns} question${turns === 1 ? "" : "s"}).`, "Undo").then(async (choice) => {
+      if (choice === "Undo" && (await this.controller.restore(before))) this.log.info("[chat] the cleared conversation was restored");
+    });
+    return true;
   }
 
   private scheduleRender(index: number, turn: ChatTurn) {

@@ -42,3 +42,24 @@ export function modelRefProblem(ref: string): string | undefined {
     return e instanceof RbeeError ? e.message : String(e);
   }
 }
+
+/** What the picker suggests to someone with no model yet: small enough for a CPU, good at code. */
+export const SUGGESTED_MODELS: readonly { ref: string; label: string; detail: string }[] = [
+  {
+    ref: "hf:Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF/qwen2.5-coder-0.5b-instruct-q8_0.gguf",
+    label: "Qwen2.5-Coder 0.5B Instruct (Q8_0)",
+    detail: "suggested for a first try: about 0.5 GB, fast on a CPU; chat, Infer and completions",
+  },
+  {
+    ref: "hf:Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF/qwen2.5-coder-1.5b-instruct-q8_0.gguf",
+    label: "Qwen2.5-Coder 1.5B Instruct (Q8_0)",
+    detail: "better answers, about 1.6 GB; a GPU or a fast CPU",
+  },
+];
+
+/** The ref typed into the model picker's filter box, when it is a valid ref the list does not hold. */
+export function typedRefChoice(value: string, listed: readonly string[]): string | undefined {
+  const ref = value.trim();
+  if (!ref || listed.includes(ref) || modelRefProblem(ref)) return undefined;
+  return ref;
+}

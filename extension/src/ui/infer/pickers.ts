@@ -1,10 +1,11 @@
 // The QuickPicks shared by "rbee: Infer", Start Worker, Download Model and the chat's model picker.
 
 import * as vscode from "vscode";
+import type { DownloadProgressEvent } from "../../../../hive-agent/src/protocol";
 import type { RbeeServices } from "../services";
 import { formatBytes, modelShortName, nodeDescription } from "../nodes/node-format";
 import type { NodeSnapshot } from "../nodes/node-snapshot";
-import { modelChoices, modelRefProblem, rememberRecent, type ModelSource } from "./model-choices";
+import { modelChoices, modelRefProblem, rememberRecent, SUGGESTED_MODELS, typedRefChoice, type ModelSource } from "./model-choices";
 
 const RECENT_KEY = "rbee.recentModels";
 
@@ -21,6 +22,8 @@ export async function rememberModel(memento: vscode.Memento, ref: string): Promi
 export interface NodePickerSource {
   list(): Promise<{ name: string; host: string }[]>;
   snapshot(node: string): NodeSnapshot | undefined;
+  /** Shows a download's progress under its node (the Remote Nodes tree). */
+  downloadEvent?(node: string, model: string, e: DownloadProgressEvent | undefined): void;
 }
 
 /** A node name, or undefined when dismissed. One node only (localhost): no question asked. */
@@ -40,18 +43,42 @@ export async function pickNode(source: NodePickerSource, title: string): Promise
 const SOURCE_LABEL: Record<ModelSource, string> = { running: "running", catalog: "on the node", recent: "recent", configured: "from settings" };
 const TYPE_A_REF = "$(edit) Enter a model reference…";
 
-/** A model ref for `node`: what runs there, its catalog, recent and configured models, or a typed ref. */
+/**
+ * A model ref for `node`: what runs there, its catalog, recent and configured models, a ref typed
+ * into the filter box (Enter takes it), or, for a newcomer with none of these, a suggested model.
+ */
 export async function pickModel(services: RbeeServices, node: string, recent: string[], configured: string[], title: string): Promise<string | undefined> {
   const { running, catalog, sizes } = await nodeModels(services, node);
   const choices = modelChoices({ running, catalog, recent, configured: configured.filter(Boolean) });
-  const items: (vscode.QuickPickItem & { ref?: string })[] = choices.map((c) => ({
+  type Item = vscode.QuickPickItem & { ref?: string };
+  const items: Item[] = choices.map((c) => ({
     label: modelShortName(c.ref),
     description: [SOURCE_LABEL[c.source], sizes.get(c.ref)].filter(Boolean).join(" · "),
     detail: c.ref,
     ref: c.ref,
   }));
-  items.push({ label: TYPE_A_REF, detail: "hf:owner/repo[/file.gguf] · https://…/model.gguf · file:/abs/path.gguf" });
-  const picked = await vscode.window.showQuickPick(items, { title, placeHolder: "Model", matchOnDetail: true, ignoreFocusOut: true });
+  // Nothing of one's own yet: suggest small models that work on any machine (downloaded on first use).
+  if (!choices.length)
+    for (const m of SUGGESTED_MODELS) items.push({ label: `$(star-empty) ${m.label}`, description: "suggested · downloaded on first use", detail: m.detail, ref: m.ref });
+  items.push({ label: TYPE_A_REF, detail: "or type it in the box above: hf:owner/repo[/file.gguf] · https://…/model.gguf · file:/abs/path.gguf", alwaysShow: true });
+
+  const qp = vscode.window.createQuickPick<Item>();
+  qp.title = title;
+  qp.placeholder = choices.length ? "Model (or type a model reference)" : "No model yet: pick the suggested one, or type a reference (hf:owner/repo/file.gguf)";
+  qp.matchOnDetail = true;
+  qp.ignoreFocusOut = true;
+  qp.items = items;
+  // A typed ref the list does not hold becomes the first item, so Enter takes it.
+  qp.onDidChangeValue((value) => {
+    const typed = typedRefChoice(value, choices.map((c) => c.ref));
+    qp.items = typed ? [{ label: `$(arrow-right) Use ${modelShortName(typed)}`, description: "typed", detail: typed, ref: typed, alwaysShow: true }, ...items] : items;
+  });
+  const picked = await new Promise<Item | undefined>((resolve) => {
+    qp.onDidAccept(() => resolve(qp.selectedItems[0] ?? qp.activeItems[0]));
+    qp.onDidHide(() => resolve(undefined));
+    qp.show();
+  });
+  qp.dispose();
   if (!picked) return undefined;
   if (picked.ref) return picked.ref;
   return typeModelRef(title);

@@ -33,3 +33,20 @@ export function cleanSuggestion(completion: string, suffix: string): string | un
   }
   return text;
 }
+
+/**
+ * Cuts a multi-line suggestion before its first line (after the first) indented less than the
+ * cursor's line: that line belongs to the enclosing block, which the user has already written.
+ * (The worker stops there too, with n_indent; this also covers the part it had already sent.)
+ */
+export function trimToIndent(text: string, indent: number): string | undefined {
+  const lines = text.split("\n");
+  for (let i = 1; i < lines.length; i++) {
+    const l = lines[i];
+    if (l.trim() && l.length - l.trimStart().length < indent) {
+      const kept = lines.slice(0, i).join("\n").replace(/\s+$/, "");
+      return kept.trim() ? kept : undefined;
+    }
+  }
+  return text;
+}

@@ -3,7 +3,7 @@
 // asks which node / worker. Failures of an action the user started get one notification each.
 
 import * as vscode from "vscode";
-import { RbeeError, type DownloadProgressEvent } from "../../../../hive-agent/src/protocol";
+import { RbeeError } from "../../../../hive-agent/src/protocol";
 import type { KeeperEvent } from "../../keeper/keeper";
 import { showError, type RbeeLog } from "../log";
 import { progressStep } from "../narration";
@@ -27,6 +27,7 @@ export class NodeCommands {
     return vscode.Disposable.from(
       vscode.commands.registerCommand("rbee.refreshNodes", () => this.tree.refresh({ all: true })),
       vscode.commands.registerCommand("rbee.deployNode", (item?: TreeNode) => this.deploy(item)),
+      vscode.commands.registerCommand("rbee.stopHive", () => this.stopLocalHive()),
       vscode.commands.registerCommand("rbee.startWorker", (item?: TreeNode, model?: string, options?: WorkerOptions) => this.startWorker(item, model, options)),
       vscode.commands.registerCommand("rbee.stopWorker", (item?: TreeNode) => this.stopWorker(item)),
       vscode.commands.registerCommand("rbee.downloadModel", (item?: TreeNode, model?: string) => this.downloadModel(item, model)),
@@ -48,9 +49,11 @@ export class NodeCommands {
     }));
   }
 
-  private narrate(p: Progress, context: string) {
+  /** `download` (node, model): the download's progress is also shown under the node in the tree. */
+  private narrate(p: Progress, context: string, download?: { node: string; model: string }) {
     return (e: KeeperEvent) => {
       this.log.event(e, context);
+      if (download && e.kind === "download") this.tree.downloadEvent(download.node, download.model, e.event);
       const step = progressStep(e);
       if (step) p.report({ message: step.message });
     };
@@ -60,6 +63,11 @@ export class NodeCommands {
     const node = await this.nodeOf(item, "rbee: Deploy — which node?");
     if (!node) return false;
     const controller = await this.services.controller(node);
+    if (this.tree.snapshot(node)?.status === "running" && (await controller.hive(false).then(() => true, () => false))) {
+      // Nothing to do: say so instead of a progress toast that flashes by.
+      void vscode.window.showInformationMessage(`rbee: the hive on ${node} is already running.`);
+      return true;
+    }
     const verb = controller.entry.transport === "loopback" ? "starting the local hive" : `deploying to ${node}`;
     try {
       await this.tree.whileBusy(node, verb, () =>
@@ -95,17 +103,26 @@ export class NodeCommands {
     const preset: WorkerOptions = item?.kind === "device" ? { backend: item.device.backend, device: item.device.index } : item?.kind === "cpu" ? { backend: "cpu" } : {};
     const options = optionsArg ?? (await pickWorkerOptions(this.tree.snapshot(node)?.devices ?? [], `rbee: Start ${modelShortName(model)} on ${node}`, preset));
     if (!options) return undefined;
-    await rememberModel(this.memento, model);
     try {
       const worker = await this.tree.whileBusy(node, `starting a worker for ${modelShortName(model)}`, () =>
         this.progress(`rbee: starting ${modelShortName(model)} on ${node}`, async (p, signal) => {
           const keeper = await this.services.keeper();
-          return (await keeper.ensureWorker({ node, model, ...options }, this.narrate(p, `[${node}]`), signal)).worker;
+          try {
+            return (await keeper.ensureWorker({ node, model, ...options }, this.narrate(p, `[${node}]`, { node, model }), signal)).worker;
+          } finally {
+            this.tree.downloadEvent(node, model, undefined);
+          }
         }),
       );
+      // Only a model that loaded is offered again as "recent" (a mistyped ref must not become the default).
+      await rememberModel(this.memento, model);
       this.log.info(`[${node}] worker ${worker.id} serves ${model}`);
       return worker.id;
     } catch (e) {
+      if (e instanceof RbeeError && e.code === "REQUEST_CANCELLED") {
+        void vscode.window.showInformationMessage(`rbee: cancelled; ${e.message}.`);
+        return undefined;
+      }
       void showError(this.log, `starting ${modelShortName(model)} on ${node} failed`, e);
       return undefined;
     }
@@ -152,30 +169,43 @@ export class NodeCommands {
     try {
       const path = await this.tree.whileBusy(node, `downloading ${modelShortName(model)}`, () =>
         this.progress(`rbee: downloading ${modelShortName(model)} to ${node}`, async (p, signal) => {
-          const hive = await (await this.services.controller(node)).hive(true);
-          const { download_id } = await hive.download({ model_ref: model });
-          for await (const event of hive.downloadProgress(download_id, signal)) {
-            this.narrate(p, `[${node}]`)({ kind: "download", event });
-            if (event.stage === "error") throw new RbeeError(event.code, event.message);
-            if (event.stage === "complete") return this.recordDownload(node, model, event);
+          await (await this.services.controller(node)).hive(true);
+          const keeper = await this.services.keeper();
+          try {
+            // The keeper records the model in the registry, and Cancel stops the download on the node.
+            return (await keeper.downloadModel(node, model, this.narrate(p, `[${node}]`, { node, model }), signal)).local_path;
+          } finally {
+            this.tree.downloadEvent(node, model, undefined);
           }
-          throw new RbeeError("REQUEST_CANCELLED", "the download was cancelled (it goes on on the node; Download again to follow it)");
         }),
       );
       await rememberModel(this.memento, model);
       return path;
     } catch (e) {
+      if (e instanceof RbeeError && e.code === "REQUEST_CANCELLED") {
+        void vscode.window.showInformationMessage(`rbee: the download of ${modelShortName(model)} to ${node} was cancelled and stopped on the node.`);
+        return undefined;
+      }
       void showError(this.log, `downloading ${model} to ${node} failed`, e);
       return undefined;
     }
   }
 
-  private async recordDownload(node: string, model: string, event: Extract<DownloadProgressEvent, { stage: "complete" }>): Promise<string> {
-    const { registry } = await this.services.get();
-    const entry = (await this.tree.list()).find((n) => n.name === node);
-    if (entry) await registry.upsertNode({ alias: entry.name, host: entry.host, transport: entry.transport });
-    await registry.upsertModel({ node, model_ref: model, local_path: event.local_path, size_bytes: event.size_bytes, sha256: event.sha256 });
-    return event.local_path;
+  /** Stops localhost's hive and its workers (they otherwise outlive VS Code: see rbee.nodes.stopLocalHiveOnExit). */
+  async stopLocalHive(): Promise<boolean> {
+    try {
+      const stopped = await this.tree.whileBusy("localhost", "stopping the local hive", async () => {
+        const { local, registry } = await this.services.get();
+        const was = await local.stop();
+        for (const w of await registry.listWorkers({ node: "localhost" })) await registry.removeWorker(w.id);
+        return was;
+      });
+      void vscode.window.showInformationMessage(stopped ? "rbee: the local hive and its workers are stopped." : "rbee: the local hive was not running.");
+      return stopped;
+    } catch (e) {
+      void showError(this.log, "stopping the local hive failed", e);
+      return false;
+    }
   }
 
   async showLogs(item?: TreeNode): Promise<void> {

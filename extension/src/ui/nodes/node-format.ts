@@ -1,6 +1,6 @@
 // Labels, descriptions and tooltips of the Remote Nodes tree, as plain strings (unit-tested).
 
-import type { DeviceInfo, ModelEntry } from "../../../../hive-agent/src/protocol";
+import type { DeviceInfo, DownloadProgressEvent, ModelEntry } from "../../../../hive-agent/src/protocol";
 import type { NodeSnapshot, WorkerView } from "./node-snapshot";
 
 export function formatBytes(bytes: number): string {
@@ -87,4 +87,59 @@ export function nodeTooltip(s: NodeSnapshot): string {
   if (s.nativeBuild) lines.push(`CPU build: ${s.nativeBuild.state} (${s.nativeBuild.detail})`);
   lines.push(`Checked ${new Date(s.checkedAt).toLocaleTimeString()}`);
   return lines.join("\n");
+}
+
+/** "42% of 1.2 GiB", "retrying (2/6)", "verifying"; undefined once a download has ended. */
+export function downloadText(e: DownloadProgressEvent): string | undefined {
+  switch (e.stage) {
+    case "downloading":
+      return e.bytes_total ? `${Math.floor((e.bytes_downloaded / e.bytes_total) * 100)}% of ${formatBytes(e.bytes_total)}` : `${formatBytes(e.bytes_downloaded)} so far`;
+    case "retrying":
+      return `retrying (${e.attempt}/${e.max_attempts}): ${e.message}`;
+    case "verifying":
+      return "verifying";
+    default:
+      return undefined;
+  }
+}
+
+/** Only localhost, its hive never started and nothing on it, nothing being done: the welcome view's case. */
+export function isFirstRun(snapshots: readonly NodeSnapshot[], listingErrors: number, activities: number): boolean {
+  if (listingErrors || activities || snapshots.length !== 1) return false;
+  const [s] = snapshots;
+  return s.node.transport === "loopback" && s.status === "not-deployed" && !s.models.length && !s.workers.length;
+}
+
+/**
+ * The node's models for the tree: its catalog, plus the files its workers run that are not in the
+ * catalog (a file: model) — marked by size_bytes -1 — so "Models (0)" never sits next to a running model.
+ */
+export function modelsShown(s: Pick<NodeSnapshot, "models" | "workers">): ModelEntry[] {
+  const known = new Set(s.models.map((m) => m.model_ref));
+  const files: ModelEntry[] = [];
+  for (const w of s.workers) {
+    if (known.has(w.model_ref)) continue;
+    known.add(w.model_ref);
+    files.push({ model_ref: w.model_ref, local_path: w.model_ref.replace(/^file:/, ""), size_bytes: -1 });
+  }
+  return [...s.models, ...files];
+}
+
+/** "1 token", "2 tokens". */
+export function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+/** A worker's tooltip: what each part of its row means (its id, slots, where it runs). */
+export function workerTooltip(w: WorkerView): string {
+  const where = w.backend === "cpu" ? "the CPU" : `${w.backend} GPU ${(w.devices ?? [w.device]).join(" + ")}`;
+  return [
+    `Worker ${w.id}: rbee's name for the process serving this model (pid ${w.pid})`,
+    w.model_ref,
+    `State: ${w.state}${w.state === "loading" && w.progress !== undefined ? ` (${Math.round(w.progress * 100)}%)` : ""}`,
+    `Slots: ${w.slots_busy} of ${w.slots_total} busy — a slot is one request served at a time (completions, chat, Infer)`,
+    `Context: ${w.context_size} tokens per slot (prompt + answer must fit; Start Worker sets it)`,
+    `Runs on ${where} (shown as "${w.backend === "cpu" ? "cpu" : `${w.backend}:${(w.devices ?? [w.device]).join("+")}`}")`,
+    ...(w.last_tokens_per_second !== undefined ? [`Last request: ${w.last_tokens_per_second.toFixed(1)} tokens/s`] : []),
+  ].join("\n");
 }

@@ -3,12 +3,12 @@
 // interval while visible; a failing node shows its error on its own item — never as notifications.
 
 import * as vscode from "vscode";
-import type { DeviceInfo, ModelEntry } from "../../../../hive-agent/src/protocol";
+import type { DeviceInfo, DownloadProgressEvent, ModelEntry } from "../../../../hive-agent/src/protocol";
 import type { RbeeServices } from "../services";
 import type { RbeeLog } from "../log";
 import { nodesSettings } from "../settings";
 import type { NodeEntry } from "./node-list";
-import { deviceDescription, deviceLabel, formatBytes, modelDescription, modelShortName, nodeDescription, nodeTooltip, workerDescription, workersOn } from "./node-format";
+import { deviceDescription, deviceLabel, downloadText, formatBytes, isFirstRun, modelDescription, modelsShown, modelShortName, nodeDescription, nodeTooltip, workerDescription, workersOn, workerTooltip } from "./node-format";
 import { shouldAutoProbe, uncheckedSnapshot, type NodeSnapshot, type WorkerView } from "./node-snapshot";
 
 export type TreeNode =
@@ -17,7 +17,8 @@ export type TreeNode =
   | { kind: "cpu"; node: string; snapshot: NodeSnapshot; workers: WorkerView[] }
   | { kind: "worker"; node: string; worker: WorkerView }
   | { kind: "models"; node: string; models: ModelEntry[] }
-  | { kind: "model"; node: string; model: ModelEntry }
+  | { kind: "model"; node: string; model: ModelEntry; loadedFile?: boolean }
+  | { kind: "download"; node: string; model: string; text: string }
   | { kind: "message"; text: string; tooltip?: string };
 
 export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disposable {
@@ -27,6 +28,8 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
   private listingErrors: { source: string; message: string }[] = [];
   /** Nodes an action is working on (deploying, starting a worker), with what it does. */
   private readonly busy = new Map<string, string>();
+  /** Downloads this window follows, per node: model ref → how far along it is. */
+  private readonly downloads = new Map<string, Map<string, string>>();
   private timer: NodeJS.Timeout | undefined;
   private refreshing: Promise<void> | undefined;
   private loaded = false;
@@ -115,6 +118,22 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
     this.changed.fire(undefined);
   }
 
+  /** A download's progress, shown under its node until it ends (`undefined`: it ended or was cancelled). */
+  downloadEvent(node: string, model: string, e: DownloadProgressEvent | undefined) {
+    const text = e && downloadText(e);
+    const onNode = this.downloads.get(node) ?? new Map<string, string>();
+    if (text) onNode.set(model, text);
+    else onNode.delete(model);
+    if (onNode.size) this.downloads.set(node, onNode);
+    else this.downloads.delete(node);
+    this.changed.fire(undefined);
+  }
+
+  /** Downloads shown under a node (for tests). */
+  downloadsOn(node: string): { model: string; text: string }[] {
+    return [...(this.downloads.get(node) ?? [])].map(([model, text]) => ({ model, text }));
+  }
+
   /** Marks a node as busy (shown as "starting: …") while `work` runs, then refreshes. */
   async whileBusy<T>(node: string, what: string, work: () => Promise<T>): Promise<T> {
     this.busy.set(node, what);
@@ -144,9 +163,11 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
       }
       case "device": {
         const item = new vscode.TreeItem(deviceLabel(n.device), n.workers.length ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
-        item.id = `device:${n.node}:${n.device.backend}:${n.device.index}`;
+        // A row VS Code first saw without children stays collapsed when it gains some: a new id when the
+        // first worker arrives makes it a new row, shown expanded.
+        item.id = `device:${n.node}:${n.device.backend}:${n.device.index}${n.workers.length ? "" : ":empty"}`;
         item.description = deviceDescription(n.device);
-        item.tooltip = `${deviceLabel(n.device)}\n${formatBytes(n.device.vram_free_bytes)} free for new workers of ${formatBytes(n.device.vram_total_bytes)}` +
+        item.tooltip = `${deviceLabel(n.device)} — GPU ${n.device.index} as rbee numbers it (a worker "on ${n.device.backend}:${n.device.index}" runs here)\n${formatBytes(n.device.vram_free_bytes)} free for new workers of ${formatBytes(n.device.vram_total_bytes)}` +
           (n.device.vram_reserved_bytes ? `\n${formatBytes(n.device.vram_reserved_bytes)} held by rbee's workers here` : "");
         item.iconPath = new vscode.ThemeIcon("circuit-board");
         item.contextValue = "rbee.device";
@@ -154,8 +175,9 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
       }
       case "cpu": {
         const item = new vscode.TreeItem(n.snapshot.devices.length ? "CPU" : "CPU only", n.workers.length ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
-        item.id = `cpu:${n.node}`;
+        item.id = `cpu:${n.node}${n.workers.length ? "" : ":empty"}`;
         item.description = n.snapshot.ramFreeBytes !== undefined && n.snapshot.ramTotalBytes !== undefined ? `${formatBytes(n.snapshot.ramFreeBytes)} RAM free of ${formatBytes(n.snapshot.ramTotalBytes)}` : undefined;
+        item.tooltip = "The node's processor and RAM: workers without a GPU run here (shown as \"cpu\" on a worker).";
         item.iconPath = new vscode.ThemeIcon("chip");
         item.contextValue = "rbee.device";
         return item;
@@ -164,7 +186,7 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
         const item = new vscode.TreeItem(modelShortName(n.worker.model_ref));
         item.id = `worker:${n.node}:${n.worker.id}`;
         item.description = workerDescription(n.worker);
-        item.tooltip = `Worker ${n.worker.id} (pid ${n.worker.pid})\n${n.worker.model_ref}\n${workerDescription(n.worker)}`;
+        item.tooltip = workerTooltip(n.worker);
         item.iconPath = new vscode.ThemeIcon(n.worker.state === "loading" ? "loading~spin" : "server-process");
         item.contextValue = "rbee.worker";
         return item;
@@ -179,10 +201,19 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
       case "model": {
         const item = new vscode.TreeItem(modelShortName(n.model.model_ref));
         item.id = `model:${n.node}:${n.model.model_ref}`;
-        item.description = modelDescription(n.model);
-        item.tooltip = `${n.model.model_ref}\n${n.model.local_path}`;
+        item.description = n.loadedFile ? "file, loaded by a worker" : modelDescription(n.model);
+        item.tooltip = n.loadedFile ? `${n.model.model_ref}\nA model file on the node, not in rbee's catalog (downloads go there); a worker runs it.` : `${n.model.model_ref}\n${n.model.local_path}`;
         item.iconPath = new vscode.ThemeIcon("file-binary");
         item.contextValue = "rbee.model";
+        return item;
+      }
+      case "download": {
+        const item = new vscode.TreeItem(modelShortName(n.model));
+        item.id = `download:${n.node}:${n.model}`;
+        item.description = n.text;
+        item.tooltip = `Downloading ${n.model} to ${n.node}\n${n.text}`;
+        item.iconPath = new vscode.ThemeIcon("cloud-download");
+        item.contextValue = "rbee.download";
         return item;
       }
       case "message": {
@@ -197,6 +228,8 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
   async getChildren(n?: TreeNode): Promise<TreeNode[]> {
     if (!n) {
       if (!this.loaded) await this.refresh();
+      // Nothing set up yet: an empty tree lets VS Code show the welcome view (Try a model, …), which wraps at any width.
+      if (isFirstRun([...this.snapshots.values()], this.listingErrors.length, this.busy.size + this.downloads.size)) return [];
       const nodes: TreeNode[] = [...this.snapshots.values()].map((snapshot) => ({ kind: "node", snapshot }));
       for (const e of this.listingErrors) nodes.push({ kind: "message", text: `${e.source}: could not be read`, tooltip: e.message });
       return nodes;
@@ -204,16 +237,17 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
     if (n.kind === "node") {
       const s = n.snapshot;
       const name = s.node.name;
-      if (s.status !== "running") return [];
+      const downloads = this.downloadsOn(name).map((d): TreeNode => ({ kind: "download", node: name, ...d }));
+      if (s.status !== "running") return downloads;
       // Each GPU with the workers placed on it; the CPU with its workers (always on a GPU-less node).
       const out: TreeNode[] = s.devices.map((device): TreeNode => ({ kind: "device", node: name, device, workers: workersOn(device, s.workers) }));
       const cpuWorkers = s.workers.filter((w) => w.backend === "cpu" || !s.devices.some((d) => d.backend === w.backend));
       if (!s.devices.length || cpuWorkers.length) out.push({ kind: "cpu", node: name, snapshot: s, workers: cpuWorkers });
-      out.push({ kind: "models", node: name, models: s.models });
-      return out;
+      out.push({ kind: "models", node: name, models: modelsShown(s) });
+      return [...downloads, ...out];
     }
     if (n.kind === "device" || n.kind === "cpu") return n.workers.map((worker): TreeNode => ({ kind: "worker", node: n.node, worker }));
-    if (n.kind === "models") return n.models.map((model) => ({ kind: "model", node: n.node, model }));
+    if (n.kind === "models") return n.models.map((model) => ({ kind: "model", node: n.node, model, loadedFile: model.size_bytes < 0 }));
     return [];
   }
 

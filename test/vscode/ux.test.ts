@@ -1,0 +1,64 @@
+// rbee as a newcomer meets it in a real VS Code (code-server + chromium): runs suites/ux.suite.ts and
+// checks each case passed, that the first-run and finished-Infer screenshots exist, and that nothing
+// the run started survives it (the local hive is detached by design; the run's marker finds it).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ensureModel } from "../fixtures/models";
+import { DEFAULT_OUTPUT_DIR, runVsCodeTests } from "./harness";
+import { SUITES } from "./suites";
+
+const CASES = [
+  "first run: the welcome view offers Try a model and Set the completion model, chat shows a hint, the status bar promises nothing",
+  "a ref that fails is not remembered and leaves no editor; the picker takes a typed ref; Infer ends with a summary",
+  "the chat's model list follows the workers, the refused question is still there to send, and Clear can be undone",
+  "typing into the Infer output while it streams: the answer keeps landing after the typed text",
+  "max tokens beyond the worker's context is lowered to fit, with a note that says how to get more",
+  "Cancel during a cold start stops the loading worker, says so, and leaves no empty editor",
+  "ghost text appears once the completion worker is ready, without another keystroke",
+  "the tree counts a file: model, explains a worker's jargon, shows a download, and Stop Local Hive stops the hive",
+];
+const SCREENSHOTS = ["rbee-first-run", "rbee-infer-finished", "rbee-nodes-download"];
+
+function processesOfRun(marker: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/environ`, "latin1").includes(marker)) pids.push(Number(entry));
+    } catch {
+      // exited meanwhile, or not ours to read
+    }
+  }
+  return pids;
+}
+
+test("rbee for a newcomer in a real VS Code: first run, pickers, Infer edits, caps and cancels, ghost text after a cold start, the tree", { timeout: 480_000 }, async () => {
+  const suite = SUITES.find((s) => s.name === "ux");
+  assert.ok(suite);
+  const model = ensureModel("tiny");
+  const home = mkdtempSync(path.join(os.tmpdir(), "rbee-vscode-user-"));
+  const runMarker = `RBEE_HARNESS_RUN=${process.pid}-${Date.now()}`;
+  const [key, value] = runMarker.split("=");
+  for (const s of SCREENSHOTS) rmSync(path.join(DEFAULT_OUTPUT_DIR, `${s}.png`), { force: true });
+  try {
+    const result = await runVsCodeTests({ ...suite, env: { [key]: value, HOME: home, RBEE_TEST_MODEL: model }, timeoutMs: 460_000 });
+    const report = () => `exit ${result.exitCode}; output:\n${result.output.join("\n")}\nlogs: ${Object.values(result.logs).join(", ")}`;
+    assert.equal(result.exitCode, 0, report());
+    for (const name of CASES) assert.ok(result.output.some((line) => line.startsWith(`ok - ${name}`)), `case did not pass: ${name}\n${report()}`);
+    for (const s of SCREENSHOTS) assert.ok(existsSync(path.join(DEFAULT_OUTPUT_DIR, `${s}.png`)), `no screenshot ${s}.png`);
+  } finally {
+    const left = processesOfRun(runMarker);
+    for (const pid of left) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    rmSync(home, { recursive: true, force: true });
+    assert.deepEqual(left, [], "processes of the run outlived it");
+  }
+});
