@@ -2,6 +2,7 @@
 // narration and errors to stderr. Exit codes: 0 ok, 1 error, 2 usage, 130 cancelled.
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { readFileSync } from "node:fs";
 import { RbeeError, BACKENDS, AGENT_VERSION, parseKeepAlive, type Backend, type DeviceInfo, type NativeBuildStatus } from "../../hive-agent/src/protocol";
 import { Keeper, StreamInterruptedError } from "./keeper/keeper";
 import { LocalHive, defaultAgentScript, idleTimeoutDaemonArgs } from "./keeper/local-hive";
@@ -41,11 +42,13 @@ global options:
   --help           help for a command
   --version        print rbee's version (the keeper's and the hive-agent's it deploys) and exit
 `,
-  infer: `usage: rbee infer --model REF --prompt TEXT [options]
+  infer: `usage: rbee infer --model REF (--prompt TEXT | --prompt - | --prompt-file FILE) [options]
 
   --node NAME          node to run on (default localhost)
   --model REF          hf:owner/repo[/file.gguf], https://…/x.gguf, file:/abs/x.gguf
-  --prompt TEXT        the prompt ("-" reads it from stdin)
+  --prompt TEXT        the prompt ("-" reads it from stdin). Other local users can read a
+                       prompt given as TEXT in \`ps\`: use "-" or --prompt-file for anything private
+  --prompt-file FILE   read the prompt from FILE
   --max-tokens N       tokens to generate (default 128)
   --temperature X      sampling temperature (default 0.8)
   --seed N             sampling seed, for reproducible output
@@ -59,6 +62,8 @@ global options:
   --context-size N     context per slot for a new worker (default: min(model's, 4096))
   --slots N            parallel requests a new worker serves (default 2 on CPU, 4 on GPU)
   --timeout S          give up after S seconds (default: none)
+  --stall-limit S      end a stream that sends nothing for S seconds with STREAM_STALLED
+                       (default 60, or RBEE_STALL_LIMIT_MS; 0: never)
   --ephemeral          stop the local hive afterwards if this run started it
   --no-autostart       fail instead of starting the local hive
   --json               print one JSON object with the result instead of streaming text
@@ -188,10 +193,19 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString("utf8");
 }
 
+function readPromptFile(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (e) {
+    throw new UsageError(`cannot read --prompt-file ${file}: ${(e as Error).message}`);
+  }
+}
+
 async function infer(argv: string[]): Promise<number> {
   const { values: v } = parse(argv, {
     model: { type: "string" },
     prompt: { type: "string" },
+    "prompt-file": { type: "string" },
     "max-tokens": { type: "string", default: "128" },
     temperature: { type: "string" },
     seed: { type: "string" },
@@ -204,14 +218,18 @@ async function infer(argv: string[]): Promise<number> {
     "context-size": { type: "string" },
     slots: { type: "string" },
     timeout: { type: "string" },
+    "stall-limit": { type: "string" },
     ephemeral: { type: "boolean" },
     "no-autostart": { type: "boolean" },
   });
   if (v.help) return help("infer");
   if (!v.model) throw new UsageError("--model is required");
-  if (v.prompt === undefined) throw new UsageError("--prompt is required");
+  if ((v.prompt === undefined) === (v["prompt-file"] === undefined)) throw new UsageError("give the prompt with --prompt TEXT, --prompt - (stdin) or --prompt-file FILE (one of them)");
   if (v.backend && !BACKENDS.includes(v.backend as Backend)) throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}`);
-  const prompt = v.prompt === "-" ? await readStdin() : v.prompt;
+  // --prompt TEXT is visible to every local user in `ps`; stdin and --prompt-file are not.
+  const prompt = v["prompt-file"] !== undefined ? readPromptFile(v["prompt-file"]) : v.prompt === "-" ? await readStdin() : v.prompt!;
+  const stall = num(v["stall-limit"], "stall-limit", { min: 0 });
+  if (stall !== undefined) process.env.RBEE_STALL_LIMIT_MS = String(Math.round(stall * 1000));
   const timeout = num(v.timeout, "timeout", { min: 0 });
   const placement = placementOptions(v);
 
@@ -566,7 +584,7 @@ async function hiveCommand(argv: string[]): Promise<number> {
     if (sub === "start") {
       const { started } = await local.ensure();
       const s = await local.status();
-      print(v.json, { ...s, started }, () => `local hive ${started ? "started" : "already running"} (pid ${s.pid}, port ${s.port}, log ${s.logFile})\n`);
+      print(v.json, { ...s, started }, () => `local hive ${started ? "started" : "already running"} (pid ${s.pid}, listening on ${s.address}, log ${s.logFile})\n`);
     } else if (sub === "build-native") {
       const { spawnSync } = await import("node:child_process");
       const r = spawnSync(process.execPath, [defaultAgentScript(), "build-native", "--home", local.home], { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
@@ -577,7 +595,7 @@ async function hiveCommand(argv: string[]): Promise<number> {
       print(v.json, { stopped }, () => (stopped ? "local hive stopped\n" : "no local hive was running\n"));
     } else {
       const s = await local.status();
-      print(v.json, s, () => (s.running ? `running: pid ${s.pid}, port ${s.port}, version ${s.version}, home ${s.home}\n` : `not running (home ${s.home})\n`));
+      print(v.json, s, () => (s.running ? `running: pid ${s.pid}, listening on ${s.address}, version ${s.version}, home ${s.home}\n` : `not running (home ${s.home})\n`));
     }
     return 0;
   } finally {

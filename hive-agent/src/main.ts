@@ -5,7 +5,7 @@ import { parseArgs } from "node:util";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { AGENT_VERSION, type Backend } from "./protocol";
-import { DEFAULT_DAEMON_OPTIONS, HiveDaemon, nativeBuildDir } from "./hive/daemon";
+import { DEFAULT_DAEMON_OPTIONS, HiveDaemon, defaultHiveAddress, nativeBuildDir } from "./hive/daemon";
 import { buildNativeLlama } from "./worker/native-build";
 import { NATIVE_BUILD_MODES, type NativeBuildMode } from "./hive/native-builder";
 import { DEVICE_ENV, detectCapabilities, probeBackend, type BackendProbe } from "./hive/capabilities";
@@ -14,10 +14,15 @@ import { runWorker } from "./worker/main";
 const USAGE = `usage: hive-agent <command> [options]
 
 commands:
-  daemon   run the node's hive (HTTP API on loopback)
-             --bind 127.0.0.1 --port 0 --token-file FILE --home DIR
+  daemon   run the node's hive (HTTP API on a Unix socket in its home, mode 0700)
+             --token-file FILE --home DIR [--listen unix:PATH | http://127.0.0.1:PORT]
+             (default unix:DIR/hive.sock; loopback TCP only where there are no Unix sockets)
              [--idle-timeout-ms N (0 = never)] [--health-interval-ms N] [--grace-ms N] [--load-timeout-ms N]
+             [--stall-ms N]  a busy worker with no new token for N ms is unhealthy (default 60000)
+             [--request-timeout-ms N] [--max-connections N]  slow-client limits (30000, 256)
              [--download-attempts N] [--download-backoff-ms N] [--download-stall-ms N] [--download-header-ms N]
+             [--download-max-bytes N]  refuse models larger than N bytes (default 256 GiB)
+             [--download-retain-ms N]  forget a finished download's progress after N ms (default 600000)
              [--vram-limit-mib N] [--ram-limit-mib N]  the most rbee's workers may take on each GPU /
                                      of RAM (nodes shared with others; default: all that is free)
              [--native-build auto|off]  auto (default; env RBEE_NATIVE_BUILD): build llama.cpp for
@@ -90,17 +95,21 @@ async function daemon(argv: string[]) {
   const { values: v } = parseArgs({
     args: argv,
     options: {
-      bind: { type: "string", default: "127.0.0.1" },
-      port: { type: "string", default: "0" },
+      listen: { type: "string" },
       "token-file": { type: "string" },
       home: { type: "string" },
       "idle-timeout-ms": { type: "string" },
       "health-interval-ms": { type: "string" },
       "grace-ms": { type: "string" },
       "load-timeout-ms": { type: "string" },
+      "stall-ms": { type: "string" },
+      "request-timeout-ms": { type: "string" },
+      "max-connections": { type: "string" },
       "download-attempts": { type: "string" },
       "download-backoff-ms": { type: "string" },
       "download-stall-ms": { type: "string" },
+      "download-max-bytes": { type: "string" },
+      "download-retain-ms": { type: "string" },
       "download-header-ms": { type: "string" },
       "native-build": { type: "string", default: process.env.RBEE_NATIVE_BUILD || "auto" },
       "vram-limit-mib": { type: "string" },
@@ -119,17 +128,24 @@ async function daemon(argv: string[]) {
   if (v["download-backoff-ms"]) download.backoffBaseMs = int(v["download-backoff-ms"], "download-backoff-ms");
   if (v["download-stall-ms"]) download.stallTimeoutMs = int(v["download-stall-ms"], "download-stall-ms");
   if (v["download-header-ms"]) download.headerTimeoutMs = int(v["download-header-ms"], "download-header-ms");
+  if (v["download-max-bytes"]) download.maxBytes = int(v["download-max-bytes"], "download-max-bytes");
+  if (v["download-retain-ms"]) download.retainFinishedMs = int(v["download-retain-ms"], "download-retain-ms");
+  const listen = v.listen ?? defaultHiveAddress(home);
   let hive: HiveDaemon;
   try {
     hive = new HiveDaemon({
-      bind: v.bind!,
-      port: int(v.port, "port"),
+      listen,
       tokenFile: path.resolve(v["token-file"]),
       home,
       idleTimeoutMs: int(v["idle-timeout-ms"], "idle-timeout-ms", DEFAULT_DAEMON_OPTIONS.idleTimeoutMs),
       healthIntervalMs: int(v["health-interval-ms"], "health-interval-ms", DEFAULT_DAEMON_OPTIONS.healthIntervalMs),
       gracefulShutdownMs: int(v["grace-ms"], "grace-ms", DEFAULT_DAEMON_OPTIONS.gracefulShutdownMs),
       loadTimeoutMs: int(v["load-timeout-ms"], "load-timeout-ms", DEFAULT_DAEMON_OPTIONS.loadTimeoutMs),
+      stallLimitMs: int(v["stall-ms"], "stall-ms", DEFAULT_DAEMON_OPTIONS.stallLimitMs),
+      limits: {
+        ...(v["request-timeout-ms"] ? { requestTimeoutMs: int(v["request-timeout-ms"], "request-timeout-ms") } : {}),
+        ...(v["max-connections"] ? { maxConnections: int(v["max-connections"], "max-connections") } : {}),
+      },
       download,
       nativeBuild,
       ...(v["vram-limit-mib"] ? { vramLimitBytes: int(v["vram-limit-mib"], "vram-limit-mib") * 2 ** 20 } : {}),
@@ -138,8 +154,8 @@ async function daemon(argv: string[]) {
   } catch (e) {
     fail((e as Error).message, 1);
   }
-  const port = await hive.start().catch((e) => fail(`cannot listen on ${v.bind}:${v.port}: ${(e as Error).message}`, 1));
-  console.log(`rbee hive listening on ${v.bind}:${port}`);
+  const address = await hive.start().catch((e) => fail(`cannot listen on ${listen}: ${(e as Error).message}`, 1));
+  console.log(`rbee hive listening on ${address}`);
   const stop = (signal: string) => {
     process.stderr.write(`hive-agent: ${signal} received, stopping\n`);
     hive.stop().then(() => process.exit(0));
@@ -172,10 +188,11 @@ async function worker(argv: string[]) {
       "batch-size": { type: "string" },
       "native-dir": { type: "string" },
       "hive-url": { type: "string" },
+      listen: { type: "string" },
     },
     strict: true,
   });
-  if (!v.id || !v["model-path"] || !v["hive-url"]) fail("worker needs --id, --model-path and --hive-url (it is started by the hive daemon)");
+  if (!v.id || !v["model-path"] || !v["hive-url"] || !v.listen) fail("worker needs --id, --model-path, --hive-url and --listen (it is started by the hive daemon)");
   await runWorker({
     id: v.id,
     modelPath: v["model-path"],
@@ -188,6 +205,7 @@ async function worker(argv: string[]) {
     batchSize: v["batch-size"] ? int(v["batch-size"], "batch-size") : undefined,
     nativeDir: v["native-dir"],
     hiveUrl: v["hive-url"],
+    listen: v.listen,
   });
 }
 

@@ -2,6 +2,8 @@
 // Both sides import this module: every request, response, SSE event and error code lives here once.
 // Field names are snake_case on the wire.
 
+import * as v from "valibot";
+
 export const API_VERSION = "v1";
 declare const __RBEE_VERSION__: string | undefined;
 /**
@@ -41,6 +43,8 @@ export const ERROR_CODES = [
   "LOADING_FAILED",
   "LOADING_TIMEOUT",
   "REQUEST_CANCELLED",
+  "STREAM_STALLED",
+  "INVALID_REPLY",
   "INFILL_UNSUPPORTED",
   "SHUTTING_DOWN",
   "INTERNAL",
@@ -68,6 +72,8 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   LOADING_FAILED: 500,
   LOADING_TIMEOUT: 504,
   REQUEST_CANCELLED: 499,
+  STREAM_STALLED: 504,
+  INVALID_REPLY: 502,
   INFILL_UNSUPPORTED: 422,
   SHUTTING_DOWN: 503,
   INTERNAL: 500,
@@ -114,11 +120,14 @@ export function isErrorEnvelope(x: unknown): x is ErrorEnvelope {
 export const BACKENDS = ["cuda", "metal", "vulkan", "cpu"] as const;
 export type Backend = (typeof BACKENDS)[number];
 
-export interface HealthResponse {
-  status: "alive";
-  version: string;
-  api_version: typeof API_VERSION;
-}
+export const HealthResponseSchema = v.object({
+  status: v.literal("alive"),
+  version: v.pipe(v.string(), v.maxLength(64)),
+  api_version: v.literal(API_VERSION),
+  /** The hive's process id, so `rbee hive stop` signals the process that answered and no other. */
+  pid: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+});
+export type HealthResponse = v.InferOutput<typeof HealthResponseSchema>;
 
 export interface DeviceInfo {
   backend: Backend;
@@ -167,197 +176,349 @@ export interface CapabilitiesResponse extends NodeHardware {
   idle_timeout_s: number;
 }
 
+/**
+ * What the keeper checks of a capabilities reply: the fields it uses, with their types. The hardware
+ * types stay interfaces (detection adds fields often); unknown extra fields pass through.
+ */
+export const CapabilitiesReplySchema = v.looseObject({
+  backends: v.array(v.picklist(BACKENDS)),
+  devices: v.array(v.looseObject({ backend: v.picklist(BACKENDS), index: v.pipe(v.number(), v.integer()), name: v.string(), vram_total_bytes: v.number(), vram_free_bytes: v.number() })),
+  ram_total_bytes: v.number(),
+  ram_free_bytes: v.number(),
+  cpu_cores: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  platform: v.string(),
+  arch: v.string(),
+  native_build: v.looseObject({ state: v.picklist(NATIVE_BUILD_STATES), detail: v.string() }),
+}) as unknown as v.GenericSchema<unknown, CapabilitiesResponse>;
+
 export const WORKER_STATES = ["loading", "idle", "busy", "stopping"] as const;
 export type WorkerState = (typeof WORKER_STATES)[number];
 
-export interface WorkerInfo {
-  id: string;
-  /** Base URL of the worker on the node (127.0.0.1 only); empty while it is loading. */
-  url: string;
-  model_ref: string;
-  backend: Backend;
+// Schemas (valibot): the one definition of every request and reply. The types below are inferred
+// from them, the hive and workers validate requests with them (parse* functions), and the keeper
+// validates every reply and stream event with them (parseReply), so neither side can drift.
+// valibot rather than zod: it is built from separate functions that esbuild tree-shakes, so the
+// hive-agent bundle deployed to every node grows by a few kilobytes, not by a whole library.
+
+const int = (min: number, max: number) => {
+  const want = `an integer between ${min} and ${max}`;
+  return v.pipe(v.number(want), v.integer(want), v.minValue(min, want), v.maxValue(max, want));
+};
+const num = (min: number, max: number) => {
+  const want = `a number between ${min} and ${max}`;
+  return v.pipe(v.number(want), v.finite(want), v.minValue(min, want), v.maxValue(max, want));
+};
+const str = (max = 1 << 20) => {
+  const want = `a string of at most ${max} characters`;
+  return v.pipe(v.string(want), v.maxLength(max, want));
+};
+const MAX_KEEP_ALIVE_S = 366 * 86400;
+const KEEP_ALIVE_WANT = 'seconds (0 = never) or a duration like "30s", "5m", "2h"';
+
+/** Seconds of a keep-alive: seconds (0 = never stop, -1 too, as Ollama takes it) or "30s", "5m", "2h"; undefined if invalid. */
+function keepAliveSeconds(x: unknown): number | undefined {
+  if (typeof x === "number") {
+    if (x === -1) return 0;
+    return Number.isInteger(x) && x >= 0 && x <= MAX_KEEP_ALIVE_S ? x : undefined;
+  }
+  const m = typeof x === "string" ? /^(-1|\d+)\s*(s|m|h|d)?$/.exec(x.trim()) : null;
+  if (!m) return undefined;
+  if (m[1] === "-1") return 0;
+  const n = Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[(m[2] ?? "s") as "s" | "m" | "h" | "d"];
+  return n <= MAX_KEEP_ALIVE_S ? n : undefined;
+}
+
+/** Parses a keep-alive (see keepAliveSeconds) or throws INVALID_REQUEST naming `field`. */
+export function parseKeepAlive(x: unknown, field = "keep_alive"): number | undefined {
+  if (x === undefined) return undefined;
+  const n = keepAliveSeconds(x);
+  if (n === undefined) throw new RbeeError("INVALID_REQUEST", `field "${field}" must be ${KEEP_ALIVE_WANT}`, { field });
+  return n;
+}
+
+const oneOf = <T extends string>(values: readonly [T, ...T[]]) => v.picklist(values, `one of ${values.join(", ")}`);
+const errorCode = v.picklist(ERROR_CODES, "a known error code");
+const backend = oneOf(BACKENDS);
+
+export const WorkerInfoSchema = v.object({
+  id: str(128),
+  /**
+   * Address of the worker on the node: `unix:<hive home>/workers/<id>.sock` (see workerSocketPath),
+   * or `http://127.0.0.1:<port>` only where the node has no Unix sockets (Windows).
+   */
+  url: str(4096),
+  model_ref: str(2048),
+  backend,
   /** The first of `devices` (0 on the CPU), for callers that know one device only. */
-  device: number;
+  device: int(0, 1024),
   /** Every device the worker runs on (several when the model is split across GPUs); empty on the CPU. */
-  devices: number[];
+  devices: v.array(int(0, 1024)),
   /** Names of the GPUs the worker's llama.cpp sees (exactly its own devices), once it is ready. */
-  gpu_devices?: string[];
+  gpu_devices: v.optional(v.array(str(256))),
   /** Memory the worker holds (RAM on the CPU, VRAM over its devices): estimated until it reports its use. */
-  memory_bytes: number;
+  memory_bytes: num(0, Number.MAX_SAFE_INTEGER),
   /** Idle seconds before the hive stops it; 0 = never. */
-  keep_alive_s: number;
-  state: WorkerState;
-  slots_total: number;
-  slots_busy: number;
+  keep_alive_s: int(0, MAX_KEEP_ALIVE_S),
+  state: oneOf(WORKER_STATES),
+  slots_total: int(0, 1024),
+  slots_busy: int(0, 1024),
   /** Context per slot, in tokens, and decode threads the worker was started with. */
-  context_size: number;
-  threads: number;
+  context_size: int(0, 1 << 24),
+  threads: int(0, 4096),
   /** Epoch milliseconds of the last request start or end. */
-  last_activity: number;
+  last_activity: num(0, Number.MAX_SAFE_INTEGER),
   /** Loading progress 0..1 while state is "loading". */
-  progress?: number;
+  progress: v.optional(num(0, 1)),
   /** Decode speed of the last finished request, tokens/s. */
-  last_tokens_per_second?: number;
+  last_tokens_per_second: v.optional(num(0, 1e9)),
   /** Process id on the node. */
-  pid: number;
+  pid: int(0, 2 ** 31),
   /** The worker's own bearer key; only sent to a caller that holds the hive token. */
-  api_key: string;
-}
+  api_key: str(1024),
+});
+export type WorkerInfo = v.InferOutput<typeof WorkerInfoSchema>;
 
-export interface WorkersResponse {
-  workers: WorkerInfo[];
-}
+export const WorkersResponseSchema = v.object({ workers: v.array(WorkerInfoSchema) });
+export type WorkersResponse = v.InferOutput<typeof WorkersResponseSchema>;
 
-export interface SpawnRequest {
-  model_ref: string;
-  backend?: Backend;
-  /** A GPU index, or "auto" (the default): the device with room and the least load. */
-  device?: number | "auto";
-  /** Split the model over these GPUs (llama.cpp's layer split). */
-  devices?: number[];
-  /** With device "auto": span several GPUs when no single one has room. */
-  allow_split?: boolean;
-  /** Idle seconds before the hive stops this worker (0 = never; like Ollama's keep_alive); default: the node's. */
-  keep_alive?: number;
-  context_size?: number;
-  slots?: number;
-  threads?: number;
-  batch_size?: number;
-}
+export const SpawnRequestSchema = v.object(
+  {
+    model_ref: str(2048),
+    backend: v.optional(backend),
+    /** A GPU index, or "auto" (the default): the device with room and the least load. */
+    device: v.optional(v.union([v.literal("auto"), int(0, 64)], 'a GPU index (an integer between 0 and 64) or "auto"')),
+    /** Split the model over these GPUs (llama.cpp's layer split). */
+    devices: v.optional(v.pipe(v.array(int(0, 64), "a non-empty array of GPU indices"), v.minLength(1, "a non-empty array of GPU indices"), v.maxLength(64, "a non-empty array of GPU indices"))),
+    /** With device "auto": span several GPUs when no single one has room. */
+    allow_split: v.optional(v.boolean("true or false")),
+    /** Idle seconds before the hive stops this worker (0 = never; like Ollama's keep_alive); default: the node's. */
+    keep_alive: v.optional(
+      v.pipe(
+        v.union([v.number(), v.string()], KEEP_ALIVE_WANT),
+        v.rawTransform(({ dataset, addIssue, NEVER }) => {
+          const n = keepAliveSeconds(dataset.value);
+          if (n === undefined) {
+            addIssue({ message: KEEP_ALIVE_WANT });
+            return NEVER;
+          }
+          return n;
+        }),
+      ),
+    ),
+    context_size: v.optional(int(16, 1 << 22)),
+    slots: v.optional(int(1, 64)),
+    threads: v.optional(int(1, 1024)),
+    batch_size: v.optional(int(1, 1 << 16)),
+  },
+  "request body must be a JSON object",
+);
+export type SpawnRequest = v.InferOutput<typeof SpawnRequestSchema>;
 
-export interface SpawnResponse {
-  worker_id: string;
-  url: string;
-  state: "loading";
-  api_key: string;
-}
+export const SpawnResponseSchema = v.object({ worker_id: str(128), url: str(4096), state: v.literal("loading"), api_key: str(1024) });
+export type SpawnResponse = v.InferOutput<typeof SpawnResponseSchema>;
 
 /** Worker → hive callback once the model is loaded and the worker listens. */
-export interface ReadyCallback {
-  worker_id: string;
-  url: string;
-  model_ref: string;
-  backend: Backend;
-  device: number;
-  /** What the worker's llama.cpp sees: the names of its GPUs. */
-  gpu_devices?: string[];
-  /** VRAM the worker's load took, measured by the worker (absent where the driver does not tell). */
-  vram_used_bytes?: number;
-}
+export const ReadyCallbackSchema = v.object(
+  {
+    worker_id: str(128),
+    /** Informational: the hive keeps the address it gave the worker and never re-points it. */
+    url: str(4096),
+    model_ref: str(2048),
+    backend,
+    device: int(0, 64),
+    /** What the worker's llama.cpp sees: the names of its GPUs. */
+    gpu_devices: v.optional(v.pipe(v.array(str(256), "an array of device names"), v.maxLength(64, "an array of device names"))),
+    /** VRAM the worker's load took, measured by the worker (absent where the driver does not tell). */
+    vram_used_bytes: v.optional(int(0, Number.MAX_SAFE_INTEGER)),
+  },
+  "request body must be a JSON object",
+);
+export type ReadyCallback = v.InferOutput<typeof ReadyCallbackSchema>;
 
 /** Worker → hive callback when loading failed, so the hive can report it instead of a silent exit. */
-export interface LoadFailedCallback {
-  worker_id: string;
-  code: ErrorCode;
-  message: string;
-}
+export const LoadFailedCallbackSchema = v.object({ worker_id: str(128), code: errorCode, message: str(8192) }, "request body must be a JSON object");
+export type LoadFailedCallback = v.InferOutput<typeof LoadFailedCallbackSchema>;
 
-export interface ModelEntry {
-  model_ref: string;
-  local_path: string;
-  size_bytes: number;
-  sha256?: string;
-}
-export interface ModelsResponse {
-  models: ModelEntry[];
-}
+export const ModelEntrySchema = v.object({ model_ref: str(2048), local_path: str(4096), size_bytes: num(0, Number.MAX_SAFE_INTEGER), sha256: v.optional(str(64)) });
+export type ModelEntry = v.InferOutput<typeof ModelEntrySchema>;
+export const ModelsResponseSchema = v.object({ models: v.array(ModelEntrySchema) });
+export type ModelsResponse = v.InferOutput<typeof ModelsResponseSchema>;
 
-export interface DownloadRequest {
-  model_ref: string;
-  /** Expected SHA-256 (hex) when the caller knows it; the download is refused on mismatch. */
-  sha256?: string;
-}
-export interface DownloadResponse {
-  download_id: string;
-}
+export const DownloadRequestSchema = v.object(
+  {
+    model_ref: str(2048),
+    /** Expected SHA-256 (hex) when the caller knows it; the download is refused on mismatch. */
+    sha256: v.optional(v.pipe(v.string("64 hexadecimal characters"), v.regex(/^[0-9a-fA-F]{64}$/, "64 hexadecimal characters"), v.toLowerCase())),
+  },
+  "request body must be a JSON object",
+);
+export type DownloadRequest = v.InferOutput<typeof DownloadRequestSchema>;
+export const DownloadResponseSchema = v.object({ download_id: str(128) });
+export type DownloadResponse = v.InferOutput<typeof DownloadResponseSchema>;
 
-export type DownloadProgressEvent =
-  | { stage: "downloading"; bytes_downloaded: number; bytes_total: number | null; speed_bps: number; attempt: number }
-  | { stage: "retrying"; attempt: number; max_attempts: number; delay_ms: number; message: string }
-  | { stage: "verifying" }
-  | { stage: "complete"; local_path: string; size_bytes: number; sha256: string }
-  | { stage: "error"; code: ErrorCode; message: string };
+export const DownloadProgressEventSchema = v.variant("stage", [
+  v.object({ stage: v.literal("downloading"), bytes_downloaded: num(0, Number.MAX_SAFE_INTEGER), bytes_total: v.nullable(num(0, Number.MAX_SAFE_INTEGER)), speed_bps: num(0, Number.MAX_SAFE_INTEGER), attempt: int(0, 1000) }),
+  v.object({ stage: v.literal("retrying"), attempt: int(0, 1000), max_attempts: int(0, 1000), delay_ms: num(0, Number.MAX_SAFE_INTEGER), message: str(8192) }),
+  v.object({ stage: v.literal("verifying") }),
+  v.object({ stage: v.literal("complete"), local_path: str(4096), size_bytes: num(0, Number.MAX_SAFE_INTEGER), sha256: str(64) }),
+  v.object({ stage: v.literal("error"), code: errorCode, message: str(8192) }),
+]);
+export type DownloadProgressEvent = v.InferOutput<typeof DownloadProgressEventSchema>;
 
 // ---------------------------------------------------------------------------------------------
 // Worker (one process per loaded model)
 
-/** A worker's GET /v1/health. */
-export interface WorkerHealth {
-  status: "alive";
-  state: WorkerState;
-  slots_total: number;
-  slots_busy: number;
-  last_activity: number;
-  last_tokens_per_second?: number;
-}
+export const ReadyResponseSchema = v.object({ ready: v.boolean(), state: oneOf(WORKER_STATES), progress: v.optional(num(0, 1)) });
+export type ReadyResponse = v.InferOutput<typeof ReadyResponseSchema>;
 
-export interface ReadyResponse {
-  ready: boolean;
-  state: WorkerState;
-  progress?: number;
-}
+/** What a worker answers the hive's health checks with. */
+export const WorkerHealthSchema = v.object({
+  status: v.literal("alive"),
+  state: oneOf(WORKER_STATES),
+  slots_total: int(0, 1024),
+  slots_busy: int(0, 1024),
+  last_activity: num(0, Number.MAX_SAFE_INTEGER),
+  /** Epoch ms of the last token (or request start) while busy: the hive's stall detector reads it. */
+  last_progress: num(0, Number.MAX_SAFE_INTEGER),
+  last_tokens_per_second: v.optional(num(0, 1e9)),
+});
+export type WorkerHealth = v.InferOutput<typeof WorkerHealthSchema>;
 
-export type LoadingProgressEvent =
-  | { stage: "loading"; progress: number }
-  | { stage: "ready" }
-  | { stage: "error"; code: ErrorCode; message: string };
+export const LoadingProgressEventSchema = v.variant("stage", [
+  v.object({ stage: v.literal("loading"), progress: num(0, 1) }),
+  v.object({ stage: v.literal("ready") }),
+  v.object({ stage: v.literal("error"), code: errorCode, message: str(8192) }),
+]);
+export type LoadingProgressEvent = v.InferOutput<typeof LoadingProgressEventSchema>;
+
+export const MAX_TOKENS_LIMIT = 32768;
+
+const STOP_WANT = "an array of at most 16 non-empty strings of at most 256 characters";
 
 /** Sampling options shared by every generation request. */
-export interface SamplingOptions {
-  request_id?: string;
-  max_tokens: number;
-  temperature?: number;
-  top_p?: number;
-  top_k?: number;
-  seed?: number;
-  stop?: string[];
-}
+const samplingEntries = {
+  request_id: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9._:-]{1,128}$/, "1-128 characters of letters, digits, '.', '_', ':' or '-'"))),
+  max_tokens: int(1, MAX_TOKENS_LIMIT),
+  temperature: v.optional(num(0, 10)),
+  top_p: v.optional(num(0, 1)),
+  top_k: v.optional(int(0, 100000)),
+  seed: v.optional(int(0, 2 ** 32 - 1)),
+  stop: v.optional(
+    v.pipe(
+      v.array(v.string(STOP_WANT), STOP_WANT),
+      v.maxLength(16, STOP_WANT),
+      v.check((a) => a.every((t) => t.length > 0 && t.length <= 256), STOP_WANT),
+    ),
+  ),
+};
+export const SamplingOptionsSchema = v.object(samplingEntries, "request body must be a JSON object");
+export type SamplingOptions = v.InferOutput<typeof SamplingOptionsSchema>;
 
-export interface InferenceRequest extends SamplingOptions {
-  prompt: string;
-}
-export interface InfillRequest extends SamplingOptions {
-  prefix: string;
-  suffix: string;
-  // Code completion extras (issue 14). Named and shaped as llama.cpp's /infill names them, so a
-  // llama.cpp-compatible front end passes them through unchanged. All optional: older callers
-  // send none. max_tokens may be 0 here: evaluate the prompt into the slot's cache (a warm-up).
-  /** Chunks of other files, laid out before the prefix (repo-level FIM where the model has it). */
-  input_extra?: InfillExtraChunk[];
-  /** Stop once generation has run this long (from the first token) at a line end; at twice it, anywhere. */
-  t_max_predict_ms?: number;
-  /** Stop at a generated line indented by fewer than this many spaces or tabs. */
-  n_indent?: number;
-}
-export interface InfillExtraChunk {
-  text: string;
-  filename?: string;
-}
+export const InferenceRequestSchema = v.object({ ...samplingEntries, prompt: str() }, "request body must be a JSON object");
+export type InferenceRequest = v.InferOutput<typeof InferenceRequestSchema>;
+export const MAX_EXTRA_CHUNKS = 256;
+export const InfillExtraChunkSchema = v.object(
+  { text: v.pipe(v.string("a string of at most 1048576 characters"), v.maxLength(1 << 20, "a string of at most 1048576 characters")), filename: v.optional(str(1024)) },
+  "an object with text and optional filename",
+);
+export type InfillExtraChunk = v.InferOutput<typeof InfillExtraChunkSchema>;
+// Code completion extras (issue 14). Named and shaped as llama.cpp's /infill names them, so a
+// llama.cpp-compatible front end passes them through unchanged. All optional: older callers send
+// none. max_tokens may be 0 here: evaluate the prompt into the slot's cache (a warm-up).
+export const InfillRequestSchema = v.object(
+  {
+    ...samplingEntries,
+    max_tokens: int(0, MAX_TOKENS_LIMIT),
+    prefix: str(),
+    suffix: str(),
+    /** Chunks of other files, laid out before the prefix (repo-level FIM where the model has it). */
+    input_extra: v.optional(v.pipe(v.array(InfillExtraChunkSchema, `an array of at most ${MAX_EXTRA_CHUNKS} chunks`), v.maxLength(MAX_EXTRA_CHUNKS, `an array of at most ${MAX_EXTRA_CHUNKS} chunks`))),
+    /** Stop once generation has run this long (from the first token) at a line end; at twice it, anywhere. 0 = none. */
+    t_max_predict_ms: v.optional(v.pipe(num(0, 600_000), v.transform((n) => (n > 0 ? n : undefined)))),
+    /** Stop at a generated line indented by fewer than this many spaces or tabs. 0 = none. */
+    n_indent: v.optional(v.pipe(int(0, 1024), v.transform((n) => (n > 0 ? n : undefined)))),
+  },
+  "request body must be a JSON object",
+);
+export type InfillRequest = v.InferOutput<typeof InfillRequestSchema>;
+
 export const CHAT_ROLES = ["system", "user", "assistant"] as const;
 export type ChatRole = (typeof CHAT_ROLES)[number];
-export interface ChatMessage {
-  role: ChatRole;
-  content: string;
-}
-export interface ChatRequest extends SamplingOptions {
-  messages: ChatMessage[];
-}
+export const ChatMessageSchema = v.object({ role: oneOf(CHAT_ROLES), content: v.string("a string") }, "an object with role and content");
+export type ChatMessage = v.InferOutput<typeof ChatMessageSchema>;
+export const ChatRequestSchema = v.object(
+  { ...samplingEntries, messages: v.pipe(v.array(ChatMessageSchema, "a non-empty array"), v.minLength(1, "a non-empty array"), v.maxLength(1000, "an array of at most 1000 messages")) },
+  "request body must be a JSON object",
+);
+export type ChatRequest = v.InferOutput<typeof ChatRequestSchema>;
 
 export const STOP_REASONS = ["max_tokens", "eos", "stop_sequence", "cancelled", "time_limit", "indent"] as const;
 export type StopReason = (typeof STOP_REASONS)[number];
 
-export type StreamEvent =
-  | { type: "started"; request_id: string; model: string }
-  | { type: "token"; t: string; i: number }
-  | {
-      type: "end"; tokens_out: number; decode_ms: number; stop_reason: StopReason; first_token_ms?: number; tokens_in?: number;
-      /** How many of the tokens_in prompt tokens the slot's KV cache already held (not evaluated). */
-      cached_tokens?: number;
-    }
-  | { type: "error"; code: ErrorCode; message: string };
+export const StreamEventSchema = v.variant("type", [
+  v.object({ type: v.literal("started"), request_id: str(128), model: str(4096) }),
+  v.object({ type: v.literal("token"), t: v.string(), i: int(0, 1 << 30) }),
+  v.object({ type: v.literal("end"), tokens_out: int(0, 1 << 30), decode_ms: num(0, Number.MAX_SAFE_INTEGER), stop_reason: oneOf(STOP_REASONS), first_token_ms: v.optional(num(0, Number.MAX_SAFE_INTEGER)), tokens_in: v.optional(int(0, 1 << 30)),
+    /** How many of the tokens_in prompt tokens the slot's KV cache already held (not evaluated). */
+    cached_tokens: v.optional(int(0, 1 << 30)) }),
+  v.object({ type: v.literal("error"), code: errorCode, message: str(8192) }),
+]);
+export type StreamEvent = v.InferOutput<typeof StreamEventSchema>;
 
 /** The SSE data line that closes every stream. */
 export const SSE_DONE = "[DONE]";
+
+// ---------------------------------------------------------------------------------------------
+// Addresses. On a node the hive and its workers listen on Unix domain sockets inside the hive home
+// (mode 0700), so no other local user can connect to them or take their place once they stop.
+// TCP on 127.0.0.1 remains only where there are no Unix sockets (Windows), and then every
+// connection starts with the server proving it holds the key (SERVER_PROOF below).
+
+export const UNIX_ADDRESS_PREFIX = "unix:";
+/** The hive's socket, in its home. */
+export const HIVE_SOCKET_NAME = "hive.sock";
+/** Folder of the workers' sockets, in the hive home. */
+export const WORKER_SOCKET_DIR = "workers";
+
+/** `unix:<path>` for a socket path. */
+export function unixAddress(socketPath: string): string {
+  return UNIX_ADDRESS_PREFIX + socketPath;
+}
+
+/** The socket path of a `unix:` address, or undefined for anything else. */
+export function socketPathOf(address: string): string | undefined {
+  return address.startsWith(UNIX_ADDRESS_PREFIX) ? address.slice(UNIX_ADDRESS_PREFIX.length) : undefined;
+}
+
+/** The socket path of a worker, derived from its hive's socket path (POSIX paths: nodes are POSIX). */
+export function workerSocketPath(hiveSocketPath: string, workerId: string): string {
+  const dir = hiveSocketPath.slice(0, hiveSocketPath.lastIndexOf("/"));
+  return `${dir}/${WORKER_SOCKET_DIR}/${workerId}.sock`;
+}
+
+/** Worker ids are made by the hive: "w-" and 8 hex digits. Anything else is refused. */
+export const WORKER_ID_PATTERN = /^w-[0-9a-f]{8}$/;
+
+/**
+ * Whether `address` is the address the worker `workerId` of the hive at `hiveAddress` must have:
+ * its own socket next to the hive's. A keeper sends a worker's key and prompts nowhere else.
+ */
+export function isOwnWorkerAddress(hiveAddress: string, workerId: string, address: string): boolean {
+  const hiveSocket = socketPathOf(hiveAddress);
+  if (hiveSocket === undefined || !WORKER_ID_PATTERN.test(workerId)) return false;
+  return address === unixAddress(workerSocketPath(hiveSocket, workerId));
+}
+
+/**
+ * TCP fallback only: the client sends a fresh nonce in this header on an unauthenticated
+ * GET /v1/hello; the server answers with HMAC-SHA256(key, nonce) in SERVER_PROOF_HEADER. The client
+ * sends its bearer token (and anything else) on that connection only once the proof checks.
+ */
+export const SERVER_CHALLENGE_HEADER = "x-rbee-challenge";
+export const SERVER_PROOF_HEADER = "x-rbee-proof";
+export const HELLO_PATH = "/v1/hello";
+/** On a worker's callbacks: which worker calls (its hello proof and bearer are its callback key). */
+export const WORKER_ID_HEADER = "x-rbee-worker";
 
 // ---------------------------------------------------------------------------------------------
 // Paths, in one place so neither side spells them twice.
@@ -388,201 +549,54 @@ export const WORKER_PATHS = {
 } as const;
 
 // ---------------------------------------------------------------------------------------------
-// Runtime validators for what arrives from the network. Each throws RbeeError(INVALID_REQUEST)
-// naming the offending field, so a caller learns exactly what to fix.
+// Validation with the schemas above. Requests that fail throw RbeeError(INVALID_REQUEST) naming the
+// offending field, so a caller learns exactly what to fix.
 
 function isObject(x: unknown): x is Record<string, any> {
   return typeof x === "object" && x !== null && !Array.isArray(x);
 }
 
-function invalid(field: string, want: string): never {
-  throw new RbeeError("INVALID_REQUEST", `field "${field}" must be ${want}`, { field });
-}
-
-function reqObject(x: unknown): Record<string, any> {
-  if (!isObject(x)) throw new RbeeError("INVALID_REQUEST", "request body must be a JSON object");
-  return x;
-}
-
-function optString(o: Record<string, any>, f: string, maxLen = 1 << 20): string | undefined {
-  const v = o[f];
-  if (v === undefined) return undefined;
-  if (typeof v !== "string" || v.length > maxLen) invalid(f, `a string of at most ${maxLen} characters`);
-  return v;
-}
-function reqString(o: Record<string, any>, f: string, maxLen = 1 << 20): string {
-  const v = optString(o, f, maxLen);
-  if (v === undefined) invalid(f, "present (a string)");
-  return v;
-}
-function optNumber(o: Record<string, any>, f: string, min: number, max: number, integer = false): number | undefined {
-  const v = o[f];
-  if (v === undefined) return undefined;
-  if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v)))
-    invalid(f, `${integer ? "an integer" : "a number"} between ${min} and ${max}`);
-  return v;
-}
-function optEnum<T extends string>(o: Record<string, any>, f: string, values: readonly T[]): T | undefined {
-  const v = o[f];
-  if (v === undefined) return undefined;
-  if (!values.includes(v)) invalid(f, `one of ${values.join(", ")}`);
-  return v as T;
-}
-
-export const MAX_TOKENS_LIMIT = 32768;
-
-function parseSampling(o: Record<string, any>): SamplingOptions {
-  const max_tokens = optNumber(o, "max_tokens", 1, MAX_TOKENS_LIMIT, true);
-  if (max_tokens === undefined) invalid("max_tokens", `present (an integer between 1 and ${MAX_TOKENS_LIMIT})`);
-  const request_id = optString(o, "request_id", 128);
-  if (request_id !== undefined && !/^[A-Za-z0-9._:-]{1,128}$/.test(request_id))
-    invalid("request_id", "1-128 characters of letters, digits, '.', '_', ':' or '-'");
-  let stop: string[] | undefined;
-  if (o.stop !== undefined) {
-    if (!Array.isArray(o.stop) || o.stop.length > 16 || !o.stop.every((s: unknown) => typeof s === "string" && s.length > 0 && s.length <= 256))
-      invalid("stop", "an array of at most 16 non-empty strings");
-    stop = o.stop;
+/** "messages[0].role" for an issue's path. */
+function issuePath(issue: v.BaseIssue<unknown>): string {
+  let out = "";
+  for (const item of issue.path ?? []) {
+    const key = (item as { key: unknown }).key;
+    out += typeof key === "number" ? `[${key}]` : out ? `.${String(key)}` : String(key);
   }
-  return {
-    request_id,
-    max_tokens,
-    temperature: optNumber(o, "temperature", 0, 10),
-    top_p: optNumber(o, "top_p", 0, 1),
-    top_k: optNumber(o, "top_k", 0, 100000, true),
-    seed: optNumber(o, "seed", 0, 2 ** 32 - 1, true),
-    stop,
-  };
+  return out;
 }
 
-export function parseInferenceRequest(x: unknown): InferenceRequest {
-  const o = reqObject(x);
-  return { ...parseSampling(o), prompt: reqString(o, "prompt") };
+function parseRequest<S extends v.GenericSchema>(schema: S, x: unknown): v.InferOutput<S> {
+  const r = v.safeParse(schema, x);
+  if (r.success) return r.output;
+  const issue = r.issues[0];
+  const field = issuePath(issue);
+  if (!field) throw new RbeeError("INVALID_REQUEST", issue.message);
+  throw new RbeeError("INVALID_REQUEST", `field "${field}" must be ${issue.message}`, { field });
 }
 
-export const MAX_EXTRA_CHUNKS = 256;
+export const parseInferenceRequest = (x: unknown): InferenceRequest => parseRequest(InferenceRequestSchema, x);
+export const parseInfillRequest = (x: unknown): InfillRequest => parseRequest(InfillRequestSchema, x);
+export const parseChatRequest = (x: unknown): ChatRequest => parseRequest(ChatRequestSchema, x);
+export const parseSpawnRequest = (x: unknown): SpawnRequest => parseRequest(SpawnRequestSchema, x);
+export const parseReadyCallback = (x: unknown): ReadyCallback => parseRequest(ReadyCallbackSchema, x);
+export const parseLoadFailedCallback = (x: unknown): LoadFailedCallback => parseRequest(LoadFailedCallbackSchema, x);
+export const parseDownloadRequest = (x: unknown): DownloadRequest => parseRequest(DownloadRequestSchema, x);
 
-export function parseInfillRequest(x: unknown): InfillRequest {
-  const o = reqObject(x);
-  // A warm-up (max_tokens 0) only fills the cache; every other field is as for a completion.
-  const warmUp = o.max_tokens === 0;
-  const r: InfillRequest = { ...parseSampling(warmUp ? { ...o, max_tokens: 1 } : o), prefix: reqString(o, "prefix"), suffix: reqString(o, "suffix") };
-  if (warmUp) r.max_tokens = 0;
-  if (o.input_extra !== undefined) {
-    const e = o.input_extra;
-    if (!Array.isArray(e) || e.length > MAX_EXTRA_CHUNKS) invalid("input_extra", `an array of at most ${MAX_EXTRA_CHUNKS} chunks`);
-    r.input_extra = e.map((c: unknown, i: number) => {
-      if (!isObject(c)) invalid(`input_extra[${i}]`, "an object with text and optional filename");
-      const filename = optString(c, "filename", 1024);
-      if (typeof c.text !== "string" || c.text.length > 1 << 20) invalid(`input_extra[${i}].text`, "a string of at most 1048576 characters");
-      return { text: c.text, ...(filename !== undefined ? { filename } : {}) };
-    });
-  }
-  const budget = optNumber(o, "t_max_predict_ms", 0, 600_000);
-  if (budget !== undefined && budget > 0) r.t_max_predict_ms = budget;
-  const indent = optNumber(o, "n_indent", 0, 1024, true);
-  if (indent !== undefined && indent > 0) r.n_indent = indent;
-  return r;
+/**
+ * A reply from a hive or worker, checked against its schema (keeper side). A reply that does not
+ * fit is not trusted in part: it fails with INVALID_REPLY naming what was wrong.
+ */
+export function parseReply<S extends v.GenericSchema>(schema: S, x: unknown, what: string): v.InferOutput<S> {
+  const r = v.safeParse(schema, x);
+  if (r.success) return r.output;
+  const issue = r.issues[0];
+  const field = issuePath(issue);
+  throw new RbeeError("INVALID_REPLY", `${what} answered something that is not rbee protocol ${API_VERSION}${field ? ` (field "${field}": ${issue.message})` : `: ${issue.message}`}; is that a matching hive-agent?`, field ? { field } : undefined);
 }
 
-export function parseChatRequest(x: unknown): ChatRequest {
-  const o = reqObject(x);
-  const m = o.messages;
-  if (!Array.isArray(m) || m.length === 0 || m.length > 1000) invalid("messages", "a non-empty array");
-  const messages = m.map((msg: unknown, i: number) => {
-    if (!isObject(msg)) invalid(`messages[${i}]`, "an object with role and content");
-    const role = msg.role as ChatRole;
-    if (!CHAT_ROLES.includes(role)) invalid(`messages[${i}].role`, `one of ${CHAT_ROLES.join(", ")}`);
-    if (typeof msg.content !== "string") invalid(`messages[${i}].content`, "a string");
-    return { role, content: msg.content };
-  });
-  return { ...parseSampling(o), messages };
-}
-
-/** Parses a keep-alive: seconds (0 = never stop, -1 too, as Ollama takes it) or "30s", "5m", "2h". */
-export function parseKeepAlive(v: unknown, field = "keep_alive"): number | undefined {
-  if (v === undefined) return undefined;
-  const want = 'seconds (0 = never) or a duration like "30s", "5m", "2h"';
-  if (typeof v === "number") {
-    if (v === -1) return 0;
-    if (!Number.isInteger(v) || v < 0 || v > 366 * 86400) invalid(field, want);
-    return v;
-  }
-  const m = typeof v === "string" ? /^(-1|\d+)\s*(s|m|h|d)?$/.exec(v.trim()) : null;
-  if (!m) invalid(field, want);
-  if (m[1] === "-1") return 0;
-  const n = Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[(m[2] ?? "s") as "s" | "m" | "h" | "d"];
-  if (n > 366 * 86400) invalid(field, want);
-  return n;
-}
-
-export function parseSpawnRequest(x: unknown): SpawnRequest {
-  const o = reqObject(x);
-  let devices: number[] | undefined;
-  if (o.devices !== undefined) {
-    if (!Array.isArray(o.devices) || !o.devices.length || o.devices.length > 64 || !o.devices.every((d: unknown) => Number.isInteger(d) && (d as number) >= 0 && (d as number) <= 64))
-      invalid("devices", "a non-empty array of GPU indices");
-    devices = o.devices;
-  }
-  if (o.allow_split !== undefined && typeof o.allow_split !== "boolean") invalid("allow_split", "true or false");
-  return {
-    model_ref: reqString(o, "model_ref", 2048),
-    backend: optEnum(o, "backend", BACKENDS),
-    device: o.device === "auto" ? "auto" : optNumber(o, "device", 0, 64, true),
-    devices,
-    allow_split: o.allow_split,
-    keep_alive: parseKeepAlive(o.keep_alive),
-    context_size: optNumber(o, "context_size", 16, 1 << 22, true),
-    slots: optNumber(o, "slots", 1, 64, true),
-    threads: optNumber(o, "threads", 1, 1024, true),
-    batch_size: optNumber(o, "batch_size", 1, 1 << 16, true),
-  };
-}
-
-export function parseReadyCallback(x: unknown): ReadyCallback {
-  const o = reqObject(x);
-  const backend = optEnum(o, "backend", BACKENDS);
-  if (backend === undefined) invalid("backend", `one of ${BACKENDS.join(", ")}`);
-  const device = optNumber(o, "device", 0, 64, true);
-  if (device === undefined) invalid("device", "present (an integer)");
-  if (o.gpu_devices !== undefined && (!Array.isArray(o.gpu_devices) || o.gpu_devices.length > 64 || !o.gpu_devices.every((n: unknown) => typeof n === "string" && n.length <= 256)))
-    invalid("gpu_devices", "an array of device names");
-  return {
-    worker_id: reqString(o, "worker_id", 128),
-    url: reqString(o, "url", 256),
-    model_ref: reqString(o, "model_ref", 2048),
-    backend,
-    device,
-    gpu_devices: o.gpu_devices,
-    vram_used_bytes: optNumber(o, "vram_used_bytes", 0, Number.MAX_SAFE_INTEGER, true),
-  };
-}
-
-export function parseLoadFailedCallback(x: unknown): LoadFailedCallback {
-  const o = reqObject(x);
-  const code = o.code;
-  if (!isErrorCode(code)) invalid("code", "a known error code");
-  return { worker_id: reqString(o, "worker_id", 128), code, message: reqString(o, "message", 8192) };
-}
-
-export function parseDownloadRequest(x: unknown): DownloadRequest {
-  const o = reqObject(x);
-  const sha256 = optString(o, "sha256", 64);
-  if (sha256 !== undefined && !/^[0-9a-fA-F]{64}$/.test(sha256)) invalid("sha256", "64 hexadecimal characters");
-  return { model_ref: reqString(o, "model_ref", 2048), sha256: sha256?.toLowerCase() };
-}
-
-/** Validates one SSE event of a generation stream (keeper side). */
+/** Validates one SSE event of a generation stream (keeper side); an unknown error code becomes INTERNAL. */
 export function parseStreamEvent(x: unknown): StreamEvent {
-  if (!isObject(x) || typeof x.type !== "string") throw new RbeeError("INVALID_REQUEST", "stream event without a type");
-  switch (x.type) {
-    case "started":
-    case "token":
-    case "end":
-      return x as StreamEvent;
-    case "error":
-      if (!isErrorCode(x.code)) return { type: "error", code: "INTERNAL", message: String(x.message ?? "unknown error") };
-      return x as StreamEvent;
-    default:
-      throw new RbeeError("INVALID_REQUEST", `unknown stream event type "${x.type}"`);
-  }
+  if (isObject(x) && x.type === "error" && !isErrorCode(x.code)) return { type: "error", code: "INTERNAL", message: String(x.message ?? "unknown error").slice(0, 8192) };
+  return parseReply(StreamEventSchema, x, "a stream event");
 }

@@ -51,7 +51,7 @@ export async function benchSsh(): Promise<Record<string, number>> {
     const conn = pool.get("node1");
     const ssh = sshTransport(conn);
     const loop = loopbackTransport();
-    const hive = new HiveClient({ transport: ssh, baseUrl: `http://127.0.0.1:${firstDeploy.port}`, token: firstDeploy.token, nodeName: "node1" });
+    const hive = new HiveClient({ transport: ssh, baseUrl: firstDeploy.address, token: firstDeploy.token, nodeName: "node1" });
     const spawned = await hive.spawn({ model_ref: `file:${modelPath}`, slots: 1, threads: THREADS, context_size: 512 });
     let info = await hive.worker(spawned.worker_id);
     while (info.state === "loading") {

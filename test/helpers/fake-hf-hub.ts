@@ -21,6 +21,8 @@ export interface HostedFile {
   alwaysFail?: Failure;
   /** What the API reports as the LFS sha256 (defaults to the real one). */
   sha256?: string;
+  /** Answer 302 to this location instead of serving data. */
+  redirectTo?: string;
 }
 
 export interface RequestLog {
@@ -44,8 +46,11 @@ export class FakeHfHub {
     });
   }
 
-  async start(): Promise<string> {
-    await new Promise<void>((r) => this.server.listen(0, "127.0.0.1", r));
+  async start(port = 0): Promise<string> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(port, "127.0.0.1", () => resolve());
+    });
     return this.url;
   }
   get url() {
@@ -89,17 +94,22 @@ export class FakeHfHub {
     }
     const file = this.files.get(path);
     if (!file) return void res.writeHead(404).end("not found");
+    if (file.redirectTo) return void res.writeHead(302, { location: file.redirectTo }).end();
     const failure = this.failureFor(path, file);
     if (failure?.kind === "status") return void res.writeHead(failure.status).end("scripted failure");
 
     let start = 0;
-    const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? "");
+    // ETag and If-Range as the hub has them: a range is served only for the same content.
+    const etag = `"${createHash("sha256").update(file.data).digest("hex")}"`;
+    const ifRange = req.headers["if-range"];
+    const m = ifRange === undefined || ifRange === etag ? /^bytes=(\d+)-$/.exec(req.headers.range ?? "") : null;
     if (m) start = Number(m[1]);
     if (start >= file.data.length) return void res.writeHead(416).end();
     const body = file.data.subarray(start);
     res.writeHead(m ? 206 : 200, {
       "content-length": body.length,
       "accept-ranges": "bytes",
+      etag,
       ...(m ? { "content-range": `bytes ${start}-${file.data.length - 1}/${file.data.length}` } : {}),
     });
     if (failure) {

@@ -2,11 +2,12 @@
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, writeFileSync, existsSync, rmSync, openSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync, existsSync, rmSync, openSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { HiveClient } from "../../extension/src/keeper/hive-client";
 import { loopbackTransport, type Transport } from "../../extension/src/keeper/transport";
+import { socketPathOf } from "../../hive-agent/src/protocol";
 import { waitUntil } from "./wait";
 
 export const REPO_ROOT = path.resolve(__dirname, "..", "..");
@@ -14,7 +15,10 @@ export const AGENT_BUNDLE = path.join(REPO_ROOT, "dist", "hive-agent.js");
 
 export interface TestHive {
   proc: ChildProcess;
-  port: number;
+  /** Where it listens: `unix:<home>/hive.sock`. */
+  address: string;
+  /** Its socket path (for raw requests with undici's `connect: { socketPath }`). */
+  socketPath: string;
   token: string;
   home: string;
   logFile: string;
@@ -27,28 +31,29 @@ export interface TestHive {
 export async function startHive(extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<TestHive> {
   if (!existsSync(AGENT_BUNDLE)) throw new Error(`${AGENT_BUNDLE} is missing: run the tests through test/run.mjs (it builds first)`);
   const home = mkdtempSync(path.join(tmpdir(), "rbee-hive-"));
+  chmodSync(home, 0o700);
   const token = randomBytes(24).toString("base64url");
   const tokenFile = path.join(home, "token");
   writeFileSync(tokenFile, token, { mode: 0o600 });
   const logFile = path.join(home, "hive.log");
   const logFd = openSync(logFile, "a");
-  const proc = spawn(process.execPath, [AGENT_BUNDLE, "daemon", "--bind", "127.0.0.1", "--port", "0", "--token-file", tokenFile, "--home", home, "--native-build", process.env.RBEE_NATIVE_BUILD ?? "off", ...extraArgs], {
+  const proc = spawn(process.execPath, [AGENT_BUNDLE, "daemon", "--token-file", tokenFile, "--home", home, "--native-build", process.env.RBEE_NATIVE_BUILD ?? "off", ...extraArgs], {
     stdio: ["ignore", "pipe", logFd],
     env: { ...process.env, ...env },
   });
-  const port = await new Promise<number>((resolve, reject) => {
+  const address = await new Promise<string>((resolve, reject) => {
     let out = "";
     proc.stdout!.on("data", (d) => {
       out += d;
-      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
+      const m = /listening on (\S+)\n/.exec(out);
+      if (m) resolve(m[1]);
     });
     proc.once("exit", (code) => reject(new Error(`hive exited with ${code}: ${readFileSync(logFile, "utf8")}`)));
   });
   const transport = loopbackTransport();
-  const client = new HiveClient({ transport, baseUrl: `http://127.0.0.1:${port}`, token, nodeName: "localhost" });
+  const client = new HiveClient({ transport, baseUrl: address, token, nodeName: "localhost" });
   return {
-    proc, port, token, home, logFile, client, transport,
+    proc, address, socketPath: socketPathOf(address) ?? "", token, home, logFile, client, transport,
     log: () => readFileSync(logFile, "utf8"),
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) {

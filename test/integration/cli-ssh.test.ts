@@ -71,7 +71,7 @@ describe("rbee CLI over SSH", () => {
     assert.equal(status.healthy, true);
     const logs = await runCli(["logs", "--node", "node2", ...args], env);
     assert.equal(logs.code, 0, logs.stderr);
-    assert.match(logs.stdout, /rbee hive .* listening on 127\.0\.0\.1:\d+/);
+    assert.match(logs.stdout, /rbee hive .* listening on unix:\/\S+\/hive\.sock/);
   });
 
   test("an unknown host key is refused unless --accept-new-host-key, which records it", async () => {

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { request } from "undici";
+import { Agent, request } from "undici";
 import { ensureModel } from "../fixtures/models";
 import { spawnSync } from "node:child_process";
 import { startHive, waitReady, collect, isAlive, AGENT_BUNDLE, type TestHive } from "../helpers/hive";
@@ -13,8 +13,9 @@ import { AGENT_VERSION } from "../../hive-agent/src/protocol";
 const tiny = () => `file:${ensureModel("tiny")}`;
 
 async function raw(hive: TestHive, method: string, p: string, body?: string, token: string | null = hive.token) {
-  const res = await request(`http://127.0.0.1:${hive.port}${p}`, {
+  const res = await request(`http://localhost${p}`, {
     method: method as any,
+    dispatcher: new Agent({ connect: { socketPath: hive.socketPath } }),
     headers: { ...(token !== null ? { authorization: `Bearer ${token}` } : {}), "content-type": "application/json" },
     body,
   });
@@ -29,7 +30,7 @@ describe("hive API", () => {
   after(() => hive.stop());
 
   test("health reports version and api version", async () => {
-    assert.deepEqual(await hive.client.health(), { status: "alive", version: AGENT_VERSION, api_version: "v1" });
+    assert.deepEqual(await hive.client.health(), { status: "alive", version: AGENT_VERSION, api_version: "v1", pid: hive.proc.pid });
   });
 
   test("capabilities detect the CPU backend, cores and RAM through node-llama-cpp", async () => {
@@ -100,7 +101,7 @@ describe("hive API", () => {
   test("a file that is not a GGUF model is refused at preflight", async () => {
     const file = path.join(hive.home, "not-a-model.gguf");
     writeFileSync(file, "this is not a model");
-    await assert.rejects(hive.client.spawn({ model_ref: `file:${file}` }), (e: any) => e.code === "LOADING_FAILED" && /not a readable GGUF/.test(e.message));
+    await assert.rejects(hive.client.spawn({ model_ref: `file:${file}` }), (e: any) => e.code === "MODEL_NOT_FOUND" && /not a GGUF model file/.test(e.message));
   });
 
   test("tokens never appear in the hive's log", async () => {
@@ -168,8 +169,8 @@ describe("hive lifecycle", () => {
     }
   });
 
-  test("the daemon refuses a non-loopback bind address and a missing token file", async () => {
-    const r1 = spawnSync(process.execPath, [AGENT_BUNDLE, "daemon", "--bind", "0.0.0.0", "--token-file", "/nonexistent", "--home", "/tmp/rbee-never"], { encoding: "utf8" });
+  test("the daemon refuses a non-loopback address and a missing token file", async () => {
+    const r1 = spawnSync(process.execPath, [AGENT_BUNDLE, "daemon", "--listen", "http://0.0.0.0:0", "--token-file", "/nonexistent", "--home", "/tmp/rbee-never"], { encoding: "utf8" });
     assert.equal(r1.status, 1);
     assert.match(r1.stderr, /loopback|token file/);
     const r2 = spawnSync(process.execPath, [AGENT_BUNDLE, "daemon", "--home", "/tmp/rbee-never"], { encoding: "utf8" });

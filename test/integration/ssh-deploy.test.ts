@@ -179,7 +179,7 @@ describe("deploy over SSH", () => {
     const pool = newPool();
     try {
       const text = (await collect(hiveLogs(pool.get("node2"), { lines: 50 }))).join("");
-      assert.match(text, /rbee hive listening on 127\.0\.0\.1:\d+/);
+      assert.match(text, /rbee hive listening on unix:\/\S+\/hive\.sock/);
 
       const ac = new AbortController();
       const seen: string[] = [];

@@ -20,7 +20,7 @@ describe("worker", () => {
     hive = await startHive();
     const spawned = await hive.client.spawn({ model_ref: modelRef, slots: 2, threads: 1, context_size: 4096 });
     assert.equal(spawned.state, "loading");
-    assert.match(spawned.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+    assert.equal(spawned.url, `unix:${hive.home}/workers/${spawned.worker_id}.sock`);
     worker = await waitReady(hive, spawned.worker_id);
     client = hive.client.workerClient(worker);
   });

@@ -7,25 +7,38 @@ import { randomUUID } from "node:crypto";
 import { request } from "undici";
 import { createParser } from "eventsource-parser";
 import {
-  HIVE_PATHS, RbeeError, SSE_DONE, WORKER_PATHS, isErrorEnvelope, parseStreamEvent,
+  HIVE_PATHS, RbeeError, SSE_DONE, WORKER_PATHS, isErrorEnvelope, isOwnWorkerAddress, parseReply, parseStreamEvent,
+  CapabilitiesReplySchema, DownloadProgressEventSchema, DownloadResponseSchema, HealthResponseSchema, LoadingProgressEventSchema,
+  ModelsResponseSchema, ReadyResponseSchema, SpawnResponseSchema, WorkerHealthSchema, WorkerInfoSchema, WorkersResponseSchema,
   type CapabilitiesResponse, type ChatRequest, type DownloadProgressEvent, type DownloadRequest, type DownloadResponse,
   type HealthResponse, type InferenceRequest, type InfillRequest, type ModelsResponse, type ReadyResponse,
   type SpawnRequest, type SpawnResponse, type StreamEvent, type WorkerInfo, type WorkersResponse, type LoadingProgressEvent, type WorkerHealth,
 } from "../../../hive-agent/src/protocol";
-import type { Transport } from "./transport";
+import type { Endpoint, Transport } from "./transport";
+import type { GenericSchema } from "valibot";
 
 import { retryDelay, sleep, type RetryPolicy } from "../../../hive-agent/src/util/retry";
 export type { RetryPolicy };
 
 export interface ClientOptions {
   transport: Transport;
-  /** http://127.0.0.1:<port> as seen from the node. */
+  /** The hive's address on the node: `unix:<socket path>` (or `http://127.0.0.1:<port>` on a node without Unix sockets). */
   baseUrl: string;
   token: string;
   /** Names the node in messages ("localhost", "gpu1"). */
   nodeName?: string;
   requestTimeoutMs?: number;
+  /** A stream with no event for this long ends with STREAM_STALLED (default 60 s). */
+  stallLimitMs?: number;
   retry?: Partial<RetryPolicy>;
+}
+
+export const DEFAULT_STALL_LIMIT_MS = 60_000;
+
+/** The stall limit: RBEE_STALL_LIMIT_MS where set (`rbee infer --stall-limit` sets it), else 60 s; 0 turns it off. */
+export function defaultStallLimitMs(): number {
+  const v = Number(process.env.RBEE_STALL_LIMIT_MS);
+  return process.env.RBEE_STALL_LIMIT_MS !== undefined && Number.isFinite(v) && v >= 0 ? v : DEFAULT_STALL_LIMIT_MS;
 }
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, baseMs: 200, jitter: 0.25 };
@@ -33,13 +46,15 @@ export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, baseMs: 200, jitter: 0.
 /** Connection-level failures that a retry may fix (as opposed to an HTTP error answer). */
 function isConnectionError(e: unknown): boolean {
   const code = (e as any)?.code ?? (e as any)?.cause?.code;
+  // ENOENT: a Unix socket that is gone (its worker or hive stopped).
   // SSH transport failures (extension/src/nodes/errors.ts) count too; auth and host-key refusals do not:
   // retrying cannot fix them.
-  return typeof code === "string" && /^(ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT|UND_ERR_SOCKET|UND_ERR_CLOSED|SSH_CONNECTION_LOST|SSH_CHANNEL_FAILED|SSH_TIMEOUT|SSH_CONNECTION_REFUSED)$/.test(code);
+  return typeof code === "string" && /^(ENOENT|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT|UND_ERR_SOCKET|UND_ERR_CLOSED|SSH_CONNECTION_LOST|SSH_CHANNEL_FAILED|SSH_TIMEOUT|SSH_CONNECTION_REFUSED)$/.test(code);
 }
 
 class HttpClient {
   protected readonly retry: RetryPolicy;
+  private endpointCache?: Endpoint;
   constructor(
     protected readonly transport: Transport,
     protected readonly baseUrl: string,
@@ -47,21 +62,28 @@ class HttpClient {
     protected readonly nodeName: string,
     protected readonly requestTimeoutMs: number,
     retry: Partial<RetryPolicy> = {},
+    protected readonly stallLimitMs: number = defaultStallLimitMs(),
   ) {
     this.retry = { ...DEFAULT_RETRY, ...retry };
   }
 
-  /** One JSON call. GETs (and calls marked idempotent) retry connection failures (docs/edge-cases.md, EC1). */
-  protected async call<T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown, opts: { idempotent?: boolean; timeoutMs?: number } = {}): Promise<T> {
+  /** Origin and dispatcher for this client's address (refuses addresses that are not rbee's). */
+  protected get endpoint(): Endpoint {
+    return (this.endpointCache ??= this.transport.endpoint(this.baseUrl, this.token));
+  }
+
+  /** One JSON call whose reply is checked against `reply` (protocol.ts) before anything uses it. GETs (and calls
+   * marked idempotent) retry connection failures (docs/edge-cases.md, EC1). */
+  protected async call<T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown, opts: { idempotent?: boolean; timeoutMs?: number; reply?: GenericSchema<unknown, T> } = {}): Promise<T> {
     const idempotent = opts.idempotent ?? method !== "POST";
     let lastError: unknown;
     const attempts = idempotent ? this.retry.attempts : 1;
     for (let attempt = 1; attempt <= attempts; attempt++) {
       if (attempt > 1) await sleep(retryDelay(this.retry, attempt - 1));
       try {
-        const res = await request(this.baseUrl + path, {
+        const res = await request(this.endpoint.origin + path, {
           method,
-          dispatcher: this.transport.dispatcher,
+          dispatcher: this.endpoint.dispatcher,
           headers: { authorization: `Bearer ${this.token}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
           body: body !== undefined ? JSON.stringify(body) : undefined,
           headersTimeout: opts.timeoutMs ?? this.requestTimeoutMs,
@@ -69,7 +91,14 @@ class HttpClient {
         });
         const text = await res.body.text();
         if (res.statusCode >= 400) throw errorFromResponse(res.statusCode, text, `${method} ${path}`);
-        return (text ? JSON.parse(text) : undefined) as T;
+        if (!opts.reply) return undefined as T;
+        let json: unknown;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          throw new RbeeError("INVALID_REPLY", `${this.nodeName} answered ${method} ${path} with something that is not JSON`);
+        }
+        return parseReply(opts.reply, json, `${this.nodeName} (${method} ${path})`);
       } catch (e) {
         lastError = e;
         if (!isConnectionError(e)) throw e;
@@ -93,18 +122,19 @@ class HttpClient {
    * A stream that closes before [DONE] yields `onPrematureClose()` as its last event, so a consumer
    * always learns how a stream ended.
    */
-  protected async *sse<E>(method: "GET" | "POST", path: string, body: unknown, signal: AbortSignal | undefined, parse: (x: unknown) => E, onPrematureClose: (cause?: string) => E, onAbort?: () => void): AsyncGenerator<E> {
+  protected async *sse<E>(method: "GET" | "POST", path: string, body: unknown, signal: AbortSignal | undefined, parse: (x: unknown) => E, onPrematureClose: (cause?: string) => E, onAbort?: () => void, stallLimitMs = this.stallLimitMs): AsyncGenerator<E> {
     const streamAbort = new AbortController();
     let res;
     try {
-      res = await request(this.baseUrl + path, {
+      res = await request(this.endpoint.origin + path, {
         method,
-        dispatcher: this.transport.dispatcher,
+        dispatcher: this.endpoint.dispatcher,
         headers: { authorization: `Bearer ${this.token}`, accept: "text/event-stream", ...(body !== undefined ? { "content-type": "application/json" } : {}) },
         body: body !== undefined ? JSON.stringify(body) : undefined,
         signal: streamAbort.signal,
         headersTimeout: this.requestTimeoutMs,
-        bodyTimeout: 0, // a stream may legitimately pause (long prompt evaluation, model loading)
+        // Pauses are normal (prompt evaluation, loading) but not forever: the stall timer below ends it.
+        bodyTimeout: 0,
       });
     } catch (e) {
       if (isConnectionError(e)) throw this.unreachable(e, 1);
@@ -134,19 +164,42 @@ class HttpClient {
     if (signal?.aborted) onSignal();
     else signal?.addEventListener("abort", onSignal, { once: true });
     const decoder = new TextDecoder();
+    // Stall limit: no byte for stallLimitMs (a worker stuck mid-decode, a node that froze) ends the stream.
+    let stalled = false;
+    let stallTimer: NodeJS.Timeout | undefined;
+    const armStall = () => {
+      clearTimeout(stallTimer);
+      if (stallLimitMs > 0)
+        stallTimer = setTimeout(() => {
+          stalled = true;
+          streamAbort.abort();
+        }, stallLimitMs);
+    };
+    armStall();
     try {
       for await (const chunk of res.body) {
+        armStall();
         parser.feed(decoder.decode(chunk as Buffer, { stream: true }));
         while (queue.length) yield queue.shift()!;
         if (done) break;
       }
     } catch (e) {
+      // A reply that breaks the protocol is reported as such, not as a broken connection.
+      if (e instanceof RbeeError && e.code === "INVALID_REPLY") {
+        streamAbort.abort();
+        throw e;
+      }
+      if (stalled) {
+        onAbort?.();
+        throw new RbeeError("STREAM_STALLED", `${this.nodeName} sent nothing for ${Math.round(stallLimitMs / 1000)} s (the stall limit); the stream was ended. The worker may be stuck: see the hive's log, or raise the limit`, { stall_limit_ms: stallLimitMs });
+      }
       if (!streamAbort.signal.aborted) {
         // The connection broke (worker killed, SSH dropped): report it, and why, as the stream's last event.
         yield onPrematureClose(describeCause(e));
         return;
       }
     } finally {
+      clearTimeout(stallTimer);
       clearTimeout(abortTimer);
       signal?.removeEventListener("abort", onSignal);
       if (!done) res.body.destroy();
@@ -174,64 +227,81 @@ export function errorFromResponse(status: number, text: string, what: string): R
 
 export class HiveClient extends HttpClient {
   constructor(readonly options: ClientOptions) {
-    super(options.transport, options.baseUrl, options.token, options.nodeName ?? "node", options.requestTimeoutMs ?? 30_000, options.retry);
+    super(options.transport, options.baseUrl, options.token, options.nodeName ?? "node", options.requestTimeoutMs ?? 30_000, options.retry, options.stallLimitMs);
+  }
+
+  /** The hive's address on its node. */
+  get address(): string {
+    return this.baseUrl;
   }
 
   health(): Promise<HealthResponse> {
-    return this.call("GET", HIVE_PATHS.health);
+    return this.call("GET", HIVE_PATHS.health, undefined, { reply: HealthResponseSchema });
   }
   capabilities(): Promise<CapabilitiesResponse> {
-    return this.call("GET", HIVE_PATHS.capabilities, undefined, { timeoutMs: 90_000 });
+    return this.call("GET", HIVE_PATHS.capabilities, undefined, { timeoutMs: 90_000, reply: CapabilitiesReplySchema });
   }
   async workers(): Promise<WorkerInfo[]> {
-    return (await this.call<WorkersResponse>("GET", HIVE_PATHS.workers)).workers;
+    return (await this.call<WorkersResponse>("GET", HIVE_PATHS.workers, undefined, { reply: WorkersResponseSchema })).workers;
   }
   worker(id: string): Promise<WorkerInfo> {
-    return this.call("GET", `${HIVE_PATHS.workers}/${encodeURIComponent(id)}`);
+    return this.call("GET", `${HIVE_PATHS.workers}/${encodeURIComponent(id)}`, undefined, { reply: WorkerInfoSchema });
   }
   spawn(req: SpawnRequest): Promise<SpawnResponse> {
-    return this.call("POST", HIVE_PATHS.spawn, req, { timeoutMs: 120_000 });
+    return this.call("POST", HIVE_PATHS.spawn, req, { timeoutMs: 120_000, reply: SpawnResponseSchema });
   }
   shutdown(id: string): Promise<void> {
     return this.call("POST", HIVE_PATHS.shutdown(id), undefined, { idempotent: true, timeoutMs: 60_000 });
   }
   async models() {
-    return (await this.call<ModelsResponse>("GET", HIVE_PATHS.models)).models;
+    return (await this.call<ModelsResponse>("GET", HIVE_PATHS.models, undefined, { reply: ModelsResponseSchema })).models;
   }
   download(req: DownloadRequest): Promise<DownloadResponse> {
-    return this.call("POST", HIVE_PATHS.download, req, { idempotent: true });
+    return this.call("POST", HIVE_PATHS.download, req, { idempotent: true, reply: DownloadResponseSchema });
   }
   /** Stops a download on the node; true when it was still running. */
   async cancelDownload(id: string): Promise<boolean> {
     return (await this.call<{ cancelled: boolean }>("DELETE", HIVE_PATHS.downloadCancel(id), undefined, { idempotent: true })).cancelled;
   }
   downloadProgress(id: string, signal?: AbortSignal): AsyncGenerator<DownloadProgressEvent> {
-    return this.sse("GET", HIVE_PATHS.downloadProgress(id), undefined, signal, (x) => x as DownloadProgressEvent, (cause) => ({
+    return this.sse("GET", HIVE_PATHS.downloadProgress(id), undefined, signal, (x) => parseReply(DownloadProgressEventSchema, x, `${this.nodeName} (download progress)`), (cause) => ({
       stage: "error",
       code: "NODE_UNREACHABLE",
       message: `the connection to ${this.nodeName} closed while following the download${cause ? ` (${cause})` : ""}`,
-    }));
+    }), undefined, 0); // downloads have their own stall limit on the node, and back off between attempts
   }
 
-  /** A client for one of this hive's workers, over the same transport. */
+  /**
+   * A client for one of this hive's workers, over the same transport. Only the worker's own socket
+   * next to the hive's is accepted: a worker key or prompt is never sent anywhere else (a port
+   * another user took, an address a registry or a reply made up).
+   */
   workerClient(w: Pick<WorkerInfo, "url" | "api_key" | "id">): WorkerClient {
-    return new WorkerClient(this.transport, w.url, w.api_key, `${this.nodeName}/${w.id}`, this.requestTimeoutMs, this.retry);
+    if (!this.ownsWorkerAddress(w)) throw new RbeeError("WORKER_NOT_FOUND", `worker ${w.id} has the address ${String(w.url).slice(0, 200)}, which is not its socket on ${this.nodeName}; it is ignored`, { worker_id: w.id });
+    return new WorkerClient(this.transport, w.url, w.api_key, `${this.nodeName}/${w.id}`, this.requestTimeoutMs, this.retry, this.stallLimitMs);
+  }
+
+  /** Whether a worker's address is its own socket on this hive's node (TCP only on a TCP hive). */
+  ownsWorkerAddress(w: Pick<WorkerInfo, "url" | "id">): boolean {
+    if (isOwnWorkerAddress(this.baseUrl, w.id, w.url)) return true;
+    // A node without Unix sockets (Windows local hive): workers on loopback TCP, each proving its key per connection.
+    return this.baseUrl.startsWith("http://127.0.0.1:") && /^http:\/\/127\.0\.0\.1:\d+$/.test(w.url);
   }
 }
 
 export class WorkerClient extends HttpClient {
-  constructor(transport: Transport, url: string, apiKey: string, name: string, requestTimeoutMs = 30_000, retry?: Partial<RetryPolicy>) {
-    super(transport, url, apiKey, name, requestTimeoutMs, retry);
+  constructor(transport: Transport, url: string, apiKey: string, name: string, requestTimeoutMs = 30_000, retry?: Partial<RetryPolicy>, stallLimitMs?: number) {
+    super(transport, url, apiKey, name, requestTimeoutMs, retry, stallLimitMs);
   }
 
   health(): Promise<WorkerHealth> {
-    return this.call("GET", WORKER_PATHS.health, undefined, { timeoutMs: 5000 });
+    return this.call("GET", WORKER_PATHS.health, undefined, { timeoutMs: 5000, reply: WorkerHealthSchema });
   }
   ready(): Promise<ReadyResponse> {
-    return this.call("GET", WORKER_PATHS.ready);
+    return this.call("GET", WORKER_PATHS.ready, undefined, { reply: ReadyResponseSchema });
   }
   loadingProgress(signal?: AbortSignal): AsyncGenerator<LoadingProgressEvent> {
-    return this.sse("GET", WORKER_PATHS.loadingProgress, undefined, signal, (x) => x as LoadingProgressEvent, () => ({
+    return this.sse("GET", WORKER_PATHS.loadingProgress, undefined, signal, (x) => parseReply(LoadingProgressEventSchema, x, `${this.nodeName} (loading progress)`), () => ({
       stage: "error",
       code: "WORKER_CRASHED",
       message: "the worker closed the loading stream unexpectedly (it probably crashed while loading)",

@@ -132,9 +132,9 @@ export class Keeper {
     phase("node", "done", `${spec.node} is up`);
 
     // Another window or CLI run may have spawned a worker for this model already.
-    const running = (await node.hive.workers()).find((w) => w.model_ref === spec.model && w.state !== "stopping" && runningMatches(w, spec));
+    const running = (await node.hive.workers()).find((w) => w.model_ref === spec.model && w.state !== "stopping" && runningMatches(w, spec) && node.hive.ownsWorkerAddress(w));
     if (running) {
-      const record = await this.register(spec.node, running);
+      const record = await this.register(node, running);
       if (running.state === "loading") await this.waitReady(node, record, onEvent, signal);
       phase("spawn", "skipped", `worker ${running.id} already runs ${spec.model}`);
       return { worker: record, client: node.hive.workerClient(running), spawned: false };
@@ -160,7 +160,7 @@ export class Keeper {
 
     // 6. Register it, so other windows and later runs find it.
     phase("register", "started", "recording the worker in the registry");
-    const record = await this.register(spec.node, info);
+    const record = await this.register(node, info);
     phase("register", "done", `worker ${info.id} registered`);
 
     // 7. Wait for ready.
@@ -280,7 +280,15 @@ export class Keeper {
     } catch {
       return undefined;
     }
-    const client = handle.hive.workerClient(w);
+    // Only the worker's own socket in the node's hive home is trusted: an entry pointing anywhere else
+    // (a loopback port someone else may hold now, an edited registry) is dropped, not tried.
+    let client: WorkerClient;
+    try {
+      client = handle.hive.workerClient(w);
+    } catch {
+      await this.opts.registry.removeWorker(w.id);
+      return undefined;
+    }
     if (fresh) return client;
     try {
       const r = await client.ready();
@@ -313,7 +321,7 @@ export class Keeper {
       await this.opts.registry.setNodeStatus(node, "online", { agent_version: health.version }).catch(noop);
       // A registry that was found corrupt and recreated re-learns the node from its hive.
       if (await this.opts.registry.needsRebuild()) {
-        await this.opts.registry.replaceNodeState(node, await handle.hive.workers(), await handle.hive.models());
+        await this.opts.registry.replaceNodeState(node, (await handle.hive.workers()).filter((w) => handle.hive.ownsWorkerAddress(w)), await handle.hive.models());
         await this.opts.registry.markRebuilt();
       }
     } catch (e) {
@@ -373,9 +381,11 @@ export class Keeper {
     throw new RbeeError(signal?.aborted ? "REQUEST_CANCELLED" : "NODE_UNREACHABLE", signal?.aborted ? "cancelled while downloading" : `the download stream from ${node.name} ended without a result`);
   }
 
-  private async register(node: string, w: WorkerInfo): Promise<WorkerRecord> {
+  /** Records a worker the hive reported, once its address is proven to be its own socket on that node. */
+  private async register(node: NodeHandle, w: WorkerInfo): Promise<WorkerRecord> {
+    node.hive.workerClient(w); // throws WORKER_NOT_FOUND for an address that is not the worker's socket
     return this.opts.registry.upsertWorker({
-      id: w.id, node, model_ref: w.model_ref, url: w.url, backend: w.backend, device: w.device, state: w.state,
+      id: w.id, node: node.name, model_ref: w.model_ref, url: w.url, backend: w.backend, device: w.device, state: w.state,
       slots_total: w.slots_total, api_key: w.api_key, ...(w.state !== "loading" ? { last_health_at: Date.now() } : {}),
     });
   }

@@ -1,7 +1,6 @@
 // Connects the keeper to `localhost`, the node every install has: no SSH, the local hive is started
 // on demand (unless told not to) and reached over loopback.
 
-import { readFileSync } from "node:fs";
 import { RbeeError } from "../../../hive-agent/src/protocol";
 import { HiveClient } from "./hive-client";
 import type { KeeperEvent, NodeConnector, NodeHandle } from "./keeper";
@@ -33,13 +32,9 @@ export class LocalConnector implements NodeConnector {
       return { name: LOCALHOST, hive: client };
     }
     // Without auto-start, a hive that does not answer is an error after the client's 3 tries (docs/edge-cases.md, EC1).
-    let port: number;
-    try {
-      port = JSON.parse(readFileSync(this.local.infoFile, "utf8")).port;
-    } catch {
-      throw new RbeeError("NODE_UNREACHABLE", `no local hive is running (${this.local.infoFile} is missing); start it with "rbee hive start"`);
-    }
-    const hive = new HiveClient({ transport: loopbackTransport(), baseUrl: `http://127.0.0.1:${port}`, token: this.local.token(), nodeName: LOCALHOST });
+    const address = this.local.address();
+    if (!address) throw new RbeeError("NODE_UNREACHABLE", `no local hive is running (${this.local.infoFile} is missing); start it with "rbee hive start"`);
+    const hive = new HiveClient({ transport: loopbackTransport(), baseUrl: address, token: this.local.token(), nodeName: LOCALHOST });
     try {
       await hive.health();
     } catch (e) {

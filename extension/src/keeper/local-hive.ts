@@ -1,13 +1,15 @@
 // The embedded default: `localhost` is always a node. When no local hive answers, the keeper starts
 // one itself (detached, so it outlives this CLI run or window and serves the next one warm) and
-// stops it again only when asked (`rbee hive stop`, or an ephemeral run).
+// stops it again only when asked (`rbee hive stop`, or an ephemeral run). The hive listens on a Unix
+// socket in its 0700 home: whatever answers there is ours, and hive.json names nothing else.
 
 import { spawn } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, rmSync } from "node:fs";
+import { existsSync, linkSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import path from "node:path";
-import { RbeeError } from "../../../hive-agent/src/protocol";
+import { RbeeError, socketPathOf } from "../../../hive-agent/src/protocol";
+import { childEnv, HIVE_ENV_EXTRA } from "../../../hive-agent/src/util/env";
 import { HiveClient } from "./hive-client";
 import { FileLock } from "./registry-lock";
 import { isPidAlive } from "../../../hive-agent/src/util/process";
@@ -38,7 +40,8 @@ export interface LocalHiveOptions {
 export interface LocalHiveStatus {
   running: boolean;
   pid?: number;
-  port?: number;
+  /** Where it listens: `unix:<socket>` (or loopback TCP on Windows). */
+  address?: string;
   version?: string;
   home: string;
   logFile: string;
@@ -70,20 +73,42 @@ export class LocalHive {
   /** The hive's token, created (0600) on first use. */
   token(): string {
     mkdirSync(this.home, { recursive: true, mode: 0o700 });
-    if (!existsSync(this.tokenFile)) writeFileSync(this.tokenFile, randomBytes(24).toString("base64url"), { mode: 0o600, flag: "wx" });
+    if (!existsSync(this.tokenFile)) {
+      // Two first runs at once: one creates it, the other reads what the first wrote. The token is
+      // written whole to a private temporary file and linked in, so no reader sees it half-written.
+      const tmp = `${this.tokenFile}.${process.pid}.${randomBytes(4).toString("hex")}`;
+      writeFileSync(tmp, randomBytes(24).toString("base64url"), { mode: 0o600, flag: "wx" });
+      try {
+        linkSync(tmp, this.tokenFile);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      } finally {
+        rmSync(tmp, { force: true });
+      }
+    }
     return readFileSync(this.tokenFile, "utf8").trim();
   }
 
-  private readInfo(): { pid: number; port: number; version: string } | undefined {
+  /** hive.json, when it names a hive of ours: a `unix:` address inside this home (or loopback TCP on Windows). */
+  private readInfo(): { pid: number; address: string; version: string } | undefined {
     try {
-      return JSON.parse(readFileSync(this.infoFile, "utf8"));
+      const j = JSON.parse(readFileSync(this.infoFile, "utf8"));
+      if (!Number.isInteger(j.pid) || typeof j.address !== "string") return undefined;
+      const socket = socketPathOf(j.address);
+      if (socket !== undefined ? path.dirname(socket) !== path.resolve(this.home) : !(process.platform === "win32" && /^http:\/\/127\.0\.0\.1:\d+$/.test(j.address))) return undefined;
+      return j;
     } catch {
       return undefined;
     }
   }
 
-  private clientFor(port: number, retries = 1): HiveClient {
-    return new HiveClient({ transport: this.transport, baseUrl: `http://127.0.0.1:${port}`, token: this.token(), nodeName: "localhost", retry: { attempts: retries } });
+  /** The address hive.json names, when it is one of ours. */
+  address(): string | undefined {
+    return this.readInfo()?.address;
+  }
+
+  private clientFor(address: string, retries = 1): HiveClient {
+    return new HiveClient({ transport: this.transport, baseUrl: address, token: this.token(), nodeName: "localhost", retry: { attempts: retries } });
   }
 
   /** A client to the running hive, or undefined when none answers. */
@@ -95,10 +120,10 @@ export class LocalHive {
   private async running(): Promise<{ client: HiveClient; version: string } | undefined> {
     const info = this.readInfo();
     if (!info) return undefined;
-    const client = this.clientFor(info.port);
+    const client = this.clientFor(info.address);
     try {
       const h = await client.health();
-      return { client: this.clientFor(info.port, 3), version: h.version };
+      return { client: this.clientFor(info.address, 3), version: h.version };
     } catch (e) {
       // A hive that answers but refuses our token is a real problem, not a missing hive.
       if (e instanceof RbeeError && e.code === "INVALID_API_KEY") throw e;
@@ -138,8 +163,8 @@ export class LocalHive {
         }
       }
       onStart?.();
-      const port = await this.start();
-      return { client: this.clientFor(port, 3), started: true };
+      const address = await this.start();
+      return { client: this.clientFor(address, 3), started: true };
     });
   }
 
@@ -152,7 +177,7 @@ export class LocalHive {
     }
   }
 
-  private async start(script?: string): Promise<number> {
+  private async start(script?: string): Promise<string> {
     const agent = script ?? (this.opts.prepareAgent ? await this.opts.prepareAgent() : (this.opts.agentScript ?? defaultAgentScript()));
     if (!existsSync(agent)) throw new RbeeError("NODE_UNREACHABLE", `the hive-agent program is missing at ${agent}; reinstall rbee (or run npm run build)`);
     this.token(); // created on first start
@@ -160,9 +185,10 @@ export class LocalHive {
     const log = openSync(this.logFile, "a");
     const child = spawn(
       process.execPath,
-      [agent, "daemon", "--bind", "127.0.0.1", "--port", "0", "--token-file", this.tokenFile, "--home", this.home, ...this.daemonArgs()],
-      // Detached in its own session: it serves later runs after this process exits.
-      { detached: true, stdio: ["ignore", log, log], env: { ...process.env, ELECTRON_RUN_AS_NODE: "1" } },
+      [agent, "daemon", "--token-file", this.tokenFile, "--home", this.home, ...this.daemonArgs()],
+      // Detached in its own session: it serves later runs after this process exits. Its environment
+      // is the basics plus HF settings, not every secret of the editor's (util/env.ts).
+      { detached: true, stdio: ["ignore", log, log], env: childEnv(process.env, { ELECTRON_RUN_AS_NODE: "1" }, HIVE_ENV_EXTRA) },
     );
     closeSync(log);
     child.unref();
@@ -175,8 +201,8 @@ export class LocalHive {
       const info = this.readInfo();
       if (info && info.pid === child.pid) {
         try {
-          await this.clientFor(info.port).health();
-          return info.port;
+          await this.clientFor(info.address).health();
+          return info.address;
         } catch {
           // not answering yet
         }
@@ -196,13 +222,19 @@ export class LocalHive {
     const client = await this.connectExisting();
     if (!client || !info) return { running: false, home: this.home, logFile: this.logFile };
     const h = await client.health();
-    return { running: true, pid: info.pid, port: info.port, version: h.version, home: this.home, logFile: this.logFile };
+    return { running: true, pid: h.pid ?? info.pid, address: info.address, version: h.version, home: this.home, logFile: this.logFile };
   }
 
-  /** SIGTERM to the hive (it stops its workers first); resolves once it is gone. */
+  /**
+   * SIGTERM to the hive (it stops its workers first); resolves once it is gone. Only the process
+   * that answers on our socket with its own pid is signalled, never just what hive.json names.
+   */
   async stop(timeoutMs = 60_000): Promise<boolean> {
     const info = this.readInfo();
-    if (!info || !(await this.connectExisting())) return false;
+    const client = info && (await this.connectExisting());
+    if (!info || !client) return false;
+    const h = await client.health();
+    if (h.pid !== info.pid) throw new RbeeError("INTERNAL", `${this.infoFile} names pid ${info.pid} but the hive answering on ${info.address} is pid ${h.pid ?? "unknown"}; nothing was signalled. Stop that hive by hand if it is yours`);
     process.kill(info.pid, "SIGTERM");
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {

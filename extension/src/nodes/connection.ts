@@ -243,6 +243,21 @@ export class SshConnection extends EventEmitter {
     return stream;
   }
 
+  /** A connection to a Unix socket on the node (OpenSSH's direct-streamlocal@openssh.com). */
+  async forwardOutSocket(socketPath: string): Promise<Duplex> {
+    const client = await this.connect();
+    const channel = await new Promise<ClientChannel>((resolve, reject) => {
+      try {
+        client.openssh_forwardOutStreamLocal(socketPath, (err, ch) => (err ? reject(this.channelError(err, `a connection to ${socketPath}`)) : resolve(ch)));
+      } catch (err) {
+        reject(this.lostError(`opening a connection to ${socketPath}`, err));
+      }
+    });
+    const stream = new ChannelStream(channel, () => this.lostError(`(connection to ${socketPath} on the node)`));
+    this.track(stream);
+    return stream;
+  }
+
   async sftp(): Promise<SFTPWrapper> {
     const client = await this.connect();
     const sftp = await new Promise<SFTPWrapper>((resolve, reject) => {
@@ -295,7 +310,7 @@ export class SshConnection extends EventEmitter {
   private channelError(err: Error & { reason?: number }, what: string): NodeError {
     const hint =
       err.reason === 1
-        ? "; the node's sshd does not allow it (for port forwarding set AllowTcpForwarding yes in its sshd_config)"
+        ? "; the node's sshd does not allow it (rbee needs AllowStreamLocalForwarding yes, OpenSSH's default, in its sshd_config; AllowTcpForwarding yes for raw port forwarding)"
         : err.reason === 2
           ? "; nothing answered at that address on the node"
           : "";
@@ -535,11 +550,22 @@ export class SshConnection extends EventEmitter {
           knownHostsFile: recordTo,
         };
         const policy = spec.strictHostKeyChecking;
-        const accepted =
-          this.opts.acceptNewHostKey === true ||
-          policy === "accept-new" ||
-          policy === "no" ||
-          (this.opts.onUnknownHostKey !== undefined && policy !== "yes" && (await this.opts.onUnknownHostKey(question)));
+        // A host known by other key types that now offers only a new one is not "new": it may be
+        // someone in the middle who cannot present the recorded key. No blanket policy (the flag,
+        // accept-new, "no") accepts that; only a person asked with the known types shown can.
+        if (check.otherKeyTypes.length && this.opts.onUnknownHostKey === undefined)
+          throw new NodeError(
+            "SSH_HOST_KEY_CHANGED",
+            `the host key of ${spec.alias} (${where}) is ${check.keyType} ${check.fingerprint}, but known_hosts records it only with ${check.otherKeyTypes.join(", ")} keys; ` +
+              `refusing to connect: an attacker who cannot present the recorded key may offer another type. If the node really changed its keys, verify the new fingerprint on it and record it with: ssh ${spec.alias}`,
+            { alias: spec.alias, fingerprint: check.fingerprint, key_type: check.keyType, known_key_types: check.otherKeyTypes },
+          );
+        const accepted = check.otherKeyTypes.length
+          ? policy !== "yes" && (await this.opts.onUnknownHostKey!(question))
+          : this.opts.acceptNewHostKey === true ||
+            policy === "accept-new" ||
+            policy === "no" ||
+            (this.opts.onUnknownHostKey !== undefined && policy !== "yes" && (await this.opts.onUnknownHostKey(question)));
         if (!accepted) {
           throw new NodeError(
             "SSH_HOST_KEY_UNKNOWN",

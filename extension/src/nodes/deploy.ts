@@ -6,7 +6,8 @@
 //                              prebuilts for the node's hardware), .manifest (sha256 of every file)
 //   ~/.rbee/agent/<version>/   hive-agent.js, package.json, node_modules → ../../runtime/<id>/node_modules,
 //                              .manifest (sha256 of each file the keeper shipped), .complete
-//   ~/.rbee/hive/              the hive's home: token (0600), hive.json, hive.log, models/
+//   ~/.rbee/hive/              the hive's home (0700): token (0600), hive.json, hive.log, models/,
+//                              hive.sock and workers/<id>.sock (the hive listens on Unix sockets only)
 //   ~/.rbee/deploy.lock/owner  the deploy in progress (its owner token, refreshed while held)
 //
 // The node needs only sshd, a POSIX sh, tar and gzip: the keeper brings the runtime as npm tarballs
@@ -23,7 +24,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { createGzip } from "node:zlib";
-import { RbeeError } from "../../../hive-agent/src/protocol";
+import { HIVE_SOCKET_NAME, RbeeError, socketPathOf } from "../../../hive-agent/src/protocol";
 import { HiveClient } from "../keeper/hive-client";
 import type { SshConnection } from "./connection";
 import { NodeError, isNodeError } from "./errors";
@@ -100,8 +101,8 @@ export interface DeployResult {
   /** Bytes sent to the node in this deploy (files and runtime). */
   uploadedBytes: number;
   pid: number;
-  /** The hive's port on the node's 127.0.0.1. */
-  port: number;
+  /** The hive's address on the node: `unix:<hive home>/hive.sock`. */
+  address: string;
   /** The hive's bearer token (a secret: never log it). */
   token: string;
   /** Absolute paths on the node. */
@@ -116,7 +117,8 @@ export interface RemoteHiveStatus {
   installedVersions: string[];
   running: boolean;
   pid?: number;
-  port?: number;
+  /** `unix:<hive home>/hive.sock` while running. */
+  address?: string;
   version?: string;
   /** /v1/health answered through the SSH connection. */
   healthy: boolean;
@@ -125,8 +127,24 @@ export interface RemoteHiveStatus {
 
 interface HiveInfo {
   pid: number;
-  port: number;
+  address: string;
   version: string;
+}
+
+/**
+ * hive.json's content. Only a hive socket in that home is an address we talk to; a file of an older
+ * hive-agent (which named a TCP port) gives its pid with no address, so a deploy stops that hive.
+ */
+function parseHiveInfo(json: string, hiveHome: string): HiveInfo | undefined {
+  try {
+    const j = JSON.parse(json);
+    if (!Number.isInteger(j.pid)) return undefined;
+    const ours = typeof j.address === "string" && socketPathOf(j.address) === `${hiveHome}/${HIVE_SOCKET_NAME}`;
+    return { pid: j.pid, address: ours ? j.address : "", version: String(j.version) };
+  } catch {
+    // a torn or foreign file: treated as no hive
+  }
+  return undefined;
 }
 
 /** What one quick remote probe tells about a node's hive (no hardware probing). */
@@ -219,17 +237,9 @@ if [ -f "$H/token" ]; then echo "token=$(cat "$H/token")"; fi
   if (r.code !== 0) throw new NodeError("REMOTE_COMMAND_FAILED", `probing ${conn.alias} failed (exit ${r.code}): ${r.stderr.trim()}`, { alias: conn.alias });
   const kv = parseKv(r.stdout);
   const one = (k: string) => kv.get(k)?.[0] || undefined;
-  let hive: HiveInfo | undefined;
-  const hiveJson = one("hive_json");
-  if (hiveJson) {
-    try {
-      const j = JSON.parse(hiveJson);
-      if (Number.isInteger(j.pid) && Number.isInteger(j.port)) hive = { pid: j.pid, port: j.port, version: String(j.version) };
-    } catch {
-      // a torn or foreign file: treated as no hive
-    }
-  }
   const root = one("root") ?? "";
+  const hiveJson = one("hive_json");
+  const hive = hiveJson ? parseHiveInfo(hiveJson, `${root}/hive`) : undefined;
   return {
     root,
     hiveHome: `${root}/hive`,
@@ -405,8 +415,8 @@ export async function deployHive(conn: SshConnection, opts: DeployOptions = {}):
 
 /** The result of a no-op deploy when the same version is installed intact, running and answering. */
 async function upToDateResult(conn: SshConnection, state: NodeState, version: string, localSha: string, started: number, emit: (e: DeployEvent) => void): Promise<DeployResult | undefined> {
-  if (!(state.installed && state.agentSha === localSha && state.hiveAlive && state.hive!.version === version && state.token)) return undefined;
-  if (!(await hiveAnswers(conn, state.hive!.port, state.token, version))) return undefined;
+  if (!(state.installed && state.agentSha === localSha && state.hiveAlive && state.hive!.address && state.hive!.version === version && state.token)) return undefined;
+  if (!(await hiveAnswers(conn, state.hive!.address, state.token, version))) return undefined;
   emit({ step: "health", status: "done", message: `hive ${version} on ${conn.alias} is up to date` });
   return {
     alias: conn.alias,
@@ -416,7 +426,7 @@ async function upToDateResult(conn: SshConnection, state: NodeState, version: st
     backends: state.backends,
     uploadedBytes: 0,
     pid: state.hive!.pid,
-    port: state.hive!.port,
+    address: state.hive!.address,
     token: state.token,
     agentDir: `${state.root}/agent/${version}`,
     hiveHome: state.hiveHome,
@@ -569,10 +579,10 @@ async function installAndStart(
   let info: HiveInfo;
   try {
     emit({ step: "start", status: "started", message: `starting the hive on ${conn.alias}` });
-    info = await startHive(conn, nodePath, agentDir, opts);
-    emit({ step: "start", status: "done", message: `hive started (pid ${info.pid}, port ${info.port} on the node's 127.0.0.1)` });
+    info = await startHive(conn, nodePath, agentDir, state.hiveHome, opts);
+    emit({ step: "start", status: "done", message: `hive started (pid ${info.pid}, listening on ${info.address})` });
     emit({ step: "health", status: "started", message: "checking /v1/health through SSH" });
-    if (!(await hiveAnswers(conn, info.port, token, local.version, 5))) {
+    if (!(await hiveAnswers(conn, info.address, token, local.version, 5))) {
       throw new NodeError("HIVE_START_FAILED", `the hive on ${conn.alias} started (pid ${info.pid}) but /v1/health did not answer through SSH; see rbee logs --node ${conn.alias}`, { alias: conn.alias });
     }
   } catch (err) {
@@ -599,7 +609,7 @@ async function installAndStart(
     backends: set.backends,
     uploadedBytes,
     pid: info.pid,
-    port: info.port,
+    address: info.address,
     token,
     agentDir,
     hiveHome: state.hiveHome,
@@ -618,7 +628,7 @@ async function restorePrevious(conn: SshConnection, state: NodeState, prevVersio
     const r = await sh(conn, `sed -n 's/^node=//p' ${shQuote(prevDir)}/.complete`);
     const nodePath = r.stdout.trim() || state.nodePath;
     if (!nodePath) return `the previous version ${prevVersion} could not be restarted (no node program recorded)`;
-    const info = await startHive(conn, nodePath, prevDir, opts);
+    const info = await startHive(conn, nodePath, prevDir, state.hiveHome, opts);
     return `the previous version ${prevVersion} was started again (pid ${info.pid})`;
   } catch (e) {
     return `restarting the previous version ${prevVersion} failed too: ${(e as Error).message}`;
@@ -791,10 +801,10 @@ async function uploadFiles(conn: SshConnection, files: Upload[], step: DeploySte
 }
 
 /** /v1/health through the SSH connection, with the expected version. */
-async function hiveAnswers(conn: SshConnection, port: number, token: string, version: string, attempts = 1): Promise<boolean> {
+async function hiveAnswers(conn: SshConnection, address: string, token: string, version: string, attempts = 1): Promise<boolean> {
   const transport = sshTransport(conn);
   try {
-    const client = new HiveClient({ transport, baseUrl: `http://127.0.0.1:${port}`, token, nodeName: conn.alias, requestTimeoutMs: 10_000, retry: { attempts, baseMs: 100 } });
+    const client = new HiveClient({ transport, baseUrl: address, token, nodeName: conn.alias, requestTimeoutMs: 10_000, retry: { attempts, baseMs: 100 } });
     const h = await client.health();
     return h.status === "alive" && h.version === version;
   } catch (err) {
@@ -866,18 +876,18 @@ async function writeToken(conn: SshConnection): Promise<string> {
 }
 
 /** Starts the hive detached from the SSH session and waits for its hive.json. */
-async function startHive(conn: SshConnection, nodePath: string, agentDir: string, opts: DeployOptions): Promise<HiveInfo> {
+async function startHive(conn: SshConnection, nodePath: string, agentDir: string, hiveHome: string, opts: DeployOptions): Promise<HiveInfo> {
   const limitMs = opts.startTimeoutMs ?? 30_000;
   // RBEE_NATIVE_BUILD set where the keeper runs applies to the hives it starts on SSH nodes too.
   const nativeBuild = process.env.RBEE_NATIVE_BUILD ? ["--native-build", process.env.RBEE_NATIVE_BUILD] : [];
   const extra = [...nativeBuild, ...(opts.daemonArgs ?? [])].map(shQuote).join(" ");
   // setsid where it exists (not on macOS): the hive must outlive this session; nohup covers SIGHUP.
   const script = `${REMOTE_PATHS}
-mkdir -p "$H"
+mkdir -p "$H" && chmod 700 "$H"
 cd ${shQuote(agentDir)} || exit 1
 rm -f "$H/hive.json"
 S=; command -v setsid >/dev/null 2>&1 && S=setsid
-( exec $S nohup ${shQuote(nodePath)} hive-agent.js daemon --bind 127.0.0.1 --port 0 --token-file "$H/token" --home "$H" ${extra} ) >> "$H/hive.log" 2>&1 < /dev/null &
+( exec $S nohup ${shQuote(nodePath)} hive-agent.js daemon --token-file "$H/token" --home "$H" ${extra} ) >> "$H/hive.log" 2>&1 < /dev/null &
 PID=$!
 echo "pid=$PID"
 i=0
@@ -892,8 +902,8 @@ echo "state=timeout"; tail -n 30 "$H/hive.log"; exit 4
   const r = await sh(conn, script, { timeoutMs: limitMs + 15_000 });
   const kv = parseKv(r.stdout);
   if (r.code === 0) {
-    const j = JSON.parse(kv.get("hive_json")![0]);
-    return { pid: j.pid, port: j.port, version: j.version };
+    const info = parseHiveInfo(kv.get("hive_json")![0], hiveHome);
+    if (info?.address) return info;
   }
   const logTail = r.stdout
     .split("\n")
@@ -908,13 +918,13 @@ echo "state=timeout"; tail -n 30 "$H/hive.log"; exit 4
 export async function hiveStatus(conn: SshConnection, opts: { nodeCommand?: string } = {}): Promise<RemoteHiveStatus> {
   const state = await probeState(conn, "-", opts.nodeCommand ?? "node");
   const running = state.hiveAlive;
-  const healthy = running && state.token !== undefined ? await hiveAnswers(conn, state.hive!.port, state.token, state.hive!.version) : false;
+  const healthy = running && state.hive!.address !== "" && state.token !== undefined ? await hiveAnswers(conn, state.hive!.address, state.token, state.hive!.version) : false;
   return {
     alias: conn.alias,
     installedVersions: state.agentDirs,
     running,
     pid: running ? state.hive!.pid : undefined,
-    port: running ? state.hive!.port : undefined,
+    address: running && state.hive!.address ? state.hive!.address : undefined,
     version: running ? state.hive!.version : undefined,
     healthy,
     hiveHome: state.hiveHome,
@@ -938,7 +948,7 @@ export async function uninstallHive(conn: SshConnection, opts: { purgeModels?: b
   const removeModels = opts.purgeModels ? `rm -rf "$H/models" "$H/catalog.json"\n` : "";
   const r = await sh(
     conn,
-    `${REMOTE_PATHS}\nfound=0\n[ -d "$A" ] && found=1\n[ -f "$H/token" ] && found=1\nrm -rf "$A" "$R/runtime"\nrm -f "$H/token" "$H/hive.json" "$H/hive.log"\n${removeModels}rmdir "$H" 2>/dev/null\nrmdir "$R" 2>/dev/null\necho "found=$found"`,
+    `${REMOTE_PATHS}\nfound=0\n[ -d "$A" ] && found=1\n[ -f "$H/token" ] && found=1\nrm -rf "$A" "$R/runtime"\nrm -f "$H/token" "$H/hive.json" "$H/hive.log" "$H/hive.sock"\nrm -rf "$H/workers"\n${removeModels}rmdir "$H" 2>/dev/null\nrmdir "$R" 2>/dev/null\necho "found=$found"`,
   );
   if (r.code !== 0 && !/found=/.test(r.stdout)) throw new NodeError("REMOTE_COMMAND_FAILED", `uninstall on ${conn.alias} failed: ${r.stderr.trim()}`, { alias: conn.alias });
   emit({ step: "cleanup", status: "done", message: `removed rbee from ${conn.alias}${opts.purgeModels ? " (models too)" : "; models kept"}` });

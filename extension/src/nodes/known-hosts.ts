@@ -65,7 +65,8 @@ export function hostFieldMatches(field: string, name: string): boolean {
   if (field.startsWith("|1|")) {
     const [, , salt, hash] = field.split("|");
     if (!salt || !hash) return false;
-    const mac = createHmac("sha1", Buffer.from(salt, "base64")).update(name).digest("base64");
+    // OpenSSH hashes the lowercased name (it lowercases host names before every lookup).
+    const mac = createHmac("sha1", Buffer.from(salt, "base64")).update(name.toLowerCase()).digest("base64");
     return mac === hash;
   }
   const lower = name.toLowerCase();
@@ -81,9 +82,29 @@ export function hostFieldMatches(field: string, name: string): boolean {
   return matched;
 }
 
-function wildcardMatch(pattern: string, text: string): boolean {
-  const re = pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
-  return new RegExp(`^${re}$`).test(text);
+/**
+ * `*` and `?` wildcard matching without a regular expression: one pass with a single backtrack
+ * point (the last `*`), so a pattern like `*a*a*a*…b` costs O(pattern × text), never exponential.
+ */
+export function wildcardMatch(pattern: string, text: string): boolean {
+  let p = 0;
+  let t = 0;
+  let star = -1;
+  let mark = 0;
+  while (t < text.length) {
+    if (p < pattern.length && (pattern[p] === "?" || pattern[p] === text[t])) {
+      p++;
+      t++;
+    } else if (p < pattern.length && pattern[p] === "*") {
+      star = p++;
+      mark = t;
+    } else if (star >= 0) {
+      p = star + 1;
+      t = ++mark;
+    } else return false;
+  }
+  while (p < pattern.length && pattern[p] === "*") p++;
+  return p === pattern.length;
 }
 
 /** Checks a host key against known_hosts text (pure: the unit under test). */
@@ -145,7 +166,7 @@ export function knownKeyTypes(files: string[], host: string, port: number): stri
 
 /** The known_hosts line for a key; hashed as OpenSSH's HashKnownHosts writes it when asked. */
 export function knownHostsLine(host: string, port: number, keyBlob: Buffer, hashed: boolean): string {
-  const name = knownHostName(host, port);
+  const name = knownHostName(host.toLowerCase(), port);
   let field = name;
   if (hashed) {
     const salt = randomBytes(20);

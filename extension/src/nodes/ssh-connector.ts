@@ -1,5 +1,6 @@
 // Connects the keeper to SSH nodes: the node's shared SSH connection, the hive deployed (or found
-// up to date) on first use, and a HiveClient whose HTTP runs through forwardOut channels.
+// up to date) on first use, and a HiveClient whose HTTP runs through stream-local channels to the
+// hive's Unix socket on the node.
 
 import { HiveClient } from "../keeper/hive-client";
 import type { KeeperEvent, NodeConnector, NodeHandle } from "../keeper/keeper";
@@ -61,24 +62,24 @@ export class SshConnector implements NodeConnector {
     const narrate = (e: DeployEvent) => {
       if (e.status === "started" || e.status === "warning") onEvent({ kind: "phase", phase: "node", status: "started", message: e.message });
     };
-    let port: number;
+    let address: string;
     let token: string;
     if (this.opts.autoDeploy ?? true) {
       const r = await deployHive(conn, { ...this.opts.deploy, onProgress: narrate });
-      port = r.port;
+      address = r.address;
       token = r.token;
     } else {
       const s = await hiveStatus(conn, { nodeCommand: this.opts.deploy?.nodeCommand });
       const t = s.running ? await readHiveToken(conn) : undefined;
-      if (!s.running || s.port === undefined || !t) {
+      if (!s.running || s.address === undefined || !t) {
         throw new NodeError("HIVE_NOT_DEPLOYED", `no hive runs on ${node}; deploy it with: rbee nodes deploy ${node}`, { alias: node });
       }
-      port = s.port;
+      address = s.address;
       token = t;
     }
     await this.opts.registry?.upsertNode({ alias: node, host: conn.spec.hostname, transport: "ssh" }).catch(() => {});
     const transport = sshTransport(conn);
-    const hive = new HiveClient({ transport, baseUrl: `http://127.0.0.1:${port}`, token, nodeName: node });
+    const hive = new HiveClient({ transport, baseUrl: address, token, nodeName: node });
     return { handle: { name: node, hive }, transport };
   }
 }

@@ -3,11 +3,19 @@
 
 import * as vscode from "vscode";
 import { DEFAULT_ENGINE_SETTINGS, type EngineSettings } from "./inline/completion-engine";
+import type { MACHINE_SETTINGS } from "./machine-settings";
 
 export const SECTION = "rbee";
 
 function get<T>(key: string, fallback: T, valid: (v: unknown) => boolean = () => true): T {
   const value = vscode.workspace.getConfiguration(SECTION).get<unknown>(key);
+  return value !== undefined && value !== null && valid(value) ? (value as T) : fallback;
+}
+
+/** Read from the user's settings only: a workspace's .vscode/settings.json can never set these. */
+function getUser<T>(key: (typeof MACHINE_SETTINGS)[number], fallback: T, valid: (v: unknown) => boolean): T {
+  const i = vscode.workspace.getConfiguration(SECTION).inspect<unknown>(key);
+  const value = i?.globalValue;
   return value !== undefined && value !== null && valid(value) ? (value as T) : fallback;
 }
 
@@ -34,8 +42,8 @@ export function completionSettings(): EngineSettings {
     maxTokens: get("completion.maxTokens", d.maxTokens, isInt(1, 1024)),
     temperature: get("completion.temperature", d.temperature, isNum(0, 2)),
     disabledLanguages: get("completion.disabledLanguages", d.disabledLanguages as string[], (v) => Array.isArray(v) && v.every(isString)),
-    node: get("completion.node", d.node, isString).trim(),
-    model: get("completion.model", d.model, isString).trim(),
+    node: getUser("completion.node", d.node, isString).trim(),
+    model: getUser("completion.model", d.model, isString).trim(),
     window: {
       maxPrefixChars: get("completion.maxPrefixChars", d.window.maxPrefixChars, isInt(100, 100_000)),
       maxSuffixChars: get("completion.maxSuffixChars", d.window.maxSuffixChars, isInt(0, 100_000)),
@@ -60,15 +68,15 @@ export function inferSettings() {
     output: get<InferOutput>("infer.output", "newEditor", (v) => v === "newEditor" || v === "atCursor"),
     maxTokens: get("infer.maxTokens", 256, isInt(1, 32768)),
     temperature: get("infer.temperature", 0.8, isNum(0, 2)),
-    node: get("infer.node", "", isString).trim(),
-    model: get("infer.model", "", isString).trim(),
+    node: getUser("infer.node", "", isString).trim(),
+    model: getUser("infer.model", "", isString).trim(),
   };
 }
 
 export function chatSettings() {
   return {
-    node: get("chat.node", "localhost", isString).trim() || "localhost",
-    model: get("chat.model", "", isString).trim(),
+    node: getUser("chat.node", "localhost", isString).trim() || "localhost",
+    model: getUser("chat.model", "", isString).trim(),
     maxTokens: get("chat.maxTokens", 512, isInt(1, 32768)),
     temperature: get("chat.temperature", 0.7, isNum(0, 2)),
     systemPrompt: get("chat.systemPrompt", "You are a helpful coding assistant. Answer concisely, with code in fenced blocks.", isString),
@@ -78,7 +86,7 @@ export function chatSettings() {
 export function nodesSettings() {
   return {
     refreshSeconds: get("nodes.refreshIntervalSeconds", 5, isInt(1, 3600)),
-    sshConfigPath: get("nodes.sshConfigPath", "", isString).trim(),
+    sshConfigPath: getUser("nodes.sshConfigPath", "", isString).trim(),
     /** Idle seconds before a node stops a worker rbee started (0 = never). */
     idleTimeoutSeconds: get("nodes.idleTimeout", 300, isInt(0, 366 * 86400)),
     /** Stop the local hive (and its workers) when VS Code closes. */

@@ -3,7 +3,7 @@
 // which ref each file came from. GGUF files dropped into the folder by hand are listed by name.
 
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { RbeeError, type ModelEntry } from "../protocol";
 import { catalogPathOf, parseModelRef } from "./model-ref";
@@ -73,7 +73,11 @@ export class Catalog {
     const ref = parseModelRef(modelRef);
     let file: string | undefined;
     if (ref.kind === "file") {
-      file = ref.path;
+      // The same answer for a missing file, something that is not a regular file (a device, a FIFO
+      // that would block) and a file that is not GGUF: the hive tells nothing about other files.
+      if (!isGgufFile(ref.path))
+        throw new RbeeError("MODEL_NOT_FOUND", `${modelRef} is not a GGUF model file on this node (missing, not a regular file, or not GGUF); check the path`, { model_ref: modelRef });
+      return ref.path;
     } else {
       const indexed = this.readIndex().entries[modelRef];
       if (indexed && existsSync(indexed.local_path)) file = indexed.local_path;
@@ -86,7 +90,7 @@ export class Catalog {
     if (!file || !existsSync(file) || !statSync(file).isFile())
       throw new RbeeError(
         "MODEL_NOT_FOUND",
-        ref.kind === "file" || ref.kind === "catalog"
+        ref.kind === "catalog"
           ? `model ${modelRef} is not on this node; check the path or copy the file into ${this.dir}`
           : `model ${modelRef} is not in this node's catalog; download it first (POST /v1/models/download)`,
         { model_ref: modelRef },
@@ -107,4 +111,20 @@ export async function sha256File(file: string): Promise<string> {
   const hash = createHash("sha256");
   for await (const chunk of createReadStream(file)) hash.update(chunk);
   return hash.digest("hex");
+}
+
+/** A regular file that starts with the GGUF magic. */
+export function isGgufFile(file: string): boolean {
+  try {
+    if (!statSync(file).isFile()) return false;
+    const fd = openSync(file, "r");
+    try {
+      const head = Buffer.alloc(4);
+      return readSync(fd, head, 0, 4, 0) === 4 && head.toString("latin1") === "GGUF";
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
 }

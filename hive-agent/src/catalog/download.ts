@@ -1,7 +1,9 @@
 // Model downloads with progress, resume, retries and a stall limit (docs/protocol.md; docs/edge-cases.md, EC2).
 // Each download runs once per ref at a time; any number of listeners follow its progress events.
 
-import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
 import { randomUUID } from "node:crypto";
 import path from "node:path";
 import { once } from "node:events";
@@ -9,7 +11,7 @@ import { RbeeError, type DownloadProgressEvent } from "../protocol";
 import type { Logger } from "../util/log";
 import { retry } from "../util/retry";
 import { Catalog, sha256File } from "./catalog";
-import { catalogPathOf, parseModelRef, pickQuantization, type ModelRef } from "./model-ref";
+import { catalogPathOf, isLoopback, parseModelRef, pickQuantization, type ModelRef } from "./model-ref";
 
 export interface DownloadOptions {
   maxAttempts: number;
@@ -21,7 +23,16 @@ export interface DownloadOptions {
   headerTimeoutMs: number;
   hfEndpoint: string;
   hfToken?: string;
+  /** A model larger than this is refused (the node's disk is not the internet's). */
+  maxBytes: number;
+  /** How long a finished download's events stay available to followers. */
+  retainFinishedMs: number;
 }
+
+/** Redirects followed per request, each checked like the first URL. */
+const MAX_REDIRECTS = 5;
+/** Every GGUF file starts with these four bytes. */
+const GGUF_MAGIC = Buffer.from("GGUF");
 
 export const DEFAULT_DOWNLOAD_OPTIONS: DownloadOptions = {
   maxAttempts: 6,
@@ -29,6 +40,8 @@ export const DEFAULT_DOWNLOAD_OPTIONS: DownloadOptions = {
   stallTimeoutMs: 60_000,
   headerTimeoutMs: 30_000,
   hfEndpoint: "https://huggingface.co",
+  maxBytes: 256 * 2 ** 30,
+  retainFinishedMs: 10 * 60_000,
 };
 
 type Listener = (e: DownloadProgressEvent) => void;
@@ -68,6 +81,10 @@ export class Downloads {
     void this.run(d, ref, sha256).finally(() => {
       d.done = true;
       this.active.delete(modelRef);
+      d.listeners.clear();
+      // Late followers get the outcome for a while; then the record goes (a long-lived hive would
+      // otherwise keep every download it ever made).
+      setTimeout(() => this.byId.delete(d.id), this.opts.retainFinishedMs).unref();
     });
     return d.id;
   }
@@ -113,8 +130,15 @@ export class Downloads {
       const got = await sha256File(dest + ".part");
       if (want && got !== want) {
         rmSync(dest + ".part", { force: true });
+        rmSync(dest + ".part.json", { force: true });
         throw new RbeeError("DOWNLOAD_FAILED", `checksum mismatch: expected sha256 ${want}, got ${got}`);
       }
+      if (!startsWithMagic(dest + ".part")) {
+        rmSync(dest + ".part", { force: true });
+        rmSync(dest + ".part.json", { force: true });
+        throw new PermanentError("DOWNLOAD_FAILED", `${d.modelRef} is not a GGUF model (the file does not start with "GGUF"); nothing was stored`);
+      }
+      rmSync(dest + ".part.json", { force: true });
       renameSync(dest + ".part", dest);
       this.catalog.record(d.modelRef, dest, got);
       this.emit(d, { stage: "complete", local_path: dest, size_bytes: statSync(dest).size, sha256: got });
@@ -141,9 +165,28 @@ export class Downloads {
   }
 
   private headers(url: string): Record<string, string> {
-    // The Hugging Face token goes only to the Hugging Face endpoint.
-    if (this.opts.hfToken && url.startsWith(this.opts.hfEndpoint)) return { authorization: `Bearer ${this.opts.hfToken}` };
+    // The Hugging Face token goes only to the Hugging Face endpoint's own origin (scheme, host and
+    // port): never to a look-alike host or another port, and never along a redirect elsewhere.
+    if (this.opts.hfToken && sameOrigin(url, this.opts.hfEndpoint)) return { authorization: `Bearer ${this.opts.hfToken}` };
     return {};
+  }
+
+  /**
+   * fetch() with redirects followed by hand: each hop is checked (https, or loopback only when the
+   * download started on loopback; no private or link-local address unless it started on one), and
+   * headers (the token) are recomputed per hop.
+   */
+  private async fetchChecked(url: string, init: { headers?: Record<string, string>; signal?: AbortSignal }): Promise<Response> {
+    const first = new URL(url);
+    let current = first;
+    for (let hop = 0; ; hop++) {
+      await checkDestination(current, first);
+      const res = await fetch(current, { ...init, headers: { ...init.headers, ...this.headers(current.toString()) }, redirect: "manual" });
+      if (res.status < 300 || res.status >= 400 || !res.headers.get("location")) return res;
+      await res.body?.cancel();
+      if (hop >= MAX_REDIRECTS) throw new PermanentError("DOWNLOAD_FAILED", `${first}: more than ${MAX_REDIRECTS} redirects`);
+      current = new URL(res.headers.get("location")!, current);
+    }
   }
 
   /** Turns a ref into the URL to fetch, the catalog path to store it at, and a known checksum. */
@@ -153,8 +196,8 @@ export class Downloads {
     const api = `${base}/api/models/${ref.owner}/${ref.repo}/revision/${ref.revision}?blobs=true`;
     // The whole metadata request (connect, headers, body) is bounded: a server that accepts and never answers must not hang the download.
     const signal = AbortSignal.any([cancel, AbortSignal.timeout(this.opts.headerTimeoutMs)]);
-    const res = await fetch(api, { headers: this.headers(api), signal }).catch((e) => {
-      if (cancel.aborted) throw e;
+    const res = await this.fetchChecked(api, { signal }).catch((e) => {
+      if (cancel.aborted || e instanceof RbeeError) throw e;
       throw networkError(base, e, this.opts.headerTimeoutMs);
     });
     if (res.status === 404) throw new PermanentError("MODEL_NOT_FOUND", `no repository ${ref.owner}/${ref.repo} (revision ${ref.revision}) at ${base}`);
@@ -180,7 +223,11 @@ export class Downloads {
   private async fetchTo(d: Download, url: string, dest: string, attempt: number, cancel: AbortSignal) {
     mkdirSync(path.dirname(dest), { recursive: true });
     const part = dest + ".part";
-    const have = existsSync(part) ? statSync(part).size : 0;
+    // A part file is resumed only for the same URL and only if the server confirms the same content
+    // (If-Range with the validator it gave): never spliced onto another file or another version.
+    const meta = readPartMeta(part + ".json");
+    const canResume = existsSync(part) && meta?.url === url && meta.validator !== undefined;
+    const have = canResume ? statSync(part).size : 0;
     const abort = new AbortController();
     const onCancel = () => abort.abort(new Error("cancelled"));
     cancel.addEventListener("abort", onCancel, { once: true });
@@ -191,10 +238,9 @@ export class Downloads {
       stallTimer = setTimeout(() => abort.abort(new Error(`no data for ${this.opts.stallTimeoutMs / 1000} s`)), this.opts.stallTimeoutMs);
     };
     try {
-      const res = await fetch(url, {
-        headers: { ...this.headers(url), ...(have ? { range: `bytes=${have}-` } : {}) },
+      const res = await this.fetchChecked(url, {
+        headers: have ? { range: `bytes=${have}-`, "if-range": meta!.validator! } : {},
         signal: abort.signal,
-        redirect: "follow",
       });
       resetStall();
       if (res.status === 404) throw new PermanentError("MODEL_NOT_FOUND", `${url}: not found (HTTP 404)`);
@@ -205,10 +251,15 @@ export class Downloads {
         throw new RbeeError("DOWNLOAD_FAILED", `${url}: range not satisfiable, restarting`);
       }
       if (!res.ok || !res.body) throw new RbeeError("DOWNLOAD_FAILED", `${url}: HTTP ${res.status}`);
-      const resumed = res.status === 206;
+      const resumed = res.status === 206 && have > 0 && new RegExp(`^bytes ${have}-`).test(res.headers.get("content-range") ?? "");
+      if (res.status === 206 && !resumed) throw new RbeeError("DOWNLOAD_FAILED", `${url}: the server answered a range that does not continue the partial file; restarting`, undefined);
       let downloaded = resumed ? have : 0;
       const length = Number(res.headers.get("content-length") ?? NaN);
       const total = Number.isFinite(length) ? length + downloaded : null;
+      const tooBig = () => new PermanentError("DOWNLOAD_FAILED", `${url} is larger than the limit of ${this.opts.maxBytes} bytes; nothing was stored`);
+      if (total !== null && total > this.opts.maxBytes) throw tooBig();
+      const validator = res.headers.get("etag") ?? res.headers.get("last-modified") ?? undefined;
+      writeFileSync(part + ".json", JSON.stringify({ url, validator }));
       const out = createWriteStream(part, { flags: resumed ? "a" : "w" });
       const started = Date.now();
       let lastEmit = 0;
@@ -225,6 +276,7 @@ export class Downloads {
         for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
           resetStall();
           downloaded += chunk.length;
+          if (downloaded > this.opts.maxBytes) throw tooBig();
           if (!out.write(chunk)) await once(out, "drain");
           if (Date.now() - lastEmit > 200) {
             lastEmit = Date.now();
@@ -232,7 +284,7 @@ export class Downloads {
           }
         }
       } catch (e) {
-        if (abort.signal.aborted) throw e;
+        if (abort.signal.aborted || e instanceof PermanentError) throw e;
         const cause = (e as any).cause?.message ?? (e as Error).message;
         throw new RbeeError("DOWNLOAD_FAILED", `connection closed after ${downloaded} of ${total ?? "unknown"} bytes (${cause})`);
       } finally {
@@ -240,8 +292,17 @@ export class Downloads {
         await once(out, "close");
       }
       progress();
+      if (downloaded > this.opts.maxBytes) {
+        rmSync(part, { force: true });
+        throw tooBig();
+      }
       if (total !== null && downloaded < total) throw new RbeeError("DOWNLOAD_FAILED", `connection closed after ${downloaded} of ${total} bytes`);
     } catch (e) {
+      if (e instanceof PermanentError) {
+        rmSync(part, { force: true });
+        rmSync(part + ".json", { force: true });
+        throw e;
+      }
       if (cancel.aborted) throw e;
       if (abort.signal.aborted) throw new RbeeError("DOWNLOAD_FAILED", `download stalled: ${(abort.signal.reason as Error).message}`);
       if (e instanceof RbeeError) throw e;
@@ -251,6 +312,60 @@ export class Downloads {
       cancel.removeEventListener("abort", onCancel);
     }
   }
+}
+
+function sameOrigin(a: string, b: string): boolean {
+  try {
+    return new URL(a).origin === new URL(b).origin;
+  } catch {
+    return false;
+  }
+}
+
+function readPartMeta(file: string): { url: string; validator?: string } | undefined {
+  try {
+    return JSON.parse(readFileSync(file, "utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+function startsWithMagic(file: string): boolean {
+  const fd = openSync(file, "r");
+  try {
+    const head = Buffer.alloc(4);
+    return readSync(fd, head, 0, 4, 0) === 4 && head.equals(GGUF_MAGIC);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Loopback, private (RFC 1918, CGNAT, ULA) and link-local (cloud metadata) addresses. */
+export function isInternalAddress(ip: string): boolean {
+  const v4 = /^(?:::ffff:)?(\d+)\.(\d+)\.(\d+)\.(\d+)$/i.exec(ip);
+  if (v4) {
+    const [a, b] = [Number(v4[1]), Number(v4[2])];
+    return a === 0 || a === 10 || a === 127 || (a === 100 && b >= 64 && b < 128) || (a === 169 && b === 254) || (a === 172 && b >= 16 && b < 32) || (a === 192 && b === 168);
+  }
+  const h = ip.toLowerCase();
+  return h === "::" || h === "::1" || /^f[cd]/.test(h) || /^fe[89ab]/.test(h);
+}
+
+/**
+ * Where a download (or a redirect) may go: https anywhere public; plain http and internal
+ * addresses only when the download started on loopback (test servers, a mirror on the node).
+ * A redirect from a public host to an internal address is how SSRF reaches a metadata service.
+ */
+export async function checkDestination(url: URL, first: URL): Promise<void> {
+  const startedInternal = isLoopback(first.hostname);
+  const refuse = (why: string): never => {
+    throw new PermanentError("DOWNLOAD_FAILED", `refusing to download from ${url.origin}: ${why}`);
+  };
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && startedInternal && isLoopback(url.hostname))) refuse("only https (plain http to loopback for a loopback download)");
+  if (startedInternal) return;
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  const addresses = isIP(host) ? [host] : (await lookup(host, { all: true }).catch(() => [])).map((a) => a.address);
+  if (addresses.some(isInternalAddress)) refuse("it is a loopback, private or link-local address");
 }
 
 /** A failed request in words: a host name that does not resolve is said to be one (and not retried). */

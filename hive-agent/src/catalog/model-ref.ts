@@ -5,6 +5,7 @@
 //   file:/abs/path.gguf       a file already on the node
 //   name.gguf                 a file inside the node's models folder
 
+import { createHash } from "node:crypto";
 import path from "node:path";
 import { RbeeError } from "../protocol";
 
@@ -73,7 +74,8 @@ export function catalogPathOf(ref: ModelRef, resolvedFile?: string): string {
     case "hf":
       return path.posix.join("hf", ref.owner, ref.repo, ref.file ?? resolvedFile ?? "model.gguf");
     case "url":
-      return path.posix.join("url", ref.url.hostname.replace(/[^A-Za-z0-9.-]/g, "_"), path.posix.basename(ref.url.pathname));
+      // The whole URL's hash keeps two URLs with the same host and file name apart.
+      return path.posix.join("url", ref.url.hostname.replace(/[^A-Za-z0-9.-]/g, "_"), createHash("sha256").update(ref.url.toString()).digest("hex").slice(0, 16), path.posix.basename(ref.url.pathname));
     case "catalog":
       return ref.name;
     case "file":

@@ -1,29 +1,28 @@
-// The hive daemon: one per node, bound to loopback only. It owns the node's model catalog and
-// downloads, spawns and supervises workers, and answers the keeper over HTTP + SSE (docs/protocol.md).
+// The hive daemon: one per node, on a Unix socket in its 0700 home (loopback TCP only where there are
+// no Unix sockets). It owns the node's model catalog and downloads, spawns and supervises workers,
+// and answers the keeper over HTTP + SSE (docs/protocol.md).
 
 import { execFile } from "node:child_process";
-import { chmodSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import path from "node:path";
 import {
-  AGENT_VERSION, API_VERSION, HIVE_PATHS, RbeeError, parseDownloadRequest, parseLoadFailedCallback, parseReadyCallback, parseSpawnRequest,
+  AGENT_VERSION, API_VERSION, HIVE_PATHS, HIVE_SOCKET_NAME, RbeeError, WORKER_ID_HEADER, WORKER_SOCKET_DIR, socketPathOf, unixAddress, parseDownloadRequest, parseLoadFailedCallback, parseReadyCallback, parseSpawnRequest,
   type Backend, type CapabilitiesResponse, type DownloadProgressEvent, type HealthResponse, type NodeHardware, type SpawnResponse,
 } from "../protocol";
 import { Catalog } from "../catalog/catalog";
 import { DEFAULT_DOWNLOAD_OPTIONS, Downloads, type DownloadOptions } from "../catalog/download";
-import { isLoopback } from "../catalog/model-ref";
-import { checkBearer, endSse, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
+import { SERVER_OPTIONS, SERVER_LIMITS, answerHello, checkBearer, endSse, limitServer, listenOn, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
 import { createLogger, registerSecret, type Logger } from "../util/log";
 import { availableRam, bestBackend } from "./capabilities";
 import { checkBackend, checkRam, estimateBytes, readModelShape } from "./preflight";
 import { deviceRooms, placeWorker } from "./placement";
-import { Supervisor } from "./supervisor";
+import { DEFAULT_STALL_LIMIT_MS, Supervisor } from "./supervisor";
 import { NativeBuilder, type NativeBuildMode } from "./native-builder";
 
 export interface DaemonOptions {
-  bind: string;
-  port: number;
+  /** `unix:<path>` (default: hive.sock in the home) or, without Unix sockets, `http://127.0.0.1:<port>`. */
+  listen?: string;
   tokenFile: string;
   home: string;
   /** Default idle time before a worker is stopped (a spawn's keep_alive overrides it); 0 = never. */
@@ -34,6 +33,10 @@ export interface DaemonOptions {
   healthIntervalMs: number;
   gracefulShutdownMs: number;
   loadTimeoutMs: number;
+  /** A busy worker without a new token for this long is unhealthy. */
+  stallLimitMs?: number;
+  /** Slow-client limits of the hive's server (util/http.ts SERVER_LIMITS). */
+  limits?: Partial<typeof SERVER_LIMITS>;
   download: Partial<DownloadOptions>;
   /** Whether to build llama.cpp for this CPU in the background where it pays off (native-builder.ts). */
   nativeBuild?: NativeBuildMode;
@@ -44,18 +47,25 @@ export const DEFAULT_DAEMON_OPTIONS = {
   healthIntervalMs: 30_000,
   gracefulShutdownMs: 30_000,
   loadTimeoutMs: 5 * 60_000,
+  stallLimitMs: DEFAULT_STALL_LIMIT_MS,
 };
 
-/** The file a running hive describes itself in, so a keeper (or deploy over SSH) finds its port. */
+/** The file a running hive describes itself in, so a keeper (or deploy over SSH) finds it. */
 export const HIVE_INFO_FILE = "hive.json";
 export interface HiveInfoFile {
   pid: number;
-  port: number;
+  /** Where it listens (`unix:<path>`, or `http://127.0.0.1:<port>` without Unix sockets). */
+  address: string;
   version: string;
   api_version: string;
 }
 
 const CAPABILITIES_TTL_MS = 10_000;
+
+/** Where the hive listens by default: its socket in its home, or loopback TCP on Windows. */
+export function defaultHiveAddress(home: string): string {
+  return process.platform === "win32" ? "http://127.0.0.1:0" : unixAddress(path.join(home, HIVE_SOCKET_NAME));
+}
 
 /** Where `hive-agent build-native` puts this node's own llama.cpp build. */
 export function nativeBuildDir(home: string): string {
@@ -74,14 +84,13 @@ export class HiveDaemon {
   private readonly downloads: Downloads;
   private readonly supervisor: Supervisor;
   private readonly token: string;
-  private port = 0;
+  private address = "";
   /** The last hardware detection; `at` is when it started (memory in use before then is in its figures). */
   private capabilities?: { at: number; value: Promise<NodeHardware> };
   private readonly nativeBuilder: NativeBuilder;
   private stopping = false;
 
   constructor(private readonly opts: DaemonOptions) {
-    if (!isLoopback(opts.bind)) throw new Error(`refusing to bind ${opts.bind}: the hive listens on loopback only (127.0.0.1); remote keepers reach it through SSH`);
     this.token = readToken(opts.tokenFile);
     registerSecret(this.token);
     this.catalog = new Catalog(opts.home);
@@ -94,41 +103,41 @@ export class HiveDaemon {
     this.supervisor = new Supervisor(
       {
         agentScript: process.argv[1],
-        hiveUrl: () => `http://127.0.0.1:${this.port}`,
-        hiveToken: this.token,
+        hiveUrl: () => this.address,
+        workerAddress: (id) => socketPathOf(this.address) !== undefined ? unixAddress(path.join(opts.home, WORKER_SOCKET_DIR, `${id}.sock`)) : "http://127.0.0.1:0",
         healthIntervalMs: opts.healthIntervalMs,
         maxHealthFailures: 3,
         gracefulShutdownMs: opts.gracefulShutdownMs,
         loadTimeoutMs: opts.loadTimeoutMs,
+        stallLimitMs: opts.stallLimitMs,
       },
       createLogger("supervisor"),
     );
-    this.server = createServer((req, res) => {
+    this.server = createServer(SERVER_OPTIONS, (req, res) => {
       this.handle(req, res).catch((e) => {
         if (!(e instanceof RbeeError) || e.code === "INTERNAL") this.log.error(`${req.method} ${req.url}: ${(e as Error).stack ?? e}`);
         sendError(res, e);
       });
     });
-    this.server.requestTimeout = 0;
+    limitServer(this.server, opts.limits);
     this.nativeBuilder = new NativeBuilder(nativeBuildDir(opts.home), opts.nativeBuild ?? "auto", createLogger("native-build"));
   }
 
-  async start(): Promise<number> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once("error", reject);
-      this.server.listen(this.opts.port, this.opts.bind, () => resolve());
-    });
-    this.port = (this.server.address() as AddressInfo).port;
+  /** Listens; resolves with the address it listens on. */
+  async start(): Promise<string> {
+    secureHome(this.opts.home);
+    mkdirSync(path.join(this.opts.home, WORKER_SOCKET_DIR), { recursive: true, mode: 0o700 });
+    this.address = await listenOn(this.server, this.opts.listen ?? defaultHiveAddress(this.opts.home));
     this.supervisor.start();
     // Detection takes a second or two (a child process loads the GPU libraries): start it now so
     // the first spawn does not wait for it.
     // The native build (where it pays off) is decided once the hardware is known.
     this.getCapabilities().catch((e) => this.log.warn((e as Error).message));
-    const info: HiveInfoFile = { pid: process.pid, port: this.port, version: AGENT_VERSION, api_version: API_VERSION };
+    const info: HiveInfoFile = { pid: process.pid, address: this.address, version: AGENT_VERSION, api_version: API_VERSION };
     const file = path.join(this.opts.home, HIVE_INFO_FILE);
     writeFileSync(file, JSON.stringify(info), { mode: 0o600 });
-    this.log.info(`rbee hive ${AGENT_VERSION} listening on ${this.opts.bind}:${this.port} (home ${this.opts.home})`);
-    return this.port;
+    this.log.info(`rbee hive ${AGENT_VERSION} listening on ${this.address} (home ${this.opts.home})`);
+    return this.address;
   }
 
   /** Graceful shutdown cascade: stop accepting, ask workers to stop, kill the stragglers. */
@@ -140,6 +149,8 @@ export class HiveDaemon {
     await Promise.all([this.supervisor.shutdownAll(), this.nativeBuilder.stop()]);
     this.server.closeAllConnections();
     rmSync(path.join(this.opts.home, HIVE_INFO_FILE), { force: true });
+    const socket = socketPathOf(this.address);
+    if (socket) rmSync(socket, { force: true });
     this.log.info("stopped");
   }
 
@@ -183,11 +194,34 @@ export class HiveDaemon {
   private async handle(req: IncomingMessage, res: ServerResponse) {
     const url = (req.url ?? "/").split("?")[0];
     const method = req.method ?? "GET";
+    const callbackKey = (r: IncomingMessage) => {
+      const id = r.headers[WORKER_ID_HEADER];
+      return typeof id === "string" ? this.supervisor.callbackKey(id) : this.token;
+    };
+    if (answerHello(req, res, callbackKey)) return;
+    // A worker's callbacks carry its own key, which is good for nothing else (the hive token is
+    // never given to workers, and a worker can only speak for itself).
+    if (method === "POST" && (url === HIVE_PATHS.ready || url === HIVE_PATHS.loadFailed)) {
+      const id = req.headers[WORKER_ID_HEADER];
+      const key = typeof id === "string" ? this.supervisor.callbackKey(id) : undefined;
+      checkBearer(req, key ? [key] : []);
+      const body = await readJson(req, 64 * 1024);
+      if (url === HIVE_PATHS.ready) {
+        const cb = parseReadyCallback(body);
+        if (cb.worker_id !== id) throw new RbeeError("INVALID_API_KEY", "a worker can only report for itself");
+        this.supervisor.onReady(cb);
+      } else {
+        const cb = parseLoadFailedCallback(body);
+        if (cb.worker_id !== id) throw new RbeeError("INVALID_API_KEY", "a worker can only report for itself");
+        this.supervisor.onLoadFailed(cb);
+      }
+      return sendJson(res, 200, { ok: true });
+    }
     checkBearer(req, [this.token]);
     if (this.stopping && method !== "GET") throw new RbeeError("SHUTTING_DOWN", "the hive is shutting down");
 
     if (method === "GET" && url === HIVE_PATHS.health) {
-      const body: HealthResponse = { status: "alive", version: AGENT_VERSION, api_version: API_VERSION };
+      const body: HealthResponse = { status: "alive", version: AGENT_VERSION, api_version: API_VERSION, pid: process.pid };
       return sendJson(res, 200, body);
     }
     if (method === "GET" && url === HIVE_PATHS.capabilities) return sendJson(res, 200, await this.getCapabilities());
@@ -196,14 +230,6 @@ export class HiveDaemon {
       return sendJson(res, 200, { workers: this.supervisor.list() });
     }
     if (method === "POST" && url === HIVE_PATHS.spawn) return sendJson(res, 202, await this.spawn(await readJson(req)));
-    if (method === "POST" && url === HIVE_PATHS.ready) {
-      this.supervisor.onReady(parseReadyCallback(await readJson(req)));
-      return sendJson(res, 200, { ok: true });
-    }
-    if (method === "POST" && url === HIVE_PATHS.loadFailed) {
-      this.supervisor.onLoadFailed(parseLoadFailedCallback(await readJson(req)));
-      return sendJson(res, 200, { ok: true });
-    }
     const shutdown = method === "POST" && matchPath(/^\/v1\/workers\/([^/]+)\/shutdown$/, url);
     if (shutdown) {
       await this.supervisor.shutdown(shutdown[0]);
@@ -272,6 +298,19 @@ export class HiveDaemon {
     });
     res.on("close", unfollow);
   }
+}
+
+/**
+ * The home holds the sockets, the token and the models: it must be ours and closed to everyone else
+ * (mode 0700), or another local user could reach or replace what is in it.
+ */
+function secureHome(home: string): void {
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  if (process.platform === "win32") return;
+  const st = statSync(home);
+  if (typeof process.getuid === "function" && st.uid !== process.getuid())
+    throw new Error(`the hive home ${home} belongs to another user (uid ${st.uid}); use a folder of your own (RBEE_HOME)`);
+  if (st.mode & 0o077) chmodSync(home, 0o700);
 }
 
 function readToken(file: string): string {

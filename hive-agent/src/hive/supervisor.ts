@@ -5,9 +5,11 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { createInterface } from "node:readline";
 import {
-  RbeeError, WORKER_PATHS, type Backend, type ErrorCode, type LoadFailedCallback, type ReadyCallback, type WorkerHealth, type WorkerInfo, type WorkerState,
+  RbeeError, WORKER_PATHS, WorkerHealthSchema, parseReply, type Backend, type ErrorCode, type LoadFailedCallback, type ReadyCallback, type WorkerInfo, type WorkerState,
 } from "../protocol";
 import type { Logger } from "../util/log";
+import { callJson } from "../util/http";
+import { childEnv } from "../util/env";
 import type { Reservation } from "./placement";
 import { LISTENING_PREFIX } from "../worker/main";
 import { DEVICE_ENV } from "./capabilities";
@@ -20,14 +22,20 @@ function where(plan: SpawnPlan): string {
 export interface SupervisorOptions {
   /** Path of the hive-agent program to run as `worker` (the bundle itself). */
   agentScript: string;
+  /** The hive's own address, which workers call back on. */
   hiveUrl: () => string;
-  hiveToken: string;
+  /** The address a new worker listens on: its socket in the hive home (TCP port 0 without sockets). */
+  workerAddress: (id: string) => string;
   healthIntervalMs: number;
   /** Removes a worker after this many failed health checks in a row. */
   maxHealthFailures: number;
   gracefulShutdownMs: number;
   loadTimeoutMs: number;
+  /** A busy worker whose last token is older than this counts as a failed health check. */
+  stallLimitMs?: number;
 }
+
+export const DEFAULT_STALL_LIMIT_MS = 60_000;
 
 /** Where a worker runs and what it holds there (placement.ts decides it). */
 export interface WorkerPlacement {
@@ -60,6 +68,8 @@ interface Worker {
   id: string;
   plan: SpawnPlan;
   apiKey: string;
+  /** The worker's own secret for its ready/load-failed callbacks (never the hive token). */
+  callbackKey: string;
   proc: ChildProcess;
   url: string;
   state: WorkerState;
@@ -101,9 +111,12 @@ export class Supervisor {
   async spawn(plan: SpawnPlan): Promise<WorkerInfo> {
     const id = `w-${randomUUID().slice(0, 8)}`;
     const apiKey = randomBytes(24).toString("base64url");
+    const callbackKey = randomBytes(24).toString("base64url");
+    const address = this.opts.workerAddress(id);
     // UV_THREADPOOL_SIZE=1: node-llama-cpp runs every decode and sampling step as a libuv job; with one
     // pool thread they stay on one OS thread instead of hopping (test/bench/FINDINGS.md: 1.3x at 1 thread).
-    const env: NodeJS.ProcessEnv = { ...process.env, UV_THREADPOOL_SIZE: "1", RBEE_WORKER_KEY: apiKey, RBEE_HIVE_TOKEN: this.opts.hiveToken };
+    // Only what the worker needs from the hive's environment (util/env.ts): no HF_TOKEN, no hive token.
+    const env: NodeJS.ProcessEnv = childEnv(process.env, { UV_THREADPOOL_SIZE: "1", RBEE_WORKER_KEY: apiKey, RBEE_WORKER_CALLBACK_KEY: callbackKey });
     // One process per GPU: the worker sees only the device(s) it was placed on, so it never spills
     // onto another user's GPU. CUDA numbers GPUs as nvidia-smi does (PCI order) only when asked.
     const pins = plan.placement.pins;
@@ -121,6 +134,7 @@ export class Supervisor {
       "--slots", String(plan.slots),
       "--threads", String(plan.threads),
       "--hive-url", this.opts.hiveUrl(),
+      "--listen", address,
       ...(plan.batchSize ? ["--batch-size", String(plan.batchSize)] : []),
       ...(plan.nativeDir ? ["--native-dir", plan.nativeDir] : []),
     ];
@@ -128,29 +142,40 @@ export class Supervisor {
     const proc = spawn(process.execPath, args, { env, stdio: ["pipe", "pipe", "inherit"] });
     const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
     const w: Worker = {
-      id, plan, apiKey, proc, url: "", state: "loading", progress: 0, slotsBusy: 0,
+      id, plan, apiKey, callbackKey, proc, url: "", state: "loading", progress: 0, slotsBusy: 0,
       lastActivity: Date.now(), healthFailures: 0, startedAt: Date.now(), exited,
     };
     this.workers.set(id, w);
 
     proc.once("exit", (code, signal) => this.onExit(w, code, signal));
-    const port = await new Promise<number>((resolve, reject) => {
+    const listening = await new Promise<string>((resolve, reject) => {
       const lines = createInterface({ input: proc.stdout! });
       lines.on("line", (line) => {
-        if (line.startsWith(LISTENING_PREFIX)) resolve(Number(line.slice(LISTENING_PREFIX.length)));
+        if (line.startsWith(LISTENING_PREFIX)) resolve(line.slice(LISTENING_PREFIX.length));
       });
       proc.once("exit", () => reject(this.failures.get(id) ? new RbeeError(this.failures.get(id)!.code, this.failures.get(id)!.message) : new RbeeError("LOADING_FAILED", "the worker exited before it listened")));
     });
-    w.url = `http://127.0.0.1:${port}`;
+    // The worker listens where it was told; on TCP only the port is its choice.
+    if (listening !== address && !(address.startsWith("http://127.0.0.1:") && /^http:\/\/127\.0\.0\.1:\d+$/.test(listening))) {
+      w.state = "stopping";
+      proc.kill("SIGKILL");
+      throw new RbeeError("LOADING_FAILED", `worker ${id} announced ${listening} instead of ${address}`);
+    }
+    w.url = listening;
     this.log.info(`worker ${id} started (pid ${proc.pid}) for ${plan.modelRef} on ${where(plan)}, listening on ${w.url}`);
     return this.info(w);
   }
 
+  /** The secret a worker's callbacks must carry; undefined for an unknown worker. */
+  callbackKey(id: string): string | undefined {
+    return this.workers.get(id)?.callbackKey;
+  }
+
+  /** A worker's callback, already authenticated with its callbackKey. Its address never changes. */
   onReady(cb: ReadyCallback) {
     const w = this.workers.get(cb.worker_id);
     if (!w) throw new RbeeError("WORKER_NOT_FOUND", `no worker ${cb.worker_id} on this hive`);
     if (w.state === "loading") w.state = "idle";
-    w.url = cb.url;
     w.progress = 1;
     w.lastActivity = Date.now();
     w.readyAt = Date.now();
@@ -294,9 +319,13 @@ export class Supervisor {
 
   private async checkHealth(w: Worker, timeoutMs: number) {
     try {
-      const res = await fetch(w.url + WORKER_PATHS.health, { headers: { authorization: `Bearer ${w.apiKey}` }, signal: AbortSignal.timeout(timeoutMs) });
-      if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      const h = (await res.json()) as WorkerHealth;
+      const res = await callJson(w.url, "GET", WORKER_PATHS.health, w.apiKey, undefined, timeoutMs);
+      if (res.status !== 200) throw new Error(`HTTP ${res.status}`);
+      const h = parseReply(WorkerHealthSchema, res.json, `worker ${w.id} (health)`);
+      // Busy without a token for the stall limit: stuck mid-decode, however politely it answers.
+      const stallMs = this.opts.stallLimitMs ?? DEFAULT_STALL_LIMIT_MS;
+      if (h.state === "busy" && typeof h.last_progress === "number" && Date.now() - h.last_progress > stallMs)
+        throw new Error(`busy with no progress for ${Math.round((Date.now() - h.last_progress) / 1000)} s (stall limit ${Math.round(stallMs / 1000)} s)`);
       if (w.state !== "stopping") w.state = h.state;
       w.slotsBusy = h.slots_busy;
       w.lastActivity = h.last_activity;
@@ -307,7 +336,7 @@ export class Supervisor {
       w.healthFailures++;
       this.log.warn(`worker ${w.id} health check failed (${w.healthFailures}/${this.opts.maxHealthFailures}): ${(e as Error).message}`);
       if (w.healthFailures >= this.opts.maxHealthFailures) {
-        this.failures.set(w.id, { code: "WORKER_CRASHED", message: `worker ${w.id} stopped answering health checks`, at: Date.now() });
+        this.failures.set(w.id, { code: "WORKER_CRASHED", message: `worker ${w.id} failed ${w.healthFailures} health checks in a row (last: ${(e as Error).message})`, at: Date.now() });
         w.state = "stopping";
         w.proc.kill("SIGKILL");
       }

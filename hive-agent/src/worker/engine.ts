@@ -62,6 +62,9 @@ export interface PreparedPrompt {
 
 const BACKEND_TO_GPU = { cuda: "cuda", metal: "metal", vulkan: "vulkan", cpu: false } as const;
 
+/** No tokenizer here averages more characters per token than this over a whole prompt. */
+const MAX_CHARS_PER_TOKEN = 32;
+
 export class Engine {
   private freeSlots: LlamaContextSequence[] = [];
   /**
@@ -206,8 +209,14 @@ export class Engine {
 
   /** Tokenizes a prompt and checks it fits; throws INVALID_REQUEST / INFILL_UNSUPPORTED before any slot is taken. */
   prepare(p: Prompt, maxTokens: number): PreparedPrompt {
-    const prepared = this.tokenizePrompt(p, maxTokens);
     const contextPerSlot = this.context.contextSize;
+    // Text this long cannot fit whatever the vocabulary: refuse it before tokenizing, which for a
+    // multi-megabyte request would hold the worker's only thread for seconds.
+    // (An infill's prefix and suffix are cut to fit instead.)
+    const chars = p.kind === "text" ? p.prompt.length : p.kind === "chat" ? p.messages.reduce((n, m) => n + m.content.length, 0) : 0;
+    if (chars > contextPerSlot * MAX_CHARS_PER_TOKEN)
+      throw new RbeeError("PAYLOAD_TOO_LARGE", `the prompt has ${chars} characters, more than fit in this worker's context of ${contextPerSlot} tokens per slot; shorten it or spawn the worker with a larger context_size`, { field: "prompt" });
+    const prepared = this.tokenizePrompt(p, maxTokens);
     if (prepared.tokens.length + maxTokens > contextPerSlot)
       throw new RbeeError(
         "INVALID_REQUEST",

@@ -2,39 +2,38 @@
 // It listens first (so loading progress can be followed), announces its port on stdout for the hive,
 // loads the model, then calls the hive back with /v1/workers/ready (or /v1/workers/load-failed).
 
-import { HIVE_PATHS, RbeeError, BACKENDS, type LoadFailedCallback, type ReadyCallback } from "../protocol";
+import { HIVE_PATHS, RbeeError, BACKENDS, WORKER_ID_HEADER, type LoadFailedCallback, type ReadyCallback } from "../protocol";
 import { createLogger, registerSecret } from "../util/log";
+import { callJson } from "../util/http";
 import type { SpawnPlan } from "../hive/supervisor";
 import { Engine } from "./engine";
 import { WorkerServer } from "./server";
 
 /** What the hive's spawn plan says about the model and how to run it, plus who the worker is. */
-export type WorkerArgs = Omit<SpawnPlan, "placement" | "keepAliveMs"> & { id: string; hiveUrl: string };
+export type WorkerArgs = Omit<SpawnPlan, "placement" | "keepAliveMs"> & { id: string; hiveUrl: string; listen: string };
 
-/** The line a worker prints once it listens; the hive reads the port from it. */
+/** The line a worker prints once it listens; the hive reads the address from it. */
 export const LISTENING_PREFIX = "RBEE_WORKER_LISTENING ";
 
 export async function runWorker(args: WorkerArgs): Promise<void> {
   const log = createLogger(`worker ${args.id}`);
   const apiKey = process.env.RBEE_WORKER_KEY ?? "";
-  const hiveToken = process.env.RBEE_HIVE_TOKEN ?? "";
-  if (apiKey.length < 16 || !hiveToken) throw new Error("RBEE_WORKER_KEY and RBEE_HIVE_TOKEN must be set by the hive");
+  // Its own secret for calling the hive back: a worker never holds the hive token.
+  const callbackKey = process.env.RBEE_WORKER_CALLBACK_KEY ?? "";
+  if (apiKey.length < 16 || callbackKey.length < 16) throw new Error("RBEE_WORKER_KEY and RBEE_WORKER_CALLBACK_KEY must be set by the hive");
+  delete process.env.RBEE_WORKER_KEY;
+  delete process.env.RBEE_WORKER_CALLBACK_KEY;
   registerSecret(apiKey);
-  registerSecret(hiveToken);
+  registerSecret(callbackKey);
   if (!BACKENDS.includes(args.backend)) throw new Error(`unknown backend ${args.backend}`);
 
   const server = new WorkerServer(apiKey, args.modelRef, log);
-  const port = await server.listen("127.0.0.1", 0);
-  const url = `http://127.0.0.1:${port}`;
-  process.stdout.write(`${LISTENING_PREFIX}${port}\n`);
+  const url = await server.listen(args.listen);
+  process.stdout.write(`${LISTENING_PREFIX}${url}\n`);
 
   const callHive = async (path: string, body: ReadyCallback | LoadFailedCallback) => {
-    const res = await fetch(args.hiveUrl + path, {
-      method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${hiveToken}` },
-      body: JSON.stringify(body),
-    });
-    if (!res.ok) throw new Error(`hive refused ${path}: HTTP ${res.status} ${await res.text()}`);
+    const res = await callJson(args.hiveUrl, "POST", path, callbackKey, body, 30_000, { [WORKER_ID_HEADER]: args.id });
+    if (res.status !== 200) throw new Error(`hive refused ${path}: HTTP ${res.status} ${JSON.stringify(res.json)}`);
   };
 
   let engine: Engine | undefined;

@@ -3,15 +3,13 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { randomUUID } from "node:crypto";
-import type { AddressInfo } from "node:net";
 import {
   parseChatRequest, parseInferenceRequest, parseInfillRequest, RbeeError, WORKER_PATHS,
-  type LoadingProgressEvent, type ReadyResponse, type StreamEvent, type WorkerState, type WorkerHealth,
+  type LoadingProgressEvent, type ReadyResponse, type StreamEvent, type WorkerHealth, type WorkerState,
 } from "../protocol";
-import { checkBearer, endSse, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
+import { SERVER_OPTIONS, answerHello, checkBearer, endSse, limitServer, listenOn, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
 import type { Logger } from "../util/log";
 import type { Engine, GenerationOptions, Prompt } from "./engine";
-
 
 
 export class WorkerServer {
@@ -22,6 +20,7 @@ export class WorkerServer {
   private progressListeners = new Set<(e: LoadingProgressEvent) => void>();
   private active = new Map<string, AbortController>();
   private lastActivity = Date.now();
+  private lastProgress = Date.now();
   private lastTokensPerSecond?: number;
 
   constructor(
@@ -29,20 +28,16 @@ export class WorkerServer {
     private readonly modelRef: string,
     private readonly log: Logger,
   ) {
-    this.server = createServer((req, res) => {
+    this.server = createServer(SERVER_OPTIONS, (req, res) => {
       this.handle(req, res).catch((e) => sendError(res, e));
     });
-    // Streams can be long; nothing should time them out at the socket level.
-    this.server.requestTimeout = 0;
-    this.server.keepAliveTimeout = 65_000;
+    // Requests must arrive promptly; responses (streams) may be long and are not limited.
+    limitServer(this.server);
   }
 
-  async listen(host: string, port: number): Promise<number> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once("error", reject);
-      this.server.listen(port, host, () => resolve());
-    });
-    return (this.server.address() as AddressInfo).port;
+  /** Listens on `unix:<path>` (or loopback TCP without sockets); resolves with the address. */
+  listen(address: string): Promise<string> {
+    return listenOn(this.server, address);
   }
 
   setProgress(progress: number) {
@@ -54,7 +49,7 @@ export class WorkerServer {
     this.engine = engine;
     this.state = "idle";
     // The idle clock starts when the worker can first be used: a slow load is not idle time.
-    this.lastActivity = Date.now();
+    this.lastActivity = this.lastProgress = Date.now();
     for (const l of this.progressListeners) l({ stage: "ready" });
   }
 
@@ -79,11 +74,13 @@ export class WorkerServer {
       slots_total: this.engine?.slotsTotal ?? 0,
       slots_busy: this.engine?.slotsBusy ?? 0,
       last_activity: this.lastActivity,
+      last_progress: this.lastProgress,
       ...(this.lastTokensPerSecond !== undefined ? { last_tokens_per_second: this.lastTokensPerSecond } : {}),
     };
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse) {
+    if (answerHello(req, res, this.apiKey)) return;
     checkBearer(req, [this.apiKey]);
     const path = (req.url ?? "/").split("?")[0];
     const method = req.method ?? "GET";
@@ -161,7 +158,10 @@ export class WorkerServer {
       startSse(res);
       const send = (e: StreamEvent) => writeSse(res, e);
       send({ type: "started", request_id: requestId, model: this.modelRef });
-      const result = await engine.generate(slot, prepared, opts, abort.signal, (t) => send({ type: "token", t: t.text, i: t.index }));
+      const result = await engine.generate(slot, prepared, opts, abort.signal, (t) => {
+        this.lastProgress = Date.now();
+        send({ type: "token", t: t.text, i: t.index });
+      });
       if (result.decodeMs > 0 && result.tokensOut > 1) this.lastTokensPerSecond = Math.round(((result.tokensOut - 1) / result.decodeMs) * 1000 * 10) / 10;
       send({
         type: "end", tokens_out: result.tokensOut, decode_ms: Math.round(result.decodeMs), stop_reason: result.stopReason, first_token_ms: Math.round(result.firstTokenMs * 10) / 10,
@@ -181,6 +181,7 @@ export class WorkerServer {
 
   private touch() {
     this.lastActivity = Date.now();
+    this.lastProgress = this.lastActivity;
     if (this.engine && this.state !== "stopping") this.state = this.engine.slotsBusy > 0 ? "busy" : "idle";
   }
 }

@@ -25,9 +25,9 @@ async function main() {
   const token = randomBytes(24).toString("base64url");
   writeFileSync(path.join(home, "token"), token, { mode: 0o600 });
   const hiveProc = spawn(process.execPath, [agent, "daemon", "--token-file", path.join(home, "token"), "--home", home, "--native-build", "off"], { stdio: ["ignore", "pipe", "inherit"] });
-  const port = await new Promise<number>((resolve) => hiveProc.stdout!.on("data", (d) => { const m = /:(\d+)/.exec(String(d)); if (m) resolve(Number(m[1])); }));
+  const address = await new Promise<string>((resolve) => hiveProc.stdout!.on("data", (d) => { const m = /listening on (\S+)/.exec(String(d)); if (m) resolve(m[1]); }));
   const transport = loopbackTransport();
-  const hive = new HiveClient({ transport, baseUrl: `http://127.0.0.1:${port}`, token, nodeName: "gpu" });
+  const hive = new HiveClient({ transport, baseUrl: address, token, nodeName: "gpu" });
   const out: Record<string, unknown> = {};
   try {
     const caps = await hive.capabilities();

@@ -31,9 +31,14 @@ export function renderInline(text: string): string {
   return out;
 }
 
+/** Longer runs are escaped without emphasis: the emphasis patterns are not linear in the worst case. */
+const MAX_EMPHASIS_RUN = 10_000;
+
 function renderEmphasis(raw: string): string {
   // Links are found on the raw text so the URL is judged unescaped, then everything is escaped.
-  const linkRe = /\[([^\]\n]+)\]\(([^)\s]+)\)/g;
+  // Neither the label nor the URL may contain a bracket, so each scan stops at the next "[" and
+  // the whole search stays linear (a reply of 80 000 "[" would otherwise cost seconds per render).
+  const linkRe = /\[([^[\]\n]+)\]\(([^()[\]\s]+)\)/g;
   let out = "";
   let last = 0;
   for (let m = linkRe.exec(raw); m; m = linkRe.exec(raw)) {
@@ -47,6 +52,7 @@ function renderEmphasis(raw: string): string {
 
 /** Bold, italic and strike-through on already escaped text (the markers are not escaped characters). */
 function emphasis(escaped: string): string {
+  if (escaped.length > MAX_EMPHASIS_RUN) return escaped;
   return escaped
     .replace(/\*\*(?=\S)([\s\S]*?\S)\*\*/g, "<strong>$1</strong>")
     .replace(/__(?=\S)([\s\S]*?\S)__/g, "<strong>$1</strong>")
@@ -68,7 +74,10 @@ export function codeBlock(code: string, lang: string): string {
 
 type ListKind = "ul" | "ol";
 
-export function renderMarkdown(source: string): string {
+/** Block quotes nest this deep; deeper ">" are shown as text (no recursion a reply can drive). */
+export const MAX_QUOTE_DEPTH = 8;
+
+export function renderMarkdown(source: string, depth = 0): string {
   const lines = source.replace(/\r\n?/g, "\n").split("\n");
   const out: string[] = [];
   let paragraph: string[] = [];
@@ -84,7 +93,8 @@ export function renderMarkdown(source: string): string {
     list = undefined;
   };
   const flushQuote = () => {
-    if (quote.length) out.push(`<blockquote>${renderMarkdown(quote.join("\n"))}</blockquote>`);
+    if (quote.length)
+      out.push(`<blockquote>${depth < MAX_QUOTE_DEPTH ? renderMarkdown(quote.join("\n"), depth + 1) : `<p>${quote.map(renderInline).join("<br>")}</p>`}</blockquote>`);
     quote = [];
   };
   const flushAll = () => {

@@ -41,7 +41,7 @@ export interface SshNodeDeps {
 }
 
 export class SshNodeController implements NodeController {
-  private status: { port: number; hive: HiveClient; transport: Transport } | undefined;
+  private status: { address: string; hive: HiveClient; transport: Transport } | undefined;
 
   constructor(
     readonly entry: NodeEntry,
@@ -53,12 +53,12 @@ export class SshNodeController implements NodeController {
     try {
       const conn = this.deps.probePool.get(this.entry.name);
       const status = await hiveStatus(conn);
-      if (!status.running || status.port === undefined) {
+      if (!status.running || status.address === undefined) {
         await this.dropStatusClient();
         const reason = status.installedVersions.length ? `hive stopped (installed: ${status.installedVersions.join(", ")}); Deploy (▶) starts it` : "rbee is not installed there; Deploy (▶) installs it";
         return { ...base, status: "not-deployed", reason };
       }
-      const hive = await this.statusClient(status.port);
+      const hive = await this.statusClient(status.address);
       return await probeRunningHive(hive, this.deps.registry, this.entry, base);
     } catch (e) {
       await this.dropStatusClient();
@@ -96,9 +96,9 @@ export class SshNodeController implements NodeController {
   async hive(start: boolean): Promise<HiveClient> {
     if (start) return (await this.deps.connector.connect(this.entry.name, () => {})).hive;
     const status = await hiveStatus(this.deps.probePool.get(this.entry.name));
-    if (!status.running || status.port === undefined)
+    if (!status.running || status.address === undefined)
       throw new RbeeError("NODE_UNREACHABLE", `no hive runs on ${this.entry.name}: deploy it from the Remote Nodes view (▶)`);
-    return this.statusClient(status.port);
+    return this.statusClient(status.address);
   }
 
   async logFile(): Promise<string> {
@@ -111,13 +111,13 @@ export class SshNodeController implements NodeController {
   }
 
   /** A hive client through the probe connection, with the stored token (read from the node when missing or refused). */
-  private async statusClient(port: number): Promise<HiveClient> {
-    if (this.status?.port === port) return this.status.hive;
+  private async statusClient(address: string): Promise<HiveClient> {
+    if (this.status?.address === address) return this.status.hive;
     await this.dropStatusClient();
     const conn = this.deps.probePool.get(this.entry.name);
     const make = (token: string) => {
       const transport = sshTransport(conn);
-      return { port, transport, hive: new HiveClient({ transport, baseUrl: `http://127.0.0.1:${port}`, token, nodeName: this.entry.name }) };
+      return { address, transport, hive: new HiveClient({ transport, baseUrl: address, token, nodeName: this.entry.name }) };
     };
     const stored = await this.deps.tokens?.get(this.entry.name).catch(() => undefined);
     if (stored) {
