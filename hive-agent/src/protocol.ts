@@ -355,6 +355,9 @@ export const DownloadRequestSchema = v.object(
 export type DownloadRequest = v.InferOutput<typeof DownloadRequestSchema>;
 export const DownloadResponseSchema = v.object({ download_id: str(128) });
 export type DownloadResponse = v.InferOutput<typeof DownloadResponseSchema>;
+/** DELETE /v1/models/download/{id}: whether the download was still running when it was stopped. */
+export const DownloadCancelResponseSchema = v.object({ download_id: str(128), cancelled: v.boolean() });
+export type DownloadCancelResponse = v.InferOutput<typeof DownloadCancelResponseSchema>;
 
 export const DownloadProgressEventSchema = v.variant("stage", [
   v.object({ stage: v.literal("downloading"), bytes_downloaded: num(0, Number.MAX_SAFE_INTEGER), bytes_total: v.nullable(num(0, Number.MAX_SAFE_INTEGER)), speed_bps: num(0, Number.MAX_SAFE_INTEGER), attempt: int(0, 1000) }),

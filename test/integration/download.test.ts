@@ -52,7 +52,13 @@ describe("model downloads", () => {
     assert.equal(events.at(-1)!.stage, "complete", JSON.stringify(events.at(-1)));
     assert.equal(events.filter((e) => e.stage === "retrying").length, 2);
     const ranges = hub.requests.filter((r) => r.path === "/files/flaky.gguf").map((r) => r.range);
-    assert.deepEqual(ranges, [undefined, "bytes=1000000-", "bytes=1500000-"]);
+    // Each attempt resumes from what reached the disk: at most what the server sent before cutting
+    // (bytes still in flight when a connection is reset are lost, more of them on a loaded machine).
+    assert.equal(ranges.length, 3);
+    assert.equal(ranges[0], undefined);
+    const [first, second] = ranges.slice(1).map((r) => Number(/^bytes=(\d+)-$/.exec(r ?? "")?.[1]));
+    assert.ok(first > 0 && first <= 1_000_000, `first resume at ${first}`);
+    assert.ok(second > first && second <= first + 500_000, `second resume at ${second} after ${first}`);
     assert.equal((events.at(-1) as any).sha256, sha);
   });
 

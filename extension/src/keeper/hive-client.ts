@@ -8,7 +8,7 @@ import { request } from "undici";
 import { createParser } from "eventsource-parser";
 import {
   HIVE_PATHS, RbeeError, SSE_DONE, WORKER_PATHS, isErrorEnvelope, isOwnWorkerAddress, parseReply, parseStreamEvent,
-  CapabilitiesReplySchema, DownloadProgressEventSchema, DownloadResponseSchema, HealthResponseSchema, LoadingProgressEventSchema,
+  CapabilitiesReplySchema, DownloadProgressEventSchema, DownloadResponseSchema, DownloadCancelResponseSchema, HealthResponseSchema, LoadingProgressEventSchema,
   ModelsResponseSchema, ReadyResponseSchema, SpawnResponseSchema, WorkerHealthSchema, WorkerInfoSchema, WorkersResponseSchema,
   type CapabilitiesResponse, type ChatRequest, type DownloadProgressEvent, type DownloadRequest, type DownloadResponse,
   type HealthResponse, type InferenceRequest, type InfillRequest, type ModelsResponse, type ReadyResponse,
@@ -261,7 +261,7 @@ export class HiveClient extends HttpClient {
   }
   /** Stops a download on the node; true when it was still running. */
   async cancelDownload(id: string): Promise<boolean> {
-    return (await this.call<{ cancelled: boolean }>("DELETE", HIVE_PATHS.downloadCancel(id), undefined, { idempotent: true })).cancelled;
+    return (await this.call("DELETE", HIVE_PATHS.downloadCancel(id), undefined, { idempotent: true, reply: DownloadCancelResponseSchema })).cancelled;
   }
   downloadProgress(id: string, signal?: AbortSignal): AsyncGenerator<DownloadProgressEvent> {
     return this.sse("GET", HIVE_PATHS.downloadProgress(id), undefined, signal, (x) => parseReply(DownloadProgressEventSchema, x, `${this.nodeName} (download progress)`), (cause) => ({

@@ -8,7 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import path from "node:path";
 import {
   AGENT_VERSION, API_VERSION, HIVE_PATHS, HIVE_SOCKET_NAME, RbeeError, WORKER_ID_HEADER, WORKER_SOCKET_DIR, socketPathOf, unixAddress, parseDownloadRequest, parseLoadFailedCallback, parseReadyCallback, parseSpawnRequest,
-  type Backend, type CapabilitiesResponse, type DownloadProgressEvent, type HealthResponse, type NodeHardware, type SpawnResponse,
+  type Backend, type CapabilitiesResponse, type DownloadCancelResponse, type DownloadProgressEvent, type HealthResponse, type NodeHardware, type SpawnResponse,
 } from "../protocol";
 import { Catalog } from "../catalog/catalog";
 import { DEFAULT_DOWNLOAD_OPTIONS, Downloads, type DownloadOptions } from "../catalog/download";
@@ -245,7 +245,10 @@ export class HiveDaemon {
     const progress = method === "GET" && matchPath(/^\/v1\/models\/download\/([^/]+)\/progress$/, url);
     if (progress) return this.streamDownload(res, progress[0]);
     const cancel = method === "DELETE" && matchPath(/^\/v1\/models\/download\/([^/]+)$/, url);
-    if (cancel) return sendJson(res, 200, { download_id: cancel[0], cancelled: this.downloads.cancel(cancel[0]) });
+    if (cancel) {
+      const reply: DownloadCancelResponse = { download_id: cancel[0], cancelled: this.downloads.cancel(cancel[0]) };
+      return sendJson(res, 200, reply);
+    }
     throw new RbeeError("NOT_FOUND", `no endpoint ${method} ${url} on this hive`);
   }
 
