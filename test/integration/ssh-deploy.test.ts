@@ -138,16 +138,15 @@ describe("deploy over SSH", () => {
     }
   });
 
-  test("re-deploying the same version is a no-op that takes under a second", async () => {
+  // How long it takes is a benchmark figure (npm run bench -- deploy), not a test: a loaded machine
+  // would make a time limit fail a correct no-op.
+  test("re-deploying the same version is a no-op: nothing copied, the running hive left alone", async () => {
     const pool = newPool();
     try {
-      const started = Date.now();
       const r = await deployHive(pool.get("node1"), base);
-      const elapsed = Date.now() - started;
       assert.equal(r.changed, false);
       assert.equal(r.runtime, "present");
       assert.equal(r.pid, firstPids.get("node1"), "the running hive was left alone");
-      assert.ok(elapsed <= 1000, `no-op re-deploy took ${elapsed} ms (connect included)`);
     } finally {
       pool.close();
     }
