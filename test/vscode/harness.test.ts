@@ -3,26 +3,13 @@
 // a screenshot saved on the in-host test's request.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { runVsCodeTests } from "./harness";
+import { processesOfRun, runVsCodeTests } from "./harness";
 import { SUITES } from "./suites";
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
-/** Processes whose environment holds `marker`: everything the run started, at any depth. */
-function processesOfRun(marker: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/environ`, "latin1").includes(marker)) pids.push(Number(entry));
-    } catch {
-      // exited meanwhile, or not ours to read
-    }
-  }
-  return pids;
-}
 
 test("the fixture suite passes inside a real VS Code and leaves a PNG screenshot", async () => {
   const fixture = SUITES.find((s) => s.name === "fixture");

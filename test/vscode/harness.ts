@@ -11,7 +11,7 @@
 //
 // The in-host test drives the UI through the bridge (bridge-client.ts → bridge-server.ts), whose
 // Unix socket path reaches the extension host in RBEE_VSCODE_BRIDGE.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, appendFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, appendFileSync, readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chromium, Browser, Page } from "playwright-core";
@@ -202,4 +202,37 @@ function formatArg(arg: unknown): string {
   } catch {
     return String(arg);
   }
+}
+
+/** Processes whose environment holds `marker`: everything a run started, at any depth (not this one). */
+export function processesOfRun(marker: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/environ`, "latin1").includes(marker)) pids.push(Number(entry));
+    } catch {
+      // exited meanwhile, or not ours to read
+    }
+  }
+  return pids;
+}
+
+/** A marker for a run's environment, so a test can find (and end) whatever the run left behind. */
+export function runMarker(): { env: Record<string, string>; marker: string } {
+  const value = `${process.pid}-${Date.now()}`;
+  return { env: { RBEE_HARNESS_RUN: value }, marker: `RBEE_HARNESS_RUN=${value}` };
+}
+
+/** Kills every process of the run (the local hive is detached by design) and returns their pids. */
+export function killLeftovers(marker: string): number[] {
+  const left = processesOfRun(marker);
+  for (const pid of left) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+  return left;
 }

@@ -5,11 +5,11 @@
 // (the local hive is started detached, so this is checked by the run's environment marker).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ensureModel } from "../fixtures/models";
-import { DEFAULT_OUTPUT_DIR, runVsCodeTests } from "./harness";
+import { DEFAULT_OUTPUT_DIR, killLeftovers, runMarker, runVsCodeTests } from "./harness";
 import { SUITES } from "./suites";
 
 const CASES = [
@@ -26,18 +26,6 @@ const CASES = [
 ];
 const SCREENSHOTS = ["rbee-infer-result", "rbee-ghost-text", "rbee-prefetched-ghost-text", "rbee-chat", "rbee-chat-stopped", "rbee-nodes-tree", "rbee-nodes-tree-stopped"];
 
-function processesOfRun(marker: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/environ`, "latin1").includes(marker)) pids.push(Number(entry));
-    } catch {
-      // exited meanwhile, or not ours to read
-    }
-  }
-  return pids;
-}
 
 test("rbee in a real VS Code: Infer, ghost text + Tab, chat + Stop, nodes tree + Stop Worker", { timeout: 420_000 }, async () => {
   const suite = SUITES.find((s) => s.name === "rbee");
@@ -45,13 +33,12 @@ test("rbee in a real VS Code: Infer, ghost text + Tab, chat + Stop, nodes tree +
   const model = ensureModel("tiny");
   // The extension host's HOME: no ~/.ssh, nothing written to the real home folder.
   const home = mkdtempSync(path.join(os.tmpdir(), "rbee-vscode-user-"));
-  const runMarker = `RBEE_HARNESS_RUN=${process.pid}-${Date.now()}`;
-  const [key, value] = runMarker.split("=");
+  const run = runMarker();
   for (const s of SCREENSHOTS) rmSync(path.join(DEFAULT_OUTPUT_DIR, `${s}.png`), { force: true });
   try {
     const result = await runVsCodeTests({
       ...suite,
-      env: { [key]: value, HOME: home, RBEE_TEST_MODEL: model },
+      env: { ...run.env, HOME: home, RBEE_TEST_MODEL: model },
       timeoutMs: 400_000,
     });
     const report = () => `exit ${result.exitCode}; output:\n${result.output.join("\n")}\nlogs: ${Object.values(result.logs).join(", ")}`;
@@ -69,14 +56,7 @@ test("rbee in a real VS Code: Infer, ghost text + Tab, chat + Stop, nodes tree +
     writeFileSync(path.join(DEFAULT_OUTPUT_DIR, "rbee-bench.json"), JSON.stringify(figures, null, 2) + "\n");
   } finally {
     // Whatever happened, nothing of this run may be left running (the hive is detached by design).
-    const left = processesOfRun(runMarker);
-    for (const pid of left) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // already gone
-      }
-    }
+    const left = killLeftovers(run.marker);
     rmSync(home, { recursive: true, force: true });
     assert.deepEqual(left, [], "processes of the run outlived it");
   }

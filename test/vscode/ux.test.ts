@@ -3,11 +3,11 @@
 // the run started survives it (the local hive is detached by design; the run's marker finds it).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ensureModel } from "../fixtures/models";
-import { DEFAULT_OUTPUT_DIR, runVsCodeTests } from "./harness";
+import { DEFAULT_OUTPUT_DIR, killLeftovers, runMarker, runVsCodeTests } from "./harness";
 import { SUITES } from "./suites";
 
 const CASES = [
@@ -22,42 +22,22 @@ const CASES = [
 ];
 const SCREENSHOTS = ["rbee-first-run", "rbee-infer-finished", "rbee-nodes-download"];
 
-function processesOfRun(marker: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/environ`, "latin1").includes(marker)) pids.push(Number(entry));
-    } catch {
-      // exited meanwhile, or not ours to read
-    }
-  }
-  return pids;
-}
 
 test("rbee for a newcomer in a real VS Code: first run, pickers, Infer edits, caps and cancels, ghost text after a cold start, the tree", { timeout: 480_000 }, async () => {
   const suite = SUITES.find((s) => s.name === "ux");
   assert.ok(suite);
   const model = ensureModel("tiny");
   const home = mkdtempSync(path.join(os.tmpdir(), "rbee-vscode-user-"));
-  const runMarker = `RBEE_HARNESS_RUN=${process.pid}-${Date.now()}`;
-  const [key, value] = runMarker.split("=");
+  const run = runMarker();
   for (const s of SCREENSHOTS) rmSync(path.join(DEFAULT_OUTPUT_DIR, `${s}.png`), { force: true });
   try {
-    const result = await runVsCodeTests({ ...suite, env: { [key]: value, HOME: home, RBEE_TEST_MODEL: model }, timeoutMs: 460_000 });
+    const result = await runVsCodeTests({ ...suite, env: { ...run.env, HOME: home, RBEE_TEST_MODEL: model }, timeoutMs: 460_000 });
     const report = () => `exit ${result.exitCode}; output:\n${result.output.join("\n")}\nlogs: ${Object.values(result.logs).join(", ")}`;
     assert.equal(result.exitCode, 0, report());
     for (const name of CASES) assert.ok(result.output.some((line) => line.startsWith(`ok - ${name}`)), `case did not pass: ${name}\n${report()}`);
     for (const s of SCREENSHOTS) assert.ok(existsSync(path.join(DEFAULT_OUTPUT_DIR, `${s}.png`)), `no screenshot ${s}.png`);
   } finally {
-    const left = processesOfRun(runMarker);
-    for (const pid of left) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // already gone
-      }
-    }
+    const left = killLeftovers(run.marker);
     rmSync(home, { recursive: true, force: true });
     assert.deepEqual(left, [], "processes of the run outlived it");
   }
