@@ -188,7 +188,8 @@ describe("rbee serve: OpenAI, Ollama and llama.cpp clients", () => {
     const body = (await res.json()) as any;
     assert.equal(typeof body.content, "string");
     assert.equal(body.stop, true);
-    assert.equal(body.timings.predicted_n, 16);
+    // n_indent 2 may end the answer early at a line indented less (the worker honours it): at most 16.
+    assert.ok(body.timings.predicted_n >= 1 && body.timings.predicted_n <= 16, `predicted_n ${body.timings.predicted_n}`);
     assert.equal(body.content.length > 0, true);
     // The extra context reaches the prompt: more prompt tokens than without it.
     const without: any = await (await gw.fetch("/infill", { method: "POST", body: JSON.stringify({ input_prefix: "import { sum } from './sum';\n\nfunction mean(xs: number[]) {\n", input_suffix: "\n}\n", prompt: "  return ", n_predict: 1 }) })).json();

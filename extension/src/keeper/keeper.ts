@@ -9,7 +9,7 @@ import path from "node:path";
 import { sleep as sleepFor } from "../../../hive-agent/src/util/retry";
 import {
   AGENT_VERSION, RbeeError, versionsCompatible,
-  type Backend, type ChatMessage, type WorkerInfo, type DownloadProgressEvent, type SamplingOptions, type StopReason, type StreamEvent,
+  type Backend, type ChatMessage, type InfillRequest, type WorkerInfo, type DownloadProgressEvent, type SamplingOptions, type StopReason, type StreamEvent,
 } from "../../../hive-agent/src/protocol";
 import type { HiveClient, WorkerClient } from "./hive-client";
 import { DEFAULT_MAX_STALE_MS, rbeeHome, type Registry, type WorkerRecord } from "./registry";
@@ -55,7 +55,7 @@ export interface WorkerSpec {
 
 export type Generation =
   | ({ kind: "inference"; prompt: string } & SamplingOptions)
-  | ({ kind: "infill"; prefix: string; suffix: string } & SamplingOptions)
+  | ({ kind: "infill"; prefix: string; suffix: string } & Partial<Pick<InfillRequest, "input_extra" | "t_max_predict_ms" | "n_indent">> & SamplingOptions)
   | ({ kind: "chat"; messages: ChatMessage[] } & SamplingOptions);
 
 export interface GenerationResult {

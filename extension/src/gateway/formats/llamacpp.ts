@@ -29,29 +29,33 @@ function promptText(v: unknown): string {
 }
 
 /**
- * input_extra chunks ({filename, text}) go before the prefix the way llama-server lays them out for
- * a model without a file-separator token: each chunk after a "--- snippet ---" line.
+ * input_extra chunks ({filename, text}) go to the worker as they are: it lays them out before the
+ * prefix as the model expects (repo-level FIM where it has the tokens), where they stay cached.
  */
-function extraContext(v: unknown): string {
-  if (v === undefined || v === null) return "";
+function extraContext(v: unknown): { filename?: string; text: string }[] | undefined {
+  if (v === undefined || v === null) return undefined;
   if (!Array.isArray(v)) invalid("input_extra", "an array of {filename, text}");
-  return v
-    .map((c, i) => {
-      if (typeof c?.text !== "string") invalid(`input_extra[${i}].text`, "a string");
-      return `\n\n--- snippet ---\n\n${c.text}`;
-    })
-    .join("");
+  return v.map((c, i) => {
+    if (typeof c?.text !== "string") invalid(`input_extra[${i}].text`, "a string");
+    if (c.filename !== undefined && typeof c.filename !== "string") invalid(`input_extra[${i}].filename`, "a string");
+    return c.filename !== undefined ? { filename: c.filename, text: c.text } : { text: c.text };
+  });
 }
 
 export function parseInfill(body: unknown, defaultMax: number): Call {
   const o = obj(body);
   // llama-server: prefix, then the FIM middle token, then `prompt` (the start of the cursor's line).
   const extra = extraContext(o.input_extra);
-  const prefix = (extra ? extra + "\n\n" : "") + (optStr(o, "input_prefix") ?? "") + promptText(o.prompt);
+  const prefix = (optStr(o, "input_prefix") ?? "") + promptText(o.prompt);
+  const nIndent = optNum(o, "n_indent", 0, 1024, true);
+  const tMax = optNum(o, "t_max_predict_ms", 0, 600_000);
   return {
     model: optStr(o, "model")?.trim() || undefined,
     stream: o.stream === true,
-    gen: { kind: "infill", prefix, suffix: optStr(o, "input_suffix") ?? "", ...sampling(o, defaultMax) },
+    gen: {
+      kind: "infill", prefix, suffix: optStr(o, "input_suffix") ?? "", ...sampling(o, defaultMax),
+      ...(extra?.length ? { input_extra: extra } : {}), ...(nIndent ? { n_indent: nIndent } : {}), ...(tMax ? { t_max_predict_ms: tMax } : {}),
+    },
     ...limits(o),
   };
 }
