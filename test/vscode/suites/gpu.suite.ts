@@ -3,26 +3,20 @@
 // the two GPUs without a question about devices, and the Remote Nodes tree shows each GPU with a
 // usage bar and its worker under it. A screenshot of the tree goes to the harness's output folder.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import * as vscode from "vscode";
 import { workbench } from "../bridge-client";
 import { runCases, waitUntil } from "../host-runner";
+import { openSuiteHome } from "./suite-home";
 import type { RbeeApi } from "../../../extension/src/extension";
 import { ensureModel } from "../../fixtures/models";
 import { softwareGpus } from "../../helpers/lavapipe";
 import { modelShortName } from "../../../extension/src/ui/nodes/node-format";
 
-const EXTENSION_ID = "rbee.rbee";
 
 export async function run(): Promise<void> {
-  const extension = vscode.extensions.getExtension<RbeeApi>(EXTENSION_ID);
-  assert.ok(extension, `${EXTENSION_ID} is not loaded`);
-  const home = mkdtempSync(path.join(os.tmpdir(), "rbee-vscode-gpu-home-"));
-  process.env.RBEE_HOME = home;
-  const config = () => vscode.workspace.getConfiguration("rbee");
-  await config().update("nodes.sshConfigPath", path.join(home, "no-ssh-config"), vscode.ConfigurationTarget.Global);
+  const suite = await openSuiteHome("rbee-vscode-gpu-home-");
+  const { extension } = suite;
   Object.assign(process.env, softwareGpus(2).visible);
   const cache = path.join(extension.extensionPath, ".cache", "models");
   const models = [42, 43].map((seed) => `file:${ensureModel("tiny", seed, cache)}`);
@@ -67,11 +61,6 @@ export async function run(): Promise<void> {
       },
     ]);
   } finally {
-    if (api?.services.loaded) {
-      const stack = await api.services.get().catch(() => undefined);
-      await stack?.local.stop().catch(() => undefined);
-    }
-    await config().update("nodes.sshConfigPath", undefined, vscode.ConfigurationTarget.Global);
-    rmSync(home, { recursive: true, force: true });
+    await suite.close(api);
   }
 }

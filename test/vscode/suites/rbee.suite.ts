@@ -9,19 +9,18 @@
 // Everything rbee writes goes to a temporary RBEE_HOME (set before any rbee command runs) and to the
 // test window's own global storage; the ssh config read is a missing file in that folder.
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import net from "node:net";
-import os from "node:os";
 import path from "node:path";
 import * as vscode from "vscode";
 import { workbench } from "../bridge-client";
 import { runCases, waitUntil } from "../host-runner";
+import { EXTENSION_ID, openSuiteHome } from "./suite-home";
 import { ensureModel } from "../../fixtures/models";
 import type { RbeeApi } from "../../../extension/src/extension";
 import type { InferOutcome } from "../../../extension/src/ui/infer/infer-command";
 import { modelShortName } from "../../../extension/src/ui/nodes/node-format";
 
-const EXTENSION_ID = "rbee.rbee";
 const WEBVIEW = { webview: EXTENSION_ID };
 
 function percentile(samples: number[], p: number): number {
@@ -40,12 +39,8 @@ function bench(name: string, value: number) {
 }
 
 export async function run(): Promise<void> {
-  const extension = vscode.extensions.getExtension<RbeeApi>(EXTENSION_ID);
-  assert.ok(extension, `${EXTENSION_ID} is not loaded`);
-  const home = mkdtempSync(path.join(os.tmpdir(), "rbee-vscode-home-"));
-  process.env.RBEE_HOME = home;
-  const config = () => vscode.workspace.getConfiguration("rbee");
-  await config().update("nodes.sshConfigPath", path.join(home, "no-ssh-config"), vscode.ConfigurationTarget.Global);
+  const suite = await openSuiteHome("rbee-vscode-home-");
+  const { extension, home, config } = suite;
   // The outer test generates the model; under run-electron.mjs the file is found in the repository's cache.
   const modelPath = process.env.RBEE_TEST_MODEL ?? ensureModel("tiny", 42, path.join(extension.extensionPath, ".cache", "models"));
   const model = `file:${modelPath}`;
@@ -383,12 +378,6 @@ export async function run(): Promise<void> {
       },
     ]);
   } finally {
-    // The local hive was started detached (it outlives windows); this test's one must not.
-    if (api?.services.loaded) {
-      const stack = await api.services.get().catch(() => undefined);
-      await stack?.local.stop().catch(() => undefined);
-    }
-    await config().update("nodes.sshConfigPath", undefined, vscode.ConfigurationTarget.Global);
-    rmSync(home, { recursive: true, force: true });
+    await suite.close(api);
   }
 }

@@ -5,12 +5,11 @@
 // context; Cancel during a cold start; ghost text once the completion worker is ready; the tree's
 // models, tooltips, downloads and Stop Local Hive. Screenshots go to the harness's output folder.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import * as vscode from "vscode";
 import { workbench } from "../bridge-client";
 import { runCases, waitUntil } from "../host-runner";
+import { EXTENSION_ID, openSuiteHome } from "./suite-home";
 import { ensureModel } from "../../fixtures/models";
 import type { RbeeApi } from "../../../extension/src/extension";
 import type { InferOutcome } from "../../../extension/src/ui/infer/infer-command";
@@ -18,7 +17,6 @@ import { modelShortName } from "../../../extension/src/ui/nodes/node-format";
 import { statusText } from "../../../extension/src/ui/status-bar";
 import type { TreeNode } from "../../../extension/src/ui/nodes/nodes-tree";
 
-const EXTENSION_ID = "rbee.rbee";
 const WEBVIEW = { webview: EXTENSION_ID };
 const QUESTION = "What is a closure?";
 
@@ -42,12 +40,8 @@ function offered(menus: { command: string; when: string }[], command: string, vi
 }
 
 export async function run(): Promise<void> {
-  const extension = vscode.extensions.getExtension<RbeeApi>(EXTENSION_ID);
-  assert.ok(extension, `${EXTENSION_ID} is not loaded`);
-  const home = mkdtempSync(path.join(os.tmpdir(), "rbee-vscode-home-"));
-  process.env.RBEE_HOME = home;
-  const config = () => vscode.workspace.getConfiguration("rbee");
-  await config().update("nodes.sshConfigPath", path.join(home, "no-ssh-config"), vscode.ConfigurationTarget.Global);
+  const suite = await openSuiteHome("rbee-vscode-home-");
+  const { extension, config } = suite;
   const modelPath = process.env.RBEE_TEST_MODEL ?? ensureModel("tiny", 42, path.join(extension.extensionPath, ".cache", "models"));
   const model = `file:${modelPath}`;
   const short = modelShortName(model);
@@ -256,11 +250,6 @@ export async function run(): Promise<void> {
       },
     ]);
   } finally {
-    if (api?.services.loaded) {
-      const stack = await api.services.get().catch(() => undefined);
-      await stack?.local.stop().catch(() => undefined);
-    }
-    await config().update("nodes.sshConfigPath", undefined, vscode.ConfigurationTarget.Global);
-    rmSync(home, { recursive: true, force: true });
+    await suite.close(api);
   }
 }
