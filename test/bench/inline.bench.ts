@@ -6,13 +6,10 @@
 // `npm run bench -- inline` runs it (tiny and small models); alone, after `npm run build`:
 // `node --import tsx test/bench/inline.bench.ts [tiny|small]`.
 
-import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
-import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { ensureModel, type PresetName } from "../fixtures/models";
-import { REPO_ROOT } from "../helpers/hive";
-import { RbeeServices } from "../../extension/src/ui/services";
+import { openTestServices } from "../helpers/services";
 import { CompletionEngine, DEFAULT_ENGINE_SETTINGS } from "../../extension/src/ui/inline/completion-engine";
 import { KeeperCompletionBackend } from "../../extension/src/ui/inline/keeper-backend";
 import { percentile, round } from "./common";
@@ -21,11 +18,8 @@ const RUNS = 60;
 const CACHE_RUNS = 2000;
 
 export async function benchInline({ preset = "tiny", maxTokens = 24 }: { preset?: PresetName; maxTokens?: number } = {}): Promise<Record<string, number>> {
-  const home = mkdtempSync(path.join(os.tmpdir(), "rbee-inline-bench-"));
-  const previous = process.env.RBEE_HOME;
-  process.env.RBEE_HOME = home;
-  const quiet = { trace() {}, info() {}, warn() {}, error() {} };
-  const services = new RbeeServices({ storageDir: path.join(home, "storage"), bundleDir: path.join(REPO_ROOT, "dist"), extensionDir: REPO_ROOT, log: quiet, ssh: { configPath: () => path.join(home, "no-ssh-config") } });
+  const stack = openTestServices("rbee-inline-bench-");
+  const { services } = stack;
   try {
     const model = `file:${ensureModel(preset)}`;
     await (await services.keeper()).ensureWorker({ node: "localhost", model });
@@ -73,12 +67,7 @@ export async function benchInline({ preset = "tiny", maxTokens = 24 }: { preset?
       typed_through_hit_p50_ms: round(percentile(typed, 50), 4),
     };
   } finally {
-    const stack = await services.get().catch(() => undefined);
-    await stack?.local.stop();
-    await services.dispose();
-    if (previous === undefined) delete process.env.RBEE_HOME;
-    else process.env.RBEE_HOME = previous;
-    rmSync(home, { recursive: true, force: true });
+    await stack.close();
   }
 }
 

@@ -12,12 +12,11 @@
 // that finished: llama-server reports nothing for a cancelled one); latency keystroke → ghost text
 // p50/p90.
 
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import os from "node:os";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { ensureModel, prng } from "../fixtures/models";
 import { REPO_ROOT } from "../helpers/hive";
-import { RbeeServices } from "../../extension/src/ui/services";
+import { openTestServices } from "../helpers/services";
 import {
   CompletionEngine, DEFAULT_ENGINE_SETTINGS, type CompletionBackend, type CompletionOutcome, type EngineSettings, type InfillRequestBody, type InfillResult,
 } from "../../extension/src/ui/inline/completion-engine";
@@ -183,11 +182,8 @@ export async function benchTyping({ threads = 1 }: { threads?: number } = {}): P
   const modelPath = ensureModel("small");
   const binary = await ensureLlamaServer((l) => console.error(l));
   const text = readFileSync(path.join(SRC, TARGET), "utf8");
-  const home = mkdtempSync(path.join(os.tmpdir(), "rbee-typing-bench-"));
-  const previous = process.env.RBEE_HOME;
-  process.env.RBEE_HOME = home;
-  const quiet = { trace() {}, info() {}, warn() {}, error() {} };
-  const services = new RbeeServices({ storageDir: path.join(home, "storage"), bundleDir: path.join(REPO_ROOT, "dist"), extensionDir: REPO_ROOT, log: quiet, ssh: { configPath: () => path.join(home, "no-ssh-config") } });
+  const stack = openTestServices("rbee-typing-bench-");
+  const { services } = stack;
   const server = await startLlamaServer({ binary, model: modelPath, threads, parallel: 2, contextSize: 2 * CONTEXT });
   try {
     const model = `file:${modelPath}`;
@@ -238,12 +234,7 @@ export async function benchTyping({ threads = 1 }: { threads?: number } = {}): P
     return rows;
   } finally {
     await server.stop();
-    const stack = await services.get().catch(() => undefined);
-    await stack?.local.stop();
-    await services.dispose();
-    if (previous === undefined) delete process.env.RBEE_HOME;
-    else process.env.RBEE_HOME = previous;
-    rmSync(home, { recursive: true, force: true });
+    await stack.close();
   }
 }
 

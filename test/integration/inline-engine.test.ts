@@ -4,19 +4,14 @@
 // time budget. Wall-clock speed is not asserted anywhere: counts of requests and tokens are.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { ensureModel } from "../fixtures/models";
-import { REPO_ROOT } from "../helpers/hive";
 import { waitUntil } from "../helpers/wait";
-import { RbeeServices } from "../../extension/src/ui/services";
+import type { RbeeServices } from "../../extension/src/ui/services";
+import { openTestServices, type TestServices } from "../helpers/services";
 import { CompletionEngine, DEFAULT_ENGINE_SETTINGS, type EngineSettings } from "../../extension/src/ui/inline/completion-engine";
 import { KeeperCompletionBackend } from "../../extension/src/ui/inline/keeper-backend";
 
-const home = mkdtempSync(path.join(os.tmpdir(), "rbee-inline-engine-"));
-const previousHome = process.env.RBEE_HOME;
-const quiet = { trace() {}, info() {}, warn() {}, error() {} };
+let stack: TestServices;
 let services: RbeeServices;
 let backend: KeeperCompletionBackend;
 const model = `file:${ensureModel("tiny")}`;
@@ -26,22 +21,15 @@ const lines = Array.from({ length: 60 }, (_, i) => `function helper${i}(a, b) {\
 
 
 before(async () => {
-  process.env.RBEE_HOME = home;
-  services = new RbeeServices({ storageDir: path.join(home, "storage"), bundleDir: path.join(REPO_ROOT, "dist"), extensionDir: REPO_ROOT, log: quiet, ssh: { configPath: () => path.join(home, "no-ssh-config") } });
+  stack = openTestServices("rbee-inline-engine-");
+  services = stack.services;
   const keeper = await services.keeper();
   // Two workers of one model (they differ in slots only): a fleet of two.
   for (const slots of [2, 3]) workerIds.push((await keeper.ensureWorker({ node: "localhost", model, slots, backend: "cpu", threads: 1 })).worker.id);
   backend = new KeeperCompletionBackend(() => services.keeper());
   settings = { ...DEFAULT_ENGINE_SETTINGS, model, debounceMs: 0, maxTokens: 8, multiline: "always", timeBudgetMs: 0, prefetch: false };
 });
-after(async () => {
-  const stack = await services.get().catch(() => undefined);
-  await stack?.local.stop();
-  await services.dispose();
-  if (previousHome === undefined) delete process.env.RBEE_HOME;
-  else process.env.RBEE_HOME = previousHome;
-  rmSync(home, { recursive: true, force: true });
-});
+after(async () => stack.close());
 
 test("affinity: each file always goes to the same worker of the fleet, and its next keystroke finds its prompt cached there", async () => {
   assert.notEqual(workerIds[0], workerIds[1]);

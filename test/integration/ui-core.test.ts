@@ -4,13 +4,13 @@
 // the localhost node controller behind the Remote Nodes view.
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, existsSync, readFileSync } from "node:fs";
-import os from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { ensureModel } from "../fixtures/models";
-import { isAlive, REPO_ROOT } from "../helpers/hive";
+import { isAlive } from "../helpers/hive";
 import { waitUntil } from "../helpers/wait";
-import { RbeeServices, type Logger } from "../../extension/src/ui/services";
+import type { RbeeServices, Logger } from "../../extension/src/ui/services";
+import { openTestServices, type TestServices } from "../helpers/services";
 import { CompletionEngine, DEFAULT_ENGINE_SETTINGS, type EngineSettings, type EngineState } from "../../extension/src/ui/inline/completion-engine";
 import { KeeperCompletionBackend } from "../../extension/src/ui/inline/keeper-backend";
 import { ChatController } from "../../extension/src/ui/chat/chat-controller";
@@ -21,25 +21,18 @@ const logLines: string[] = [];
 const log: Logger = { trace: (m) => logLines.push(m), info: (m) => logLines.push(m), warn: (m) => logLines.push(m), error: (m) => logLines.push(m) };
 
 describe("extension core on a real local hive", () => {
-  const home = mkdtempSync(path.join(os.tmpdir(), "rbee-ui-core-"));
-  const previousHome = process.env.RBEE_HOME;
+  let stack: TestServices;
+  let home: string;
   let services: RbeeServices;
   const model = `file:${ensureModel("tiny")}`;
   let workerId: string;
 
   before(async () => {
-    process.env.RBEE_HOME = home; // the local hive, its token and models live here, not in ~/.rbee
-    services = new RbeeServices({ storageDir: path.join(home, "global-storage"), bundleDir: path.join(REPO_ROOT, "dist"), extensionDir: REPO_ROOT, log, ssh: { configPath: () => path.join(home, "no-ssh-config") } });
+    stack = openTestServices("rbee-ui-core-", log);
+    ({ home, services } = stack);
   });
 
-  after(async () => {
-    const stack = await services.get().catch(() => undefined);
-    await stack?.local.stop();
-    await services.dispose();
-    if (previousHome === undefined) delete process.env.RBEE_HOME;
-    else process.env.RBEE_HOME = previousHome;
-    rmSync(home, { recursive: true, force: true });
-  });
+  after(async () => stack.close());
 
   test("the localhost controller reports the hive as not running, without starting it", async () => {
     const controller = await services.controller("localhost");
