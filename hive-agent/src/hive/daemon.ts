@@ -172,14 +172,19 @@ export class HiveDaemon {
     const devices = hardware.backends.flatMap((b) =>
       this.rooms(at, hardware, b).map((r) => ({ ...r.device, vram_free_bytes: r.free, vram_reserved_bytes: r.reserved, workers: r.workers })),
     );
-    const ram = this.supervisor.ramReserved();
     return {
       ...hardware,
       devices,
-      ram_free_bytes: Math.max(0, Math.min(availableRam() - ram.loading, (this.opts.ramLimitBytes ?? Infinity) - ram.all)),
+      ram_free_bytes: this.ramFree(),
       native_build: this.nativeBuilder.status(),
       idle_timeout_s: Math.round(this.opts.idleTimeoutMs / 1000),
     };
+  }
+
+  /** RAM a new CPU worker can have: what the OS has available less workers still loading, within the node's limit. */
+  private ramFree(): number {
+    const ram = this.supervisor.ramReserved();
+    return Math.max(0, Math.min(availableRam() - ram.loading, (this.opts.ramLimitBytes ?? Infinity) - ram.all));
   }
 
   private rooms(at: number, hardware: NodeHardware, backend: Backend) {
@@ -266,10 +271,9 @@ export class HiveDaemon {
     const needed = estimateBytes(statSync(modelPath).size, shape, contextSize, slots);
     // From here until the supervisor has registered the worker nothing awaits: the placement and its
     // reservation are one step, so two spawns at once can never both take the same free memory.
-    const caps = this.capabilitiesFrom(at, hardware);
     let placement;
     if (backend === "cpu") {
-      checkRam(caps.ram_free_bytes, modelPath, needed);
+      checkRam(this.ramFree(), modelPath, needed);
       placement = { devices: [], pins: [], bytes: [needed] };
     } else {
       const place = placeWorker({ backend, device: r.device, devices: r.devices, allowSplit: r.allow_split }, this.rooms(at, hardware, backend), needed);
@@ -285,7 +289,7 @@ export class HiveDaemon {
       keepAliveMs: r.keep_alive !== undefined ? r.keep_alive * 1000 : this.opts.idleTimeoutMs,
       contextSize,
       slots,
-      threads: r.threads ?? defaultThreads(caps.cpu_cores),
+      threads: r.threads ?? defaultThreads(hardware.cpu_cores),
       batchSize: r.batch_size,
       nativeDir: nativeBuildDir(this.opts.home),
     });
