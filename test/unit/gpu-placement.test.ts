@@ -70,6 +70,7 @@ test("Vulkan devices get their own VRAM and driver ids by probing each alone (GP
   const probe = async (_gpu: "vulkan", id: string) => (probes.push(id), driver[id]);
   const found = await vulkanDevices(all, undefined, probe);
   assert.deepEqual(found.map((d) => [d.index, d.pin_id, d.name, d.vram_total_bytes]), [[0, "1", "NVIDIA RTX A4000", 16 * GiB], [1, "2", "AMD Radeon Pro", 16 * GiB]]);
+  assert.deepEqual(probes, ["0", "1", "2"], "each driver id is probed once");
   // With a list, its ids are used as they are.
   const listed = await vulkanDevices({ names: ["A", "B"], total: 4 * GiB, free: 4 * GiB }, ["3", "5"], async (_g, id) => ({ names: [`dev${id}`], total: GiB, free: GiB }));
   assert.deepEqual(listed.map((d) => d.pin_id), ["3", "5"]);

@@ -139,12 +139,15 @@ export async function vulkanDevices(all: BackendProbe, visible: string[] | undef
   });
   if (all.names.length === 1) return [even(all.names[0], 0, visible?.[0])];
   const pins: string[] = [];
+  // Each device is probed once: what the id matching saw is reused for the device's own figures.
+  const seen = new Map<string, BackendProbe | undefined>();
+  const probeOnce = async (id: string) => (seen.has(id) ? seen.get(id) : (seen.set(id, await probe("vulkan", id)), seen.get(id)));
   if (visible) pins.push(...visible.slice(0, all.names.length));
   else {
     // Match the default device list to driver ids: the list keeps the driver's order.
     let next = 0;
     for (let id = 0; id < 16 && next < all.names.length; id++) {
-      const one = await probe("vulkan", String(id));
+      const one = await probeOnce(String(id));
       if (!one || !one.names.length) break;
       if (one.names[0] === all.names[next]) {
         pins.push(String(id));
@@ -155,7 +158,7 @@ export async function vulkanDevices(all: BackendProbe, visible: string[] | undef
   if (pins.length !== all.names.length) return all.names.map((n, i) => even(n, i, undefined));
   const out: DeviceInfo[] = [];
   for (const [index, pin] of pins.entries()) {
-    const one = await probe("vulkan", pin);
+    const one = await probeOnce(pin);
     if (one && one.names.length === 1) out.push({ backend: "vulkan", index, name: one.names[0], vram_total_bytes: one.total, vram_free_bytes: one.free, pin_id: pin });
     else out.push(even(all.names[index], index, pin));
   }
