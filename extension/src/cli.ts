@@ -3,7 +3,7 @@
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { readFileSync } from "node:fs";
-import { RbeeError, BACKENDS, AGENT_VERSION, parseKeepAlive, type Backend, type DeviceInfo, type NativeBuildStatus } from "../../hive-agent/src/protocol";
+import { RbeeError, BACKENDS, AGENT_VERSION, parseKeepAlive, type Backend, type DeviceInfo, type NativeBuildStatus } from "@rbee/hive-agent/protocol";
 import { Keeper, StreamInterruptedError } from "./keeper/keeper";
 import { LocalHive, defaultAgentScript, idleTimeoutDaemonArgs } from "./keeper/local-hive";
 import { shQuote } from "./nodes/shell";
@@ -147,7 +147,7 @@ interface OpenOptions {
 function newLocalHive(daemonArgs?: string[]): LocalHive {
   const bundled = path.join(__dirname, "hive-agent.js");
   if (process.env.RBEE_AGENT_SCRIPT || !existsSync(bundled)) return new LocalHive({ daemonArgs });
-  const { LocalRuntime } = require("./ui/nodes/local-runtime") as typeof import("./ui/nodes/local-runtime");
+  const { LocalRuntime } = require("./ui-core/nodes/local-runtime") as typeof import("./ui-core/nodes/local-runtime");
   const { RuntimeCache, defaultRuntimeCacheDir } = require("./nodes/runtime-cache") as typeof import("./nodes/runtime-cache");
   const runtime = new LocalRuntime({ bundleDir: __dirname, home: rbeeHome(), version: AGENT_VERSION, cache: new RuntimeCache(defaultRuntimeCacheDir()) });
   return new LocalHive({

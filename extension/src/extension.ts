@@ -3,21 +3,21 @@
 // command, view refresh or completion does (ui/services.ts).
 
 import * as vscode from "vscode";
-import { ChatService } from "./ui/chat/chat-service";
+import { ChatService } from "./ui-core/chat/chat-service";
 import { registerChatParticipant } from "./ui/chat/chat-participant";
 import { ChatView } from "./ui/chat/chat-view";
 import { FirstRunCommands } from "./ui/infer/first-run";
 import { InferCommand } from "./ui/infer/infer-command";
 import { recentModels } from "./ui/infer/pickers";
 import { GatewayService } from "./ui/gateway-service";
-import { CompletionEngine } from "./ui/inline/completion-engine";
+import { CompletionEngine } from "./ui-core/inline/completion-engine";
 import { RbeeInlineProvider } from "./ui/inline/inline-provider";
-import { KeeperCompletionBackend } from "./ui/inline/keeper-backend";
+import { KeeperCompletionBackend } from "./ui-core/inline/keeper-backend";
 import { RbeeLog } from "./ui/log";
 import { NodeCommands } from "./ui/nodes/node-commands";
 import { NodesTree } from "./ui/nodes/nodes-tree";
 import { NodeTokenStore } from "./ui/secrets";
-import { RbeeServices } from "./ui/services";
+import { RbeeServices } from "./ui-core/services";
 import { chatSettings, completionSettings, nodesSettings, setSetting } from "./ui/settings";
 import { sshPrompts } from "./ui/ssh-prompts";
 import { CompletionStatusBar } from "./ui/status-bar";

@@ -10,8 +10,8 @@ import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { ensureModel, type PresetName } from "../fixtures/models";
 import { openTestServices } from "../helpers/services";
-import { CompletionEngine, DEFAULT_ENGINE_SETTINGS } from "../../extension/src/ui/inline/completion-engine";
-import { KeeperCompletionBackend } from "../../extension/src/ui/inline/keeper-backend";
+import { CompletionEngine, DEFAULT_ENGINE_SETTINGS } from "../../extension/src/ui-core/inline/completion-engine";
+import { KeeperCompletionBackend } from "../../extension/src/ui-core/inline/keeper-backend";
 import { percentile, round } from "./common";
 
 const RUNS = 60;

@@ -19,8 +19,8 @@ import { REPO_ROOT } from "../helpers/hive";
 import { openTestServices } from "../helpers/services";
 import {
   CompletionEngine, DEFAULT_ENGINE_SETTINGS, type CompletionBackend, type CompletionOutcome, type EngineSettings, type InfillRequestBody, type InfillResult,
-} from "../../extension/src/ui/inline/completion-engine";
-import { KeeperCompletionBackend } from "../../extension/src/ui/inline/keeper-backend";
+} from "../../extension/src/ui-core/inline/completion-engine";
+import { KeeperCompletionBackend } from "../../extension/src/ui-core/inline/keeper-backend";
 import { percentile, round } from "./common";
 import { ensureLlamaServer, startLlamaServer } from "./llama-server";
 

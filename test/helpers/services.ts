@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { RbeeServices, type Logger } from "../../extension/src/ui/services";
+import { RbeeServices, type Logger } from "../../extension/src/ui-core/services";
 import { REPO_ROOT } from "./hive";
 
 export const QUIET: Logger = { trace() {}, info() {}, warn() {}, error() {} };

@@ -6,10 +6,10 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { ensureModel } from "../fixtures/models";
 import { waitUntil } from "../helpers/wait";
-import type { RbeeServices } from "../../extension/src/ui/services";
+import type { RbeeServices } from "../../extension/src/ui-core/services";
 import { openTestServices, type TestServices } from "../helpers/services";
-import { CompletionEngine, DEFAULT_ENGINE_SETTINGS, type EngineSettings } from "../../extension/src/ui/inline/completion-engine";
-import { KeeperCompletionBackend } from "../../extension/src/ui/inline/keeper-backend";
+import { CompletionEngine, DEFAULT_ENGINE_SETTINGS, type EngineSettings } from "../../extension/src/ui-core/inline/completion-engine";
+import { KeeperCompletionBackend } from "../../extension/src/ui-core/inline/keeper-backend";
 
 let stack: TestServices;
 let services: RbeeServices;

@@ -10,8 +10,8 @@ import path from "node:path";
 import { ensureModel } from "../fixtures/models";
 import { AGENT_BUNDLE, REPO_ROOT } from "../helpers/hive";
 import { startSshdCluster, writeKnownHosts, type SshdCluster } from "../helpers/sshd";
-import { RbeeServices, type Logger } from "../../extension/src/ui/services";
-import type { TokenCache } from "../../extension/src/ui/nodes/ssh-node";
+import { RbeeServices, type Logger } from "../../extension/src/ui-core/services";
+import type { TokenCache } from "../../extension/src/ui-core/nodes/ssh-node";
 import type { UnknownHostKey } from "../../extension/src/nodes/connection";
 
 describe("SSH nodes in the extension", () => {

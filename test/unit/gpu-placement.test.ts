@@ -6,8 +6,8 @@ import type { DeviceInfo } from "../../hive-agent/src/protocol";
 import { parseKeepAlive } from "../../hive-agent/src/protocol";
 import { deviceRooms, placeWorker, type Reservation } from "../../hive-agent/src/hive/placement";
 import { cudaDevices, parseNvidiaSmi, vulkanDevices, bestBackend, visibleList, type BackendProbe } from "../../hive-agent/src/hive/capabilities";
-import { placementChoices, parseKeepAliveInput } from "../../extension/src/ui/nodes/worker-options";
-import { deviceDescription, usageBar, workersOn } from "../../extension/src/ui/nodes/node-format";
+import { placementChoices, parseKeepAliveInput } from "../../extension/src/ui-core/nodes/worker-options";
+import { deviceDescription, usageBar, workersOn } from "../../extension/src/ui-core/nodes/node-format";
 
 const GiB = 2 ** 30;
 const gpu = (index: number, free: number, total = 24 * GiB): DeviceInfo => ({ backend: "cuda", index, name: `GPU ${index}`, vram_total_bytes: total, vram_free_bytes: free, pin_id: String(index) });

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac, randomBytes } from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { renderMarkdown } from "../../extension/src/ui/chat/markdown";
+import { renderMarkdown } from "../../extension/src/ui-core/chat/markdown";
 import { checkHostKeyText, hostFieldMatches } from "../../extension/src/nodes/known-hosts";
 import { childEnv } from "../../hive-agent/src/util/env";
 
@@ -23,7 +23,7 @@ test("markdown-quote-recursion: 20 000 nested '>' render without a stack overflo
 });
 
 test("markdown-link-regex: 400 000 '[' render in linear time (the old pattern needed minutes)", async () => {
-  const mod = require.resolve("../../extension/src/ui/chat/markdown");
+  const mod = require.resolve("../../extension/src/ui-core/chat/markdown");
   const out = await inChild(
     `const { renderMarkdown } = require(${JSON.stringify(mod)});
      const a = renderMarkdown("[".repeat(400000)); const b = renderMarkdown("[a](b".repeat(80000)); console.log(a.length + b.length);`,

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { MACHINE_SETTINGS } from "../../extension/src/ui/machine-settings";
+import { MACHINE_SETTINGS } from "../../extension/src/ui-core/machine-settings";
 
 const manifest = JSON.parse(readFileSync(path.join(__dirname, "..", "..", "package.json"), "utf8"));
 

@@ -2,9 +2,9 @@
 // validation, and the conversation controller (history, context, stop).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { escapeHtml, renderMarkdown, safeUrl } from "../../extension/src/ui/chat/markdown";
-import { parseWebviewMessage } from "../../extension/src/ui/chat/chat-protocol";
-import { ChatController, contextMessages, type ChatGenerate, type ChatTurn } from "../../extension/src/ui/chat/chat-controller";
+import { escapeHtml, renderMarkdown, safeUrl } from "../../extension/src/ui-core/chat/markdown";
+import { parseWebviewMessage } from "../../extension/src/ui-core/chat/chat-protocol";
+import { ChatController, contextMessages, type ChatGenerate, type ChatTurn } from "../../extension/src/ui-core/chat/chat-controller";
 
 test("markdown: raw HTML in model output is escaped, never passed through", () => {
   const html = renderMarkdown('<script>alert(1)</script> <img src=x onerror="alert(2)"> & done');

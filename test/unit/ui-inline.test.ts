@@ -2,12 +2,12 @@
 // repeat filter, and the one-request-per-editor gate with its debounce.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { contextWindow, cursorAllowsCompletion, wantsMultiline } from "../../extension/src/ui/inline/context-window";
-import { ExtraContext } from "../../extension/src/ui/inline/extra-context";
-import { pickWorker } from "../../extension/src/ui/inline/keeper-backend";
-import { CompletionCache } from "../../extension/src/ui/inline/completion-cache";
-import { cleanSuggestion, trimToIndent } from "../../extension/src/ui/inline/suggestion-filter";
-import { debounce, RequestGate, SupersededError } from "../../extension/src/ui/inline/request-gate";
+import { contextWindow, cursorAllowsCompletion, wantsMultiline } from "../../extension/src/ui-core/inline/context-window";
+import { ExtraContext } from "../../extension/src/ui-core/inline/extra-context";
+import { pickWorker } from "../../extension/src/ui-core/inline/keeper-backend";
+import { CompletionCache } from "../../extension/src/ui-core/inline/completion-cache";
+import { cleanSuggestion, trimToIndent } from "../../extension/src/ui-core/inline/suggestion-filter";
+import { debounce, RequestGate, SupersededError } from "../../extension/src/ui-core/inline/request-gate";
 
 test("context window: short texts pass through unchanged", () => {
   assert.deepEqual(contextWindow("const a = ", ";\n", { maxPrefixChars: 100, maxSuffixChars: 100 }), { prefix: "const a = ", suffix: ";\n" });

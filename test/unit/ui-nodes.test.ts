@@ -2,11 +2,11 @@
 // probe is written to the registry, model choices, narration and secret redaction.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { NodeList, type NodeSource } from "../../extension/src/ui/nodes/node-list";
-import { deviceDescription, formatBytes, modelShortName, nodeDescription, nodeTooltip, workerDescription } from "../../extension/src/ui/nodes/node-format";
-import { reconcileReported, registryNeedsSync, shouldAutoProbe, uncheckedSnapshot, UNREACHABLE_RETRY_MS, withoutKeys, type NodeSnapshot } from "../../extension/src/ui/nodes/node-snapshot";
-import { modelChoices, modelRefProblem, rememberRecent } from "../../extension/src/ui/infer/model-choices";
-import { eventLogLine, progressStep, redactSecrets } from "../../extension/src/ui/narration";
+import { NodeList, type NodeSource } from "../../extension/src/ui-core/nodes/node-list";
+import { deviceDescription, formatBytes, modelShortName, nodeDescription, nodeTooltip, workerDescription } from "../../extension/src/ui-core/nodes/node-format";
+import { reconcileReported, registryNeedsSync, shouldAutoProbe, uncheckedSnapshot, UNREACHABLE_RETRY_MS, withoutKeys, type NodeSnapshot } from "../../extension/src/ui-core/nodes/node-snapshot";
+import { modelChoices, modelRefProblem, rememberRecent } from "../../extension/src/ui-core/infer/model-choices";
+import { eventLogLine, progressStep, redactSecrets } from "../../extension/src/ui-core/narration";
 import type { WorkerInfo } from "../../hive-agent/src/protocol";
 import type { WorkerRecord } from "../../extension/src/keeper/registry-types";
 

@@ -4,12 +4,12 @@
 // the tree, the download narration, and Clear + Undo in the chat.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { modelRefProblem, SUGGESTED_MODELS, typedRefChoice } from "../../extension/src/ui/infer/model-choices";
-import { capNote, generatingText, inferSummary } from "../../extension/src/ui/infer/infer-summary";
-import { downloadText, isFirstRun, modelsShown, plural, workerTooltip } from "../../extension/src/ui/nodes/node-format";
-import { uncheckedSnapshot, type NodeSnapshot, type WorkerView } from "../../extension/src/ui/nodes/node-snapshot";
-import { progressStep } from "../../extension/src/ui/narration";
-import { ChatController, type ChatTurn } from "../../extension/src/ui/chat/chat-controller";
+import { modelRefProblem, SUGGESTED_MODELS, typedRefChoice } from "../../extension/src/ui-core/infer/model-choices";
+import { capNote, generatingText, inferSummary } from "../../extension/src/ui-core/infer/infer-summary";
+import { downloadText, isFirstRun, modelsShown, plural, workerTooltip } from "../../extension/src/ui-core/nodes/node-format";
+import { uncheckedSnapshot, type NodeSnapshot, type WorkerView } from "../../extension/src/ui-core/nodes/node-snapshot";
+import { progressStep } from "../../extension/src/ui-core/narration";
+import { ChatController, type ChatTurn } from "../../extension/src/ui-core/chat/chat-controller";
 
 const worker: WorkerView = {
   id: "w-7fb81255", model_ref: "file:/models/tiny.gguf", url: "http://127.0.0.1:1", pid: 4242, backend: "cpu", device: 0,

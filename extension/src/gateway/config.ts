@@ -4,7 +4,7 @@
 
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { BACKENDS, RbeeError, type Backend } from "../../../hive-agent/src/protocol";
+import { BACKENDS, RbeeError, type Backend } from "@rbee/hive-agent/protocol";
 import { rbeeHome } from "../keeper/registry";
 
 /** Neither Ollama's 11434 nor llama-server's 8080. */

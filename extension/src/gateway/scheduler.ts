@@ -9,7 +9,7 @@
 //     another worker of the model.
 // The keeper does the rest: ensureWorker finds or starts the worker, stream talks to it.
 
-import { RbeeError } from "../../../hive-agent/src/protocol";
+import { RbeeError } from "@rbee/hive-agent/protocol";
 import type { WorkerClient } from "../keeper/hive-client";
 import type { Generation, GenerationResult, Keeper, NodeConnector } from "../keeper/keeper";
 import { LOCALHOST } from "../keeper/local-connector";

@@ -5,8 +5,8 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { RbeeError } from "../../../hive-agent/src/protocol";
-import { checkBearer, readJson } from "../../../hive-agent/src/util/http";
+import { RbeeError } from "@rbee/hive-agent/protocol";
+import { checkBearer, readJson } from "@rbee/hive-agent/util/http";
 import type { Keeper, NodeConnector } from "../keeper/keeper";
 import type { GatewayConfig } from "./config";
 import { describeError, writeJson, type Call, type Responder } from "./formats/common";

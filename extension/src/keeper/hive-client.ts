@@ -13,11 +13,11 @@ import {
   type CapabilitiesResponse, type ChatRequest, type DownloadProgressEvent, type DownloadRequest, type DownloadResponse,
   type HealthResponse, type InferenceRequest, type InfillRequest, type ModelsResponse, type ReadyResponse,
   type SpawnRequest, type SpawnResponse, type StreamEvent, type WorkerInfo, type WorkersResponse, type LoadingProgressEvent, type WorkerHealth,
-} from "../../../hive-agent/src/protocol";
+} from "@rbee/hive-agent/protocol";
 import type { Endpoint, Transport } from "./transport";
 import type { GenericSchema } from "valibot";
 
-import { retryDelay, sleep, type RetryPolicy } from "../../../hive-agent/src/util/retry";
+import { retryDelay, sleep, type RetryPolicy } from "@rbee/hive-agent/util/retry";
 export type { RetryPolicy };
 
 export interface ClientOptions {

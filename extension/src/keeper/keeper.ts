@@ -6,11 +6,11 @@
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { sleep as sleepFor } from "../../../hive-agent/src/util/retry";
+import { sleep as sleepFor } from "@rbee/hive-agent/util/retry";
 import {
   AGENT_VERSION, RbeeError, versionsCompatible,
   type Backend, type ChatMessage, type InfillRequest, type WorkerInfo, type DownloadProgressEvent, type SamplingOptions, type StopReason, type StreamEvent,
-} from "../../../hive-agent/src/protocol";
+} from "@rbee/hive-agent/protocol";
 import type { HiveClient, WorkerClient } from "./hive-client";
 import { DEFAULT_MAX_STALE_MS, rbeeHome, type Registry, type WorkerRecord } from "./registry";
 

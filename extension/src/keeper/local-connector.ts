@@ -1,7 +1,7 @@
 // Connects the keeper to `localhost`, the node every install has: no SSH, the local hive is started
 // on demand (unless told not to) and reached over loopback.
 
-import { RbeeError } from "../../../hive-agent/src/protocol";
+import { RbeeError } from "@rbee/hive-agent/protocol";
 import { HiveClient } from "./hive-client";
 import type { KeeperEvent, NodeConnector, NodeHandle } from "./keeper";
 import type { LocalHive } from "./local-hive";

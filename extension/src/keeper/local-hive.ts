@@ -8,11 +8,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { randomBytes } from "node:crypto";
 import { existsSync, linkSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import path from "node:path";
-import { RbeeError, socketPathOf } from "../../../hive-agent/src/protocol";
-import { childEnv, HIVE_ENV_EXTRA } from "../../../hive-agent/src/util/env";
+import { RbeeError, socketPathOf } from "@rbee/hive-agent/protocol";
+import { childEnv, HIVE_ENV_EXTRA } from "@rbee/hive-agent/util/env";
 import { HiveClient } from "./hive-client";
 import { FileLock } from "./registry-lock";
-import { isPidAlive } from "../../../hive-agent/src/util/process";
+import { isPidAlive } from "@rbee/hive-agent/util/process";
 import { loopbackTransport, type Transport } from "./transport";
 import { rbeeHome } from "./registry";
 

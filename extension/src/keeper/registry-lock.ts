@@ -12,7 +12,7 @@ import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { RegistryError, type RegistryLogger } from "./registry-types";
-import { isPidAlive } from "../../../hive-agent/src/util/process";
+import { isPidAlive } from "@rbee/hive-agent/util/process";
 
 export interface FileLockOptions {
   /** How long to wait for a live owner before giving up with REGISTRY_LOCK_TIMEOUT. */

@@ -2,7 +2,7 @@
 // Field names follow protocol.ts (snake_case) wherever a registry record and a wire type overlap, so a
 // hive's WorkerInfo / ModelEntry can be stored without renaming anything.
 
-import { BACKENDS, WORKER_STATES, type Backend, type WorkerState } from "../../../hive-agent/src/protocol";
+import { BACKENDS, WORKER_STATES, type Backend, type WorkerState } from "@rbee/hive-agent/protocol";
 
 export const NODE_TRANSPORTS = ["loopback", "ssh"] as const;
 export type NodeTransport = (typeof NODE_TRANSPORTS)[number];

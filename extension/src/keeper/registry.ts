@@ -15,7 +15,7 @@
 import { mkdirSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import type { ModelEntry, WorkerInfo, WorkerState } from "../../../hive-agent/src/protocol";
+import type { ModelEntry, WorkerInfo, WorkerState } from "@rbee/hive-agent/protocol";
 import { FileLock, type FileLockOptions } from "./registry-lock";
 import { fileIdentity, moveAside, pinAndRead, pinFile, removeOrphanTempFiles, unpin, writeFileAtomic, type PinnedFile } from "./registry-file";
 import { CorruptRegistry, SCHEMA_VERSION, checkIntegrity, checkShape, hasSqliteHeader, migrate, schemaVersionOf } from "./registry-schema";

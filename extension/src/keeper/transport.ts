@@ -7,8 +7,8 @@
 
 import { Agent, type Dispatcher } from "undici";
 import type { Duplex } from "node:stream";
-import { RbeeError, socketPathOf } from "../../../hive-agent/src/protocol";
-import { provenSocket } from "../../../hive-agent/src/util/server-proof";
+import { RbeeError, socketPathOf } from "@rbee/hive-agent/protocol";
+import { provenSocket } from "@rbee/hive-agent/util/server-proof";
 
 export interface Endpoint {
   /** The origin to put in request URLs (the host part is ignored on a socket). */

@@ -10,7 +10,7 @@ import net from "node:net";
 import { Duplex } from "node:stream";
 import { readFileSync } from "node:fs";
 import { Client, OpenSSHAgent, utils, type AnyAuthMethod, type ClientChannel, type IdentityCallback, type ParsedKey, type SFTPWrapper } from "ssh2";
-import { retry, sleep } from "../../../hive-agent/src/util/retry";
+import { retry, sleep } from "@rbee/hive-agent/util/retry";
 import { NodeError, isNodeError } from "./errors";
 import { checkHostKey, knownHostName, knownKeyTypes, recordHostKey, type HostKeyCheck } from "./known-hosts";
 import type { SshNodeSpec } from "./ssh-config";

@@ -24,7 +24,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { createGzip } from "node:zlib";
-import { HIVE_SOCKET_NAME, RbeeError, socketPathOf } from "../../../hive-agent/src/protocol";
+import { HIVE_SOCKET_NAME, RbeeError, socketPathOf } from "@rbee/hive-agent/protocol";
 import { HiveClient } from "../keeper/hive-client";
 import type { SshConnection } from "./connection";
 import { NodeError, isNodeError } from "./errors";

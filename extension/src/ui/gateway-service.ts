@@ -6,7 +6,7 @@ import * as vscode from "vscode";
 import type { Gateway } from "../gateway/server";
 import { SNIPPET_KINDS, SNIPPET_LABELS, configSnippet, type SnippetKind } from "../gateway/snippets";
 import type { RbeeLog } from "./log";
-import type { RbeeServices } from "./services";
+import type { RbeeServices } from "../ui-core/services";
 import { gatewaySettings } from "./settings";
 
 export class GatewayService implements vscode.Disposable {

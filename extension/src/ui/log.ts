@@ -2,9 +2,9 @@
 // through redactSecrets, so a token that slips into an error message does not reach the log.
 
 import * as vscode from "vscode";
-import { eventLogLine, redactSecrets } from "./narration";
+import { eventLogLine, redactSecrets } from "../ui-core/narration";
 import type { KeeperEvent } from "../keeper/keeper";
-import type { Logger } from "./services";
+import type { Logger } from "../ui-core/services";
 
 export class RbeeLog implements Logger, vscode.Disposable {
   readonly channel: vscode.LogOutputChannel;

@@ -2,8 +2,8 @@
 // defaults and bounds, so a bad value in settings.json degrades to the default instead of an error.
 
 import * as vscode from "vscode";
-import { DEFAULT_ENGINE_SETTINGS, type EngineSettings } from "./inline/completion-engine";
-import type { MACHINE_SETTINGS } from "./machine-settings";
+import { DEFAULT_ENGINE_SETTINGS, type EngineSettings } from "../ui-core/inline/completion-engine";
+import type { MACHINE_SETTINGS } from "../ui-core/machine-settings";
 
 export const SECTION = "rbee";
 

@@ -2,8 +2,8 @@
 // cache, and the context it used; a click toggles them.
 
 import * as vscode from "vscode";
-import type { EngineState } from "./inline/completion-engine";
-import { modelShortName } from "./nodes/node-format";
+import type { EngineState } from "../ui-core/inline/completion-engine";
+import { modelShortName } from "../ui-core/nodes/node-format";
 
 export function statusText(s: EngineState): { text: string; tooltip: string } {
   switch (s.kind) {

@@ -11,7 +11,7 @@ import { openSuiteHome } from "./suite-home";
 import type { RbeeApi } from "../../../extension/src/extension";
 import { ensureModel } from "../../fixtures/models";
 import { softwareGpus } from "../../helpers/lavapipe";
-import { modelShortName } from "../../../extension/src/ui/nodes/node-format";
+import { modelShortName } from "../../../extension/src/ui-core/nodes/node-format";
 
 
 export async function run(): Promise<void> {

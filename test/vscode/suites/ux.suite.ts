@@ -13,7 +13,7 @@ import { EXTENSION_ID, openSuiteHome } from "./suite-home";
 import { ensureModel } from "../../fixtures/models";
 import type { RbeeApi } from "../../../extension/src/extension";
 import type { InferOutcome } from "../../../extension/src/ui/infer/infer-command";
-import { modelShortName } from "../../../extension/src/ui/nodes/node-format";
+import { modelShortName } from "../../../extension/src/ui-core/nodes/node-format";
 import { statusText } from "../../../extension/src/ui/status-bar";
 import type { TreeNode } from "../../../extension/src/ui/nodes/nodes-tree";
 

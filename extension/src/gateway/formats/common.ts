@@ -1,7 +1,7 @@
 // What every wire format shares: a request reduced to the keeper's Generation, and the small
 // readers that turn loosely typed client JSON into it (each API spells the same options its own way).
 
-import { RbeeError, MAX_TOKENS_LIMIT, type ChatMessage } from "../../../../hive-agent/src/protocol";
+import { RbeeError, MAX_TOKENS_LIMIT, type ChatMessage } from "@rbee/hive-agent/protocol";
 import type { Generation } from "../../keeper/keeper";
 import { QueueRejection, type RunResult } from "../scheduler";
 import type { ServerResponse } from "node:http";

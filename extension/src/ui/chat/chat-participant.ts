@@ -2,11 +2,11 @@
 // (ChatService, the worker's /v1/chat), with VS Code's chat history as the conversation.
 
 import * as vscode from "vscode";
-import type { ChatMessage } from "../../../../hive-agent/src/protocol";
+import type { ChatMessage } from "@rbee/hive-agent/protocol";
 import { describeError } from "../log";
-import { progressStep } from "../narration";
-import type { ChatService } from "./chat-service";
-import { contextMessages, type ChatTurn } from "./chat-controller";
+import { progressStep } from "../../ui-core/narration";
+import type { ChatService } from "../../ui-core/chat/chat-service";
+import { contextMessages, type ChatTurn } from "../../ui-core/chat/chat-controller";
 
 export const PARTICIPANT_ID = "rbee.participant";
 

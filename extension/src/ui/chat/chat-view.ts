@@ -5,14 +5,14 @@
 import * as vscode from "vscode";
 import type { KeeperEvent } from "../../keeper/keeper";
 import type { RbeeLog } from "../log";
-import { progressStep } from "../narration";
+import { progressStep } from "../../ui-core/narration";
 import { recentModels, rememberModel } from "../infer/pickers";
 import { chatSettings } from "../settings";
-import { ChatController, type ChatTurn, type HistoryStore } from "./chat-controller";
-import { chatPageHtml } from "./chat-html";
-import { parseWebviewMessage, type HostMessage, type RenderedTurn, type WebviewMessage } from "./chat-protocol";
-import type { ChatService } from "./chat-service";
-import { renderMarkdown, escapeHtml } from "./markdown";
+import { ChatController, type ChatTurn, type HistoryStore } from "../../ui-core/chat/chat-controller";
+import { chatPageHtml } from "../../ui-core/chat/chat-html";
+import { parseWebviewMessage, type HostMessage, type RenderedTurn, type WebviewMessage } from "../../ui-core/chat/chat-protocol";
+import type { ChatService } from "../../ui-core/chat/chat-service";
+import { renderMarkdown, escapeHtml } from "../../ui-core/chat/markdown";
 
 const HISTORY_KEY = "rbee.chat.history";
 const MODEL_KEY = "rbee.chat.model";

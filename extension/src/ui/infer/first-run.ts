@@ -3,9 +3,9 @@
 // completion model" (pick one; rbee starts its worker the next time you type).
 
 import * as vscode from "vscode";
-import type { RbeeServices } from "../services";
+import type { RbeeServices } from "../../ui-core/services";
 import { setSetting } from "../settings";
-import { modelShortName } from "../nodes/node-format";
+import { modelShortName } from "../../ui-core/nodes/node-format";
 import type { InferCommand, InferOutcome } from "./infer-command";
 import { pickModel, pickNode, recentModels, type NodePickerSource } from "./pickers";
 

@@ -5,12 +5,12 @@
 import * as vscode from "vscode";
 import type { GenerationResult, KeeperEvent } from "../../keeper/keeper";
 import { describeError, showError, type RbeeLog } from "../log";
-import { progressStep } from "../narration";
-import type { RbeeServices } from "../services";
+import { progressStep } from "../../ui-core/narration";
+import type { RbeeServices } from "../../ui-core/services";
 import { inferSettings, type InferOutput } from "../settings";
-import { modelShortName, plural } from "../nodes/node-format";
+import { modelShortName, plural } from "../../ui-core/nodes/node-format";
 import { DocumentAppender } from "./editor-sink";
-import { generatingText, inferSummary } from "./infer-summary";
+import { generatingText, inferSummary } from "../../ui-core/infer/infer-summary";
 import { pickModel, pickNode, recentModels, rememberModel, type NodePickerSource } from "./pickers";
 
 /** Arguments a keybinding, another extension or a test may pass to skip the pickers. */

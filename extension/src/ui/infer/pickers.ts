@@ -1,11 +1,11 @@
 // The QuickPicks shared by "rbee: Infer", Start Worker, Download Model and the chat's model picker.
 
 import * as vscode from "vscode";
-import type { DownloadProgressEvent } from "../../../../hive-agent/src/protocol";
-import type { RbeeServices } from "../services";
-import { formatBytes, modelShortName, nodeDescription } from "../nodes/node-format";
-import type { NodeSnapshot } from "../nodes/node-snapshot";
-import { modelChoices, modelRefProblem, rememberRecent, SUGGESTED_MODELS, typedRefChoice, type ModelSource } from "./model-choices";
+import type { DownloadProgressEvent } from "@rbee/hive-agent/protocol";
+import type { RbeeServices } from "../../ui-core/services";
+import { formatBytes, modelShortName, nodeDescription } from "../../ui-core/nodes/node-format";
+import type { NodeSnapshot } from "../../ui-core/nodes/node-snapshot";
+import { modelChoices, modelRefProblem, rememberRecent, SUGGESTED_MODELS, typedRefChoice, type ModelSource } from "../../ui-core/infer/model-choices";
 
 const RECENT_KEY = "rbee.recentModels";
 

@@ -3,8 +3,8 @@
 // Everything else (debounce, cache, one request per editor, repeat filter) is the engine's.
 
 import * as vscode from "vscode";
-import type { CompletionEngine, CompletionOutcome } from "./completion-engine";
-import type { EngineSettings } from "./completion-engine";
+import type { CompletionEngine, CompletionOutcome } from "../../ui-core/inline/completion-engine";
+import type { EngineSettings } from "../../ui-core/inline/completion-engine";
 
 /** Extra characters read past the window's limit, so the window can cut at a line boundary. */
 const READ_SLACK = 512;

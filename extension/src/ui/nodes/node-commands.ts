@@ -3,13 +3,13 @@
 // asks which node / worker. Failures of an action the user started get one notification each.
 
 import * as vscode from "vscode";
-import { RbeeError } from "../../../../hive-agent/src/protocol";
+import { RbeeError } from "@rbee/hive-agent/protocol";
 import type { KeeperEvent } from "../../keeper/keeper";
 import { showError, type RbeeLog } from "../log";
-import { progressStep } from "../narration";
-import type { RbeeServices } from "../services";
+import { progressStep } from "../../ui-core/narration";
+import type { RbeeServices } from "../../ui-core/services";
 import { pickModel, pickNode, recentModels, rememberModel, typeModelRef } from "../infer/pickers";
-import { modelShortName } from "./node-format";
+import { modelShortName } from "../../ui-core/nodes/node-format";
 import type { NodesTree, TreeNode } from "./nodes-tree";
 import { pickWorkerOptions, type WorkerOptions } from "./worker-options-picker";
 

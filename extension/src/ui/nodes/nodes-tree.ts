@@ -3,13 +3,13 @@
 // interval while visible; a failing node shows its error on its own item — never as notifications.
 
 import * as vscode from "vscode";
-import type { DeviceInfo, DownloadProgressEvent, ModelEntry } from "../../../../hive-agent/src/protocol";
-import type { RbeeServices } from "../services";
+import type { DeviceInfo, DownloadProgressEvent, ModelEntry } from "@rbee/hive-agent/protocol";
+import type { RbeeServices } from "../../ui-core/services";
 import type { RbeeLog } from "../log";
 import { nodesSettings } from "../settings";
-import type { NodeEntry } from "./node-list";
-import { deviceDescription, deviceLabel, downloadText, formatBytes, isFirstRun, modelDescription, modelsShown, modelShortName, nodeDescription, nodeTooltip, workerDescription, workersOn, workerTooltip } from "./node-format";
-import { shouldAutoProbe, uncheckedSnapshot, type NodeSnapshot, type WorkerView } from "./node-snapshot";
+import type { NodeEntry } from "../../ui-core/nodes/node-list";
+import { deviceDescription, deviceLabel, downloadText, formatBytes, isFirstRun, modelDescription, modelsShown, modelShortName, nodeDescription, nodeTooltip, workerDescription, workersOn, workerTooltip } from "../../ui-core/nodes/node-format";
+import { shouldAutoProbe, uncheckedSnapshot, type NodeSnapshot, type WorkerView } from "../../ui-core/nodes/node-snapshot";
 
 export type TreeNode =
   | { kind: "node"; snapshot: NodeSnapshot }

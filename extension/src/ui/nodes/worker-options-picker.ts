@@ -2,9 +2,9 @@
 // to change them, context size, slots and keep-alive. Escape at any step cancels the start.
 
 import * as vscode from "vscode";
-import type { DeviceInfo } from "../../../../hive-agent/src/protocol";
+import type { DeviceInfo } from "@rbee/hive-agent/protocol";
 import type { WorkerSpec } from "../../keeper/keeper";
-import { parseKeepAliveInput, placementChoices } from "./worker-options";
+import { parseKeepAliveInput, placementChoices } from "../../ui-core/nodes/worker-options";
 
 export type WorkerOptions = Omit<WorkerSpec, "node" | "model">;
 

@@ -15,7 +15,7 @@ import { NodeList, LOCALHOST_ENTRY } from "./nodes/node-list";
 import { SshConfigSource } from "./nodes/ssh-source";
 import type { SshNodeController, TokenCache } from "./nodes/ssh-node";
 import type { NodeEntry } from "./nodes/node-list";
-import { RbeeError } from "../../../hive-agent/src/protocol";
+import { RbeeError } from "@rbee/hive-agent/protocol";
 import { idleTimeoutDaemonArgs } from "../keeper/local-hive";
 
 export interface Logger {

@@ -8,7 +8,7 @@
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { RbeeError } from "../../../../hive-agent/src/protocol";
+import { RbeeError } from "@rbee/hive-agent/protocol";
 import { HiveClient } from "../../keeper/hive-client";
 import type { KeeperEvent, NodeConnector } from "../../keeper/keeper";
 import type { Registry } from "../../keeper/registry";

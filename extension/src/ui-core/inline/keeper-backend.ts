@@ -9,7 +9,7 @@
 // registry after every request; none of that helps a suggestion that is stale 100 ms later.
 
 import { createHash } from "node:crypto";
-import { RbeeError } from "../../../../hive-agent/src/protocol";
+import { RbeeError } from "@rbee/hive-agent/protocol";
 import type { WorkerRecord } from "../../keeper/registry";
 import type { Keeper, KeeperEvent } from "../../keeper/keeper";
 import type { CompletionBackend, CompletionTarget, EngineSettings, InfillRequestBody, InfillResult, TargetResolution } from "./completion-engine";

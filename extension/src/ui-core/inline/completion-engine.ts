@@ -11,7 +11,7 @@
 //  - after a suggestion is shown, the one that follows it is fetched ahead (prefetch), so accepting
 //    shows the next one from the cache.
 
-import type { InfillExtraChunk, StopReason } from "../../../../hive-agent/src/protocol";
+import type { InfillExtraChunk, StopReason } from "@rbee/hive-agent/protocol";
 import { CompletionCache, type CacheContext } from "./completion-cache";
 import { contextWindow, cursorAllowsCompletion, DEFAULT_WINDOW, indentOf, wantsMultiline, type WindowLimits } from "./context-window";
 import { DEFAULT_EXTRA_CONTEXT, ExtraContext, type ExtraContextLimits } from "./extra-context";

@@ -1,6 +1,6 @@
 // localhost as a node of the Remote Nodes view: its hive is a local process started on demand.
 
-import { RbeeError } from "../../../../hive-agent/src/protocol";
+import { RbeeError } from "@rbee/hive-agent/protocol";
 import type { HiveClient } from "../../keeper/hive-client";
 import type { KeeperEvent, NodeConnector, NodeHandle } from "../../keeper/keeper";
 import type { LocalHive } from "../../keeper/local-hive";

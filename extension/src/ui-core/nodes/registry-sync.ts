@@ -2,7 +2,7 @@
 // something the keeper relies on changed (an open Remote Nodes view probes every few seconds, and a
 // registry write costs a lock and an fsync).
 
-import type { ModelEntry, WorkerInfo } from "../../../../hive-agent/src/protocol";
+import type { ModelEntry, WorkerInfo } from "@rbee/hive-agent/protocol";
 import type { HiveClient } from "../../keeper/hive-client";
 import type { Registry } from "../../keeper/registry";
 import type { NodeEntry } from "./node-list";

@@ -1,7 +1,7 @@
 // The chat's link to the keeper, shared by the webview view and the @rbee participant: generation
 // over the worker's /v1/chat (the model's own chat template), and the list of models to offer.
 
-import type { ChatMessage, StopReason } from "../../../../hive-agent/src/protocol";
+import type { ChatMessage, StopReason } from "@rbee/hive-agent/protocol";
 import type { KeeperEvent } from "../../keeper/keeper";
 import type { RbeeServices } from "../services";
 import type { ChatGenerate } from "./chat-controller";

@@ -1,6 +1,6 @@
 // Labels, descriptions and tooltips of the Remote Nodes tree, as plain strings (unit-tested).
 
-import type { DeviceInfo, DownloadProgressEvent, ModelEntry } from "../../../../hive-agent/src/protocol";
+import type { DeviceInfo, DownloadProgressEvent, ModelEntry } from "@rbee/hive-agent/protocol";
 import type { NodeSnapshot, WorkerView } from "./node-snapshot";
 
 export function formatBytes(bytes: number): string {

@@ -2,7 +2,7 @@
 // one reply streaming at a time, Stop, and the context sent to the model. The webview view and the
 // @rbee chat participant both sit on top of the same ChatGenerate function.
 
-import type { ChatMessage, StopReason } from "../../../../hive-agent/src/protocol";
+import type { ChatMessage, StopReason } from "@rbee/hive-agent/protocol";
 import type { TurnStatus } from "./chat-protocol";
 
 export interface ChatTurn {

@@ -2,7 +2,7 @@
 // for when a probe must be written to the registry (only when it changed what the registry knows,
 // so an open view does not rewrite the shared file every few seconds).
 
-import type { Backend, DeviceInfo, ModelEntry, NativeBuildStatus, WorkerInfo } from "../../../../hive-agent/src/protocol";
+import type { Backend, DeviceInfo, ModelEntry, NativeBuildStatus, WorkerInfo } from "@rbee/hive-agent/protocol";
 import type { ModelRecord, WorkerRecord } from "../../keeper/registry-types";
 import type { NodeEntry } from "./node-list";
 

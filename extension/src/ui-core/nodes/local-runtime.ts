@@ -12,7 +12,7 @@
 import { spawn } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { RbeeError } from "../../../../hive-agent/src/protocol";
+import { RbeeError } from "@rbee/hive-agent/protocol";
 import { FileLock } from "../../keeper/registry-lock";
 import { detectLocalPlatform } from "../../nodes/local-platform";
 import { RuntimeCache } from "../../nodes/runtime-cache";

@@ -1,8 +1,8 @@
 // The model list of the pickers ("rbee: Infer", Start Worker, the chat's model picker): what runs,
 // what the node has, what was used recently, what is configured — each model once, in that order.
 
-import { RbeeError } from "../../../../hive-agent/src/protocol";
-import { parseModelRef } from "../../../../hive-agent/src/catalog/model-ref";
+import { RbeeError } from "@rbee/hive-agent/protocol";
+import { parseModelRef } from "@rbee/hive-agent/catalog/model-ref";
 
 export type ModelSource = "running" | "catalog" | "recent" | "configured";
 

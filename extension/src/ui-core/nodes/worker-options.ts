@@ -2,7 +2,7 @@
 // memory, the CPU, or all GPUs together), its context size, slots and keep-alive. Plain data, no
 // `vscode` import, so the choices are unit-tested; worker-options-picker.ts asks the questions.
 
-import type { DeviceInfo } from "../../../../hive-agent/src/protocol";
+import type { DeviceInfo } from "@rbee/hive-agent/protocol";
 import type { WorkerSpec } from "../../keeper/keeper";
 import { deviceLabel, formatBytes } from "./node-format";
 
