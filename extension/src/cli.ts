@@ -4,12 +4,12 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { readFileSync } from "node:fs";
 import { RbeeError, BACKENDS, AGENT_VERSION, parseKeepAlive, type Backend, type DeviceInfo, type NativeBuildStatus } from "@rbee/hive-agent/protocol";
-import { Keeper, StreamInterruptedError } from "./keeper/keeper";
-import { LocalHive, defaultAgentScript, idleTimeoutDaemonArgs } from "./keeper/local-hive";
+import { StreamInterruptedError } from "./keeper/keeper";
+import { defaultAgentScript, idleTimeoutDaemonArgs } from "./keeper/local-hive";
 import { shQuote } from "./nodes/shell";
 import { LOCALHOST } from "./keeper/local-connector";
-import { NodeDirectory } from "./nodes/node-directory";
-import { Registry, defaultRegistryPath, rbeeHome } from "./keeper/registry";
+import { defaultRegistryPath } from "./keeper/registry";
+import { createLocalHive, openKeeperStack, type KeeperStack, type LocalHiveSetup } from "./stack/keeper-stack";
 import { Narrator } from "./cli/narration";
 import { existsSync } from "node:fs";
 import path from "node:path";
@@ -125,13 +125,7 @@ function num(value: string | undefined, name: string, opts: { integer?: boolean;
   return n;
 }
 
-interface Context {
-  registry: Registry;
-  local: LocalHive;
-  nodes: NodeDirectory;
-  keeper: Keeper;
-  close(): Promise<void>;
-}
+type Context = KeeperStack;
 
 interface OpenOptions {
   registry?: string;
@@ -140,40 +134,38 @@ interface OpenOptions {
 }
 
 /**
- * The local hive. A .vsix install has no node-llama-cpp next to dist/: its runtime is unpacked once
- * per version from ~/.rbee/cache/runtime (fetched or imported), and a hive left by an older version
- * is upgraded on first use. RBEE_AGENT_SCRIPT (tests, development) runs that script as it is.
+ * The local hive's setup. A .vsix install has no node-llama-cpp next to dist/: its runtime is
+ * unpacked once per version from ~/.rbee/cache/runtime (fetched or imported), and a hive left by an
+ * older version is upgraded on first use. RBEE_AGENT_SCRIPT (tests, development) runs that script as it is.
  */
-function newLocalHive(daemonArgs?: string[]): LocalHive {
+function localSetup(daemonArgs: string[] = []): LocalHiveSetup {
   const bundled = path.join(__dirname, "hive-agent.js");
-  if (process.env.RBEE_AGENT_SCRIPT || !existsSync(bundled)) return new LocalHive({ daemonArgs });
-  const { LocalRuntime } = require("./ui-core/nodes/local-runtime") as typeof import("./ui-core/nodes/local-runtime");
-  const { RuntimeCache, defaultRuntimeCacheDir } = require("./nodes/runtime-cache") as typeof import("./nodes/runtime-cache");
-  const runtime = new LocalRuntime({ bundleDir: __dirname, home: rbeeHome(), version: AGENT_VERSION, cache: new RuntimeCache(defaultRuntimeCacheDir()) });
-  return new LocalHive({
-    agentScript: bundled,
-    prepareAgent: () => runtime.prepare((line) => process.stderr.write(`[runtime] ${line}\n`)),
-    expectedVersion: AGENT_VERSION,
-    daemonArgs,
+  const runtime = process.env.RBEE_AGENT_SCRIPT || !existsSync(bundled) ? undefined : { bundleDir: __dirname, version: AGENT_VERSION };
+  return { runtime, daemonArgs: () => daemonArgs, onRuntimeLine: (line) => process.stderr.write(`[runtime] ${line}\n`) };
+}
+
+function open(o: OpenOptions, autoStart = true): Promise<Context> {
+  return openKeeperStack({
+    ...localSetup(),
+    registry: { path: o.registry ?? defaultRegistryPath(), logger: (level, m) => level === "warn" && process.stderr.write(`rbee: ${m}\n`) },
+    autoStart,
+    ssh: {
+      configPath: () => o["ssh-config"],
+      // The CLI cannot ask: an unknown host key is refused unless --accept-new-host-key.
+      connect: { acceptNewHostKey: Boolean(o["accept-new-host-key"]) },
+      deploy: deploySettingsFromEnv,
+    },
+    keeper: keeperTuningFromEnv(),
   });
 }
 
-async function open(o: OpenOptions, autoStart = true): Promise<Context> {
-  const registry = await Registry.open(o.registry ?? defaultRegistryPath(), { logger: (level, m) => level === "warn" && process.stderr.write(`rbee: ${m}\n`) });
-  const local = newLocalHive();
-  const nodes = new NodeDirectory({
-    registry, local, autoStart, autoDeploy: autoStart, sshConfigPath: o["ssh-config"],
-    // The CLI cannot ask: an unknown host key is refused unless --accept-new-host-key.
-    ssh: { acceptNewHostKey: Boolean(o["accept-new-host-key"]) },
-  });
-  const keeper = new Keeper({ registry, nodes, ...keeperTuningFromEnv() });
+/** RBEE_RUNTIME_INSTALL (pinned | copy): how node-llama-cpp reaches a node; RBEE_NODE_RUNTIME (pinned | system): which Node.js runs the hive there. */
+function deploySettingsFromEnv(): { runtimeInstall?: "pinned" | "copy"; nodeRuntime?: "pinned" | "system" } {
+  const runtime = process.env.RBEE_RUNTIME_INSTALL;
+  const node = process.env.RBEE_NODE_RUNTIME;
   return {
-    registry, local, nodes, keeper,
-    async close() {
-      await nodes.close();
-      registry.close();
-      await local.close();
-    },
+    ...(runtime === "pinned" || runtime === "copy" ? { runtimeInstall: runtime } : {}),
+    ...(node === "pinned" || node === "system" ? { nodeRuntime: node } : {}),
   };
 }
 
@@ -287,7 +279,7 @@ async function infer(argv: string[]): Promise<number> {
   } finally {
     clearTimeout(timer);
     process.off("SIGINT", onSigint);
-    if (v.ephemeral && ctx.nodes.local.startedHive) await ctx.local.stop();
+    if (v.ephemeral && ctx.localConnector.startedHive) await ctx.local.stop();
     await ctx.close();
   }
 }
@@ -341,7 +333,7 @@ async function nodes(argv: string[]): Promise<number> {
       return 0;
     }
     const { deployHive, hiveStatus, uninstallHive } = require("./nodes/deploy") as typeof import("./nodes/deploy");
-    const conn = ctx.nodes.ssh().pool.get(name);
+    const conn = ctx.ssh().pool.get(name);
     const bar = new Narrator(process.stderr, Boolean(v.json));
     const narrate = (e: import("./nodes/deploy").DeployEvent) => {
       if (v.json) return;
@@ -355,7 +347,7 @@ async function nodes(argv: string[]): Promise<number> {
     const ac = new AbortController();
     const onSigint = () => ac.abort();
     process.once("SIGINT", onSigint);
-    const deployOpts = { ...ctx.nodes.deployOptions(), ...(nodeRuntime ? { nodeRuntime: nodeRuntime as "pinned" | "system" } : {}), signal: ac.signal, onProgress: narrate };
+    const deployOpts = { ...ctx.deployOptions(), ...(nodeRuntime ? { nodeRuntime: nodeRuntime as "pinned" | "system" } : {}), signal: ac.signal, onProgress: narrate };
     if (sub === "deploy") {
       let r;
       try {
@@ -430,14 +422,14 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
     native_build: localCaps?.native_build ?? null,
   });
   const { hiveStatus } = require("./nodes/deploy") as typeof import("./nodes/deploy");
-  const specs = ctx.nodes.listSshNodes();
+  const specs = ctx.listSshNodes();
   // Nodes are probed in parallel; each answers for itself, a dead one does not hold the others.
   rows.push(
     ...(await Promise.all(
       specs.map(async (spec): Promise<NodeRow> => {
         const row: NodeRow = { alias: spec.alias, host: spec.hostname, reachable: false, status: "unreachable", agent_version: null, backends: [], gpus: [], native_build: null };
         try {
-          const s = await hiveStatus(ctx.nodes.ssh().pool.get(spec.alias));
+          const s = await hiveStatus(ctx.ssh().pool.get(spec.alias));
           row.reachable = true;
           row.status = s.running ? (s.healthy ? "running" : "not answering") : s.installedVersions.length ? "stopped" : "not deployed";
           row.agent_version = s.version ?? s.installedVersions.at(-1) ?? null;
@@ -468,7 +460,7 @@ async function logs(argv: string[]): Promise<number> {
   if (v.help) return help("logs");
   const lines = num(v.lines, "lines", { integer: true, min: 1 });
   if (v.node === LOCALHOST) {
-    const local = newLocalHive();
+    const { local } = createLocalHive(localSetup());
     const { existsSync, readFileSync } = await import("node:fs");
     if (!existsSync(local.logFile)) throw new RbeeError("NODE_UNREACHABLE", `no local hive log yet (${local.logFile}); start it with "rbee hive start"`);
     process.stdout.write(readFileSync(local.logFile, "utf8").split("\n").slice(-(lines! + 1)).join("\n"));
@@ -485,7 +477,7 @@ async function logs(argv: string[]): Promise<number> {
   process.once("SIGINT", onSigint);
   try {
     const { hiveLogs } = require("./nodes/deploy") as typeof import("./nodes/deploy");
-    for await (const line of hiveLogs(ctx.nodes.ssh().pool.get(v.node!), { follow: Boolean(v.follow), lines, signal: abort.signal })) process.stdout.write(line.endsWith("\n") ? line : line + "\n");
+    for await (const line of hiveLogs(ctx.ssh().pool.get(v.node!), { follow: Boolean(v.follow), lines, signal: abort.signal })) process.stdout.write(line.endsWith("\n") ? line : line + "\n");
     return 0;
   } finally {
     process.off("SIGINT", onSigint);
@@ -579,7 +571,7 @@ async function hiveCommand(argv: string[]): Promise<number> {
   const { values: v, positionals } = parse(argv, { "idle-timeout": { type: "string" } });
   const sub = positionals[0];
   if (v.help || !["start", "stop", "status", "build-native"].includes(sub)) return help("hive", !v.help);
-  const local = newLocalHive(idleTimeoutDaemonArgs(seconds(v["idle-timeout"], "idle-timeout")));
+  const { local } = createLocalHive(localSetup(idleTimeoutDaemonArgs(seconds(v["idle-timeout"], "idle-timeout"))));
   try {
     if (sub === "start") {
       const { started } = await local.ensure();

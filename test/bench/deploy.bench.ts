@@ -15,7 +15,7 @@ import { loadNpmConfig } from "../../extension/src/nodes/npm-config";
 import { RuntimeCache } from "../../extension/src/nodes/runtime-cache";
 import { loadRuntimePins, runtimeSetFor } from "../../extension/src/nodes/runtime-packages";
 import { loadSshConfig } from "../../extension/src/nodes/ssh-config";
-import { LocalRuntime } from "../../extension/src/ui-core/nodes/local-runtime";
+import { LocalRuntime } from "../../extension/src/stack/local-runtime";
 import { AGENT_VERSION } from "../../hive-agent/src/protocol";
 import { ensureTestTarballs, startTestRegistry } from "../helpers/npm-registry";
 import { startSshdCluster } from "../helpers/sshd";

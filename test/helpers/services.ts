@@ -1,4 +1,4 @@
-// The extension's keeper stack (RbeeServices) under plain Node, as the UI-core tests and the inline
+// The extension's keeper stack (RbeeServices over openKeeperStack, the factory the CLI uses too) under plain Node, as the UI-core tests and the inline
 // benches build it: its own RBEE_HOME and global storage in a temporary folder, no ssh config. close()
 // stops the local hive it started (detached by design), restores RBEE_HOME and removes the folder.
 

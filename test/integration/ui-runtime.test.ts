@@ -1,4 +1,4 @@
-// Where the local hive's program runs from (extension/src/ui-core/nodes/local-runtime.ts): in place when
+// Where the local hive's program runs from (extension/src/stack/local-runtime.ts): in place when
 // node-llama-cpp sits next to the bundle (a checkout), otherwise — a .vsix install — unpacked once
 // per version from the runtime cache, whose tarballs come from a loopback npm registry here (the
 // keeper's real fetcher, integrity-checked). Then a real local hive and worker run from it, an
@@ -13,7 +13,7 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { AGENT_BUNDLE, REPO_ROOT, collect } from "../helpers/hive";
-import { findLlamaRuntime, LocalRuntime } from "../../extension/src/ui-core/nodes/local-runtime";
+import { findLlamaRuntime, LocalRuntime } from "../../extension/src/stack/local-runtime";
 import { LocalHive } from "../../extension/src/keeper/local-hive";
 import { loadNpmConfig } from "../../extension/src/nodes/npm-config";
 import { RuntimeCache } from "../../extension/src/nodes/runtime-cache";

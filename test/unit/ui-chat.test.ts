@@ -144,3 +144,27 @@ test("controller: a failed reply keeps its error; a reply left streaming is rest
   assert.equal(restored.turns[0].status, "stopped");
   await assert.rejects(restored.send("q", ""), /no chat model/);
 });
+
+test("markdown: tables render as tables, their cells escaped, alignment as a class (the webview allows no inline style)", () => {
+  const html = renderMarkdown("| name | size |\n|:--|--:|\n| <b>q4</b> | 1 GB |\n| [x](javascript:alert(1)) | `a|b` |");
+  assert.match(html, /<table><thead><tr><th class="align-left">name<\/th><th class="align-right">size<\/th><\/tr><\/thead>/);
+  assert.match(html, /<td class="align-left">&lt;b&gt;q4&lt;\/b&gt;<\/td><td class="align-right">1 GB<\/td>/);
+  assert.ok(!html.includes("style="), html);
+  assert.ok(!html.includes("<a "), html);
+});
+
+test("markdown: nested lists nest; indented code gets the Copy and Insert buttons too", () => {
+  assert.match(renderMarkdown("- a\n  - b\n    - c\n- d"), /<ul><li>a<ul><li>b<ul><li>c<\/li><\/ul><\/li><\/ul><\/li><li>d<\/li><\/ul>/);
+  const code = renderMarkdown("Run:\n\n    npm test <all>\n");
+  assert.match(code, /<div class="code-block">.*data-action="insert".*<pre><code>npm test &lt;all&gt;<\/code><\/pre>/s);
+});
+
+test("markdown: autolinks follow the link rule, images are never fetched, single line breaks stay", () => {
+  assert.match(renderMarkdown("see <https://example.com/x>"), /<a href="https:\/\/example\.com\/x">https:\/\/example\.com\/x<\/a>/);
+  assert.ok(!renderMarkdown("<javascript:alert(1)>").includes("<a "));
+  // Relative targets are not links either: in the webview they would resolve against its own origin.
+  assert.ok(!renderMarkdown("[settings](./settings.json) [ftp](ftp://example.com/x)").includes("<a "));
+  const img = renderMarkdown("![pixel](https://tracker.example/p.png)");
+  assert.ok(!img.includes("<img"), img);
+  assert.match(renderMarkdown("line one\nline two"), /<p>line one<br>line two<\/p>/);
+});

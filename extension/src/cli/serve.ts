@@ -2,10 +2,8 @@
 // `rbee infer`). Logs one line per request to stderr; Ctrl+C stops it (workers keep running).
 
 import { isIP } from "node:net";
-import type { Keeper } from "../keeper/keeper";
 import { LOCALHOST } from "../keeper/local-connector";
-import type { Registry } from "../keeper/registry";
-import type { NodeDirectory } from "../nodes/node-directory";
+import type { KeeperStack } from "../stack/keeper-stack";
 import { DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT, defaultGatewayConfigPath, loadGatewayConfig } from "../gateway/config";
 import { Gateway } from "../gateway/server";
 import { gatewayTokenPath, loadGatewayToken } from "../gateway/token";
@@ -20,12 +18,7 @@ export const SERVE_HELP = `usage: rbee serve [--host 127.0.0.1] [--port ${DEFAUL
   --show-token     print the bearer token clients must send (kept in ${gatewayTokenPath()}) and exit
 `;
 
-export interface ServeContext {
-  registry: Registry;
-  keeper: Keeper;
-  nodes: NodeDirectory;
-  close(): Promise<void>;
-}
+export type ServeContext = Pick<KeeperStack, "keeper" | "nodes" | "listSshNodes" | "close">;
 
 export interface ServeValues {
   host?: string;
@@ -51,7 +44,7 @@ export async function serve(v: ServeValues, open: () => Promise<ServeContext>, u
   const isNode = (name: string) => {
     if (name === LOCALHOST) return true;
     try {
-      sshHosts ??= new Set(ctx.nodes.listSshNodes().map((n) => n.alias));
+      sshHosts ??= new Set(ctx.listSshNodes().map((n) => n.alias));
     } catch {
       sshHosts = new Set();
     }

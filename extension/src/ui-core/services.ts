@@ -7,9 +7,9 @@ import path from "node:path";
 import type { Keeper, NodeConnector } from "../keeper/keeper";
 import type { LocalHive } from "../keeper/local-hive";
 import type { Registry } from "../keeper/registry";
-import type { SshConnectOptions, SshPool } from "../nodes/connection";
-import type { SshConnector } from "../nodes/ssh-connector";
+import type { SshConnectOptions } from "../nodes/connection";
 import type { DeployOptions } from "../nodes/deploy";
+import type { KeeperStack as CoreStack } from "../stack/keeper-stack";
 import type { NodeController } from "./nodes/node-controller";
 import { NodeList, LOCALHOST_ENTRY } from "./nodes/node-list";
 import { SshConfigSource } from "./nodes/ssh-source";
@@ -95,51 +95,45 @@ export class RbeeServices {
     const t0 = performance.now();
     // require, not import: these modules (sql.js, undici) are evaluated here, on first use; esbuild
     // keeps a required module's body lazy inside the bundle.
-    const { Registry, rbeeHome } = require("../keeper/registry") as typeof import("../keeper/registry");
-    const { Keeper } = require("../keeper/keeper") as typeof import("../keeper/keeper");
-    const { LocalHive } = require("../keeper/local-hive") as typeof import("../keeper/local-hive");
-    const { LocalConnector } = require("../keeper/local-connector") as typeof import("../keeper/local-connector");
-    const { LocalRuntime } = require("./nodes/local-runtime") as typeof import("./nodes/local-runtime");
-    const { LocalNodeController, LocalNodeConnector } = require("./nodes/local-node") as typeof import("./nodes/local-node");
-    const { NodeRouter } = require("../nodes/node-router") as typeof import("../nodes/node-router");
+    const { openKeeperStack } = require("../stack/keeper-stack") as typeof import("../stack/keeper-stack");
+    const { defaultRuntimeCacheDir } = require("../nodes/runtime-cache") as typeof import("../nodes/runtime-cache");
+    const { LocalNodeController } = require("./nodes/local-node") as typeof import("./nodes/local-node");
     const { log } = this.opts;
-    const registry = await Registry.open(path.join(this.opts.storageDir, "registry.sqlite"), {
-      logger: (level, message) => (level === "warn" ? log.warn(message) : log.info(message)),
-      onCorruption: (info) => log.warn(`the registry was unreadable (${info.reason}); started a fresh one and re-learning the nodes`),
-    });
-    const manifest = JSON.parse(readFileSync(path.join(this.opts.extensionDir, "package.json"), "utf8")) as { version: string; dependencies?: Record<string, string> };
-    const { RuntimeCache, defaultRuntimeCacheDir } = require("../nodes/runtime-cache") as typeof import("../nodes/runtime-cache");
-    // The runtime tarballs live in the extension's global storage, shared by the local hive and
-    // every SSH deploy from this editor; what `rbee runtime import` put in ~/.rbee is used too.
-    const runtimeCache = new RuntimeCache(path.join(this.opts.storageDir, "runtime-cache"), { fallbackDirs: [defaultRuntimeCacheDir()] });
-    const runtime = new LocalRuntime({ bundleDir: this.opts.bundleDir, home: rbeeHome(), version: manifest.version, cache: runtimeCache });
-    const onLine = (line: string) => log.info(`[runtime] ${line}`);
-    // The hive reads its script when it starts, after the runtime step may have installed it; a hive
-    // left by an older install is upgraded to this version on first use.
+    const manifest = JSON.parse(readFileSync(path.join(this.opts.extensionDir, "package.json"), "utf8")) as { version: string };
     const idle = this.opts.idleTimeoutSeconds;
-    const local = new LocalHive({
-      get agentScript() {
-        return runtime.agentScript;
+    const core = await openKeeperStack({
+      registry: {
+        path: path.join(this.opts.storageDir, "registry.sqlite"),
+        logger: (level, message) => (level === "warn" ? log.warn(message) : log.info(message)),
+        onCorruption: (info) => log.warn(`the registry was unreadable (${info.reason}); started a fresh one and re-learning the nodes`),
       },
-      prepareAgent: () => runtime.prepare(onLine),
-      expectedVersion: manifest.version,
-      get daemonArgs() {
-        return idleTimeoutDaemonArgs(idle?.());
+      autoStart: true,
+      runtime: { bundleDir: this.opts.bundleDir, version: manifest.version },
+      // The runtime tarballs live in the extension's global storage, shared by the local hive and
+      // every SSH deploy from this editor; what `rbee runtime import` put in ~/.rbee is used too.
+      runtimeCache: { dir: path.join(this.opts.storageDir, "runtime-cache"), fallbackDirs: [defaultRuntimeCacheDir()] },
+      // rbee.nodes.idleTimeout: the default of hives rbee starts or deploys.
+      daemonArgs: () => idleTimeoutDaemonArgs(idle?.()),
+      onRuntimeLine: (line) => log.info(`[runtime] ${line}`),
+      ssh: {
+        configPath: this.opts.ssh?.configPath,
+        rereadConfig: true,
+        connect: this.opts.ssh?.prompts,
+        deploy: () => ({ ...this.opts.ssh?.deploy }),
+        log: (line) => log.trace(`[ssh] ${line}`),
       },
+      // The setting reaches workers through keep_alive on each spawn, so a change applies to the next
+      // worker without restarting a hive.
+      keeper: { keepAliveS: idle },
     });
-    const localConnector = new LocalNodeConnector(new LocalConnector(local, registry, { autoStart: true }), local, runtime, onLine);
-    const localController = new LocalNodeController(local, runtime, registry);
-    const ssh = new SshStack(this.opts, registry);
-    // The setting reaches workers through keep_alive on each spawn, so a change applies to the next worker
-    // without restarting a hive; hives rbee starts get it as their default too.
-    const nodes = new NodeRouter(localConnector, () => ssh.connector());
-    const keeper = new Keeper({ registry, nodes, keepAliveS: idle });
+    const localController = new LocalNodeController(core.local, core.runtime!, core.registry);
+    const ssh = new SshControllers(this.opts, core);
     const nodeList = this.nodeList;
     const stack: KeeperStack = {
-      registry,
-      keeper,
-      nodes,
-      local,
+      registry: core.registry,
+      keeper: core.keeper,
+      nodes: core.nodes,
+      local: core.local,
       async controller(node) {
         if (node === LOCALHOST_ENTRY.name) return localController;
         const entry = (await nodeList.list()).nodes.find((n) => n.name === node);
@@ -147,13 +141,11 @@ export class RbeeServices {
         return ssh.controller(entry);
       },
       async close() {
-        await keeper.close();
         await ssh.close();
-        registry.close();
-        await local.close();
+        await core.close();
       },
     };
-    log.info(`keeper ready in ${(performance.now() - t0).toFixed(0)} ms (registry ${registry.path})`);
+    log.info(`keeper ready in ${(performance.now() - t0).toFixed(0)} ms (registry ${core.registry.path})`);
     if (this.disposed) {
       await stack.close();
       throw new Error("rbee is shutting down");
@@ -168,60 +160,27 @@ export class RbeeServices {
   }
 }
 
-/** The SSH side of the stack, built on the first SSH node used (ssh2 loads then). */
-class SshStack {
-  private pools: { probe: SshPool; action: SshPool; connector: SshConnector } | undefined;
+/** The Remote Nodes view's controllers of SSH nodes, over the stack's pools (ssh2 loads on the first one). */
+class SshControllers {
   private readonly controllers = new Map<string, SshNodeController>();
-  private runtimeCache: import("../nodes/runtime-cache").RuntimeCache | undefined;
 
   constructor(
     private readonly opts: ServicesOptions,
-    private readonly registry: Registry,
+    private readonly core: CoreStack,
   ) {}
-
-  private build() {
-    if (this.pools) return this.pools;
-    const { SshPool } = require("../nodes/connection") as typeof import("../nodes/connection");
-    const { SshConnector } = require("../nodes/ssh-connector") as typeof import("../nodes/ssh-connector");
-    const { loadSshConfig } = require("../nodes/ssh-config") as typeof import("../nodes/ssh-config");
-    const resolve = (alias: string) => loadSshConfig({ configPath: this.opts.ssh?.configPath?.() }).node(alias);
-    const log = (line: string) => this.opts.log.trace(`[ssh] ${line}`);
-    const probe = new SshPool(resolve, { log, onUnknownHostKey: async () => false, askPassphrase: async () => undefined });
-    const action = new SshPool(resolve, { log, ...this.opts.ssh?.prompts });
-    const connector = new SshConnector(action, { registry: this.registry, autoDeploy: true, deploy: this.deployOptions() });
-    this.pools = { probe, action, connector };
-    return this.pools;
-  }
-
-  connector(): NodeConnector {
-    return this.build().connector;
-  }
-
-  /**
-   * Deploys take the runtime from the extension's global storage (the local hive's cache too), with
-   * the node idle timeout setting as the hive's default.
-   */
-  private deployOptions(): Omit<DeployOptions, "onProgress"> {
-    const { RuntimeCache, defaultRuntimeCacheDir } = require("../nodes/runtime-cache") as typeof import("../nodes/runtime-cache");
-    this.runtimeCache ??= new RuntimeCache(path.join(this.opts.storageDir, "runtime-cache"), { fallbackDirs: [defaultRuntimeCacheDir()] });
-    const base = { cache: this.runtimeCache, ...this.opts.ssh?.deploy };
-    const idle = this.opts.idleTimeoutSeconds?.();
-    if (idle === undefined) return base;
-    return { ...base, daemonArgs: [...(base.daemonArgs ?? []), ...idleTimeoutDaemonArgs(idle)] };
-  }
 
   controller(entry: NodeEntry): NodeController {
     let c = this.controllers.get(entry.name);
     if (!c) {
       const { SshNodeController } = require("./nodes/ssh-node") as typeof import("./nodes/ssh-node");
-      const { probe, action, connector } = this.build();
+      const { pool, connector } = this.core.ssh();
       c = new SshNodeController(entry, {
-        probePool: probe,
-        actionPool: action,
+        probePool: this.core.probePool(),
+        actionPool: pool,
         connector,
-        registry: this.registry,
+        registry: this.core.registry,
         tokens: this.opts.ssh?.tokens,
-        deploy: this.deployOptions(),
+        deploy: this.core.deployOptions(),
         logDir: path.join(this.opts.storageDir, "logs"),
       });
       this.controllers.set(entry.name, c);
@@ -231,8 +190,5 @@ class SshStack {
 
   async close(): Promise<void> {
     for (const c of this.controllers.values()) await c.close();
-    if (!this.pools) return;
-    await this.pools.connector.close(); // closes the action pool
-    this.pools.probe.close();
   }
 }

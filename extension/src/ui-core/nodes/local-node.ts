@@ -2,10 +2,10 @@
 
 import { RbeeError } from "@rbee/hive-agent/protocol";
 import type { HiveClient } from "../../keeper/hive-client";
-import type { KeeperEvent, NodeConnector, NodeHandle } from "../../keeper/keeper";
+import type { KeeperEvent } from "../../keeper/keeper";
 import type { LocalHive } from "../../keeper/local-hive";
 import type { Registry } from "../../keeper/registry";
-import type { LocalRuntime } from "./local-runtime";
+import type { LocalRuntime } from "../../stack/local-runtime";
 import type { NodeController } from "./node-controller";
 import { LOCALHOST_ENTRY } from "./node-list";
 import type { NodeSnapshot } from "./node-snapshot";
@@ -53,30 +53,5 @@ export class LocalNodeController implements NodeController {
 
   async logFile(): Promise<string> {
     return this.local.logFile;
-  }
-}
-
-/**
- * The keeper's connector for localhost, with the runtime step in front: before the local hive is
- * started for the first time, its node-llama-cpp is made available (see local-runtime.ts).
- */
-export class LocalNodeConnector implements NodeConnector {
-  constructor(
-    private readonly inner: NodeConnector,
-    private readonly local: LocalHive,
-    private readonly runtime: LocalRuntime,
-    private readonly onLine: (line: string) => void,
-  ) {}
-
-  async connect(node: string, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal): Promise<NodeHandle> {
-    if (node === LOCALHOST_ENTRY.name && !this.runtime.ready() && !(await this.local.connectExisting())) {
-      onEvent({ kind: "phase", phase: "node", status: "started", message: "installing the llama.cpp runtime for the local hive (once)" });
-      await this.runtime.prepare(this.onLine);
-    }
-    return this.inner.connect(node, onEvent, signal);
-  }
-
-  invalidate(node: string): void {
-    this.inner.invalidate?.(node);
   }
 }

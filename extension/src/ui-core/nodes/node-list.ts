@@ -1,6 +1,6 @@
 // Which nodes the extension knows: localhost always, first, then whatever the sources list (the SSH
 // config's hosts come in as one source). The UI only ever asks this list, so adding a source changes
-// no view code. Connections are routed by nodes/node-router.ts, shared with the CLI's NodeDirectory
+// no view code. Connections are routed by the keeper stack (stack/keeper-stack.ts), shared with the CLI
 // (the extension's SSH side keeps two connections per node, see ssh-node.ts).
 
 export type NodeTransportKind = "loopback" | "ssh";

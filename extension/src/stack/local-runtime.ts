@@ -13,10 +13,10 @@ import { spawn } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { RbeeError } from "@rbee/hive-agent/protocol";
-import { FileLock } from "../../keeper/registry-lock";
-import { detectLocalPlatform } from "../../nodes/local-platform";
-import { RuntimeCache } from "../../nodes/runtime-cache";
-import { findNodeModulesWith, loadRuntimePins, runtimeSetFor, type NodePlatform, type RuntimePins } from "../../nodes/runtime-packages";
+import { FileLock } from "../keeper/registry-lock";
+import { detectLocalPlatform } from "../nodes/local-platform";
+import { RuntimeCache } from "../nodes/runtime-cache";
+import { findNodeModulesWith, loadRuntimePins, runtimeSetFor, type NodePlatform, type RuntimePins } from "../nodes/runtime-packages";
 
 export const AGENT_BUNDLE = "hive-agent.js";
 const RUNTIME_PACKAGE = "node-llama-cpp";
