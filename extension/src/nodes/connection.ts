@@ -337,7 +337,6 @@ export class SshConnection extends EventEmitter {
       },
       { delaysMs: delays.slice(1) },
       {
-        retryIf: (err) => RETRIABLE.has((err as NodeError).code),
         onRetry: (err, attempt) => this.opts.log?.(`ssh ${this.alias}: attempt ${attempt} of ${delays.length} failed (${(err as NodeError).code}): ${(err as NodeError).message}`),
       },
     );
@@ -602,8 +601,6 @@ export class SshConnection extends EventEmitter {
     return new NodeError("SSH_FAILED", `SSH to ${spec.alias} (${describeSpec(spec)}) failed: ${err.message}`, { alias: spec.alias }, { cause: err });
   }
 }
-
-const RETRIABLE = new Set(["SSH_TIMEOUT", "SSH_CONNECTION_REFUSED", "SSH_FAILED", "SSH_CONNECTION_LOST"]);
 
 function socketError(spec: SshNodeSpec, address: string, err: NodeJS.ErrnoException): NodeError {
   const at = `${address}:${spec.port}`;
