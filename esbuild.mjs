@@ -1,7 +1,7 @@
 // Bundles each entry point into one CommonJS file under dist/.
 // node-llama-cpp stays external: it carries native binaries and is installed next to the bundle.
 import * as esbuild from "esbuild";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { generateRuntimePins } from "./extension/build/runtime-pins.mjs";
 import { createRequire } from "node:module";
 
@@ -15,6 +15,15 @@ const watch = process.argv.includes("--watch");
 // RBEE_BUILD_VERSION lets a test build an agent of another version (upgrade and mismatch tests).
 const version = process.env.RBEE_BUILD_VERSION ?? JSON.parse(readFileSync("package.json", "utf8")).version;
 const outDir = process.env.RBEE_BUILD_OUT;
+// The sh scripts the keeper runs on SSH nodes, by name, inlined into the bundles so that dist/ and the
+// .vsix need no files for them (read by extension/src/nodes/remote-scripts.ts; source run through tsx
+// reads the files themselves).
+const nodeScriptsDir = "extension/src/nodes/scripts";
+const nodeScripts = Object.fromEntries(
+  readdirSync(nodeScriptsDir)
+    .filter((f) => f.endsWith(".sh"))
+    .map((f) => [f.slice(0, -3), readFileSync(`${nodeScriptsDir}/${f}`, "utf8")]),
+);
 for (const e of entries) {
   // A missing entry is an error: skipping it would leave a stale or absent bundle behind a green build.
   if (!existsSync(e.in)) throw new Error(`esbuild.mjs: entry point ${e.in} does not exist (update the entries list)`);
@@ -29,7 +38,7 @@ for (const e of entries) {
     // ssh2 falls back to pure JS when its optional native crypto addon cannot be loaded.
     external: ["node-llama-cpp", "cpu-features", "*.node", ...(e.external ?? [])],
     banner: e.banner ? { js: e.banner } : undefined,
-    define: { __RBEE_VERSION__: JSON.stringify(version) },
+    define: { __RBEE_VERSION__: JSON.stringify(version), __RBEE_NODE_SCRIPTS__: JSON.stringify(nodeScripts) },
     logLevel: "warning",
   };
   if (watch) await (await esbuild.context(options)).watch();

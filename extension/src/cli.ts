@@ -4,6 +4,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { readFileSync } from "node:fs";
 import { RbeeError, BACKENDS, AGENT_VERSION, parseKeepAlive, type Backend, type DeviceInfo, type NativeBuildStatus } from "@rbee/hive-agent/protocol";
+import { errorCode } from "@rbee/hive-agent/util/coded-error";
 import { StreamInterruptedError } from "./keeper/keeper";
 import { defaultAgentScript, idleTimeoutDaemonArgs } from "./keeper/local-hive";
 import { shQuote } from "./nodes/shell";
@@ -686,7 +687,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`rbee: ${e.message}\n`);
       return 1;
     }
-    const code = (e as any)?.code ? ` [${(e as any).code}]` : "";
+    const code = errorCode(e) ? ` [${errorCode(e)}]` : "";
     process.stderr.write(`rbee: ${(e as Error).message}${code}\n`);
     return 1;
   }

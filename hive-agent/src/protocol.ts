@@ -3,6 +3,7 @@
 // Field names are snake_case on the wire.
 
 import * as v from "valibot";
+import { CodedError, type CodedErrorOptions } from "./util/coded-error";
 
 export const API_VERSION = "v1";
 declare const __RBEE_VERSION__: string | undefined;
@@ -79,6 +80,38 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   INTERNAL: 500,
 };
 
+/**
+ * Whether trying the same call again may succeed: the node or worker was out of reach or busy for a
+ * moment. Every other code is an answer that a retry would repeat. (A download's DOWNLOAD_FAILED is a
+ * network failure that may pass; the download's own permanent failures say otherwise, see PermanentError.)
+ */
+export const ERROR_RETRIABLE: Record<ErrorCode, boolean> = {
+  CONNECTION_TIMEOUT: true,
+  NODE_UNREACHABLE: true,
+  VERSION_MISMATCH: false,
+  INVALID_API_KEY: false,
+  INVALID_REQUEST: false,
+  NOT_FOUND: false,
+  PAYLOAD_TOO_LARGE: false,
+  MODEL_NOT_FOUND: false,
+  DOWNLOAD_FAILED: true,
+  INSUFFICIENT_RAM: false,
+  VRAM_EXHAUSTED: false,
+  BACKEND_UNAVAILABLE: false,
+  ALL_SLOTS_BUSY: true,
+  WORKER_NOT_FOUND: false,
+  WORKER_CRASHED: false,
+  WORKER_NOT_READY: true,
+  LOADING_FAILED: false,
+  LOADING_TIMEOUT: false,
+  REQUEST_CANCELLED: false,
+  STREAM_STALLED: false,
+  INVALID_REPLY: false,
+  INFILL_UNSUPPORTED: false,
+  SHUTTING_DOWN: true,
+  INTERNAL: false,
+};
+
 export interface ErrorBody {
   code: ErrorCode;
   message: string;
@@ -89,14 +122,13 @@ export interface ErrorEnvelope {
 }
 
 /** An error that carries its protocol code; thrown on both sides, serialised as an ErrorEnvelope. */
-export class RbeeError extends Error {
-  constructor(
-    readonly code: ErrorCode,
-    message: string,
-    readonly details?: Record<string, unknown>,
-  ) {
-    super(message);
+export class RbeeError extends CodedError<ErrorCode> {
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>, options?: CodedErrorOptions) {
+    super(code, message, details, options);
     this.name = "RbeeError";
+  }
+  get retriable(): boolean {
+    return ERROR_RETRIABLE[this.code];
   }
   get status(): number {
     return ERROR_STATUS[this.code];

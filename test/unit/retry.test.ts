@@ -1,5 +1,6 @@
 // The one retry helper (hive-agent/src/util/retry.ts) that the hive client, the SSH connection, the
-// keeper and the downloads share: how many tries, which waits, which failures, and abort.
+// keeper and the downloads share: how many tries, which waits, which failures, and abort. (Which failures by
+// default, the errors' own retriable flag, is in coded-error.test.ts.)
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { maxAttempts, retry, retryDelay, sleep } from "../../hive-agent/src/util/retry";
@@ -14,7 +15,7 @@ test("a schedule gives its waits in order and one more try than waits; success e
       return "ok";
     },
     { delaysMs: [1, 2, 3] },
-    { onRetry: (_e, _n, delayMs) => waits.push(delayMs) },
+    { retryIf: () => true, onRetry: (_e, _n, delayMs) => waits.push(delayMs) },
   );
   assert.equal(r, "ok");
   assert.deepEqual(tries, [1, 2, 3]);
@@ -29,7 +30,7 @@ test("the last failure is thrown after the last try; a failure retryIf refuses i
     retry(async (n) => {
       tries++;
       throw new Error(`fail ${n}`);
-    }, { attempts: 3, baseMs: 1, jitter: 0 }),
+    }, { attempts: 3, baseMs: 1, jitter: 0 }, { retryIf: () => true }),
     /fail 3/,
   );
   assert.equal(tries, 3);
@@ -60,7 +61,7 @@ test("an abort ends a wait at once with the signal's reason, and stops the retry
     tries++;
     queueMicrotask(() => ac.abort(new Error("stopped by the caller")));
     throw new Error("busy");
-  }, { delaysMs: [10 * 60_000] }, { signal: ac.signal });
+  }, { delaysMs: [10 * 60_000] }, { signal: ac.signal, retryIf: () => true });
   // Without the abort this wait would outlast the test runner's limit: the test fails instead of passing slowly.
   await assert.rejects(pending, /stopped by the caller/);
   assert.equal(tries, 1);

@@ -17,7 +17,8 @@ import {
 import type { Endpoint, Transport } from "./transport";
 import type { GenericSchema } from "valibot";
 
-import { retryDelay, sleep, type RetryPolicy } from "@rbee/hive-agent/util/retry";
+import { retry, type RetryPolicy } from "@rbee/hive-agent/util/retry";
+import { errorCode, isRetriable } from "@rbee/hive-agent/util/coded-error";
 export type { RetryPolicy };
 
 export interface ClientOptions {
@@ -43,13 +44,15 @@ export function defaultStallLimitMs(): number {
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, baseMs: 200, jitter: 0.25 };
 
-/** Connection-level failures that a retry may fix (as opposed to an HTTP error answer). */
-function isConnectionError(e: unknown): boolean {
-  const code = (e as any)?.code ?? (e as any)?.cause?.code;
-  // ENOENT: a Unix socket that is gone (its worker or hive stopped).
-  // SSH transport failures (extension/src/nodes/errors.ts) count too; auth and host-key refusals do not:
-  // retrying cannot fix them.
-  return typeof code === "string" && /^(ENOENT|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT|UND_ERR_SOCKET|UND_ERR_CLOSED|SSH_CONNECTION_LOST|SSH_CHANNEL_FAILED|SSH_TIMEOUT|SSH_CONNECTION_REFUSED)$/.test(code);
+/**
+ * A failure to reach the hive or worker that a retry may fix, as opposed to an HTTP error answer (an RbeeError,
+ * which the keeper handles by its code): a transient system or undici error, or an SSH transport's retriable
+ * NodeError (a dropped connection or channel; never an auth or host-key refusal). ENOENT counts here only: connecting
+ * to a Unix socket that is gone (its worker or hive restarting) says ENOENT, which elsewhere means a missing file.
+ */
+function isConnectionFailure(e: unknown): boolean {
+  if (e instanceof RbeeError) return false;
+  return isRetriable(e) || errorCode(e) === "ENOENT";
 }
 
 class HttpClient {
@@ -76,39 +79,39 @@ class HttpClient {
    * marked idempotent) retry connection failures (docs/edge-cases.md, EC1). */
   protected async call<T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown, opts: { idempotent?: boolean; timeoutMs?: number; reply?: GenericSchema<unknown, T> } = {}): Promise<T> {
     const idempotent = opts.idempotent ?? method !== "POST";
-    let lastError: unknown;
     const attempts = idempotent ? this.retry.attempts : 1;
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-      if (attempt > 1) await sleep(retryDelay(this.retry, attempt - 1));
-      try {
-        const res = await request(this.endpoint.origin + path, {
-          method,
-          dispatcher: this.endpoint.dispatcher,
-          headers: { authorization: `Bearer ${this.token}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
-          body: body !== undefined ? JSON.stringify(body) : undefined,
-          headersTimeout: opts.timeoutMs ?? this.requestTimeoutMs,
-          bodyTimeout: opts.timeoutMs ?? this.requestTimeoutMs,
-        });
-        const text = await res.body.text();
-        if (res.statusCode >= 400) throw errorFromResponse(res.statusCode, text, `${method} ${path}`);
-        if (!opts.reply) return undefined as T;
-        let json: unknown;
-        try {
-          json = JSON.parse(text);
-        } catch {
-          throw new RbeeError("INVALID_REPLY", `${this.nodeName} answered ${method} ${path} with something that is not JSON`);
-        }
-        return parseReply(opts.reply, json, `${this.nodeName} (${method} ${path})`);
-      } catch (e) {
-        lastError = e;
-        if (!isConnectionError(e)) throw e;
-      }
+    try {
+      return await retry(() => this.callOnce(method, path, body, opts), { ...this.retry, attempts }, { retryIf: isConnectionFailure });
+    } catch (e) {
+      // Still unreachable after the last try: said as the protocol's NODE_UNREACHABLE / CONNECTION_TIMEOUT.
+      if (isConnectionFailure(e)) throw this.unreachable(e, attempts);
+      throw e;
     }
-    throw this.unreachable(lastError, attempts);
+  }
+
+  private async callOnce<T>(method: "GET" | "POST" | "DELETE", path: string, body: unknown, opts: { timeoutMs?: number; reply?: GenericSchema<unknown, T> }): Promise<T> {
+    const res = await request(this.endpoint.origin + path, {
+      method,
+      dispatcher: this.endpoint.dispatcher,
+      headers: { authorization: `Bearer ${this.token}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+      headersTimeout: opts.timeoutMs ?? this.requestTimeoutMs,
+      bodyTimeout: opts.timeoutMs ?? this.requestTimeoutMs,
+    });
+    const text = await res.body.text();
+    if (res.statusCode >= 400) throw errorFromResponse(res.statusCode, text, `${method} ${path}`);
+    if (!opts.reply) return undefined as T;
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      throw new RbeeError("INVALID_REPLY", `${this.nodeName} answered ${method} ${path} with something that is not JSON`);
+    }
+    return parseReply(opts.reply, json, `${this.nodeName} (${method} ${path})`);
   }
 
   protected unreachable(e: unknown, attempts: number): RbeeError {
-    const cause = (e as any)?.code ?? (e as any)?.cause?.code ?? (e as Error)?.message;
+    const cause = errorCode(e) ?? (e as Error)?.message;
     const timeout = /TIMEOUT/.test(String(cause));
     return new RbeeError(
       timeout ? "CONNECTION_TIMEOUT" : "NODE_UNREACHABLE",
@@ -137,7 +140,7 @@ class HttpClient {
         bodyTimeout: 0,
       });
     } catch (e) {
-      if (isConnectionError(e)) throw this.unreachable(e, 1);
+      if (isConnectionFailure(e)) throw this.unreachable(e, 1);
       throw e;
     }
     if (res.statusCode >= 400) throw errorFromResponse(res.statusCode, await res.body.text(), `${method} ${path}`);

@@ -6,7 +6,7 @@
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { sleep as sleepFor } from "@rbee/hive-agent/util/retry";
+import { retry } from "@rbee/hive-agent/util/retry";
 import {
   AGENT_VERSION, RbeeError, versionsCompatible,
   type Backend, type ChatMessage, type InfillRequest, type WorkerInfo, type DownloadProgressEvent, type SamplingOptions, type StopReason, type StreamEvent,
@@ -203,50 +203,52 @@ export class Keeper {
   /** Phase 8 on a worker from ensureWorker (the gateway picks the worker itself, then streams here). */
   async stream(worker: WorkerRecord, client: WorkerClient, spawned: boolean, gen: Generation, onEvent: (e: KeeperEvent) => void, onToken: (t: string) => void, signal?: AbortSignal): Promise<GenerationResult> {
     onEvent({ kind: "phase", phase: "stream", status: "started", message: `generating on worker ${worker.id}` });
+    // Every slot busy: wait 1, 2, 4 s (by default), then give up with a clear error (docs/edge-cases.md, EC6).
+    // A busy worker answers before it generates anything, so each try starts from an empty text.
+    try {
+      return await retry(() => this.streamOnce(worker, client, spawned, gen, onEvent, onToken, signal), { delaysMs: this.busyDelays }, {
+        signal,
+        retryIf: (e) => e instanceof RbeeError && e.code === "ALL_SLOTS_BUSY",
+        onRetry: (_e, attempt, delayMs) => onEvent({ kind: "retry", reason: "all slots busy", attempt, of: this.busyDelays.length, delayMs }),
+      });
+    } catch (e) {
+      if (signal?.aborted && e === signal.reason) throw new RbeeError("REQUEST_CANCELLED", "cancelled");
+      if (e instanceof RbeeError && e.code === "ALL_SLOTS_BUSY")
+        throw new RbeeError("ALL_SLOTS_BUSY", `worker ${worker.id} stayed busy (all ${worker.slots_total} slots in use) through ${this.busyDelays.length} retries; try again later, or spawn it with more slots`);
+      throw e;
+    }
+  }
+
+  private async streamOnce(worker: WorkerRecord, client: WorkerClient, spawned: boolean, gen: Generation, onEvent: (e: KeeperEvent) => void, onToken: (t: string) => void, signal?: AbortSignal): Promise<GenerationResult> {
     const { kind, ...body } = gen;
     let text = "";
     let tokensOut = 0;
-    for (let retry = 0; ; retry++) {
-      const events = kind === "inference" ? client.inference(body as any, signal) : kind === "infill" ? client.infill(body as any, signal) : client.chat(body as any, signal);
-      try {
-        for await (const e of events as AsyncIterable<StreamEvent>) {
-          if (e.type === "token") {
-            text += e.t;
-            tokensOut++;
-            if (e.t) onToken(e.t);
-          } else if (e.type === "end") {
-            // Each mark rewrites (and syncs) the registry file; one per interval keeps the entry fresh
-            // without that cost on every request of a busy worker (the gateway's).
-            const now = Date.now();
-            if (now - (worker.last_health_at ?? 0) >= HEALTH_MARK_INTERVAL_MS) {
-              await this.opts.registry.markWorkerHealthy(worker.id, now).catch(noop);
-              worker.last_health_at = now;
-            }
-            onEvent({ kind: "phase", phase: "stream", status: "done", message: `${e.tokens_out} tokens, ${e.stop_reason}` });
-            return { text, tokensOut: e.tokens_out, stopReason: e.stop_reason, decodeMs: e.decode_ms, firstTokenMs: e.first_token_ms, tokensIn: e.tokens_in, workerId: worker.id, spawned };
-          } else if (e.type === "error") {
-            if (e.code === "WORKER_CRASHED") await this.opts.registry.removeWorker(worker.id).catch(noop);
-            const file = this.savePartial(text);
-            throw new StreamInterruptedError(
-              `stream closed unexpectedly after ${tokensOut}/${gen.max_tokens} tokens: ${e.message}` + (file ? `; the partial output is saved in ${file}` : ""),
-              text, file, tokensOut, gen.max_tokens,
-            );
-          }
+    const events = kind === "inference" ? client.inference(body as any, signal) : kind === "infill" ? client.infill(body as any, signal) : client.chat(body as any, signal);
+    for await (const e of events as AsyncIterable<StreamEvent>) {
+      if (e.type === "token") {
+        text += e.t;
+        tokensOut++;
+        if (e.t) onToken(e.t);
+      } else if (e.type === "end") {
+        // Each mark rewrites (and syncs) the registry file; one per interval keeps the entry fresh
+        // without that cost on every request of a busy worker (the gateway's).
+        const now = Date.now();
+        if (now - (worker.last_health_at ?? 0) >= HEALTH_MARK_INTERVAL_MS) {
+          await this.opts.registry.markWorkerHealthy(worker.id, now).catch(noop);
+          worker.last_health_at = now;
         }
-        throw new RbeeError("INTERNAL", "the stream ended without an end event");
-      } catch (e) {
-        // Every slot busy — wait 1, 2, 4 s, then give up with a clear error (docs/edge-cases.md, EC6).
-        if (e instanceof RbeeError && e.code === "ALL_SLOTS_BUSY") {
-          if (retry >= this.busyDelays.length)
-            throw new RbeeError("ALL_SLOTS_BUSY", `worker ${worker.id} stayed busy (all ${worker.slots_total} slots in use) through ${this.busyDelays.length} retries; try again later, or spawn it with more slots`);
-          const delayMs = this.busyDelays[retry];
-          onEvent({ kind: "retry", reason: "all slots busy", attempt: retry + 1, of: this.busyDelays.length, delayMs });
-          await sleep(delayMs, signal);
-          continue;
-        }
-        throw e;
+        onEvent({ kind: "phase", phase: "stream", status: "done", message: `${e.tokens_out} tokens, ${e.stop_reason}` });
+        return { text, tokensOut: e.tokens_out, stopReason: e.stop_reason, decodeMs: e.decode_ms, firstTokenMs: e.first_token_ms, tokensIn: e.tokens_in, workerId: worker.id, spawned };
+      } else if (e.type === "error") {
+        if (e.code === "WORKER_CRASHED") await this.opts.registry.removeWorker(worker.id).catch(noop);
+        const file = this.savePartial(text);
+        throw new StreamInterruptedError(
+          `stream closed unexpectedly after ${tokensOut}/${gen.max_tokens} tokens: ${e.message}` + (file ? `; the partial output is saved in ${file}` : ""),
+          text, file, tokensOut, gen.max_tokens,
+        );
       }
     }
+    throw new RbeeError("INTERNAL", "the stream ended without an end event");
   }
 
   private savePartial(text: string): string | undefined {
@@ -486,14 +488,4 @@ export function fittingMaxTokens(e: unknown, requested: number): { used: number;
   if (!Number.isInteger(contextSize) || !Number.isInteger(promptTokens)) return undefined;
   const used = contextSize - promptTokens;
   return used >= 1 && used < requested ? { used, contextSize } : undefined;
-}
-
-/** A wait that a cancel ends at once, as REQUEST_CANCELLED. */
-async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  try {
-    await sleepFor(ms, signal);
-  } catch (e) {
-    if (signal?.aborted) throw new RbeeError("REQUEST_CANCELLED", "cancelled");
-    throw e;
-  }
 }

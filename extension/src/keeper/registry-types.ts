@@ -3,6 +3,7 @@
 // hive's WorkerInfo / ModelEntry can be stored without renaming anything.
 
 import { BACKENDS, WORKER_STATES, type Backend, type WorkerState } from "@rbee/hive-agent/protocol";
+import { CodedError, type CodedErrorOptions } from "@rbee/hive-agent/util/coded-error";
 
 export const NODE_TRANSPORTS = ["loopback", "ssh"] as const;
 export type NodeTransport = (typeof NODE_TRANSPORTS)[number];
@@ -70,15 +71,25 @@ export type RegistryErrorCode =
   | "REGISTRY_IO"
   | "REGISTRY_CLOSED";
 
+/** Whether trying again may help: only a lock that another rbee process held for too long is let go of in time. */
+export const REGISTRY_ERROR_RETRIABLE: Record<RegistryErrorCode, boolean> = {
+  REGISTRY_INVALID_INPUT: false,
+  REGISTRY_UNKNOWN_NODE: false,
+  REGISTRY_LOCK_TIMEOUT: true,
+  REGISTRY_SCHEMA_TOO_NEW: false,
+  REGISTRY_WASM_NOT_FOUND: false,
+  REGISTRY_IO: false,
+  REGISTRY_CLOSED: false,
+};
+
 /** Every failure the registry reports on purpose; `message` says what to do next. */
-export class RegistryError extends Error {
-  constructor(
-    readonly code: RegistryErrorCode,
-    message: string,
-    readonly details?: Record<string, unknown>,
-  ) {
-    super(message);
+export class RegistryError extends CodedError<RegistryErrorCode> {
+  constructor(code: RegistryErrorCode, message: string, details?: Record<string, unknown>, options?: CodedErrorOptions) {
+    super(code, message, details, options);
     this.name = "RegistryError";
+  }
+  get retriable(): boolean {
+    return REGISTRY_ERROR_RETRIABLE[this.code];
   }
 }
 

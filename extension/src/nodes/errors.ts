@@ -2,6 +2,8 @@
 // (hive-agent/src/protocol.ts); these are the ones that happen before any HTTP reaches a node,
 // so each says what went wrong and what the user can do about it.
 
+import { CodedError, type CodedErrorOptions } from "@rbee/hive-agent/util/coded-error";
+
 export const NODE_ERROR_CODES = [
   /** ~/.ssh/config cannot be read or has a value we cannot use. */
   "SSH_CONFIG_INVALID",
@@ -44,15 +46,39 @@ export const NODE_ERROR_CODES = [
 ] as const;
 export type NodeErrorCode = (typeof NODE_ERROR_CODES)[number];
 
-export class NodeError extends Error {
-  constructor(
-    readonly code: NodeErrorCode,
-    message: string,
-    readonly details?: Record<string, unknown>,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
+/**
+ * Whether trying again may help: the node was not reachable or the connection dropped for a moment.
+ * Configuration, authentication, host keys and a deploy's own failures repeat until someone acts.
+ */
+export const NODE_ERROR_RETRIABLE: Record<NodeErrorCode, boolean> = {
+  SSH_CONFIG_INVALID: false,
+  NODE_UNKNOWN: false,
+  SSH_DNS_FAILED: false,
+  SSH_CONNECTION_REFUSED: true,
+  SSH_TIMEOUT: true,
+  SSH_AUTH_FAILED: false,
+  SSH_HOST_KEY_UNKNOWN: false,
+  SSH_HOST_KEY_CHANGED: false,
+  SSH_HOST_KEY_REVOKED: false,
+  SSH_CONNECTION_LOST: true,
+  SSH_CHANNEL_FAILED: true,
+  SSH_FAILED: true,
+  REMOTE_COMMAND_FAILED: false,
+  NODE_JS_MISSING: false,
+  UNSUPPORTED_PLATFORM: false,
+  DEPLOY_BUNDLE_MISSING: false,
+  RUNTIME_INSTALL_FAILED: false,
+  HIVE_START_FAILED: false,
+  HIVE_NOT_DEPLOYED: false,
+};
+
+export class NodeError extends CodedError<NodeErrorCode> {
+  constructor(code: NodeErrorCode, message: string, details?: Record<string, unknown>, options?: CodedErrorOptions) {
+    super(code, message, details, options);
     this.name = "NodeError";
+  }
+  get retriable(): boolean {
+    return NODE_ERROR_RETRIABLE[this.code];
   }
 }
 

@@ -7,6 +7,7 @@
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import { appendFileSync, closeSync, mkdirSync, openSync, readFileSync, readSync, fstatSync } from "node:fs";
 import path from "node:path";
+import { errorCode } from "@rbee/hive-agent/util/coded-error";
 
 export type HostKeyCheck =
   | { status: "match"; keyType: string; fingerprint: string; file: string; line: number }
@@ -203,8 +204,9 @@ function endsWithoutNewline(file: string): boolean {
 function readIfExists(p: string): string {
   try {
     return readFileSync(p, "utf8");
-  } catch (err: any) {
-    if (err?.code === "ENOENT" || err?.code === "ENOTDIR") return "";
+  } catch (err) {
+    const code = errorCode(err);
+    if (code === "ENOENT" || code === "ENOTDIR") return "";
     throw err;
   }
 }

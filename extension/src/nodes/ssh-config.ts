@@ -11,6 +11,7 @@ import { readFileSync, readdirSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parse, SSHConfig, LineType, type Line, type Section } from "ssh-config";
+import { errorCode } from "@rbee/hive-agent/util/coded-error";
 import { NodeError } from "./errors";
 
 export type StrictHostKeyChecking = "yes" | "ask" | "accept-new" | "no";
@@ -69,9 +70,9 @@ export function loadSshConfig(opts: SshConfigOptions = {}): SshConfigIndex {
   let text: string;
   try {
     text = readFileSync(configPath, "utf8");
-  } catch (err: any) {
-    if (err?.code === "ENOENT") text = "";
-    else throw new NodeError("SSH_CONFIG_INVALID", `cannot read ssh config ${configPath}: ${err?.message ?? err}`, { path: configPath });
+  } catch (err) {
+    if (errorCode(err) === "ENOENT") text = "";
+    else throw new NodeError("SSH_CONFIG_INVALID", `cannot read ssh config ${configPath}: ${(err as Error)?.message ?? err}`, { path: configPath });
   }
   return parseSshConfig(text, { ...opts, configPath });
 }
@@ -239,8 +240,8 @@ function expandContext(opts: SshConfigOptions): ExpandContext {
 function parseText(text: string, source: string): Line[] {
   try {
     return [...parse(text)];
-  } catch (err: any) {
-    throw new NodeError("SSH_CONFIG_INVALID", `cannot parse ssh config ${source}: ${err?.message ?? err}`, { path: source });
+  } catch (err) {
+    throw new NodeError("SSH_CONFIG_INVALID", `cannot parse ssh config ${source}: ${(err as Error)?.message ?? err}`, { path: source });
   }
 }
 
@@ -313,8 +314,8 @@ function readIncludes(patterns: string[], ctx: ExpandContext, depth: number): Li
       let text: string;
       try {
         text = readFileSync(file, "utf8");
-      } catch (err: any) {
-        throw new NodeError("SSH_CONFIG_INVALID", `cannot read included ssh config ${file}: ${err?.message ?? err}`, { path: file });
+      } catch (err) {
+        throw new NodeError("SSH_CONFIG_INVALID", `cannot read included ssh config ${file}: ${(err as Error)?.message ?? err}`, { path: file });
       }
       out.push(...expandIncludes(parseText(text, file), ctx, depth + 1));
     }

@@ -10,6 +10,7 @@ import { once } from "node:events";
 import { RbeeError, type DownloadProgressEvent } from "../protocol";
 import type { Logger } from "../util/log";
 import { retry } from "../util/retry";
+import { errorCode, isRetriable } from "../util/coded-error";
 import { Catalog, sha256File } from "./catalog";
 import { catalogPathOf, isLoopback, parseModelRef, pickQuantization, type ModelRef } from "./model-ref";
 
@@ -56,8 +57,13 @@ interface Download {
   abort: AbortController;
 }
 
-/** Errors that retrying cannot fix. */
-class PermanentError extends RbeeError {}
+/** A download failure that retrying cannot fix, whatever its code says in general (a DOWNLOAD_FAILED for a refused
+ * token or a file that is not GGUF): the one exception to the protocol's retriable table. */
+class PermanentError extends RbeeError {
+  override get retriable(): boolean {
+    return false;
+  }
+}
 
 export class Downloads {
   private byId = new Map<string, Download>();
@@ -148,7 +154,7 @@ export class Downloads {
       await retry(attempt, { attempts: this.opts.maxAttempts, baseMs: this.opts.backoffBaseMs, jitter: 0.2 }, {
         // Cancel (DELETE on the download) ends the attempt in flight and the wait before the next.
         signal: cancel,
-        retryIf: (e) => !(e instanceof PermanentError) && !cancel.aborted,
+        retryIf: (e) => isRetriable(e) && !cancel.aborted,
         onRetry: (e, n, delay) => {
           const message = (e as Error).message;
           this.log.warn(`download of ${d.modelRef}, attempt ${n}/${this.opts.maxAttempts} failed: ${message}; retrying in ${delay} ms`);
@@ -159,7 +165,7 @@ export class Downloads {
       if (cancel.aborted) {
         this.log.info(`download of ${d.modelRef} cancelled`);
         this.emit(d, { stage: "error", code: "REQUEST_CANCELLED", message: `the download of ${d.modelRef} was cancelled` });
-      } else if (e instanceof PermanentError) this.emit(d, { stage: "error", code: e.code, message: e.message });
+      } else if (e instanceof RbeeError && !e.retriable) this.emit(d, { stage: "error", code: e.code, message: e.message });
       else this.emit(d, { stage: "error", code: "DOWNLOAD_FAILED", message: `download of ${d.modelRef} failed after ${this.opts.maxAttempts} attempts: ${(e as Error).message}` });
     }
   }
@@ -285,7 +291,7 @@ export class Downloads {
         }
       } catch (e) {
         if (abort.signal.aborted || e instanceof PermanentError) throw e;
-        const cause = (e as any).cause?.message ?? (e as Error).message;
+        const cause = ((e as Error).cause as Error | undefined)?.message ?? (e as Error).message;
         throw new RbeeError("DOWNLOAD_FAILED", `connection closed after ${downloaded} of ${total ?? "unknown"} bytes (${cause})`);
       } finally {
         out.end();
@@ -370,8 +376,8 @@ export async function checkDestination(url: URL, first: URL): Promise<void> {
 
 /** A failed request in words: a host name that does not resolve is said to be one (and not retried). */
 export function networkError(base: string, e: unknown, headerTimeoutMs: number): RbeeError {
-  const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-  const code = cause?.code ?? (e as { code?: string }).code;
+  const cause = (e as { cause?: { message?: string } }).cause;
+  const code = errorCode(e);
   const host = (() => {
     try {
       return new URL(base).hostname;

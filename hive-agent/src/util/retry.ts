@@ -2,6 +2,7 @@
 // and how long to wait between them, and an AbortSignal ends the waiting. Waits are node:timers/promises'.
 
 import { setTimeout as sleepFor } from "node:timers/promises";
+import { isRetriable } from "./coded-error";
 
 /** Exponential backoff: `attempts` tries in all; before retry n (n ≥ 1) wait baseMs × 2^(n−1) ± jitter. */
 export interface RetryPolicy {
@@ -41,14 +42,15 @@ export async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export interface RetryOptions {
   /** Aborting it ends a wait between tries (the signal's reason is thrown). */
   signal?: AbortSignal;
-  /** Whether a failure may be retried; default: every failure. */
+  /** Whether a failure may be retried; default: the failure says so itself (isRetriable: a CodedError's `retriable`,
+   * a transient system or undici error). */
   retryIf?: (err: unknown, attempt: number) => boolean;
   /** Told before each wait: the failure, the try that failed (1-based), the wait. */
   onRetry?: (err: unknown, attempt: number, delayMs: number) => void;
 }
 
 /**
- * Runs fn until it resolves, retrying the failures `retryIf` allows as the policy says. The last
+ * Runs fn until it resolves, retrying the failures `retryIf` allows (by default the retriable ones) as the policy says. The last
  * failure, or the first one that may not be retried, is thrown as it is.
  */
 export async function retry<T>(fn: (attempt: number) => Promise<T>, policy: RetryPolicy | RetrySchedule, opts: RetryOptions = {}): Promise<T> {
@@ -57,7 +59,7 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, policy: Retr
     try {
       return await fn(attempt);
     } catch (err) {
-      if (attempt >= attempts || !(opts.retryIf?.(err, attempt) ?? true)) throw err;
+      if (attempt >= attempts || !(opts.retryIf ?? isRetriable)(err, attempt)) throw err;
       const delayMs = retryDelay(policy, attempt);
       opts.onRetry?.(err, attempt, delayMs);
       await sleep(delayMs, opts.signal);
