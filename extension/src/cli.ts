@@ -3,7 +3,7 @@
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { readFileSync } from "node:fs";
-import { RbeeError, BACKENDS, AGENT_VERSION, parseKeepAlive, type Backend, type DeviceInfo, type NativeBuildStatus } from "@rbee/hive-agent/protocol";
+import { RbeeError, BACKENDS, AGENT_VERSION, calibrationSummary, parseKeepAlive, type Backend, type CpuCalibration, type DeviceInfo, type NativeBuildStatus } from "@rbee/hive-agent/protocol";
 import { Keeper, StreamInterruptedError } from "./keeper/keeper";
 import { LocalHive, defaultAgentScript, idleTimeoutDaemonArgs } from "./keeper/local-hive";
 import { shQuote } from "./nodes/shell";
@@ -418,6 +418,8 @@ interface NodeRow {
   gpus: GpuRow[];
   /** The node's own CPU build of llama.cpp (null while the hive is not running). */
   native_build: NativeBuildStatus | null;
+  /** Which CPU binary the node measured fastest (null while the hive is not running, or from an older hive). */
+  cpu_calibration: CpuCalibration | null;
 }
 
 async function listNodes(ctx: Context, json: boolean | undefined): Promise<number> {
@@ -428,6 +430,7 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
     alias: LOCALHOST, host: "127.0.0.1", reachable: local.running, status: local.running ? "running" : "not started", agent_version: local.version ?? null,
     backends: localCaps?.backends ?? [], gpus: gpuRows(localCaps?.devices ?? []),
     native_build: localCaps?.native_build ?? null,
+    cpu_calibration: localCaps?.cpu_calibration ?? null,
   });
   const { hiveStatus } = require("./nodes/deploy") as typeof import("./nodes/deploy");
   const specs = ctx.nodes.listSshNodes();
@@ -435,7 +438,7 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
   rows.push(
     ...(await Promise.all(
       specs.map(async (spec): Promise<NodeRow> => {
-        const row: NodeRow = { alias: spec.alias, host: spec.hostname, reachable: false, status: "unreachable", agent_version: null, backends: [], gpus: [], native_build: null };
+        const row: NodeRow = { alias: spec.alias, host: spec.hostname, reachable: false, status: "unreachable", agent_version: null, backends: [], gpus: [], native_build: null, cpu_calibration: null };
         try {
           const s = await hiveStatus(ctx.nodes.ssh().pool.get(spec.alias));
           row.reachable = true;
@@ -446,6 +449,7 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
             row.backends = caps.backends;
             row.gpus = gpuRows(caps.devices);
             row.native_build = caps.native_build;
+            row.cpu_calibration = caps.cpu_calibration ?? null;
           }
         } catch (e) {
           row.status = `unreachable: ${(e as Error).message}`;
@@ -456,8 +460,11 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
   );
   print(json, { nodes: rows }, () =>
     formatTable([
-      ["NODE", "HOST", "STATUS", "AGENT", "BACKENDS", "GPUS", "CPU BUILD"],
-      ...rows.map((r) => [r.alias, r.host, r.status, r.agent_version ?? "-", r.backends.join(",") || "-", r.gpus.map(formatGpu).join("; ") || "-", r.native_build?.state ?? "-"]),
+      ["NODE", "HOST", "STATUS", "AGENT", "BACKENDS", "GPUS", "CPU BUILD", "CPU BINARY"],
+      ...rows.map((r) => [
+        r.alias, r.host, r.status, r.agent_version ?? "-", r.backends.join(",") || "-", r.gpus.map(formatGpu).join("; ") || "-", r.native_build?.state ?? "-",
+        calibrationSummary(r.cpu_calibration ?? undefined),
+      ]),
     ]),
   );
   return 0;

@@ -878,9 +878,10 @@ async function writeToken(conn: SshConnection): Promise<string> {
 /** Starts the hive detached from the SSH session and waits for its hive.json. */
 async function startHive(conn: SshConnection, nodePath: string, agentDir: string, hiveHome: string, opts: DeployOptions): Promise<HiveInfo> {
   const limitMs = opts.startTimeoutMs ?? 30_000;
-  // RBEE_NATIVE_BUILD set where the keeper runs applies to the hives it starts on SSH nodes too.
+  // RBEE_NATIVE_BUILD and RBEE_CALIBRATE set where the keeper runs apply to the hives it starts on SSH nodes too.
   const nativeBuild = process.env.RBEE_NATIVE_BUILD ? ["--native-build", process.env.RBEE_NATIVE_BUILD] : [];
-  const extra = [...nativeBuild, ...(opts.daemonArgs ?? [])].map(shQuote).join(" ");
+  const calibrate = process.env.RBEE_CALIBRATE ? ["--calibrate", process.env.RBEE_CALIBRATE] : [];
+  const extra = [...nativeBuild, ...calibrate, ...(opts.daemonArgs ?? [])].map(shQuote).join(" ");
   // setsid where it exists (not on macOS): the hive must outlive this session; nohup covers SIGHUP.
   const script = `${REMOTE_PATHS}
 mkdir -p "$H" && chmod 700 "$H"
