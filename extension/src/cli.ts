@@ -75,7 +75,7 @@ global options:
          --node-runtime pinned|system   the Node.js rbee brings (default) or the node's own (>= 20)
        rbee nodes status NAME      what is installed and running there
        rbee nodes uninstall NAME   stop the hive and remove the agent (models are kept; --purge-models removes them)
-       rbee nodes build-native NAME   build llama.cpp for the node's CPU once (minutes); its CPU workers of 2+ threads use it
+       rbee nodes build-native NAME   build llama.cpp for the node's CPU once (minutes); its calibration then measures it (without calibration: CPU workers of 2+ threads use it)
 `,
   runtime: `usage: rbee runtime fetch --platform P [--gpu G] --out DIR   on a machine with an npm registry
        rbee runtime import DIR                                  on a keeper without one
@@ -94,7 +94,7 @@ global options:
   serve: SERVE_HELP,
   hive: `usage: rbee hive start|stop|status|build-native [--json]
   start [--idle-timeout S]   how long workers may sit idle before the hive stops them (0 = never; default 5m)
-  build-native   build llama.cpp for this machine's CPU once (minutes); CPU workers of 2+ threads use it
+  build-native   build llama.cpp for this machine's CPU once (minutes); calibration then measures it (without: CPU workers of 2+ threads use it)
 `,
 };
 

@@ -42,8 +42,9 @@ commands:
   detect   print this node's GPU backends, devices and memory as JSON [--notes: what the GPU
            libraries said, on stderr]
   build-native --home DIR
-           build llama.cpp for this node's CPU (OpenMP, its instruction sets) once; CPU workers of
-           2+ threads use it from then on, the prebuilt otherwise (minutes; safe to re-run)
+           build llama.cpp for this node's CPU (OpenMP, its instruction sets) once; the hive's
+           calibration then measures it against the prebuilt (with calibration off, CPU workers of
+           2+ threads use it, the prebuilt otherwise) (minutes; safe to re-run)
   version  print the version
 `;
 

@@ -150,7 +150,8 @@ export class HiveDaemon {
       variants: opts.calibrateVariants,
       rounds: opts.calibrateRounds ?? DEFAULT_CALIBRATION.rounds,
       tokens: opts.calibrateTokens ?? DEFAULT_CALIBRATION.tokens,
-      busy: () => this.busyWorker(),
+      // Never measure next to a worker that is generating or loading.
+      busy: () => this.supervisor.busyWorker(),
       log: createLogger("calibration"),
     });
   }
@@ -206,12 +207,6 @@ export class HiveDaemon {
     return this.opts.workerThreads ?? defaultThreads(hardware.cpu_cores);
   }
 
-  /** A worker that is generating or loading now (calibration must not measure next to it), in words. */
-  private async busyWorker(): Promise<string | undefined> {
-    await this.supervisor.refresh();
-    const w = this.supervisor.list().find((x) => x.state === "busy" || x.state === "loading");
-    return w && `worker ${w.id} is ${w.state}`;
-  }
 
   /** What a new worker can have: each device's free VRAM less rbee's own claims, with its workers; RAM likewise. */
   private capabilitiesFrom(at: number, hardware: NodeHardware): CapabilitiesResponse {

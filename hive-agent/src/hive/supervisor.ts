@@ -218,6 +218,29 @@ export class Supervisor {
     await Promise.all([...this.workers.values()].filter((w) => w.state !== "loading" && w.state !== "stopping").map((w) => this.checkHealth(w, 1000)));
   }
 
+  /**
+   * A worker that is loading or generating right now, in words (undefined when all are idle). Asks
+   * each worker without counting failed answers against it: calibration polls this several times a
+   * second, and the health monitor alone decides when a worker is gone. One that does not answer
+   * counts as busy (a measurement next to it could be wrong).
+   */
+  async busyWorker(): Promise<string | undefined> {
+    const answers = await Promise.all(
+      [...this.workers.values()].map(async (w) => {
+        if (w.state === "stopping") return undefined;
+        if (w.state === "loading") return `worker ${w.id} is loading`;
+        try {
+          const res = await callJson(w.url, "GET", WORKER_PATHS.health, w.apiKey, undefined, 1000);
+          const h = parseReply(WorkerHealthSchema, res.json, `worker ${w.id} (health)`);
+          return h.state === "busy" || h.state === "loading" ? `worker ${w.id} is ${h.state}` : undefined;
+        } catch {
+          return `worker ${w.id} does not answer`;
+        }
+      }),
+    );
+    return answers.find((a) => a !== undefined);
+  }
+
   /** SIGTERM, then SIGKILL after the grace period. Resolves once the process is gone. */
   async shutdown(id: string, reason = "requested"): Promise<void> {
     const w = this.workers.get(id);

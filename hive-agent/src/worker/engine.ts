@@ -18,7 +18,7 @@ export interface EngineOptions {
   slots: number;
   threads: number;
   batchSize?: number;
-  /** Folder of the node's native llama.cpp build (hive-agent build-native); used for CPU workers of 2+ threads. */
+  /** Folder of the node's native llama.cpp build (hive-agent build-native); loadLlama decides when it is used. */
   nativeDir?: string;
   /** The CPU binary the node's calibration chose (native-build.ts loadLlama), and where its variant copies are. */
   cpuBinary?: CpuBinary;
