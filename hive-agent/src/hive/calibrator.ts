@@ -164,6 +164,7 @@ export class Calibrator {
       for (const binary of order) {
         for (;;) {
           await this.waitIdle(signal);
+          if (signal.aborted) return;
           const outcome = await this.runOnce(binary, threads, signal);
           if (signal.aborted) return;
           if ("interrupted" in outcome) {
