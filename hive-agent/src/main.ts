@@ -262,7 +262,7 @@ async function calibrateRun(argv: string[]) {
   const r = await measureBinary({
     binary: v.binary, threads: int(v.threads, "threads"), tokens: int(v.tokens, "tokens", 48), warmup: Math.max(1, int(v.warmup, "warmup", 4)),
     modelDir: v["model-dir"], nativeDir: v["native-dir"], variantsDir: v["variants-dir"],
-  });
+  }).catch((e) => fail((e as Error).message, 1)); // the hive keeps the last lines as the reason: the message, not a stack
   process.stdout.write(`${CALIBRATION_RESULT_PREFIX}${JSON.stringify(r)}\n`);
   // node-llama-cpp may keep native handles alive; a run is a one-shot process.
   process.exit(0);
