@@ -5,13 +5,15 @@
 // x86-64 CPU runs (sse42, x64), two rounds and a few tokens.
 import { test, describe, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { ensureModel } from "../fixtures/models";
 import { waitUntil } from "../helpers/wait";
-import { newRbeeHome, runCli } from "../helpers/cli";
+import { newRbeeHome, runCli, startCli } from "../helpers/cli";
+import { HiveClient } from "../../extension/src/keeper/hive-client";
+import { loopbackTransport } from "../../extension/src/keeper/transport";
 import { prebuiltCpuVariants } from "../../hive-agent/src/worker/cpu-variants";
-import { installedPackageDir } from "../../hive-agent/src/worker/native-build";
+import { installedPackageDir, nativeBuildStamp, nativeCmakeOptions, nativeEntry } from "../../hive-agent/src/worker/native-build";
 
 const model = `file:${ensureModel("tiny")}`;
 const VARIANTS = ["sse42", "x64"];
@@ -102,10 +104,40 @@ describe("CPU calibration", { skip: !runnable && "needs node-llama-cpp's Linux x
     assert.match(hiveLog(), /\[calibration\] cached result for/);
   });
 
+  test("a native build appearing while the hive runs is measured too, but never while a worker is generating", async () => {
+    const e = env();
+    // A long generation on the running CPU worker (tokens streaming = the worker is busy; 1500 tokens
+    // of the tiny model last seconds, and the hive hears of the native build within milliseconds).
+    const infer = startCli(["infer", "--model", model, "--prompt", "x", "--max-tokens", "1500"], e);
+    await infer.waitForStdout(1);
+    // A native build that does not load: its stamp matches this package and CPU, its entry throws.
+    const nativeDir = path.join(hiveHome, "native");
+    mkdirSync(path.dirname(nativeEntry(nativeDir)), { recursive: true });
+    writeFileSync(nativeEntry(nativeDir), 'throw new Error("not a real build");\n');
+    writeFileSync(path.join(nativeDir, "rbee-native-build.json"), nativeBuildStamp(nativeCmakeOptions()));
+    // The hive notices it on its next capabilities call (here straight over its socket, at once).
+    const transport = loopbackTransport();
+    try {
+      const client = new HiveClient({ transport, baseUrl: `unix:${path.join(hiveHome, "hive.sock")}`, token: readFileSync(path.join(hiveHome, "token"), "utf8").trim(), nodeName: "localhost" });
+      const caps = await client.capabilities();
+      assert.ok(caps.cpu_calibration && ["waiting", "measuring"].includes(caps.cpu_calibration.state), JSON.stringify(caps.cpu_calibration));
+    } finally {
+      await transport.close();
+    }
+    assert.equal((await infer.done).code, 0);
+    const row = await calibrated(e);
+    // The first run waited for the generation (or was stopped by it and done again).
+    assert.match(hiveLog(), /\[calibration\] (waiting: worker w-[0-9a-f]{8} is busy|run of \S+ stopped \(worker w-[0-9a-f]{8} is busy\))/);
+    const native = row.cpu_calibration.results.find((r: any) => r.binary === "native");
+    assert.match(native?.error ?? "", /native did not load/);
+    assert.ok(["prebuilt:sse42", "prebuilt:x64"].includes(row.cpu_calibration.winner), row.cpu_calibration.winner);
+  });
+
   test("another thread count measures again; a variant whose library is broken is recorded as unusable and the hive carries on", async () => {
     const before = JSON.parse(readFileSync(cacheFile, "utf8"));
     await stop(env());
-    // The hive's private copy of the x64 variant (reused while its stamp matches) is damaged on disk.
+    // The hive's private copy of the x64 variant (reused while its stamp matches) is damaged on disk;
+    // the native build that does not load is still there.
     const lib = path.join(hiveHome, "cpu-variants", "x64", "node_modules", "@node-llama-cpp", "linux-x64", "bins", "linux-x64", "libggml-cpu-x64.so");
     assert.ok(existsSync(lib), `the hive made its private copy at ${lib}`);
     rmSync(lib); // a new file, never a write through to the installed package
@@ -120,6 +152,7 @@ describe("CPU calibration", { skip: !runnable && "needs node-llama-cpp's Linux x
     const x64 = file.results.find((r: any) => r.binary === "prebuilt:x64");
     assert.equal(x64.tokens_per_second, undefined);
     assert.match(x64.error, /did not load|exit|killed/);
+    assert.match(file.results.find((r: any) => r.binary === "native").error, /native did not load/);
     assert.equal(file.winner, "prebuilt:sse42");
     assert.equal(row.cpu_calibration.winner, "prebuilt:sse42");
     assert.match(hiveLog(), /prebuilt:x64 is unusable here/);

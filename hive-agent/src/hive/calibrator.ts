@@ -203,7 +203,10 @@ export class Calibrator {
         if (this.current.state === "waiting") this.current = { ...this.current, state: "measuring", detail: this.current.detail.replace(/^waiting[^;]*; /, "") };
         return;
       }
-      if (this.current.state !== "waiting") this.current = { ...this.current, state: "waiting", detail: `waiting: ${busy}; ${this.current.detail}` };
+      if (this.current.state !== "waiting") {
+        this.current = { ...this.current, state: "waiting", detail: `waiting: ${busy}; ${this.current.detail}` };
+        this.opts.log.info(`waiting: ${busy}; runs resume once workers are idle`);
+      }
       await new Promise((r) => setTimeout(r, IDLE_POLL_MS));
     }
   }
