@@ -112,8 +112,8 @@ export class Engine {
     let cpuBinary: CpuBinary | undefined;
     try {
       if (opts.backend === "cpu") {
-        // The native build (OpenMP, this CPU's instruction sets) when there is one and it pays off,
-        // else the prebuilt: see native-build.ts and test/bench/FINDINGS.md.
+        // The binary the node's calibration measured fastest (hive/calibrator.ts), else the native
+        // build where it pays off, else the prebuilt: see native-build.ts and docs/cpu-calibration.md.
         const loaded = await loadLlama({
           dir: opts.nativeDir, threads: opts.threads, binary: opts.cpuBinary, variantsDir: opts.variantsDir, llamaOptions: { logLevel: nlc.LlamaLogLevel.error },
         });
