@@ -40,6 +40,6 @@ if (build.status !== 0) process.exit(build.status ?? 1);
 const r = spawnSync(
   process.execPath,
   ["--import", "tsx", "--test", "--test-concurrency=1", "--test-timeout=300000", ...files],
-  { stdio: "inherit", env: { ...process.env, RBEE_TEST: "1", RBEE_NATIVE_BUILD: process.env.RBEE_NATIVE_BUILD ?? "off" } },
+  { stdio: "inherit", env: { ...process.env, RBEE_TEST: "1", RBEE_NATIVE_BUILD: process.env.RBEE_NATIVE_BUILD ?? "off", RBEE_CALIBRATE: process.env.RBEE_CALIBRATE ?? "off" } },
 );
 process.exit(r.status ?? 1);

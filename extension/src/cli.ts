@@ -3,7 +3,7 @@
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { readFileSync } from "node:fs";
-import { RbeeError, BACKENDS, AGENT_VERSION, parseKeepAlive, type Backend, type DeviceInfo, type NativeBuildStatus } from "@rbee/hive-agent/protocol";
+import { RbeeError, BACKENDS, AGENT_VERSION, calibrationSummary, parseKeepAlive, type Backend, type CpuCalibration, type DeviceInfo, type NativeBuildStatus } from "@rbee/hive-agent/protocol";
 import { errorCode } from "@rbee/hive-agent/util/coded-error";
 import { StreamInterruptedError } from "./keeper/keeper";
 import { defaultAgentScript, idleTimeoutDaemonArgs } from "./keeper/local-hive";
@@ -76,7 +76,7 @@ global options:
          --node-runtime pinned|system   the Node.js rbee brings (default) or the node's own (>= 20)
        rbee nodes status NAME      what is installed and running there
        rbee nodes uninstall NAME   stop the hive and remove the agent (models are kept; --purge-models removes them)
-       rbee nodes build-native NAME   build llama.cpp for the node's CPU once (minutes); its CPU workers of 2+ threads use it
+       rbee nodes build-native NAME   build llama.cpp for the node's CPU once (minutes); its calibration then measures it (without calibration: CPU workers of 2+ threads use it)
 `,
   runtime: `usage: rbee runtime fetch --platform P [--gpu G] --out DIR   on a machine with an npm registry
        rbee runtime import DIR                                  on a keeper without one
@@ -95,7 +95,7 @@ global options:
   serve: SERVE_HELP,
   hive: `usage: rbee hive start|stop|status|build-native [--json]
   start [--idle-timeout S]   how long workers may sit idle before the hive stops them (0 = never; default 5m)
-  build-native   build llama.cpp for this machine's CPU once (minutes); CPU workers of 2+ threads use it
+  build-native   build llama.cpp for this machine's CPU once (minutes); calibration then measures it (without: CPU workers of 2+ threads use it)
 `,
 };
 
@@ -411,6 +411,8 @@ interface NodeRow {
   gpus: GpuRow[];
   /** The node's own CPU build of llama.cpp (null while the hive is not running). */
   native_build: NativeBuildStatus | null;
+  /** Which CPU binary the node measured fastest (null while the hive is not running, or from an older hive). */
+  cpu_calibration: CpuCalibration | null;
 }
 
 async function listNodes(ctx: Context, json: boolean | undefined): Promise<number> {
@@ -421,6 +423,7 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
     alias: LOCALHOST, host: "127.0.0.1", reachable: local.running, status: local.running ? "running" : "not started", agent_version: local.version ?? null,
     backends: localCaps?.backends ?? [], gpus: gpuRows(localCaps?.devices ?? []),
     native_build: localCaps?.native_build ?? null,
+    cpu_calibration: localCaps?.cpu_calibration ?? null,
   });
   const { hiveStatus } = require("./nodes/deploy") as typeof import("./nodes/deploy");
   const specs = ctx.listSshNodes();
@@ -428,7 +431,7 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
   rows.push(
     ...(await Promise.all(
       specs.map(async (spec): Promise<NodeRow> => {
-        const row: NodeRow = { alias: spec.alias, host: spec.hostname, reachable: false, status: "unreachable", agent_version: null, backends: [], gpus: [], native_build: null };
+        const row: NodeRow = { alias: spec.alias, host: spec.hostname, reachable: false, status: "unreachable", agent_version: null, backends: [], gpus: [], native_build: null, cpu_calibration: null };
         try {
           const s = await hiveStatus(ctx.ssh().pool.get(spec.alias));
           row.reachable = true;
@@ -439,6 +442,7 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
             row.backends = caps.backends;
             row.gpus = gpuRows(caps.devices);
             row.native_build = caps.native_build;
+            row.cpu_calibration = caps.cpu_calibration ?? null;
           }
         } catch (e) {
           row.status = `unreachable: ${(e as Error).message}`;
@@ -449,8 +453,11 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
   );
   print(json, { nodes: rows }, () =>
     formatTable([
-      ["NODE", "HOST", "STATUS", "AGENT", "BACKENDS", "GPUS", "CPU BUILD"],
-      ...rows.map((r) => [r.alias, r.host, r.status, r.agent_version ?? "-", r.backends.join(",") || "-", r.gpus.map(formatGpu).join("; ") || "-", r.native_build?.state ?? "-"]),
+      ["NODE", "HOST", "STATUS", "AGENT", "BACKENDS", "GPUS", "CPU BUILD", "CPU BINARY"],
+      ...rows.map((r) => [
+        r.alias, r.host, r.status, r.agent_version ?? "-", r.backends.join(",") || "-", r.gpus.map(formatGpu).join("; ") || "-", r.native_build?.state ?? "-",
+        calibrationSummary(r.cpu_calibration ?? undefined),
+      ]),
     ]),
   );
   return 0;

@@ -6,8 +6,10 @@ import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { AGENT_VERSION, type Backend } from "./protocol";
 import { DEFAULT_DAEMON_OPTIONS, HiveDaemon, defaultHiveAddress, nativeBuildDir } from "./hive/daemon";
-import { buildNativeLlama } from "./worker/native-build";
+import { buildNativeLlama, isCpuBinary } from "./worker/native-build";
+import { CALIBRATION_RESULT_PREFIX, measureBinary } from "./calibration/measure";
 import { NATIVE_BUILD_MODES, type NativeBuildMode } from "./hive/native-builder";
+import { CALIBRATION_MODES, type CalibrationMode } from "./hive/calibrator";
 import { DEVICE_ENV, detectCapabilities, probeBackend, type BackendProbe } from "./hive/capabilities";
 import { runWorker } from "./worker/main";
 
@@ -26,13 +28,23 @@ commands:
              [--vram-limit-mib N] [--ram-limit-mib N]  the most rbee's workers may take on each GPU /
                                      of RAM (nodes shared with others; default: all that is free)
              [--native-build auto|off]  auto (default; env RBEE_NATIVE_BUILD): build llama.cpp for
-             this CPU in the background where CPU workers use it (2+ threads, no GPU, cmake + C++)
+             this CPU in the background where CPU workers may use it (no GPU, cmake + C++ + npm;
+             with calibration off only where workers get 2+ threads)
+             [--calibrate auto|off]  auto (default; env RBEE_CALIBRATE): on a CPU-only node, measure
+             which CPU binary (each prebuilt CPU variant, the native build) decodes fastest at the
+             workers' thread count, in the background, once per node-llama-cpp version, binaries,
+             CPU and thread count (kept in DIR/cpu-calibration.json); CPU workers then load the winner
+             [--calibrate-variants a,b]  only these prebuilt CPU variants (env RBEE_CALIBRATE_VARIANTS)
+             [--calibrate-rounds N] [--calibrate-tokens N]  rounds (median) and tokens per run (3, 48)
+             [--worker-threads N]  decode threads of a CPU worker whose spawn does not say (default:
+                                   the usable cores less one, at least 1); calibration measures at it
   worker   one model process (started by the daemon, not by hand)
   detect   print this node's GPU backends, devices and memory as JSON [--notes: what the GPU
            libraries said, on stderr]
   build-native --home DIR
-           build llama.cpp for this node's CPU (OpenMP, its instruction sets) once; CPU workers of
-           2+ threads use it from then on, the prebuilt otherwise (minutes; safe to re-run)
+           build llama.cpp for this node's CPU (OpenMP, its instruction sets) once; the hive's
+           calibration then measures it against the prebuilt (with calibration off, CPU workers of
+           2+ threads use it, the prebuilt otherwise) (minutes; safe to re-run)
   version  print the version
 `;
 
@@ -80,6 +92,8 @@ async function main() {
       return worker(rest);
     case "build-native":
       return buildNative(rest);
+    case "calibrate-run":
+      return calibrateRun(rest);
     case undefined:
     case "help":
     case "--help":
@@ -112,6 +126,11 @@ async function daemon(argv: string[]) {
       "download-retain-ms": { type: "string" },
       "download-header-ms": { type: "string" },
       "native-build": { type: "string", default: process.env.RBEE_NATIVE_BUILD || "auto" },
+      calibrate: { type: "string", default: process.env.RBEE_CALIBRATE || "auto" },
+      "calibrate-variants": { type: "string", default: process.env.RBEE_CALIBRATE_VARIANTS },
+      "calibrate-rounds": { type: "string" },
+      "calibrate-tokens": { type: "string" },
+      "worker-threads": { type: "string" },
       "vram-limit-mib": { type: "string" },
       "ram-limit-mib": { type: "string" },
     },
@@ -121,6 +140,15 @@ async function daemon(argv: string[]) {
   if (!v.home) fail(`--home is required\n\n${USAGE}`);
   const nativeBuild = v["native-build"] as NativeBuildMode;
   if (!NATIVE_BUILD_MODES.includes(nativeBuild)) fail(`--native-build must be one of ${NATIVE_BUILD_MODES.join(", ")}, got "${nativeBuild}"`);
+  const calibrate = v.calibrate as CalibrationMode;
+  if (!CALIBRATION_MODES.includes(calibrate)) fail(`--calibrate must be one of ${CALIBRATION_MODES.join(", ")}, got "${calibrate}"`);
+  const calibrateVariants = v["calibrate-variants"]?.split(",").map((s) => s.trim()).filter(Boolean);
+  const positive = (value: string | undefined, name: string) => {
+    if (value === undefined) return undefined;
+    const n = int(value, name);
+    if (n < 1) fail(`--${name} must be at least 1`);
+    return n;
+  };
   const home = path.resolve(v.home);
   mkdirSync(home, { recursive: true, mode: 0o700 });
   const download: Record<string, number> = {};
@@ -148,6 +176,11 @@ async function daemon(argv: string[]) {
       },
       download,
       nativeBuild,
+      calibrate,
+      calibrateVariants: calibrateVariants?.length ? calibrateVariants : undefined,
+      calibrateRounds: positive(v["calibrate-rounds"], "calibrate-rounds"),
+      calibrateTokens: positive(v["calibrate-tokens"], "calibrate-tokens"),
+      workerThreads: positive(v["worker-threads"], "worker-threads"),
       ...(v["vram-limit-mib"] ? { vramLimitBytes: int(v["vram-limit-mib"], "vram-limit-mib") * 2 ** 20 } : {}),
       ...(v["ram-limit-mib"] ? { ramLimitBytes: int(v["ram-limit-mib"], "ram-limit-mib") * 2 ** 20 } : {}),
     });
@@ -187,12 +220,16 @@ async function worker(argv: string[]) {
       threads: { type: "string" },
       "batch-size": { type: "string" },
       "native-dir": { type: "string" },
+      "cpu-binary": { type: "string" },
+      "variants-dir": { type: "string" },
       "hive-url": { type: "string" },
       listen: { type: "string" },
     },
     strict: true,
   });
   if (!v.id || !v["model-path"] || !v["hive-url"] || !v.listen) fail("worker needs --id, --model-path, --hive-url and --listen (it is started by the hive daemon)");
+  const cpuBinary = v["cpu-binary"];
+  if (cpuBinary !== undefined && !isCpuBinary(cpuBinary)) fail(`--cpu-binary must be native, prebuilt or prebuilt:<variant>, got "${cpuBinary}"`);
   await runWorker({
     id: v.id,
     modelPath: v["model-path"],
@@ -204,9 +241,31 @@ async function worker(argv: string[]) {
     threads: int(v.threads, "threads"),
     batchSize: v["batch-size"] ? int(v["batch-size"], "batch-size") : undefined,
     nativeDir: v["native-dir"],
+    cpuBinary,
+    variantsDir: v["variants-dir"],
     hiveUrl: v["hive-url"],
     listen: v.listen,
   });
+}
+
+/** Internal: one calibration run of one CPU binary (hive/calibrator.ts starts it; its result goes to stdout). */
+async function calibrateRun(argv: string[]) {
+  const { values: v } = parseArgs({
+    args: argv,
+    options: {
+      binary: { type: "string" }, threads: { type: "string" }, tokens: { type: "string" }, warmup: { type: "string" },
+      "model-dir": { type: "string" }, "native-dir": { type: "string" }, "variants-dir": { type: "string" },
+    },
+    strict: true,
+  });
+  if (!v.binary || !isCpuBinary(v.binary) || !v["model-dir"] || !v["variants-dir"]) fail("calibrate-run needs --binary, --model-dir and --variants-dir (it is started by the hive daemon)");
+  const r = await measureBinary({
+    binary: v.binary, threads: int(v.threads, "threads"), tokens: int(v.tokens, "tokens", 48), warmup: Math.max(1, int(v.warmup, "warmup", 4)),
+    modelDir: v["model-dir"], nativeDir: v["native-dir"], variantsDir: v["variants-dir"],
+  }).catch((e) => fail((e as Error).message, 1)); // the hive keeps the last lines as the reason: the message, not a stack
+  process.stdout.write(`${CALIBRATION_RESULT_PREFIX}${JSON.stringify(r)}\n`);
+  // node-llama-cpp may keep native handles alive; a run is a one-shot process.
+  process.exit(0);
 }
 
 /** Probes one Vulkan device alone, in a child whose GGML_VK_VISIBLE_DEVICES names only it. */

@@ -202,8 +202,47 @@ export interface NativeBuildStatus {
   detail: string;
 }
 
+export const CALIBRATION_STATES = ["ready", "measuring", "waiting", "skipped", "failed"] as const;
+export type CalibrationState = (typeof CALIBRATION_STATES)[number];
+
+/** One candidate binary's figures: decode tokens/s (median of the rounds), or why it is unusable. */
+export interface CalibrationResult {
+  /** "native", "prebuilt:<ggml CPU variant>". */
+  binary: string;
+  tokens_per_second?: number;
+  /** Every round's figure, in order. */
+  runs?: number[];
+  /** Set when the binary cannot run here (does not load, crashes, SIGILL). */
+  error?: string;
+}
+
+/**
+ * Which CPU binary decodes fastest on this node, measured by the hive (hive/calibrator.ts) at the
+ * thread count CPU workers get by default. CPU workers started at that thread count load `winner`.
+ */
+export interface CpuCalibration {
+  state: CalibrationState;
+  /** Why, in words a user can act on. */
+  detail: string;
+  threads?: number;
+  winner?: string;
+  winner_tokens_per_second?: number;
+  results?: CalibrationResult[];
+  /** Epoch ms of the measurement. */
+  measured_at?: number;
+}
+
+/** "prebuilt:zen4 412 tok/s (1 thread)", "measuring", "skipped": one line for listings and tooltips. */
+export function calibrationSummary(c: CpuCalibration | undefined): string {
+  if (!c) return "-";
+  if (c.state === "ready" && c.winner) return `${c.winner} ${c.winner_tokens_per_second ?? "?"} tok/s (${c.threads ?? "?"} thread${c.threads === 1 ? "" : "s"})`;
+  return c.state;
+}
+
 export interface CapabilitiesResponse extends NodeHardware {
   native_build: NativeBuildStatus;
+  /** Absent from hives older than calibration. */
+  cpu_calibration?: CpuCalibration;
   /** How long a worker may sit idle before the hive stops it, unless its spawn said otherwise; 0 = never. */
   idle_timeout_s: number;
 }
@@ -221,6 +260,17 @@ export const CapabilitiesReplySchema = v.looseObject({
   platform: v.string(),
   arch: v.string(),
   native_build: v.looseObject({ state: v.picklist(NATIVE_BUILD_STATES), detail: v.string() }),
+  cpu_calibration: v.optional(
+    v.looseObject({
+      state: v.picklist(CALIBRATION_STATES),
+      detail: v.string(),
+      threads: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+      winner: v.optional(v.string()),
+      winner_tokens_per_second: v.optional(v.number()),
+      results: v.optional(v.array(v.looseObject({ binary: v.string(), tokens_per_second: v.optional(v.number()), runs: v.optional(v.array(v.number())), error: v.optional(v.string()) }))),
+      measured_at: v.optional(v.number()),
+    }),
+  ),
 }) as unknown as v.GenericSchema<unknown, CapabilitiesResponse>;
 
 export const WORKER_STATES = ["loading", "idle", "busy", "stopping"] as const;
@@ -287,6 +337,8 @@ export const WorkerInfoSchema = v.object({
   devices: v.array(int(0, 1024)),
   /** Names of the GPUs the worker's llama.cpp sees (exactly its own devices), once it is ready. */
   gpu_devices: v.optional(v.array(str(256))),
+  /** CPU workers: the llama.cpp binary it loaded ("native", "prebuilt:zen4", "prebuilt"), once it is ready. */
+  cpu_binary: v.optional(str(128)),
   /** Memory the worker holds (RAM on the CPU, VRAM over its devices): estimated until it reports its use. */
   memory_bytes: num(0, Number.MAX_SAFE_INTEGER),
   /** Idle seconds before the hive stops it; 0 = never. */
@@ -360,6 +412,8 @@ export const ReadyCallbackSchema = v.object(
     device: int(0, 64),
     /** What the worker's llama.cpp sees: the names of its GPUs. */
     gpu_devices: v.optional(v.pipe(v.array(str(256), "an array of device names"), v.maxLength(64, "an array of device names"))),
+    /** CPU workers: the llama.cpp binary it loaded (native-build.ts CpuBinary). */
+    cpu_binary: v.optional(str(128)),
     /** VRAM the worker's load took, measured by the worker (absent where the driver does not tell). */
     vram_used_bytes: v.optional(int(0, Number.MAX_SAFE_INTEGER)),
   },

@@ -38,7 +38,7 @@ for (const [name, s] of Object.entries(SECTIONS)) {
     const code = `require(${JSON.stringify(path.resolve(s.file))}).${s.fn}(${JSON.stringify(variant)}).then((r) => { console.table(r); process.exit(0); }, (e) => { console.error(e); process.exit(1); })`;
     // UV_THREADPOOL_SIZE=1 as every worker has it (hive supervisor), so an in-process baseline runs
     // node-llama-cpp the way a worker does (test/bench/FINDINGS.md §2a).
-    const r = spawnSync(process.execPath, ["--import", "tsx", "-e", code], { stdio: "inherit", env: { ...process.env, RBEE_BENCH: "1", UV_THREADPOOL_SIZE: "1" } });
+    const r = spawnSync(process.execPath, ["--import", "tsx", "-e", code], { stdio: "inherit", env: { ...process.env, RBEE_BENCH: "1", UV_THREADPOOL_SIZE: "1", RBEE_CALIBRATE: process.env.RBEE_CALIBRATE ?? "off" } });
     if (r.status !== 0) {
       failed++;
       console.error(`!! section ${name} failed (exit ${r.status})`);

@@ -10,7 +10,7 @@ import { HiveClient } from "../../extension/src/keeper/hive-client";
 import { RbeeError, unixAddress } from "../../hive-agent/src/protocol";
 import { Supervisor } from "../../hive-agent/src/hive/supervisor";
 import { createLogger } from "../../hive-agent/src/util/log";
-import { LISTENING_PREFIX } from "../../hive-agent/src/worker/main";
+import { LISTENING_PREFIX } from "../../hive-agent/src/worker/spawn-plan";
 import { ensureModel } from "../fixtures/models";
 import { startHive, waitReady } from "../helpers/hive";
 

@@ -5,7 +5,7 @@ import { readFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { ensureModel, buildModel, PRESETS } from "../fixtures/models";
-import { encodeQ8_0, fromF16, readMetadata, toF16 } from "../fixtures/gguf";
+import { encodeQ8_0, fromF16, readMetadata, toF16 } from "../../hive-agent/src/util/gguf";
 
 test("f16 conversion round-trips representative values", () => {
   for (const x of [0, 1, -2.5, 0.000123, 65504, 1 / 3, 6e-8]) {

@@ -22,11 +22,24 @@ test("a CPU node with 3+ cores and the build tools builds; the status says worke
   assert.match(plan.status.detail, /prebuilt until it is ready/);
 });
 
+test("with calibration on, a 1-thread node builds too (calibration decides whether workers use it), but never without the tools", () => {
+  const oneThread = { hardware: { backends: ["cpu" as const], cpu_cores: 2 }, threads: 1, existing: none, calibration: true };
+  const plan = planNativeBuild({ mode: "auto", toolchain: tools, ...oneThread });
+  assert.deepEqual([plan.build, plan.status.state], [true, "building"]);
+  assert.match(plan.status.detail, /calibration then measures it against the prebuilt/);
+  const noTools = planNativeBuild({ mode: "auto", toolchain: { cmake: true, cxx: false, npm: true }, ...oneThread });
+  assert.deepEqual([noTools.build, noTools.status.state], [false, "skipped"]);
+  const off = planNativeBuild({ mode: "off", toolchain: tools, ...oneThread });
+  assert.equal(off.build, false, "RBEE_NATIVE_BUILD=off still wins");
+  const ready = planNativeBuild({ mode: "auto", toolchain: tools, ...oneThread, existing: { ok: true } });
+  assert.match(ready.status.detail, /calibration decides whether CPU workers use it/);
+});
+
 test("no build where it would not be used or cannot be made, each with a reason that says what to do", () => {
   const cases = [
     { input: { mode: "off" as const }, reason: /turned off.*rbee nodes build-native/ },
     { input: { hardware: { backends: ["cuda" as const, "cpu" as const], cpu_cores: 32 } }, reason: /GPU \(cuda\)/ },
-    { input: { hardware: { backends: ["cpu" as const], cpu_cores: 2 }, threads: 1 }, reason: /2 CPU cores: workers default to 1 thread/ },
+    { input: { hardware: { backends: ["cpu" as const], cpu_cores: 2 }, threads: 1 }, reason: /2 CPU cores: workers default to 1 thread, and with calibration off they use node-llama-cpp's prebuilt/ },
     { input: { toolchain: { cmake: false, cxx: true, npm: true } }, reason: /no cmake on this node; install cmake, then run rbee nodes build-native/ },
     { input: { toolchain: { cmake: false, cxx: false, npm: true } }, reason: /no cmake or a C\+\+ compiler on this node; install cmake and a C\+\+ compiler,/ },
     { input: { toolchain: { cmake: true, cxx: true, npm: false } }, reason: /no npm on this node; install npm/ },

@@ -40,6 +40,10 @@ test("formatting of nodes, GPUs, workers and model names", () => {
   assert.deepEqual(tip.slice(0, 3), ["localhost (127.0.0.1, local)", "Status: running", "hive-agent 0.1.0"]);
   assert.ok(tip.includes("CPU build: building (building llama.cpp for this CPU in the background)"), tip.join(" | "));
   assert.ok(!nodeTooltip(base).includes("CPU build"), "no line when the hive did not say");
+  const calibrated = nodeTooltip({ ...base, cpuCalibration: { state: "ready", detail: "…", threads: 1, winner: "prebuilt:zen4", winner_tokens_per_second: 412 } }).split("\n");
+  assert.ok(calibrated.includes("CPU binary: prebuilt:zen4 412 tok/s (1 thread)"), calibrated.join(" | "));
+  const measuring = nodeTooltip({ ...base, cpuCalibration: { state: "measuring", detail: "measuring 3 CPU binaries at 2 thread(s) in the background", threads: 2 } });
+  assert.ok(measuring.includes("CPU binary: measuring (measuring 3 CPU binaries at 2 thread(s) in the background)"), measuring);
   assert.equal(nodeDescription({ ...base, status: "not-deployed", reason: "start it with Deploy" }), "hive not running · start it with Deploy");
   assert.equal(nodeDescription({ ...base, node: { name: "gpu1", host: "h", transport: "ssh" }, status: "unreachable", reason: "ECONNREFUSED" }), "unreachable · ECONNREFUSED");
 });

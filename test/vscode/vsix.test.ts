@@ -45,6 +45,7 @@ test("the .vsix in VS Code: Infer on a bare node deploys the pinned runtime and 
         NPM_CONFIG_USERCONFIG: registry.npmrc,
         RBEE_TEST_REGISTRY_TOKEN: TOKEN,
         RBEE_NATIVE_BUILD: "off",
+        RBEE_CALIBRATE: "off",
       },
       timeoutMs: 540_000,
     });

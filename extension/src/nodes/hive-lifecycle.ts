@@ -53,9 +53,10 @@ export interface HiveLaunch {
 /** Starts the hive detached from the SSH session and waits for its hive.json. */
 export async function startHive(conn: SshConnection, launch: HiveLaunch, opts: Pick<DeployOptions, "startTimeoutMs" | "daemonArgs">): Promise<HiveInfo> {
   const limitMs = opts.startTimeoutMs ?? 30_000;
-  // RBEE_NATIVE_BUILD set where the keeper runs applies to the hives it starts on SSH nodes too.
+  // RBEE_NATIVE_BUILD and RBEE_CALIBRATE set where the keeper runs apply to the hives it starts on SSH nodes too.
   const nativeBuild = process.env.RBEE_NATIVE_BUILD ? ["--native-build", process.env.RBEE_NATIVE_BUILD] : [];
-  const r = await runScript(conn, "hive-start", [launch.nodePath, launch.agentDir, Math.ceil(limitMs / 100), ...nativeBuild, ...(opts.daemonArgs ?? [])], { timeoutMs: limitMs + 15_000 });
+  const calibrate = process.env.RBEE_CALIBRATE ? ["--calibrate", process.env.RBEE_CALIBRATE] : [];
+  const r = await runScript(conn, "hive-start", [launch.nodePath, launch.agentDir, Math.ceil(limitMs / 100), ...nativeBuild, ...calibrate, ...(opts.daemonArgs ?? [])], { timeoutMs: limitMs + 15_000 });
   const kv = parseKv(r.stdout);
   if (r.code === 0) {
     const info = parseHiveInfo(kv.get("hive_json")![0], launch.hiveHome);

@@ -19,6 +19,7 @@ import { checkBackend, checkRam, estimateBytes, readModelShape } from "./preflig
 import { deviceRooms, placeWorker } from "./placement";
 import { DEFAULT_STALL_LIMIT_MS, Supervisor } from "./supervisor";
 import { NativeBuilder, type NativeBuildMode } from "./native-builder";
+import { Calibrator, DEFAULT_CALIBRATION, type CalibrationMode } from "./calibrator";
 
 export interface DaemonOptions {
   /** `unix:<path>` (default: hive.sock in the home) or, without Unix sockets, `http://127.0.0.1:<port>`. */
@@ -40,6 +41,13 @@ export interface DaemonOptions {
   download: Partial<DownloadOptions>;
   /** Whether to build llama.cpp for this CPU in the background where it pays off (native-builder.ts). */
   nativeBuild?: NativeBuildMode;
+  /** Whether to measure which CPU binary is fastest here (calibrator.ts), and how. */
+  calibrate?: CalibrationMode;
+  calibrateVariants?: string[];
+  calibrateRounds?: number;
+  calibrateTokens?: number;
+  /** Decode threads a CPU worker gets when its spawn does not say (default: defaultThreads of the usable cores). */
+  workerThreads?: number;
 }
 
 export const DEFAULT_DAEMON_OPTIONS = {
@@ -72,6 +80,11 @@ export function nativeBuildDir(home: string): string {
   return path.join(home, "native");
 }
 
+/** Where the private copies of the prebuilt's CPU variants go (worker/cpu-variants.ts). */
+export function variantsDir(home: string): string {
+  return path.join(home, "cpu-variants");
+}
+
 /** Default decode threads: leave one core to the event loop that streams the tokens. */
 export function defaultThreads(cores: number): number {
   return Math.max(1, cores - 1);
@@ -88,6 +101,9 @@ export class HiveDaemon {
   /** The last hardware detection; `at` is when it started (memory in use before then is in its figures). */
   private capabilities?: { at: number; value: Promise<NodeHardware> };
   private readonly nativeBuilder: NativeBuilder;
+  private readonly calibrator: Calibrator;
+  /** The last hardware detection's result, for re-checking calibration when a native build finishes. */
+  private lastHardware?: NodeHardware;
   private stopping = false;
 
   constructor(private readonly opts: DaemonOptions) {
@@ -120,7 +136,24 @@ export class HiveDaemon {
       });
     });
     limitServer(this.server, opts.limits);
-    this.nativeBuilder = new NativeBuilder(nativeBuildDir(opts.home), opts.nativeBuild ?? "auto", createLogger("native-build"));
+    const calibrate = opts.calibrate ?? "auto";
+    // A finished native build is a new candidate: calibration measures it against the prebuilt at once.
+    this.nativeBuilder = new NativeBuilder(nativeBuildDir(opts.home), opts.nativeBuild ?? "auto", createLogger("native-build"), calibrate === "auto", () => {
+      if (this.lastHardware && !this.stopping) this.calibrator.ensure(this.lastHardware, this.workerThreads(this.lastHardware));
+    });
+    this.calibrator = new Calibrator({
+      home: opts.home,
+      mode: calibrate,
+      agentScript: process.argv[1],
+      nativeDir: nativeBuildDir(opts.home),
+      variantsDir: variantsDir(opts.home),
+      variants: opts.calibrateVariants,
+      rounds: opts.calibrateRounds ?? DEFAULT_CALIBRATION.rounds,
+      tokens: opts.calibrateTokens ?? DEFAULT_CALIBRATION.tokens,
+      // Never measure next to a worker that is generating or loading.
+      busy: () => this.supervisor.busyWorker(),
+      log: createLogger("calibration"),
+    });
   }
 
   /** Listens; resolves with the address it listens on. */
@@ -146,7 +179,7 @@ export class HiveDaemon {
     this.stopping = true;
     this.log.info("stopping: shutting down workers");
     this.server.close();
-    await Promise.all([this.supervisor.shutdownAll(), this.nativeBuilder.stop()]);
+    await Promise.all([this.supervisor.shutdownAll(), this.nativeBuilder.stop(), this.calibrator.stop()]);
     this.server.closeAllConnections();
     rmSync(path.join(this.opts.home, HIVE_INFO_FILE), { force: true });
     const socket = socketPathOf(this.address);
@@ -163,9 +196,17 @@ export class HiveDaemon {
     }
     const { at, value } = this.capabilities;
     const hardware = await value;
-    this.nativeBuilder.start(hardware, defaultThreads(hardware.cpu_cores));
+    this.lastHardware = hardware;
+    this.nativeBuilder.start(hardware, this.workerThreads(hardware));
+    if (!this.stopping) this.calibrator.ensure(hardware, this.workerThreads(hardware));
     return { at, hardware };
   }
+
+  /** Decode threads of a CPU worker whose spawn does not say (what calibration measures at). */
+  private workerThreads(hardware: NodeHardware): number {
+    return this.opts.workerThreads ?? defaultThreads(hardware.cpu_cores);
+  }
+
 
   /** What a new worker can have: each device's free VRAM less rbee's own claims, with its workers; RAM likewise. */
   private capabilitiesFrom(at: number, hardware: NodeHardware): CapabilitiesResponse {
@@ -177,6 +218,7 @@ export class HiveDaemon {
       devices,
       ram_free_bytes: this.ramFree(),
       native_build: this.nativeBuilder.status(),
+      cpu_calibration: this.calibrator.status(),
       idle_timeout_s: Math.round(this.opts.idleTimeoutMs / 1000),
     };
   }
@@ -280,6 +322,7 @@ export class HiveDaemon {
       const pins = place.devices.map((i) => hardware.devices.find((d) => d.backend === backend && d.index === i)?.pin_id);
       placement = { ...place, pins };
     }
+    const threads = r.threads ?? this.workerThreads(hardware);
     const w = await this.supervisor.spawn({
       modelRef: r.model_ref,
       modelPath,
@@ -289,9 +332,11 @@ export class HiveDaemon {
       keepAliveMs: r.keep_alive !== undefined ? r.keep_alive * 1000 : this.opts.idleTimeoutMs,
       contextSize,
       slots,
-      threads: r.threads ?? defaultThreads(hardware.cpu_cores),
+      threads,
       batchSize: r.batch_size,
       nativeDir: nativeBuildDir(this.opts.home),
+      // The binary calibration measured fastest at this thread count; none yet: loadLlama's rule.
+      ...(backend === "cpu" ? { cpuBinary: this.calibrator.binaryFor(threads), variantsDir: variantsDir(this.opts.home) } : {}),
     });
     return { worker_id: w.id, url: w.url, state: "loading", api_key: w.api_key };
   }

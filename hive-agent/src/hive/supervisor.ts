@@ -11,7 +11,7 @@ import type { Logger } from "../util/log";
 import { callJson } from "../util/http";
 import { childEnv } from "../util/env";
 import type { Reservation } from "./placement";
-import { LISTENING_PREFIX } from "../worker/main";
+import { LISTENING_PREFIX, type SpawnPlan } from "../worker/spawn-plan";
 import { DEVICE_ENV } from "./capabilities";
 
 /** "vulkan:0", "cuda:0+1", "cpu" — for log lines. */
@@ -37,33 +37,6 @@ export interface SupervisorOptions {
 
 export const DEFAULT_STALL_LIMIT_MS = 60_000;
 
-/** Where a worker runs and what it holds there (placement.ts decides it). */
-export interface WorkerPlacement {
-  /** Device indices within the backend; empty on the CPU. */
-  devices: number[];
-  /** The device variable's value for each device (DeviceInfo.pin_id); undefined where no pin is needed. */
-  pins: (string | undefined)[];
-  /** Bytes reserved on each device (on the CPU: one entry, RAM). */
-  bytes: number[];
-}
-
-export interface SpawnPlan {
-  modelRef: string;
-  modelPath: string;
-  backend: Backend;
-  /** The first device (what the worker reports); `placement` has them all. */
-  device: number;
-  placement: WorkerPlacement;
-  /** Idle time before the worker is stopped; 0 = never. */
-  keepAliveMs: number;
-  contextSize: number;
-  slots: number;
-  threads: number;
-  batchSize?: number;
-  /** The node's native llama.cpp build folder (may not exist yet). */
-  nativeDir?: string;
-}
-
 interface Worker {
   id: string;
   plan: SpawnPlan;
@@ -82,6 +55,8 @@ interface Worker {
   /** When the worker reported ready (its memory is allocated from then on). */
   readyAt?: number;
   gpuDevices?: string[];
+  /** The CPU binary the worker loaded, as it reported (CPU workers). */
+  cpuBinary?: string;
   exited: Promise<void>;
 }
 
@@ -137,6 +112,8 @@ export class Supervisor {
       "--listen", address,
       ...(plan.batchSize ? ["--batch-size", String(plan.batchSize)] : []),
       ...(plan.nativeDir ? ["--native-dir", plan.nativeDir] : []),
+      ...(plan.cpuBinary ? ["--cpu-binary", plan.cpuBinary] : []),
+      ...(plan.variantsDir ? ["--variants-dir", plan.variantsDir] : []),
     ];
     // stdin is a pipe the worker watches: if the hive dies, the worker sees EOF and exits.
     const proc = spawn(process.execPath, args, { env, stdio: ["pipe", "pipe", "inherit"] });
@@ -180,13 +157,14 @@ export class Supervisor {
     w.lastActivity = Date.now();
     w.readyAt = Date.now();
     w.gpuDevices = cb.gpu_devices;
+    w.cpuBinary = cb.cpu_binary;
     // What the load really took replaces the estimate, spread over the devices as the estimate was.
     const used = cb.vram_used_bytes;
     if (used && w.plan.backend !== "cpu") {
       const est = w.plan.placement.bytes.reduce((a, b) => a + b, 0) || 1;
       w.plan.placement.bytes = w.plan.placement.bytes.map((b) => Math.ceil((used * b) / est));
     }
-    this.log.info(`worker ${w.id} ready after ${Date.now() - w.startedAt} ms`);
+    this.log.info(`worker ${w.id} ready after ${Date.now() - w.startedAt} ms${cb.cpu_binary ? ` on the ${cb.cpu_binary} binary` : ""}`);
   }
 
   onLoadFailed(cb: LoadFailedCallback) {
@@ -240,6 +218,29 @@ export class Supervisor {
     await Promise.all([...this.workers.values()].filter((w) => w.state !== "loading" && w.state !== "stopping").map((w) => this.checkHealth(w, 1000)));
   }
 
+  /**
+   * A worker that is loading or generating right now, in words (undefined when all are idle). Asks
+   * each worker without counting failed answers against it: calibration polls this several times a
+   * second, and the health monitor alone decides when a worker is gone. One that does not answer
+   * counts as busy (a measurement next to it could be wrong).
+   */
+  async busyWorker(): Promise<string | undefined> {
+    const answers = await Promise.all(
+      [...this.workers.values()].map(async (w) => {
+        if (w.state === "stopping") return undefined;
+        if (w.state === "loading") return `worker ${w.id} is loading`;
+        try {
+          const res = await callJson(w.url, "GET", WORKER_PATHS.health, w.apiKey, undefined, 1000);
+          const h = parseReply(WorkerHealthSchema, res.json, `worker ${w.id} (health)`);
+          return h.state === "busy" || h.state === "loading" ? `worker ${w.id} is ${h.state}` : undefined;
+        } catch {
+          return `worker ${w.id} does not answer`;
+        }
+      }),
+    );
+    return answers.find((a) => a !== undefined);
+  }
+
   /** SIGTERM, then SIGKILL after the grace period. Resolves once the process is gone. */
   async shutdown(id: string, reason = "requested"): Promise<void> {
     const w = this.workers.get(id);
@@ -271,6 +272,7 @@ export class Supervisor {
       device: w.plan.placement.devices[0] ?? 0,
       devices: w.plan.placement.devices,
       ...(w.gpuDevices ? { gpu_devices: w.gpuDevices } : {}),
+      ...(w.cpuBinary ? { cpu_binary: w.cpuBinary } : {}),
       memory_bytes: w.plan.placement.bytes.reduce((a, b) => a + b, 0),
       keep_alive_s: Math.round(w.plan.keepAliveMs / 1000),
       state: w.state,

@@ -6,7 +6,7 @@ import type { Backend, ChatMessage, InfillExtraChunk, SamplingOptions, StopReaso
 import { RbeeError } from "../protocol";
 import { StopMatcher } from "./stop-matcher";
 import { LineLimits } from "./line-limits";
-import { loadLlama } from "./native-build";
+import { loadLlama, type CpuBinary } from "./native-build";
 import { StepGate, type StepGateMember } from "./step-gate";
 import { infillLimits, layoutInfill, type InfillVocab } from "./infill-prompt";
 
@@ -18,8 +18,11 @@ export interface EngineOptions {
   slots: number;
   threads: number;
   batchSize?: number;
-  /** Folder of the node's native llama.cpp build (hive-agent build-native); used for CPU workers of 2+ threads. */
+  /** Folder of the node's native llama.cpp build (hive-agent build-native); loadLlama decides when it is used. */
   nativeDir?: string;
+  /** The CPU binary the node's calibration chose (native-build.ts loadLlama), and where its variant copies are. */
+  cpuBinary?: CpuBinary;
+  variantsDir?: string;
   onLoadProgress?: (progress: number) => void;
 }
 
@@ -67,6 +70,8 @@ const MAX_CHARS_PER_TOKEN = 32;
 
 export class Engine {
   private freeSlots: LlamaContextSequence[] = [];
+  /** The CPU binary this worker loaded (CPU workers only), reported to the hive. */
+  cpuBinary?: CpuBinary;
   /**
    * Each slot's llama.cpp sequence id: node-llama-cpp hands out ids 0, 1, 2… in getSequence() order
    * and does not expose them, so the creation order stands for it.
@@ -86,7 +91,7 @@ export class Engine {
     readonly model: LlamaModel,
     readonly context: LlamaContext,
     readonly slotsTotal: number,
-    /** Which llama.cpp binary runs: "native", or "prebuilt" and why. */
+    /** Which llama.cpp binary runs ("native", "prebuilt:zen4", "prebuilt"), and why when it is not the one asked for. */
     readonly build: string,
     /** The GPUs this process's llama.cpp sees (only its own when the hive pinned it); empty on the CPU. */
     readonly gpuDevices: string[],
@@ -104,13 +109,17 @@ export class Engine {
     const nlc = await import("node-llama-cpp");
     let llama: Llama;
     let llamaBuild = "prebuilt";
+    let cpuBinary: CpuBinary | undefined;
     try {
       if (opts.backend === "cpu") {
-        // The native build (OpenMP, this CPU's instruction sets) when there is one and it pays off,
-        // else the prebuilt: see native-build.ts and test/bench/FINDINGS.md.
-        const loaded = await loadLlama({ dir: opts.nativeDir, threads: opts.threads, llamaOptions: { logLevel: nlc.LlamaLogLevel.error } });
+        // The binary the node's calibration measured fastest (hive/calibrator.ts), else the native
+        // build where it pays off, else the prebuilt: see native-build.ts and docs/cpu-calibration.md.
+        const loaded = await loadLlama({
+          dir: opts.nativeDir, threads: opts.threads, binary: opts.cpuBinary, variantsDir: opts.variantsDir, llamaOptions: { logLevel: nlc.LlamaLogLevel.error },
+        });
         llama = loaded.llama;
-        llamaBuild = loaded.kind === "native" ? "native" : `prebuilt${loaded.fallbackReason ? ` (${loaded.fallbackReason})` : ""}`;
+        cpuBinary = loaded.binary;
+        llamaBuild = `${loaded.binary}${loaded.fallbackReason ? ` (${loaded.fallbackReason})` : ""}`;
       } else {
         llama = await nlc.getLlama({ gpu: BACKEND_TO_GPU[opts.backend], build: "never", logLevel: nlc.LlamaLogLevel.error });
       }
@@ -138,7 +147,9 @@ export class Engine {
     });
     const gpuDevices = gpu ? await llama.getGpuDeviceNames() : [];
     const vramUsed = gpu ? (await llama.getVramState()).used - vramBefore : 0;
-    return new Engine(nlc, llama, model, context, opts.slots, llamaBuild, gpuDevices, vramUsed > 0 ? vramUsed : undefined);
+    const engine = new Engine(nlc, llama, model, context, opts.slots, llamaBuild, gpuDevices, vramUsed > 0 ? vramUsed : undefined);
+    engine.cpuBinary = cpuBinary;
+    return engine;
   }
 
   get slotsBusy(): number {

@@ -5,15 +5,9 @@
 import { HIVE_PATHS, RbeeError, BACKENDS, WORKER_ID_HEADER, type LoadFailedCallback, type ReadyCallback } from "../protocol";
 import { createLogger, registerSecret } from "../util/log";
 import { callJson } from "../util/http";
-import type { SpawnPlan } from "../hive/supervisor";
+import { LISTENING_PREFIX, type WorkerArgs } from "./spawn-plan";
 import { Engine } from "./engine";
 import { WorkerServer } from "./server";
-
-/** What the hive's spawn plan says about the model and how to run it, plus who the worker is. */
-export type WorkerArgs = Omit<SpawnPlan, "placement" | "keepAliveMs"> & { id: string; hiveUrl: string; listen: string };
-
-/** The line a worker prints once it listens; the hive reads the address from it. */
-export const LISTENING_PREFIX = "RBEE_WORKER_LISTENING ";
 
 export async function runWorker(args: WorkerArgs): Promise<void> {
   const log = createLogger(`worker ${args.id}`);
@@ -63,6 +57,8 @@ export async function runWorker(args: WorkerArgs): Promise<void> {
       threads: args.threads,
       batchSize: args.batchSize,
       nativeDir: args.nativeDir,
+      cpuBinary: args.cpuBinary,
+      variantsDir: args.variantsDir,
       onLoadProgress: (p) => server.setProgress(p),
     });
     if (stopping) return;
@@ -71,7 +67,7 @@ export async function runWorker(args: WorkerArgs): Promise<void> {
     if (engine.gpuDevices.length) log.info(`running on ${engine.gpuDevices.join(", ")}`);
     await callHive(HIVE_PATHS.ready, {
       worker_id: args.id, url, model_ref: args.modelRef, backend: args.backend, device: args.device,
-      gpu_devices: engine.gpuDevices, ...(engine.vramUsedBytes !== undefined ? { vram_used_bytes: engine.vramUsedBytes } : {}),
+      gpu_devices: engine.gpuDevices, ...(engine.cpuBinary ? { cpu_binary: engine.cpuBinary } : {}), ...(engine.vramUsedBytes !== undefined ? { vram_used_bytes: engine.vramUsedBytes } : {}),
     });
   } catch (e) {
     const err = e instanceof RbeeError ? e : new RbeeError("LOADING_FAILED", `loading ${args.modelRef} failed: ${(e as Error).message}`);

@@ -22,6 +22,7 @@ import { pathToFileURL } from "node:url";
 import type { Llama, LlamaOptions } from "node-llama-cpp";
 import { cpuFlags, ggmlCpuOptions } from "./cpu-features";
 import { isPidAlive } from "../util/process";
+import { variantEntry, variantReady } from "./cpu-variants";
 
 export interface NativeBuildOptions {
   /** Folder that receives the private package copy and its build (created if missing). */
@@ -310,11 +311,23 @@ export function checkNativeBuild(dir: string): { ok: true; cmakeOptions: Record<
   return { ok: true, cmakeOptions: stamp.cmakeOptions };
 }
 
+/**
+ * Which CPU binary a worker loads: "native" (the node's own build), "prebuilt:<variant>" (the prebuilt
+ * with only that ggml CPU variant, cpu-variants.ts), or "prebuilt" (the prebuilt as ggml picks).
+ */
+export type CpuBinary = "native" | "prebuilt" | `prebuilt:${string}`;
+
+export function isCpuBinary(x: string): x is CpuBinary {
+  return x === "native" || x === "prebuilt" || /^prebuilt:[A-Za-z0-9_.-]+$/.test(x);
+}
+
 export interface LoadedLlama {
   llama: Llama;
   /** "native": the build from `buildNativeLlama`; "prebuilt": node-llama-cpp's own binary. */
   kind: "native" | "prebuilt";
-  /** Why the native build was not used (kind "prebuilt"), when there was one to consider. */
+  /** The binary that was loaded (a chosen variant only when it loaded). */
+  binary: CpuBinary;
+  /** Why the native build or the chosen binary was not used, when there was one to consider. */
   fallbackReason?: string;
 }
 
@@ -323,14 +336,22 @@ export interface LoadLlamaOptions {
   dir?: string;
   /** Compute threads the worker will give its context. */
   threads: number;
+  /**
+   * The binary to load, as the node's calibration measured fastest (hive/calibrator.ts); absent: the
+   * rule below. Falls back to the prebuilt when the chosen one is missing or does not load.
+   */
+  binary?: CpuBinary;
+  /** Where the private copies of the prebuilt's CPU variants are (cpu-variants.ts), for "prebuilt:<variant>". */
+  variantsDir?: string;
   /** More getLlama options (logLevel…); gpu and build are set here. */
   llamaOptions?: LlamaOptions;
 }
 
 /**
- * The Llama a CPU worker should use (GPU workers keep the prebuilt for their GPU):
- * - one thread: the prebuilt. OpenMP gains nothing without a second thread, and the prebuilt's
- *   variant for the CPU has the same kernels (AMX included, where the CPU has it);
+ * The Llama a CPU worker should use (GPU workers keep the prebuilt for their GPU). With a `binary`
+ * from calibration, that one. Without (calibration off, not finished yet, or another thread count):
+ * - one thread: the prebuilt. On the AMX machine this rule was measured on, OpenMP gained nothing
+ *   without a second thread and the prebuilt's AMX variant won; on other CPUs calibration decides;
  * - two or more: the native build from `dir` when it exists for this package version, options
  *   and CPU, else the prebuilt.
  * When the worker owns every CPU it may run on (threads == available parallelism), the OpenMP
@@ -343,11 +364,13 @@ export async function loadLlama(opts: LoadLlamaOptions): Promise<LoadedLlama> {
   const base: LlamaOptions = { ...opts.llamaOptions, gpu: false, build: "never" };
   const prebuilt = async (fallbackReason?: string): Promise<LoadedLlama> => {
     const { getLlama } = await import("node-llama-cpp");
-    return { llama: await getLlama(base), kind: "prebuilt", fallbackReason };
+    return { llama: await getLlama(base), kind: "prebuilt", binary: "prebuilt", fallbackReason };
   };
-  const { dir, threads } = opts;
+  const { dir, threads, binary } = opts;
+  if (binary?.startsWith("prebuilt:")) return loadVariant(binary.slice("prebuilt:".length), opts.variantsDir, base, prebuilt);
+  if (binary === "prebuilt") return prebuilt();
   if (!dir) return prebuilt();
-  if (threads < 2) return prebuilt("one thread: the prebuilt is as fast or faster");
+  if (binary !== "native" && threads < 2) return prebuilt("one thread: the prebuilt (no calibration figures for this thread count)");
   const check = checkNativeBuild(dir);
   if (!check.ok) return prebuilt(check.reason);
   const entry = nativeEntry(dir);
@@ -359,8 +382,24 @@ export async function loadLlama(opts: LoadLlamaOptions): Promise<LoadedLlama> {
       await llama.dispose();
       return prebuilt("the native build did not load");
     }
-    return { llama, kind: "native" };
+    return { llama, kind: "native", binary: "native" };
   } catch (err) {
     return prebuilt(`the native build did not load: ${(err as Error).message}`);
+  }
+}
+
+/** The prebuilt with one CPU variant, from its private copy; the plain prebuilt when that is missing or fails. */
+async function loadVariant(
+  variant: string,
+  variantsDir: string | undefined,
+  base: LlamaOptions,
+  prebuilt: (reason: string) => Promise<LoadedLlama>,
+): Promise<LoadedLlama> {
+  if (!variantsDir || !variantReady(variantsDir, variant, installedPackageDir())) return prebuilt(`no private copy of the prebuilt's ${variant} variant`);
+  try {
+    const { getLlama }: typeof import("node-llama-cpp") = await import(pathToFileURL(variantEntry(variantsDir, variant)).href);
+    return { llama: await getLlama(base), kind: "prebuilt", binary: `prebuilt:${variant}` };
+  } catch (err) {
+    return prebuilt(`the prebuilt's ${variant} variant did not load: ${(err as Error).message}`);
   }
 }

@@ -1,6 +1,6 @@
 // Labels, descriptions and tooltips of the Remote Nodes tree, as plain strings (unit-tested).
 
-import type { DeviceInfo, DownloadProgressEvent, ModelEntry } from "@rbee/hive-agent/protocol";
+import { calibrationSummary, type DeviceInfo, type DownloadProgressEvent, type ModelEntry } from "@rbee/hive-agent/protocol";
 import type { NodeSnapshot, WorkerView } from "./node-snapshot";
 
 export function formatBytes(bytes: number): string {
@@ -85,6 +85,7 @@ export function nodeTooltip(s: NodeSnapshot): string {
   if (s.ramTotalBytes !== undefined && s.ramFreeBytes !== undefined) lines.push(`RAM: ${formatBytes(s.ramFreeBytes)} free of ${formatBytes(s.ramTotalBytes)}`);
   for (const d of s.devices) lines.push(`${deviceLabel(d)}: ${deviceDescription(d)}`);
   if (s.nativeBuild) lines.push(`CPU build: ${s.nativeBuild.state} (${s.nativeBuild.detail})`);
+  if (s.cpuCalibration) lines.push(`CPU binary: ${calibrationSummary(s.cpuCalibration)}${s.cpuCalibration.state === "ready" ? "" : ` (${s.cpuCalibration.detail})`}`);
   lines.push(`Checked ${new Date(s.checkedAt).toLocaleTimeString()}`);
   return lines.join("\n");
 }

@@ -2,7 +2,7 @@
 // for when a probe must be written to the registry (only when it changed what the registry knows,
 // so an open view does not rewrite the shared file every few seconds).
 
-import type { Backend, DeviceInfo, ModelEntry, NativeBuildStatus, WorkerInfo } from "@rbee/hive-agent/protocol";
+import type { Backend, CpuCalibration, DeviceInfo, ModelEntry, NativeBuildStatus, WorkerInfo } from "@rbee/hive-agent/protocol";
 import type { ModelRecord, WorkerRecord } from "../../keeper/registry-types";
 import type { NodeEntry } from "./node-list";
 
@@ -24,6 +24,8 @@ export interface NodeSnapshot {
   ramFreeBytes?: number;
   /** The node's own CPU build of llama.cpp, as its hive reports it. */
   nativeBuild?: NativeBuildStatus;
+  /** Which CPU binary the node measured fastest, as its hive reports it. */
+  cpuCalibration?: CpuCalibration;
   workers: WorkerView[];
   models: ModelEntry[];
   /** Epoch ms of the probe. */

@@ -30,6 +30,7 @@ export async function probeRunningHive(hive: HiveClient, registry: Registry, nod
     ramTotalBytes: caps.ram_total_bytes,
     ramFreeBytes: caps.ram_free_bytes,
     nativeBuild: caps.native_build,
+    cpuCalibration: caps.cpu_calibration,
     workers: withoutKeys(workers),
     models,
   };

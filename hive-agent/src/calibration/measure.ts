@@ -1,0 +1,56 @@
+// One calibration run, in its own process (`hive-agent calibrate-run`, started by hive/calibrator.ts):
+// loads one CPU binary the way a worker would (loadLlama, same thread count, UV_THREADPOOL_SIZE=1 from
+// the hive), decodes a fixed number of tokens of the calibration model and prints its speed. A binary
+// that does not load, crashes or dies of SIGILL takes only this process down, and the hive records it
+// as unusable.
+
+import type { Token } from "node-llama-cpp";
+import { installedPackageDir, loadLlama, type CpuBinary } from "../worker/native-build";
+import { prepareVariant } from "../worker/cpu-variants";
+import { CALIBRATION_TOKENS, ensureCalibrationModel } from "./model";
+
+/** The line the run prints its result on (the hive ignores everything else the libraries print). */
+export const CALIBRATION_RESULT_PREFIX = "RBEE_CALIBRATION_RESULT ";
+
+export interface MeasureOptions {
+  binary: CpuBinary;
+  threads: number;
+  /** Tokens timed, after `warmup` untimed ones. */
+  tokens: number;
+  warmup: number;
+  /** Where the calibration model lives (made here on first use). */
+  modelDir: string;
+  nativeDir?: string;
+  variantsDir: string;
+}
+
+export interface MeasureResult {
+  binary: CpuBinary;
+  tokens_per_second: number;
+  tokens: number;
+}
+
+export async function measureBinary(opts: MeasureOptions): Promise<MeasureResult> {
+  const modelPath = ensureCalibrationModel(opts.modelDir);
+  if (opts.binary.startsWith("prebuilt:")) prepareVariant(opts.variantsDir, opts.binary.slice("prebuilt:".length), installedPackageDir());
+  const { LlamaLogLevel } = await import("node-llama-cpp");
+  const loaded = await loadLlama({ dir: opts.nativeDir, threads: opts.threads, binary: opts.binary, variantsDir: opts.variantsDir, llamaOptions: { logLevel: LlamaLogLevel.error } });
+  // A worker would fall back to the prebuilt; a measurement of the fallback under this name would lie.
+  if (loaded.binary !== opts.binary) throw new Error(`${opts.binary} did not load: ${loaded.fallbackReason ?? `got ${loaded.binary}`}`);
+  const model = await loaded.llama.loadModel({ modelPath, gpuLayers: 0 });
+  const context = await model.createContext({ contextSize: 512, sequences: 1, threads: { ideal: opts.threads, min: 1 }, flashAttention: true });
+  const sequence = context.getSequence();
+  // A short fixed prompt of word pieces; then greedy decoding, counted, never stopped by the model.
+  const prompt = [CALIBRATION_TOKENS.bos, ...Array.from({ length: 16 }, (_, i) => CALIBRATION_TOKENS.firstNormal + 7 * i)] as unknown as Token[];
+  let count = 0;
+  let started = 0;
+  const total = opts.warmup + opts.tokens;
+  for await (const token of sequence.evaluate(prompt, { temperature: 0 })) {
+    void token;
+    count++;
+    if (count === opts.warmup) started = performance.now();
+    if (count >= total) break;
+  }
+  const seconds = (performance.now() - started) / 1000;
+  return { binary: opts.binary, tokens: opts.tokens, tokens_per_second: Math.round((opts.tokens / seconds) * 10) / 10 };
+}
