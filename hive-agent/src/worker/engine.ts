@@ -92,6 +92,8 @@ export class Engine {
     readonly gpuDevices: string[],
     /** VRAM the load took, where the driver tells (undefined otherwise). */
     readonly vramUsedBytes: number | undefined,
+    /** When decodes are handed to llama.cpp (the server writes token frames right after: token-frames.ts). */
+    readonly dispatch: DecodeDispatch = new DecodeDispatch(),
   ) {
     for (let i = 0; i < slotsTotal; i++) {
       const slot = context.getSequence();
@@ -124,8 +126,11 @@ export class Engine {
       onLoadProgress: opts.onLoadProgress,
       gpuLayers: opts.backend === "cpu" ? 0 : "max",
     });
+    const dispatch = new DecodeDispatch();
     const context = await model.createContext({
       contextSize: opts.contextSize, // per sequence: node-llama-cpp gives each slot its own cells
+      // node-llama-cpp's own schedule (the next check phase), with a hook right after it: see DecodeDispatch.
+      batching: { dispatchSchedule: dispatch.schedule },
       sequences: opts.slots,
       threads: { ideal: opts.threads, min: 1 },
       batchSize: opts.batchSize,
@@ -138,7 +143,7 @@ export class Engine {
     });
     const gpuDevices = gpu ? await llama.getGpuDeviceNames() : [];
     const vramUsed = gpu ? (await llama.getVramState()).used - vramBefore : 0;
-    return new Engine(nlc, llama, model, context, opts.slots, llamaBuild, gpuDevices, vramUsed > 0 ? vramUsed : undefined);
+    return new Engine(nlc, llama, model, context, opts.slots, llamaBuild, gpuDevices, vramUsed > 0 ? vramUsed : undefined, dispatch);
   }
 
   get slotsBusy(): number {
@@ -407,6 +412,35 @@ export class Engine {
     await this.context.dispose();
     await this.model.dispose();
     await this.llama.dispose();
+  }
+}
+
+/**
+ * node-llama-cpp's decode dispatch, made observable: it schedules a dispatch as its default
+ * ("nextCycle": setImmediate) does, and calls `afterDispatch` on the next event-loop turn after the
+ * dispatch has run. The decode itself is handed to llama.cpp's thread a few microtasks after
+ * dispatch() returns (node-llama-cpp awaits its thread allocation first), so a hook run directly
+ * after dispatch() — or its writes, which Node flushes on the next tick — would still come first;
+ * one turn later the decode is running, and work done in the hook (writing token frames) no longer
+ * delays it.
+ */
+export class DecodeDispatch {
+  /** Called after every dispatch (at most one listener: the worker's server). */
+  afterDispatch?: () => void;
+  private queued = 0;
+
+  readonly schedule = (dispatch: () => void): void => {
+    this.queued++;
+    setImmediate(() => {
+      this.queued--;
+      dispatch();
+      if (this.afterDispatch) setImmediate(this.afterDispatch);
+    });
+  };
+
+  /** Whether a dispatch is waiting for the event loop's check phase. */
+  get scheduled(): boolean {
+    return this.queued > 0;
   }
 }
 
