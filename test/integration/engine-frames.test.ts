@@ -83,25 +83,30 @@ function stream(body: object): Promise<Array<{ i: number; t: string }>> {
   });
 }
 
-test("each token's frame is written after the next decode has been dispatched", async () => {
-  log = [];
-  const tokens = await stream({ prompt: "def fib(n):", max_tokens: 24, seed: 1 });
-  assert.deepEqual(tokens.map((e) => e.i), [...Array(24).keys()]);
-  // Walk the log: after a token is sampled, its frame should come only once the next decode is on its way.
+/** Walks the log: how many token frames were written, and how many of them after a decode that followed the last sampling. */
+function framesAfterNextDecode() {
   let decodedSinceSample = false;
-  let framesAfterDecode = 0;
+  let after = 0;
   let frames = 0;
   for (const e of log) {
     if (e.kind === "sample") decodedSinceSample = false;
     else if (e.kind === "decode") decodedSinceSample = true;
     else {
       frames++;
-      if (decodedSinceSample) framesAfterDecode++;
+      if (decodedSinceSample) after++;
     }
   }
+  return { frames, after };
+}
+
+test("each token's frame is written after the next decode has been dispatched", async () => {
+  log = [];
+  const tokens = await stream({ prompt: "def fib(n):", max_tokens: 24, seed: 1 });
+  assert.deepEqual(tokens.map((e) => e.i), [...Array(24).keys()]);
+  const { frames, after } = framesAfterNextDecode();
   assert.equal(frames, 24);
   // The last token has no next decode: it goes out with the end event.
-  assert.equal(framesAfterDecode, 23, `only ${framesAfterDecode} of 24 frames were written after the next decode was dispatched`);
+  assert.equal(after, 23, `only ${after} of 24 frames were written after the next decode was dispatched`);
 });
 
 test("two concurrent streams through the server share each decode batch", async () => {
@@ -114,4 +119,8 @@ test("two concurrent streams through the server share each decode batch", async 
   // about 48 when each stream's token goes in a batch of its own.
   assert.ok(decodes.length <= 24 + 3, `${decodes.length} decode batches for 2 × 24 tokens`);
   assert.ok(decodes.filter((d) => d.seqs.length === 2).length >= 21, `batches: ${JSON.stringify(decodes.map((d) => d.seqs))}`);
+  // A stream held at the step gate for the other one leaves its frame to the step's decode too.
+  const { frames, after } = framesAfterNextDecode();
+  assert.equal(frames, 48);
+  assert.equal(after, 46, `${after} of 48 frames were written after the next decode was dispatched (each stream's last has none)`);
 });

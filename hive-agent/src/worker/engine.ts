@@ -146,6 +146,14 @@ export class Engine {
     return new Engine(nlc, llama, model, context, opts.slots, llamaBuild, gpuDevices, vramUsed > 0 ? vramUsed : undefined, dispatch);
   }
 
+  /**
+   * Whether a decode is on its way: one is scheduled for dispatch, or generations are held at the step
+   * gate until the last of them has its token (then they all queue theirs). Token frames wait for it.
+   */
+  get decodeComing(): boolean {
+    return this.dispatch.scheduled || this.stepGate.holding;
+  }
+
   get slotsBusy(): number {
     return this.slotsTotal - this.freeSlots.length;
   }

@@ -50,7 +50,7 @@ export class WorkerServer {
 
   setReady(engine: Engine) {
     this.engine = engine;
-    this.frames = new TokenFrames(() => engine.dispatch.scheduled);
+    this.frames = new TokenFrames(() => engine.decodeComing);
     engine.dispatch.afterDispatch = this.frames.flush;
     this.state = "idle";
     // The idle clock starts when the worker can first be used: a slow load is not idle time.

@@ -7,10 +7,11 @@
 // 3 ms token (test/bench/FINDINGS.md §7). Held until the decode has been dispatched, the write runs
 // while the compute threads work. Each stream's frames of one step go out as one write.
 //
-// The engine calls flush() right after each decode dispatch. A frame queued when no decode follows
-// (the stream's last token, a stop) goes out with the stream's end (take()), and in any case on the
-// next event-loop turn in which no decode is about to be dispatched (the fallback), so no frame is
-// ever held for longer than the step it belongs to.
+// The engine calls flush() one turn after each decode dispatch. A frame queued when no decode is on
+// its way (none scheduled, no stream held at the step gate for the others) goes out on the next turn
+// (the fallback), and a stream's last frames go out before its end or error event (take()). Every
+// held stream is let go when the last one arrives or leaves, and then queues a decode: so no frame is
+// held for longer than the step it belongs to.
 
 import type { ServerResponse } from "node:http";
 
@@ -28,8 +29,8 @@ export class TokenFrames {
   private readonly pending = new Map<ServerResponse, string>();
   private fallbackArmed = false;
 
-  /** `decodeScheduled`: whether a decode dispatch is queued on the event loop now (the engine's). */
-  constructor(private readonly decodeScheduled: () => boolean = () => false) {}
+  /** `decodeComing`: whether a decode is about to be dispatched (Engine.decodeComing). */
+  constructor(private readonly decodeComing: () => boolean = () => false) {}
 
   /** Queues a frame for `res`; it is written by the next flush(). */
   queue(res: ServerResponse, frame: string): void {
@@ -56,13 +57,11 @@ export class TokenFrames {
     if (!res.writableEnded && !res.destroyed) res.write(data);
   }
 
-  // A dispatch queued behind this callback (same check phase) flushes right after it; wait for it.
+  // A decode on its way (scheduled behind this callback, or about to be queued by the streams held
+  // at the step gate) flushes after its dispatch: leave the frames to it. Waiting here instead would
+  // keep an immediate pending and so spin the event loop until then.
   private readonly fallback = () => {
-    if (this.pending.size > 0 && this.decodeScheduled()) {
-      setImmediate(this.fallback);
-      return;
-    }
     this.fallbackArmed = false;
-    this.flush();
+    if (!this.decodeComing()) this.flush();
   };
 }
