@@ -129,7 +129,7 @@ export class Engine {
     const dispatch = new DecodeDispatch();
     const context = await model.createContext({
       contextSize: opts.contextSize, // per sequence: node-llama-cpp gives each slot its own cells
-      // node-llama-cpp's own schedule (the next check phase), with a hook right after it: see DecodeDispatch.
+      // node-llama-cpp's own schedule (the next check phase), with a hook a turn after it: see DecodeDispatch.
       batching: { dispatchSchedule: dispatch.schedule },
       sequences: opts.slots,
       threads: { ideal: opts.threads, min: 1 },
