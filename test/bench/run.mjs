@@ -2,6 +2,8 @@
 // (they would disturb each other's timings), and prints every figure with the ratio it is judged by.
 // `npm run bench -- worker keeper` runs the named sections only.
 import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 
 const root = path.resolve(import.meta.dirname, "..", "..");
@@ -30,19 +32,35 @@ const build = spawnSync(process.execPath, ["esbuild.mjs"], { stdio: "inherit" })
 if (build.status !== 0) process.exit(build.status ?? 1);
 
 let failed = 0;
+// Each section's result per variant, for the side-by-side tables at the end.
+const resultsDir = mkdtempSync(path.join(os.tmpdir(), "rbee-bench-"));
+const sideBySide = [];
 for (const [name, s] of Object.entries(SECTIONS)) {
   if (wanted.length && !wanted.includes(name)) continue;
-  for (const variant of s.variants) {
+  const columns = {};
+  for (const [i, variant] of s.variants.entries()) {
     const label = `${s.title}${Object.keys(variant).length ? ` ${JSON.stringify(variant)}` : ""}`;
     console.log(`\n== ${label}`);
-    const code = `require(${JSON.stringify(path.resolve(s.file))}).${s.fn}(${JSON.stringify(variant)}).then((r) => { console.table(r); process.exit(0); }, (e) => { console.error(e); process.exit(1); })`;
+    const out = path.join(resultsDir, `${name}-${i}.json`);
+    const code = `require(${JSON.stringify(path.resolve(s.file))}).${s.fn}(${JSON.stringify(variant)}).then((r) => { console.table(r); require("node:fs").writeFileSync(${JSON.stringify(out)}, JSON.stringify(r)); process.exit(0); }, (e) => { console.error(e); process.exit(1); })`;
     // UV_THREADPOOL_SIZE=1 as every worker has it (hive supervisor), so an in-process baseline runs
     // node-llama-cpp the way a worker does (test/bench/FINDINGS.md §2a).
     const r = spawnSync(process.execPath, ["--import", "tsx", "-e", code], { stdio: "inherit", env: { ...process.env, RBEE_BENCH: "1", UV_THREADPOOL_SIZE: "1", RBEE_CALIBRATE: process.env.RBEE_CALIBRATE ?? "off" } });
     if (r.status !== 0) {
       failed++;
       console.error(`!! section ${name} failed (exit ${r.status})`);
+      continue;
     }
+    columns[Object.entries(variant).map(([k, v]) => `${k} ${v}`).join(", ") || "result"] = JSON.parse(readFileSync(out, "utf8"));
   }
+  if (Object.keys(columns).length > 1) sideBySide.push([s.title, columns]);
+}
+rmSync(resultsDir, { recursive: true, force: true });
+// Sections with several variants (the worker at 1 and 2 threads…) once more, side by side.
+for (const [title, columns] of sideBySide) {
+  console.log(`\n== Side by side: ${title}`);
+  const rows = {};
+  for (const [column, result] of Object.entries(columns)) for (const [key, value] of Object.entries(result)) (rows[key] ??= {})[column] = value;
+  console.table(rows);
 }
 process.exit(failed ? 1 : 0);

@@ -60,3 +60,16 @@ test("a member that leaves releases the others waiting only for it; leave is ide
   await na;
   assert.equal(next, 1);
 });
+
+test("holding: true while a member waits for the others, false once they all go on", async () => {
+  const gate = new StepGate();
+  const [a, b] = [gate.join(0), gate.join(1)];
+  assert.equal(gate.holding, false);
+  const wa = a.arrive();
+  assert.equal(gate.holding, true, "member 0 is held for member 1");
+  const wb = b.arrive();
+  assert.equal(gate.holding, false, "the last arrival lets everyone go");
+  await Promise.all([wa, wb]);
+  a.leave();
+  b.leave();
+});

@@ -97,6 +97,8 @@ export class Engine {
     readonly gpuDevices: string[],
     /** VRAM the load took, where the driver tells (undefined otherwise). */
     readonly vramUsedBytes: number | undefined,
+    /** When decodes are handed to llama.cpp (the server writes token frames right after: token-frames.ts). */
+    readonly dispatch: DecodeDispatch = new DecodeDispatch(),
   ) {
     for (let i = 0; i < slotsTotal; i++) {
       const slot = context.getSequence();
@@ -133,8 +135,11 @@ export class Engine {
       onLoadProgress: opts.onLoadProgress,
       gpuLayers: opts.backend === "cpu" ? 0 : "max",
     });
+    const dispatch = new DecodeDispatch();
     const context = await model.createContext({
       contextSize: opts.contextSize, // per sequence: node-llama-cpp gives each slot its own cells
+      // node-llama-cpp's own schedule (the next check phase), with a hook a turn after it: see DecodeDispatch.
+      batching: { dispatchSchedule: dispatch.schedule },
       sequences: opts.slots,
       threads: { ideal: opts.threads, min: 1 },
       batchSize: opts.batchSize,
@@ -147,9 +152,17 @@ export class Engine {
     });
     const gpuDevices = gpu ? await llama.getGpuDeviceNames() : [];
     const vramUsed = gpu ? (await llama.getVramState()).used - vramBefore : 0;
-    const engine = new Engine(nlc, llama, model, context, opts.slots, llamaBuild, gpuDevices, vramUsed > 0 ? vramUsed : undefined);
+    const engine = new Engine(nlc, llama, model, context, opts.slots, llamaBuild, gpuDevices, vramUsed > 0 ? vramUsed : undefined, dispatch);
     engine.cpuBinary = cpuBinary;
     return engine;
+  }
+
+  /**
+   * Whether a decode is on its way: one is scheduled for dispatch, or generations are held at the step
+   * gate until the last of them has its token (then they all queue theirs). Token frames wait for it.
+   */
+  get decodeComing(): boolean {
+    return this.dispatch.scheduled || this.stepGate.holding;
   }
 
   get slotsBusy(): number {
@@ -418,6 +431,35 @@ export class Engine {
     await this.context.dispose();
     await this.model.dispose();
     await this.llama.dispose();
+  }
+}
+
+/**
+ * node-llama-cpp's decode dispatch, made observable: it schedules a dispatch as its default
+ * ("nextCycle": setImmediate) does, and calls `afterDispatch` on the next event-loop turn after the
+ * dispatch has run. The decode itself is handed to llama.cpp's thread a few microtasks after
+ * dispatch() returns (node-llama-cpp awaits its thread allocation first), so a hook run directly
+ * after dispatch() — or its writes, which Node flushes on the next tick — would still come first;
+ * one turn later the decode is running, and work done in the hook (writing token frames) no longer
+ * delays it.
+ */
+export class DecodeDispatch {
+  /** Called after every dispatch (at most one listener: the worker's server). */
+  afterDispatch?: () => void;
+  private queued = 0;
+
+  readonly schedule = (dispatch: () => void): void => {
+    this.queued++;
+    setImmediate(() => {
+      this.queued--;
+      dispatch();
+      if (this.afterDispatch) setImmediate(this.afterDispatch);
+    });
+  };
+
+  /** Whether a dispatch is waiting for the event loop's check phase. */
+  get scheduled(): boolean {
+    return this.queued > 0;
   }
 }
 

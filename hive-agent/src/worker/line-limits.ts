@@ -18,6 +18,11 @@ export class LineLimits {
    */
   push(text: string): number {
     const minIndent = this.opts.n_indent ?? 0;
+    if (minIndent <= 0) {
+      // Only the time budget needs anything, whether a line ended; not a string built per character.
+      if (!this.sawNewline && text.includes("\n")) this.sawNewline = true;
+      return -1;
+    }
     for (let i = 0; i < text.length; i++) {
       const ch = text[i];
       if (ch === "\n") {

@@ -10,6 +10,7 @@ import {
 import { SERVER_OPTIONS, answerHello, checkBearer, endSse, limitServer, listenOn, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
 import type { Logger } from "../util/log";
 import type { Engine, GenerationOptions, Prompt } from "./engine";
+import { TokenFrames, tokenFrame } from "./token-frames";
 
 
 export class WorkerServer {
@@ -22,6 +23,8 @@ export class WorkerServer {
   private lastActivity = Date.now();
   private lastProgress = Date.now();
   private lastTokensPerSecond?: number;
+  /** Token frames, written once the next decode is dispatched (token-frames.ts). */
+  private frames = new TokenFrames();
 
   constructor(
     private readonly apiKey: string,
@@ -47,6 +50,8 @@ export class WorkerServer {
 
   setReady(engine: Engine) {
     this.engine = engine;
+    this.frames = new TokenFrames(() => engine.decodeComing);
+    engine.dispatch.afterDispatch = this.frames.flush;
     this.state = "idle";
     // The idle clock starts when the worker can first be used: a slow load is not idle time.
     this.lastActivity = this.lastProgress = Date.now();
@@ -158,10 +163,12 @@ export class WorkerServer {
       startSse(res);
       const send = (e: StreamEvent) => writeSse(res, e);
       send({ type: "started", request_id: requestId, model: this.modelRef });
+      const frames = this.frames;
       const result = await engine.generate(slot, prepared, opts, abort.signal, (t) => {
         this.lastProgress = Date.now();
-        send({ type: "token", t: t.text, i: t.index });
+        frames.queue(res, tokenFrame(t.text, t.index));
       });
+      frames.take(res);
       if (result.decodeMs > 0 && result.tokensOut > 1) this.lastTokensPerSecond = Math.round(((result.tokensOut - 1) / result.decodeMs) * 1000 * 10) / 10;
       send({
         type: "end", tokens_out: result.tokensOut, decode_ms: Math.round(result.decodeMs), stop_reason: result.stopReason, first_token_ms: Math.round(result.firstTokenMs * 10) / 10,
@@ -171,8 +178,10 @@ export class WorkerServer {
       this.log.debug(`request ${requestId}: ${result.tokensOut} tokens, ${result.stopReason}`);
     } catch (e) {
       this.log.warn(`request ${requestId} failed: ${(e as Error).message}`);
+      this.frames.take(res);
       sendError(res, e);
     } finally {
+      this.frames.take(res);
       this.active.delete(requestId);
       engine.releaseSlot(slot);
       this.touch();

@@ -39,6 +39,11 @@ export class StepGate {
     return this.members;
   }
 
+  /** Whether some member is held now; the last one to arrive lets them all queue their next tokens. */
+  get holding(): boolean {
+    return this.waiting.length > 0;
+  }
+
   private arrive(order: number): Promise<void> | undefined {
     if (this.members <= 1 && this.waiting.length === 0) return undefined;
     const arrived = new Promise<void>((go) => this.waiting.push({ order, go }));

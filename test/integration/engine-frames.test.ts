@@ -1,0 +1,126 @@
+// A worker writes each token's SSE frame once the next decode has been handed to llama.cpp, so the
+// socket write and the client's wake-up run while the next token is computed instead of between two
+// decodes (hive-agent/src/worker/token-frames.ts) — and concurrent streams still share every decode.
+//
+// The real engine and server on a generated model, in-process, with a real HTTP client on the
+// worker's Unix socket. To see the order of events the test wraps node-llama-cpp's internal addon
+// context (`context._ctx`: decodeBatch, sampleToken, addToBatch) and ServerResponse.write —
+// instrumentation only, nothing is faked. If a node-llama-cpp upgrade changes those internals this
+// test fails, and token-frames.ts must be checked again.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import http from "node:http";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Engine } from "../../hive-agent/src/worker/engine";
+import { WorkerServer } from "../../hive-agent/src/worker/server";
+import { createLogger } from "../../hive-agent/src/util/log";
+import { ensureModel } from "../fixtures/models";
+
+const KEY = "k".repeat(32);
+let engine: Engine;
+let server: WorkerServer;
+let socketPath: string;
+let dir: string;
+/** What happened, in order: a decode handed to llama.cpp (with its sequence ids), a token sampled, a token frame written. */
+let log: Array<{ kind: "decode"; seqs: number[] } | { kind: "sample" } | { kind: "frame" }> = [];
+const originalWrite = http.ServerResponse.prototype.write;
+
+before(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), "rbee-frames-"));
+  socketPath = path.join(dir, "w.sock");
+  server = new WorkerServer(KEY, "file:tiny", createLogger("test worker"));
+  await server.listen(`unix:${socketPath}`);
+  engine = await Engine.load({ modelPath: ensureModel("tiny"), backend: "cpu", contextSize: 512, slots: 2, threads: 1 });
+  server.setReady(engine);
+  const context = engine.context as unknown as { _ctx: Record<string, unknown> };
+  const addon = context._ctx;
+  let batch: number[] = [];
+  context._ctx = new Proxy(addon, {
+    get(target, key) {
+      const value = target[key as string];
+      if (typeof value !== "function") return value;
+      if (key === "initBatch") return (...args: unknown[]) => ((batch = []), value.apply(target, args));
+      if (key === "addToBatch") return (sequenceId: number, ...rest: unknown[]) => (batch.push(sequenceId), value.call(target, sequenceId, ...rest));
+      if (key === "decodeBatch") return (...args: unknown[]) => (log.push({ kind: "decode", seqs: batch }), value.apply(target, args));
+      if (key === "sampleToken") return (...args: unknown[]) => (value.apply(target, args) as Promise<unknown>).then((r) => (log.push({ kind: "sample" }), r));
+      return value.bind(target);
+    },
+  });
+  http.ServerResponse.prototype.write = function (this: http.ServerResponse, chunk: unknown, ...rest: unknown[]) {
+    if (typeof chunk === "string" && chunk.startsWith('data: {"type":"token"')) for (const _ of chunk.matchAll(/^data: /gm)) log.push({ kind: "frame" });
+    return (originalWrite as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+  } as typeof http.ServerResponse.prototype.write;
+});
+
+after(async () => {
+  http.ServerResponse.prototype.write = originalWrite;
+  await server.stop();
+  await engine.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Streams one completion over the worker's socket; returns its token events' indexes and texts. */
+function stream(body: object): Promise<Array<{ i: number; t: string }>> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath, path: "/v1/inference", method: "POST", headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json" } }, (res) => {
+      let buf = "";
+      const tokens: Array<{ i: number; t: string }> = [];
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (buf += d));
+      res.on("end", () => {
+        for (const frame of buf.split("\n\n")) {
+          if (!frame.startsWith("data: {")) continue;
+          const e = JSON.parse(frame.slice(6)) as { type: string; i: number; t: string };
+          if (e.type === "token") tokens.push(e);
+        }
+        resolve(tokens);
+      });
+    });
+    req.on("error", reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+/** Walks the log: how many token frames were written, and how many of them after a decode that followed the last sampling. */
+function framesAfterNextDecode() {
+  let decodedSinceSample = false;
+  let after = 0;
+  let frames = 0;
+  for (const e of log) {
+    if (e.kind === "sample") decodedSinceSample = false;
+    else if (e.kind === "decode") decodedSinceSample = true;
+    else {
+      frames++;
+      if (decodedSinceSample) after++;
+    }
+  }
+  return { frames, after };
+}
+
+test("each token's frame is written after the next decode has been dispatched", async () => {
+  log = [];
+  const tokens = await stream({ prompt: "def fib(n):", max_tokens: 24, seed: 1 });
+  assert.deepEqual(tokens.map((e) => e.i), [...Array(24).keys()]);
+  const { frames, after } = framesAfterNextDecode();
+  assert.equal(frames, 24);
+  // The last token has no next decode: it goes out with the end event.
+  assert.equal(after, 23, `only ${after} of 24 frames were written after the next decode was dispatched`);
+});
+
+test("two concurrent streams through the server share each decode batch", async () => {
+  log = [];
+  const [a, b] = await Promise.all([stream({ prompt: "def f0(x):", max_tokens: 24, seed: 1 }), stream({ prompt: "def f1(x):", max_tokens: 24, seed: 2 })]);
+  assert.equal(a.length, 24);
+  assert.equal(b.length, 24);
+  const decodes = log.filter((e): e is { kind: "decode"; seqs: number[] } => e.kind === "decode");
+  // 23 steps after the first tokens, plus the prompts: about 25 batches when the streams share them,
+  // about 48 when each stream's token goes in a batch of its own.
+  assert.ok(decodes.length <= 24 + 3, `${decodes.length} decode batches for 2 × 24 tokens`);
+  assert.ok(decodes.filter((d) => d.seqs.length === 2).length >= 21, `batches: ${JSON.stringify(decodes.map((d) => d.seqs))}`);
+  // A stream held at the step gate for the other one leaves its frame to the step's decode too.
+  const { frames, after } = framesAfterNextDecode();
+  assert.equal(frames, 48);
+  assert.equal(after, 46, `${after} of 48 frames were written after the next decode was dispatched (each stream's last has none)`);
+});
