@@ -55,5 +55,8 @@ copyFileSync(createRequire(import.meta.url).resolve("sql.js/dist/sql-wasm.wasm")
 
 // The runtime set the keeper may download for nodes and the local hive, with the integrity hashes
 // it verifies them against (extension/build/runtime-pins.mjs).
-const pins = generateRuntimePins(JSON.parse(readFileSync("package-lock.json", "utf8")), JSON.parse(readFileSync("extension/runtime-node.json", "utf8")));
+const pins = generateRuntimePins(
+  JSON.parse(readFileSync("package-lock.json", "utf8")),
+  JSON.parse(readFileSync("extension/runtime-node.json", "utf8")),
+);
 writeFileSync(`${outDir ?? "dist"}/runtime-pins.json`, JSON.stringify(pins) + "\n");

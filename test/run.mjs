@@ -25,7 +25,9 @@ const suites = args.length ? args : ["unit", "integration", "vscode"];
 // that tested less than asked.
 const missing = suites.filter((s) => !existsSync(s.endsWith(".ts") ? s : path.join("test", s)));
 if (missing.length) {
-  console.error(`no such test suite or file: ${missing.join(", ")} (suites are folders under test/: unit, integration, vscode)`);
+  console.error(
+    `no such test suite or file: ${missing.join(", ")} (suites are folders under test/: unit, integration, vscode)`,
+  );
   process.exit(2);
 }
 const files = suites.flatMap((s) => (s.endsWith(".ts") ? [s] : collect(path.join("test", s))));
@@ -40,6 +42,14 @@ if (build.status !== 0) process.exit(build.status ?? 1);
 const r = spawnSync(
   process.execPath,
   ["--import", "tsx", "--test", "--test-concurrency=1", "--test-timeout=300000", ...files],
-  { stdio: "inherit", env: { ...process.env, RBEE_TEST: "1", RBEE_NATIVE_BUILD: process.env.RBEE_NATIVE_BUILD ?? "off", RBEE_CALIBRATE: process.env.RBEE_CALIBRATE ?? "off" } },
+  {
+    stdio: "inherit",
+    env: {
+      ...process.env,
+      RBEE_TEST: "1",
+      RBEE_NATIVE_BUILD: process.env.RBEE_NATIVE_BUILD ?? "off",
+      RBEE_CALIBRATE: process.env.RBEE_CALIBRATE ?? "off",
+    },
+  },
 );
 process.exit(r.status ?? 1);

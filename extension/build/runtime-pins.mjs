@@ -56,7 +56,8 @@ export function generateRuntimePins(lock, nodePins) {
     if (key) prebuilts[dep] = pin(key);
   }
   const node = {};
-  for (const [platform, p] of Object.entries(nodePins.packages)) node[platform] = { path: "node", name: p.name, version: nodePins.version, integrity: p.integrity };
+  for (const [platform, p] of Object.entries(nodePins.packages))
+    node[platform] = { path: "node", name: p.name, version: nodePins.version, integrity: p.integrity };
   return {
     llamaVersion: packages[root].version,
     closure: [...seen].sort().map(pin),

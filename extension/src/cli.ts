@@ -3,7 +3,17 @@
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { readFileSync } from "node:fs";
-import { RbeeError, BACKENDS, AGENT_VERSION, calibrationSummary, parseKeepAlive, type Backend, type CpuCalibration, type DeviceInfo, type NativeBuildStatus } from "@rbee/hive-agent/protocol";
+import {
+  RbeeError,
+  BACKENDS,
+  AGENT_VERSION,
+  calibrationSummary,
+  parseKeepAlive,
+  type Backend,
+  type CpuCalibration,
+  type DeviceInfo,
+  type NativeBuildStatus,
+} from "@rbee/hive-agent/protocol";
 import { errorCode } from "@rbee/hive-agent/util/coded-error";
 import { StreamInterruptedError } from "./keeper/keeper";
 import { defaultAgentScript, idleTimeoutDaemonArgs } from "./keeper/local-hive";
@@ -118,11 +128,17 @@ function parse<O extends ParseArgsConfig["options"]>(argv: string[], options: O)
   }
 }
 
-function num(value: string | undefined, name: string, opts: { integer?: boolean; min?: number } = {}): number | undefined {
+function num(
+  value: string | undefined,
+  name: string,
+  opts: { integer?: boolean; min?: number } = {},
+): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
   if (!Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min))
-    throw new UsageError(`--${name} must be ${opts.integer ? "an integer" : "a number"}${opts.min !== undefined ? ` ≥ ${opts.min}` : ""}, got "${value}"`);
+    throw new UsageError(
+      `--${name} must be ${opts.integer ? "an integer" : "a number"}${opts.min !== undefined ? ` ≥ ${opts.min}` : ""}, got "${value}"`,
+    );
   return n;
 }
 
@@ -141,14 +157,24 @@ interface OpenOptions {
  */
 function localSetup(daemonArgs: string[] = []): LocalHiveSetup {
   const bundled = path.join(__dirname, "hive-agent.js");
-  const runtime = process.env.RBEE_AGENT_SCRIPT || !existsSync(bundled) ? undefined : { bundleDir: __dirname, version: AGENT_VERSION };
-  return { runtime, daemonArgs: () => daemonArgs, onRuntimeLine: (line) => process.stderr.write(`[runtime] ${line}\n`) };
+  const runtime =
+    process.env.RBEE_AGENT_SCRIPT || !existsSync(bundled)
+      ? undefined
+      : { bundleDir: __dirname, version: AGENT_VERSION };
+  return {
+    runtime,
+    daemonArgs: () => daemonArgs,
+    onRuntimeLine: (line) => process.stderr.write(`[runtime] ${line}\n`),
+  };
 }
 
 function open(o: OpenOptions, autoStart = true): Promise<Context> {
   return openKeeperStack({
     ...localSetup(),
-    registry: { path: o.registry ?? defaultRegistryPath(), logger: (level, m) => level === "warn" && process.stderr.write(`rbee: ${m}\n`) },
+    registry: {
+      path: o.registry ?? defaultRegistryPath(),
+      logger: (level, m) => level === "warn" && process.stderr.write(`rbee: ${m}\n`),
+    },
     autoStart,
     ssh: {
       configPath: () => o["ssh-config"],
@@ -217,10 +243,17 @@ async function infer(argv: string[]): Promise<number> {
   });
   if (v.help) return help("infer");
   if (!v.model) throw new UsageError("--model is required");
-  if ((v.prompt === undefined) === (v["prompt-file"] === undefined)) throw new UsageError("give the prompt with --prompt TEXT, --prompt - (stdin) or --prompt-file FILE (one of them)");
-  if (v.backend && !BACKENDS.includes(v.backend as Backend)) throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}`);
+  if ((v.prompt === undefined) === (v["prompt-file"] === undefined))
+    throw new UsageError("give the prompt with --prompt TEXT, --prompt - (stdin) or --prompt-file FILE (one of them)");
+  if (v.backend && !BACKENDS.includes(v.backend as Backend))
+    throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}`);
   // --prompt TEXT is visible to every local user in `ps`; stdin and --prompt-file are not.
-  const prompt = v["prompt-file"] !== undefined ? readPromptFile(v["prompt-file"]) : v.prompt === "-" ? await readStdin() : v.prompt!;
+  const prompt =
+    v["prompt-file"] !== undefined
+      ? readPromptFile(v["prompt-file"])
+      : v.prompt === "-"
+        ? await readStdin()
+        : v.prompt!;
   const stall = num(v["stall-limit"], "stall-limit", { min: 0 });
   if (stall !== undefined) process.env.RBEE_STALL_LIMIT_MS = String(Math.round(stall * 1000));
   const timeout = num(v.timeout, "timeout", { min: 0 });
@@ -241,8 +274,15 @@ async function infer(argv: string[]): Promise<number> {
   let wroteText = false;
   try {
     const result = await ctx.keeper.generate(
-      { node: v.node!, model: v.model, backend: v.backend as Backend | undefined, ...placement, threads: num(v.threads, "threads", { integer: true, min: 1 }),
-        contextSize: num(v["context-size"], "context-size", { integer: true, min: 16 }), slots: num(v.slots, "slots", { integer: true, min: 1 }) },
+      {
+        node: v.node!,
+        model: v.model,
+        backend: v.backend as Backend | undefined,
+        ...placement,
+        threads: num(v.threads, "threads", { integer: true, min: 1 }),
+        contextSize: num(v["context-size"], "context-size", { integer: true, min: 16 }),
+        slots: num(v.slots, "slots", { integer: true, min: 1 }),
+      },
       {
         kind: "inference",
         prompt,
@@ -262,7 +302,18 @@ async function infer(argv: string[]): Promise<number> {
       abort.signal,
     );
     narrator.done();
-    if (v.json) process.stdout.write(JSON.stringify({ text: result.text, tokens_out: result.tokensOut, stop_reason: result.stopReason, decode_ms: result.decodeMs, first_token_ms: result.firstTokenMs, worker_id: result.workerId, spawned: result.spawned }) + "\n");
+    if (v.json)
+      process.stdout.write(
+        JSON.stringify({
+          text: result.text,
+          tokens_out: result.tokensOut,
+          stop_reason: result.stopReason,
+          decode_ms: result.decodeMs,
+          first_token_ms: result.firstTokenMs,
+          worker_id: result.workerId,
+          spawned: result.spawned,
+        }) + "\n",
+      );
     else if (wroteText) process.stdout.write("\n");
     if (result.stopReason === "cancelled") {
       process.stderr.write(cancelledBySignal ? "Cancelled.\n" : `Timed out after ${timeout} s.\n`);
@@ -287,10 +338,17 @@ async function infer(argv: string[]): Promise<number> {
 
 /** --device, --devices, --allow-split and --keep-alive as a worker spec's fields. */
 function placementOptions(v: { device?: string; devices?: string; "allow-split"?: boolean; "keep-alive"?: string }) {
-  const device = v.device === undefined || v.device === "auto" ? undefined : num(v.device, "device", { integer: true, min: 0 });
+  const device =
+    v.device === undefined || v.device === "auto" ? undefined : num(v.device, "device", { integer: true, min: 0 });
   const devices = v.devices?.split(",").map((d) => num(d.trim(), "devices", { integer: true, min: 0 })!);
-  if (devices !== undefined && device !== undefined) throw new UsageError("give either --device or --devices, not both");
-  return { device, devices, allowSplit: v["allow-split"] || undefined, keepAliveS: seconds(v["keep-alive"], "keep-alive") };
+  if (devices !== undefined && device !== undefined)
+    throw new UsageError("give either --device or --devices, not both");
+  return {
+    device,
+    devices,
+    allowSplit: v["allow-split"] || undefined,
+    keepAliveS: seconds(v["keep-alive"], "keep-alive"),
+  };
 }
 
 /** A duration flag (seconds, or 30s / 5m / 2h; 0 = never) in seconds. */
@@ -302,7 +360,6 @@ function seconds(value: string | undefined, name: string): number | undefined {
   }
 }
 
-
 function print(json: boolean | undefined, data: unknown, table: () => string) {
   process.stdout.write(json ? JSON.stringify(data, null, 2) + "\n" : table());
 }
@@ -310,16 +367,30 @@ function print(json: boolean | undefined, data: unknown, table: () => string) {
 function formatTable(rows: string[][]): string {
   if (!rows.length) return "";
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n") + "\n";
+  return (
+    rows
+      .map((r) =>
+        r
+          .map((c, i) => c.padEnd(widths[i]))
+          .join("  ")
+          .trimEnd(),
+      )
+      .join("\n") + "\n"
+  );
 }
 
 async function nodes(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parse(argv, { "purge-models": { type: "boolean" }, "idle-timeout": { type: "string" }, "node-runtime": { type: "string" } });
+  const { values: v, positionals } = parse(argv, {
+    "purge-models": { type: "boolean" },
+    "idle-timeout": { type: "string" },
+    "node-runtime": { type: "string" },
+  });
   const sub = positionals[0];
   if (v.help || !["list", "deploy", "status", "uninstall", "build-native"].includes(sub)) return help("nodes", !v.help);
   const idleArgs = idleTimeoutDaemonArgs(seconds(v["idle-timeout"], "idle-timeout"));
   const nodeRuntime = v["node-runtime"];
-  if (nodeRuntime !== undefined && nodeRuntime !== "pinned" && nodeRuntime !== "system") throw new UsageError(`--node-runtime is pinned or system, got "${nodeRuntime}"`);
+  if (nodeRuntime !== undefined && nodeRuntime !== "pinned" && nodeRuntime !== "system")
+    throw new UsageError(`--node-runtime is pinned or system, got "${nodeRuntime}"`);
   const ctx = await open(v, false);
   try {
     if (sub === "list") return await listNodes(ctx, v.json);
@@ -328,9 +399,15 @@ async function nodes(argv: string[]): Promise<number> {
     if (name === LOCALHOST) {
       if (sub !== "deploy") throw new UsageError(`localhost's hive is local: "rbee hive start|stop|status"`);
       // Deploying localhost = this version's local hive running (an older one is upgraded, models kept).
-      const { started } = await ctx.local.ensure((m) => process.stderr.write(`[localhost] ${m ?? "starting the local hive"}\n`));
+      const { started } = await ctx.local.ensure((m) =>
+        process.stderr.write(`[localhost] ${m ?? "starting the local hive"}\n`),
+      );
       const s = await ctx.local.status();
-      print(v.json, { ...s, started }, () => `local hive ${s.version} ${started ? "started" : "already running"} (pid ${s.pid})\n`);
+      print(
+        v.json,
+        { ...s, started },
+        () => `local hive ${s.version} ${started ? "started" : "already running"} (pid ${s.pid})\n`,
+      );
       return 0;
     }
     const { deployHive, hiveStatus, uninstallHive } = require("./nodes/deploy") as typeof import("./nodes/deploy");
@@ -340,7 +417,8 @@ async function nodes(argv: string[]): Promise<number> {
       if (v.json) return;
       if (e.status === "progress") {
         const mb = (n: number) => (n / 1e6).toFixed(1);
-        const unit = e.step === "fetch" ? `${e.bytes} / ${e.totalBytes} packages` : `${mb(e.bytes)} / ${mb(e.totalBytes)} MB`;
+        const unit =
+          e.step === "fetch" ? `${e.bytes} / ${e.totalBytes} packages` : `${mb(e.bytes)} / ${mb(e.totalBytes)} MB`;
         bar.progress(`[${name}] ${e.step}`, e.totalBytes ? e.bytes / e.totalBytes : 0, unit);
       } else if (e.status !== "done") bar.line(`[${name}] ${e.message}`);
     };
@@ -348,7 +426,12 @@ async function nodes(argv: string[]): Promise<number> {
     const ac = new AbortController();
     const onSigint = () => ac.abort();
     process.once("SIGINT", onSigint);
-    const deployOpts = { ...ctx.deployOptions(), ...(nodeRuntime ? { nodeRuntime: nodeRuntime as "pinned" | "system" } : {}), signal: ac.signal, onProgress: narrate };
+    const deployOpts = {
+      ...ctx.deployOptions(),
+      ...(nodeRuntime ? { nodeRuntime: nodeRuntime as "pinned" | "system" } : {}),
+      signal: ac.signal,
+      onProgress: narrate,
+    };
     if (sub === "deploy") {
       let r;
       try {
@@ -366,7 +449,11 @@ async function nodes(argv: string[]): Promise<number> {
       await ctx.registry.upsertNode({ alias: name, host: conn.spec.hostname, transport: "ssh" });
       await ctx.registry.setNodeStatus(name, "online", { agent_version: r.version });
       const { token: _secret, ...shown } = r;
-      print(v.json, shown, () => (r.changed ? `deployed hive-agent ${r.version} to ${name} in ${(r.durationMs / 1000).toFixed(1)} s (backends: ${r.backends.join(", ")})\n` : `${name} already runs hive-agent ${r.version}; nothing to do\n`));
+      print(v.json, shown, () =>
+        r.changed
+          ? `deployed hive-agent ${r.version} to ${name} in ${(r.durationMs / 1000).toFixed(1)} s (backends: ${r.backends.join(", ")})\n`
+          : `${name} already runs hive-agent ${r.version}; nothing to do\n`,
+      );
     } else if (sub === "build-native") {
       const r = await deployHive(conn, deployOpts);
       process.removeListener("SIGINT", onSigint);
@@ -374,14 +461,25 @@ async function nodes(argv: string[]): Promise<number> {
       const node = (await conn.exec(`sed -n 's/^node=//p' ${shQuote(r.agentDir)}/.complete`)).stdout.trim() || "node";
       const cmd = `cd ${shQuote(r.agentDir)} && ${shQuote(node)} hive-agent.js build-native --home ${shQuote(r.hiveHome)}`;
       const out = await conn.execChecked(cmd, "the native build", { timeoutMs: 45 * 60_000 });
-      print(v.json, JSON.parse(out.stdout.trim().split("\n").pop()!), () => `built llama.cpp for ${name}'s CPU; new CPU workers use it\n`);
+      print(
+        v.json,
+        JSON.parse(out.stdout.trim().split("\n").pop()!),
+        () => `built llama.cpp for ${name}'s CPU; new CPU workers use it\n`,
+      );
     } else if (sub === "status") {
       const s = await hiveStatus(conn);
-      print(v.json, s, () => `${name}: ${s.running ? `running hive-agent ${s.version} (pid ${s.pid}, ${s.healthy ? "healthy" : "not answering"})` : "hive not running"}; installed: ${s.installedVersions.join(", ") || "none"}\n`);
+      print(
+        v.json,
+        s,
+        () =>
+          `${name}: ${s.running ? `running hive-agent ${s.version} (pid ${s.pid}, ${s.healthy ? "healthy" : "not answering"})` : "hive not running"}; installed: ${s.installedVersions.join(", ") || "none"}\n`,
+      );
     } else {
       const r = await uninstallHive(conn, { purgeModels: Boolean(v["purge-models"]), onProgress: narrate });
       await ctx.registry.removeNode(name).catch(() => false);
-      print(v.json, r, () => (r.removed ? `removed the hive-agent from ${name}\n` : `nothing was installed on ${name}\n`));
+      print(v.json, r, () =>
+        r.removed ? `removed the hive-agent from ${name}\n` : `nothing was installed on ${name}\n`,
+      );
     }
     return 0;
   } finally {
@@ -389,11 +487,20 @@ async function nodes(argv: string[]): Promise<number> {
   }
 }
 
-type GpuRow = Pick<DeviceInfo, "backend" | "index" | "name" | "vram_total_bytes" | "vram_free_bytes"> & { workers: string[] };
+type GpuRow = Pick<DeviceInfo, "backend" | "index" | "name" | "vram_total_bytes" | "vram_free_bytes"> & {
+  workers: string[];
+};
 
 /** A node's GPUs as `nodes list` shows them: free is what a new worker can have, with the workers on each. */
 function gpuRows(devices: DeviceInfo[]): GpuRow[] {
-  return devices.map((d) => ({ backend: d.backend, index: d.index, name: d.name, vram_total_bytes: d.vram_total_bytes, vram_free_bytes: d.vram_free_bytes, workers: d.workers ?? [] }));
+  return devices.map((d) => ({
+    backend: d.backend,
+    index: d.index,
+    name: d.name,
+    vram_total_bytes: d.vram_total_bytes,
+    vram_free_bytes: d.vram_free_bytes,
+    workers: d.workers ?? [],
+  }));
 }
 
 function formatGpu(g: GpuRow): string {
@@ -420,8 +527,13 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
   const local = await ctx.local.status();
   const localCaps = local.running ? await (await ctx.local.connectExisting())!.capabilities() : undefined;
   rows.push({
-    alias: LOCALHOST, host: "127.0.0.1", reachable: local.running, status: local.running ? "running" : "not started", agent_version: local.version ?? null,
-    backends: localCaps?.backends ?? [], gpus: gpuRows(localCaps?.devices ?? []),
+    alias: LOCALHOST,
+    host: "127.0.0.1",
+    reachable: local.running,
+    status: local.running ? "running" : "not started",
+    agent_version: local.version ?? null,
+    backends: localCaps?.backends ?? [],
+    gpus: gpuRows(localCaps?.devices ?? []),
     native_build: localCaps?.native_build ?? null,
     cpu_calibration: localCaps?.cpu_calibration ?? null,
   });
@@ -431,11 +543,27 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
   rows.push(
     ...(await Promise.all(
       specs.map(async (spec): Promise<NodeRow> => {
-        const row: NodeRow = { alias: spec.alias, host: spec.hostname, reachable: false, status: "unreachable", agent_version: null, backends: [], gpus: [], native_build: null, cpu_calibration: null };
+        const row: NodeRow = {
+          alias: spec.alias,
+          host: spec.hostname,
+          reachable: false,
+          status: "unreachable",
+          agent_version: null,
+          backends: [],
+          gpus: [],
+          native_build: null,
+          cpu_calibration: null,
+        };
         try {
           const s = await hiveStatus(ctx.ssh().pool.get(spec.alias));
           row.reachable = true;
-          row.status = s.running ? (s.healthy ? "running" : "not answering") : s.installedVersions.length ? "stopped" : "not deployed";
+          row.status = s.running
+            ? s.healthy
+              ? "running"
+              : "not answering"
+            : s.installedVersions.length
+              ? "stopped"
+              : "not deployed";
           row.agent_version = s.version ?? s.installedVersions.at(-1) ?? null;
           if (s.running && s.healthy) {
             const caps = await (await ctx.nodes.connect(spec.alias, () => {})).hive.capabilities();
@@ -455,7 +583,13 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
     formatTable([
       ["NODE", "HOST", "STATUS", "AGENT", "BACKENDS", "GPUS", "CPU BUILD", "CPU BINARY"],
       ...rows.map((r) => [
-        r.alias, r.host, r.status, r.agent_version ?? "-", r.backends.join(",") || "-", r.gpus.map(formatGpu).join("; ") || "-", r.native_build?.state ?? "-",
+        r.alias,
+        r.host,
+        r.status,
+        r.agent_version ?? "-",
+        r.backends.join(",") || "-",
+        r.gpus.map(formatGpu).join("; ") || "-",
+        r.native_build?.state ?? "-",
         calibrationSummary(r.cpu_calibration ?? undefined),
       ]),
     ]),
@@ -464,14 +598,26 @@ async function listNodes(ctx: Context, json: boolean | undefined): Promise<numbe
 }
 
 async function logs(argv: string[]): Promise<number> {
-  const { values: v } = parse(argv, { follow: { type: "boolean", short: "f" }, lines: { type: "string", default: "100" } });
+  const { values: v } = parse(argv, {
+    follow: { type: "boolean", short: "f" },
+    lines: { type: "string", default: "100" },
+  });
   if (v.help) return help("logs");
   const lines = num(v.lines, "lines", { integer: true, min: 1 });
   if (v.node === LOCALHOST) {
     const { local } = createLocalHive(localSetup());
     const { existsSync, readFileSync } = await import("node:fs");
-    if (!existsSync(local.logFile)) throw new RbeeError("NODE_UNREACHABLE", `no local hive log yet (${local.logFile}); start it with "rbee hive start"`);
-    process.stdout.write(readFileSync(local.logFile, "utf8").split("\n").slice(-(lines! + 1)).join("\n"));
+    if (!existsSync(local.logFile))
+      throw new RbeeError(
+        "NODE_UNREACHABLE",
+        `no local hive log yet (${local.logFile}); start it with "rbee hive start"`,
+      );
+    process.stdout.write(
+      readFileSync(local.logFile, "utf8")
+        .split("\n")
+        .slice(-(lines! + 1))
+        .join("\n"),
+    );
     if (v.follow) {
       const { spawn } = await import("node:child_process");
       const tail = spawn("tail", ["-n", "0", "-F", local.logFile], { stdio: ["ignore", "inherit", "inherit"] });
@@ -485,7 +631,12 @@ async function logs(argv: string[]): Promise<number> {
   process.once("SIGINT", onSigint);
   try {
     const { hiveLogs } = require("./nodes/deploy") as typeof import("./nodes/deploy");
-    for await (const line of hiveLogs(ctx.ssh().pool.get(v.node!), { follow: Boolean(v.follow), lines, signal: abort.signal })) process.stdout.write(line.endsWith("\n") ? line : line + "\n");
+    for await (const line of hiveLogs(ctx.ssh().pool.get(v.node!), {
+      follow: Boolean(v.follow),
+      lines,
+      signal: abort.signal,
+    }))
+      process.stdout.write(line.endsWith("\n") ? line : line + "\n");
     return 0;
   } finally {
     process.off("SIGINT", onSigint);
@@ -510,14 +661,23 @@ async function workers(argv: string[]): Promise<number> {
       const list = await hive.workers();
       await ctx.registry.replaceNodeState(v.node!, list, await hive.models());
       const safe = list.map(({ api_key: _secret, ...w }) => w);
-      print(v.json, { workers: safe }, () =>
-        formatTable([
-          ["ID", "MODEL", "STATE", "ON", "MEMORY", "SLOTS", "KEEP-ALIVE", "TOK/S"],
-          ...safe.map((w) => [
-            w.id, w.model_ref, w.state, w.backend === "cpu" ? "cpu" : `${w.backend}:${w.devices.join("+")}`, `${(w.memory_bytes / 2 ** 20).toFixed(0)} MiB`,
-            `${w.slots_busy}/${w.slots_total}`, w.keep_alive_s ? `${w.keep_alive_s} s` : "never", w.last_tokens_per_second?.toFixed(1) ?? "-",
-          ]),
-        ]) || "no workers\n",
+      print(
+        v.json,
+        { workers: safe },
+        () =>
+          formatTable([
+            ["ID", "MODEL", "STATE", "ON", "MEMORY", "SLOTS", "KEEP-ALIVE", "TOK/S"],
+            ...safe.map((w) => [
+              w.id,
+              w.model_ref,
+              w.state,
+              w.backend === "cpu" ? "cpu" : `${w.backend}:${w.devices.join("+")}`,
+              `${(w.memory_bytes / 2 ** 20).toFixed(0)} MiB`,
+              `${w.slots_busy}/${w.slots_total}`,
+              w.keep_alive_s ? `${w.keep_alive_s} s` : "never",
+              w.last_tokens_per_second?.toFixed(1) ?? "-",
+            ]),
+          ]) || "no workers\n",
       );
       return 0;
     }
@@ -533,21 +693,55 @@ async function workers(argv: string[]): Promise<number> {
 }
 
 /** Asks every worker of a node directly (not the hive's cached view); 1 when one does not answer. */
-async function workersHealth(hive: Awaited<ReturnType<typeof connectHive>>, json: boolean | undefined): Promise<number> {
+async function workersHealth(
+  hive: Awaited<ReturnType<typeof connectHive>>,
+  json: boolean | undefined,
+): Promise<number> {
   const list = await hive.workers();
   const rows = await Promise.all(
     list.map(async (w) => {
       const t0 = Date.now();
       try {
         const h = await hive.workerClient(w).health();
-        return { id: w.id, model_ref: w.model_ref, answered: true, state: h.state, slots_busy: h.slots_busy, slots_total: w.slots_total, latency_ms: Date.now() - t0, error: null };
+        return {
+          id: w.id,
+          model_ref: w.model_ref,
+          answered: true,
+          state: h.state,
+          slots_busy: h.slots_busy,
+          slots_total: w.slots_total,
+          latency_ms: Date.now() - t0,
+          error: null,
+        };
       } catch (e) {
-        return { id: w.id, model_ref: w.model_ref, answered: false, state: w.state, slots_busy: w.slots_busy, slots_total: w.slots_total, latency_ms: Date.now() - t0, error: (e as Error).message };
+        return {
+          id: w.id,
+          model_ref: w.model_ref,
+          answered: false,
+          state: w.state,
+          slots_busy: w.slots_busy,
+          slots_total: w.slots_total,
+          latency_ms: Date.now() - t0,
+          error: (e as Error).message,
+        };
       }
     }),
   );
-  print(json, { workers: rows }, () =>
-    formatTable([["ID", "MODEL", "HEALTH", "STATE", "SLOTS", "ANSWERED IN"], ...rows.map((r) => [r.id, r.model_ref, r.answered ? "ok" : `no answer: ${r.error}`, r.state, `${r.slots_busy}/${r.slots_total}`, `${r.latency_ms} ms`])]) || "no workers\n",
+  print(
+    json,
+    { workers: rows },
+    () =>
+      formatTable([
+        ["ID", "MODEL", "HEALTH", "STATE", "SLOTS", "ANSWERED IN"],
+        ...rows.map((r) => [
+          r.id,
+          r.model_ref,
+          r.answered ? "ok" : `no answer: ${r.error}`,
+          r.state,
+          `${r.slots_busy}/${r.slots_total}`,
+          `${r.latency_ms} ms`,
+        ]),
+      ]) || "no workers\n",
   );
   return rows.every((r) => r.answered) ? 0 : 1;
 }
@@ -560,7 +754,15 @@ async function models(argv: string[]): Promise<number> {
   try {
     if (sub === "list") {
       const list = await (await connectHive(ctx, v.node!)).models();
-      print(v.json, { models: list }, () => formatTable([["MODEL", "SIZE", "PATH"], ...list.map((m) => [m.model_ref, `${(m.size_bytes / 2 ** 20).toFixed(1)} MiB`, m.local_path])]) || "no models\n");
+      print(
+        v.json,
+        { models: list },
+        () =>
+          formatTable([
+            ["MODEL", "SIZE", "PATH"],
+            ...list.map((m) => [m.model_ref, `${(m.size_bytes / 2 ** 20).toFixed(1)} MiB`, m.local_path]),
+          ]) || "no models\n",
+      );
       return 0;
     }
     const ref = positionals[1];
@@ -584,18 +786,34 @@ async function hiveCommand(argv: string[]): Promise<number> {
     if (sub === "start") {
       const { started } = await local.ensure();
       const s = await local.status();
-      print(v.json, { ...s, started }, () => `local hive ${started ? "started" : "already running"} (pid ${s.pid}, listening on ${s.address}, log ${s.logFile})\n`);
+      print(
+        v.json,
+        { ...s, started },
+        () =>
+          `local hive ${started ? "started" : "already running"} (pid ${s.pid}, listening on ${s.address}, log ${s.logFile})\n`,
+      );
     } else if (sub === "build-native") {
       const { spawnSync } = await import("node:child_process");
-      const r = spawnSync(process.execPath, [defaultAgentScript(), "build-native", "--home", local.home], { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
+      const r = spawnSync(process.execPath, [defaultAgentScript(), "build-native", "--home", local.home], {
+        stdio: ["ignore", "pipe", "inherit"],
+        encoding: "utf8",
+      });
       if (r.status !== 0) return 1;
-      print(v.json, JSON.parse(r.stdout.trim().split("\n").pop()!), () => "built llama.cpp for this CPU; new CPU workers use it\n");
+      print(
+        v.json,
+        JSON.parse(r.stdout.trim().split("\n").pop()!),
+        () => "built llama.cpp for this CPU; new CPU workers use it\n",
+      );
     } else if (sub === "stop") {
       const stopped = await local.stop();
       print(v.json, { stopped }, () => (stopped ? "local hive stopped\n" : "no local hive was running\n"));
     } else {
       const s = await local.status();
-      print(v.json, s, () => (s.running ? `running: pid ${s.pid}, listening on ${s.address}, version ${s.version}, home ${s.home}\n` : `not running (home ${s.home})\n`));
+      print(v.json, s, () =>
+        s.running
+          ? `running: pid ${s.pid}, listening on ${s.address}, version ${s.version}, home ${s.home}\n`
+          : `not running (home ${s.home})\n`,
+      );
     }
     return 0;
   } finally {
@@ -607,19 +825,34 @@ async function hiveCommand(argv: string[]): Promise<number> {
 function parsePlatform(spec: string | undefined, gpus: string): import("./nodes/runtime-packages").NodePlatform {
   const key = spec ?? `${process.platform}-${process.arch}`;
   const m = /^(linux|darwin|win32)-(x64|arm64)$/.exec(key);
-  if (!m) throw new UsageError(`--platform is one of linux-x64, linux-arm64, darwin-x64, darwin-arm64, win32-x64; got "${key}"`);
-  const kinds = gpus.split(",").map((g) => g.trim()).filter(Boolean);
-  for (const g of kinds) if (!["cpu", "cuda", "vulkan", "metal"].includes(g)) throw new UsageError(`--gpu takes cpu, cuda, vulkan or metal; got "${g}"`);
+  if (!m)
+    throw new UsageError(
+      `--platform is one of linux-x64, linux-arm64, darwin-x64, darwin-arm64, win32-x64; got "${key}"`,
+    );
+  const kinds = gpus
+    .split(",")
+    .map((g) => g.trim())
+    .filter(Boolean);
+  for (const g of kinds)
+    if (!["cpu", "cuda", "vulkan", "metal"].includes(g))
+      throw new UsageError(`--gpu takes cpu, cuda, vulkan or metal; got "${g}"`);
   const machine = m[2] === "x64" ? "x86_64" : m[1] === "darwin" ? "arm64" : "aarch64";
   return { os: m[1], machine, musl: false, gpus: kinds.filter((g) => g !== "cpu") as ("cuda" | "vulkan" | "metal")[] };
 }
 
 async function runtimeCommand(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parse(argv, { platform: { type: "string" }, gpu: { type: "string", default: "cpu" }, out: { type: "string" }, "without-node": { type: "boolean" } });
+  const { values: v, positionals } = parse(argv, {
+    platform: { type: "string" },
+    gpu: { type: "string", default: "cpu" },
+    out: { type: "string" },
+    "without-node": { type: "boolean" },
+  });
   const sub = positionals[0];
   if (v.help || !["fetch", "import"].includes(sub)) return help("runtime", !v.help);
-  const { RuntimeCache, defaultRuntimeCacheDir } = require("./nodes/runtime-cache") as typeof import("./nodes/runtime-cache");
-  const { loadRuntimePins, runtimeSetFor } = require("./nodes/runtime-packages") as typeof import("./nodes/runtime-packages");
+  const { RuntimeCache, defaultRuntimeCacheDir } =
+    require("./nodes/runtime-cache") as typeof import("./nodes/runtime-cache");
+  const { loadRuntimePins, runtimeSetFor } =
+    require("./nodes/runtime-packages") as typeof import("./nodes/runtime-packages");
   const pins = loadRuntimePins();
   const cache = new RuntimeCache(defaultRuntimeCacheDir());
   if (sub === "fetch") {
@@ -628,19 +861,38 @@ async function runtimeCommand(argv: string[]): Promise<number> {
     const set = runtimeSetFor(platform, pins, { withNode: !v["without-node"] });
     const all = [...(set.node ? [set.node] : []), ...set.packages];
     const bar = new Narrator(process.stderr, Boolean(v.json));
-    const r = await cache.exportTo(all, v.out, { onProgress: (p) => bar.progress("fetch", p.total ? p.done / p.total : 1, `${p.done} / ${p.total} packages`) });
+    const r = await cache.exportTo(all, v.out, {
+      onProgress: (p) => bar.progress("fetch", p.total ? p.done / p.total : 1, `${p.done} / ${p.total} packages`),
+    });
     bar.done();
-    print(v.json, { dir: path.resolve(v.out), files: r.files.length, bytes: r.bytes, prebuilts: set.prebuilts, node: set.node?.version ?? null }, () =>
-      `wrote ${r.files.length} verified tarballs (${(r.bytes / 1e6).toFixed(0)} MB: ${set.node ? `Node.js ${set.node.version}, ` : ""}node-llama-cpp ${pins.llamaVersion}, ${set.prebuilts.join(", ")}) to ${path.resolve(v.out!)}\n` +
-      `carry that folder to the keeper without registry access and run: rbee runtime import ${path.resolve(v.out!)}\n`,
+    print(
+      v.json,
+      {
+        dir: path.resolve(v.out),
+        files: r.files.length,
+        bytes: r.bytes,
+        prebuilts: set.prebuilts,
+        node: set.node?.version ?? null,
+      },
+      () =>
+        `wrote ${r.files.length} verified tarballs (${(r.bytes / 1e6).toFixed(0)} MB: ${set.node ? `Node.js ${set.node.version}, ` : ""}node-llama-cpp ${pins.llamaVersion}, ${set.prebuilts.join(", ")}) to ${path.resolve(v.out!)}\n` +
+        `carry that folder to the keeper without registry access and run: rbee runtime import ${path.resolve(v.out!)}\n`,
     );
     return 0;
   }
   const dir = positionals[1];
   if (!dir) throw new UsageError("runtime import needs the folder written by rbee runtime fetch");
   const r = await cache.importFrom(dir, pins);
-  print(v.json, { ...r, cache: cache.dir }, () =>
-    `imported ${r.imported.length} tarballs into ${cache.dir}` + (r.skipped.length ? `; skipped ${r.skipped.length} this rbee does not pin` : "") + (r.refused.length ? `; REFUSED ${r.refused.length} whose bytes differ from the pins: ${r.refused.join(", ")}` : "") + "\n",
+  print(
+    v.json,
+    { ...r, cache: cache.dir },
+    () =>
+      `imported ${r.imported.length} tarballs into ${cache.dir}` +
+      (r.skipped.length ? `; skipped ${r.skipped.length} this rbee does not pin` : "") +
+      (r.refused.length
+        ? `; REFUSED ${r.refused.length} whose bytes differ from the pins: ${r.refused.join(", ")}`
+        : "") +
+      "\n",
   );
   return r.refused.length || !r.imported.length ? 1 : 0;
 }
@@ -669,9 +921,18 @@ export async function main(argv: string[]): Promise<number> {
       case "runtime":
         return await runtimeCommand(rest);
       case "serve": {
-        const { values: v } = parse(rest, { host: { type: "string" }, port: { type: "string" }, config: { type: "string" }, "show-token": { type: "boolean" } });
+        const { values: v } = parse(rest, {
+          host: { type: "string" },
+          port: { type: "string" },
+          config: { type: "string" },
+          "show-token": { type: "boolean" },
+        });
         if (v.help) return help("serve");
-        return await serve(v, () => open(v), (m) => new UsageError(m));
+        return await serve(
+          v,
+          () => open(v),
+          (m) => new UsageError(m),
+        );
       }
       case "--version":
       case "version":

@@ -55,18 +55,28 @@ export function activate(context: vscode.ExtensionContext): RbeeApi {
   // Remote Nodes.
   const nodes = new NodesTree(s, log);
   const treeView = vscode.window.createTreeView("rbee.nodes", { treeDataProvider: nodes });
-  context.subscriptions.push(log, nodes, treeView, nodes.attach(treeView), new NodeCommands(s, nodes, log, context.globalState).register());
+  context.subscriptions.push(
+    log,
+    nodes,
+    treeView,
+    nodes.attach(treeView),
+    new NodeCommands(s, nodes, log, context.globalState).register(),
+  );
 
   // Inline completions and their status bar item.
   const status = new CompletionStatusBar();
   let inline: RbeeInlineProvider | undefined;
-  const backend = new KeeperCompletionBackend(() => s.keeper(), (e) => log.event(e, "[completion]"), (target) => {
-    log.info(`[completion] the worker for ${target.model} on ${target.node} is ready`);
-    // Ask again where the cursor waits; if it moved on, at least the status bar stops spinning.
-    void inline?.workerReady().then((asked) => {
-      if (!asked && engine.currentState.kind === "warming") status.update({ kind: "idle", target });
-    });
-  });
+  const backend = new KeeperCompletionBackend(
+    () => s.keeper(),
+    (e) => log.event(e, "[completion]"),
+    (target) => {
+      log.info(`[completion] the worker for ${target.model} on ${target.node} is ready`);
+      // Ask again where the cursor waits; if it moved on, at least the status bar stops spinning.
+      void inline?.workerReady().then((asked) => {
+        if (!asked && engine.currentState.kind === "warming") status.update({ kind: "idle", target });
+      });
+    },
+  );
   const engine = new CompletionEngine(backend, completionSettings, (state) => status.update(state));
   inline = new RbeeInlineProvider(engine, completionSettings);
   engine.reset();
@@ -92,8 +102,12 @@ export function activate(context: vscode.ExtensionContext): RbeeApi {
   const firstRun = new FirstRunCommands(s, infer, context.globalState, nodes);
   context.subscriptions.push(
     vscode.commands.registerCommand("rbee.infer", (args?: Parameters<InferCommand["run"]>[0]) => infer.run(args)),
-    vscode.commands.registerCommand("rbee.tryModel", (args?: { node?: string; model?: string; prompt?: string }) => firstRun.tryModel(args)),
-    vscode.commands.registerCommand("rbee.setCompletionModel", (args?: { node?: string; model?: string }) => firstRun.setCompletionModel(args)),
+    vscode.commands.registerCommand("rbee.tryModel", (args?: { node?: string; model?: string; prompt?: string }) =>
+      firstRun.tryModel(args),
+    ),
+    vscode.commands.registerCommand("rbee.setCompletionModel", (args?: { node?: string; model?: string }) =>
+      firstRun.setCompletionModel(args),
+    ),
   );
 
   // Chat: the webview view and, where VS Code has the API, the @rbee participant.
@@ -106,12 +120,19 @@ export function activate(context: vscode.ExtensionContext): RbeeApi {
   const chatView = chat;
   context.subscriptions.push(
     chatView,
-    vscode.window.registerWebviewViewProvider(ChatView.viewType, chatView, { webviewOptions: { retainContextWhenHidden: true } }),
+    vscode.window.registerWebviewViewProvider(ChatView.viewType, chatView, {
+      webviewOptions: { retainContextWhenHidden: true },
+    }),
     vscode.commands.registerCommand("rbee.chat.clear", () => chatView.clear()),
     // The model list follows the workers: whenever the nodes were looked at again.
     nodes.onDidRefresh(() => void chatView.postModels()),
   );
-  const participant = registerChatParticipant(context.extensionUri, chatService, () => chatView.currentModel(), () => chatSettings().systemPrompt);
+  const participant = registerChatParticipant(
+    context.extensionUri,
+    chatService,
+    () => chatView.currentModel(),
+    () => chatSettings().systemPrompt,
+  );
   if (participant) context.subscriptions.push(participant);
 
   // The OpenAI/Ollama/llama.cpp gateway, when "rbee.gateway.enabled" is on (it loads the keeper then).
@@ -120,7 +141,17 @@ export function activate(context: vscode.ExtensionContext): RbeeApi {
 
   const activationMs = performance.now() - started;
   log.info(`rbee activated in ${activationMs.toFixed(1)} ms`);
-  return { activationMs, services: s, tokens, nodes, inline, engine, chat: chatView, recentModels: () => recentModels(context.globalState), gateway };
+  return {
+    activationMs,
+    services: s,
+    tokens,
+    nodes,
+    inline,
+    engine,
+    chat: chatView,
+    recentModels: () => recentModels(context.globalState),
+    gateway,
+  };
 }
 
 export async function deactivate(): Promise<void> {

@@ -139,10 +139,15 @@ async function daemon(argv: string[]) {
   if (!v["token-file"]) fail(`--token-file is required\n\n${USAGE}`);
   if (!v.home) fail(`--home is required\n\n${USAGE}`);
   const nativeBuild = v["native-build"] as NativeBuildMode;
-  if (!NATIVE_BUILD_MODES.includes(nativeBuild)) fail(`--native-build must be one of ${NATIVE_BUILD_MODES.join(", ")}, got "${nativeBuild}"`);
+  if (!NATIVE_BUILD_MODES.includes(nativeBuild))
+    fail(`--native-build must be one of ${NATIVE_BUILD_MODES.join(", ")}, got "${nativeBuild}"`);
   const calibrate = v.calibrate as CalibrationMode;
-  if (!CALIBRATION_MODES.includes(calibrate)) fail(`--calibrate must be one of ${CALIBRATION_MODES.join(", ")}, got "${calibrate}"`);
-  const calibrateVariants = v["calibrate-variants"]?.split(",").map((s) => s.trim()).filter(Boolean);
+  if (!CALIBRATION_MODES.includes(calibrate))
+    fail(`--calibrate must be one of ${CALIBRATION_MODES.join(", ")}, got "${calibrate}"`);
+  const calibrateVariants = v["calibrate-variants"]
+    ?.split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
   const positive = (value: string | undefined, name: string) => {
     if (value === undefined) return undefined;
     const n = int(value, name);
@@ -227,9 +232,11 @@ async function worker(argv: string[]) {
     },
     strict: true,
   });
-  if (!v.id || !v["model-path"] || !v["hive-url"] || !v.listen) fail("worker needs --id, --model-path, --hive-url and --listen (it is started by the hive daemon)");
+  if (!v.id || !v["model-path"] || !v["hive-url"] || !v.listen)
+    fail("worker needs --id, --model-path, --hive-url and --listen (it is started by the hive daemon)");
   const cpuBinary = v["cpu-binary"];
-  if (cpuBinary !== undefined && !isCpuBinary(cpuBinary)) fail(`--cpu-binary must be native, prebuilt or prebuilt:<variant>, got "${cpuBinary}"`);
+  if (cpuBinary !== undefined && !isCpuBinary(cpuBinary))
+    fail(`--cpu-binary must be native, prebuilt or prebuilt:<variant>, got "${cpuBinary}"`);
   await runWorker({
     id: v.id,
     modelPath: v["model-path"],
@@ -253,15 +260,26 @@ async function calibrateRun(argv: string[]) {
   const { values: v } = parseArgs({
     args: argv,
     options: {
-      binary: { type: "string" }, threads: { type: "string" }, tokens: { type: "string" }, warmup: { type: "string" },
-      "model-dir": { type: "string" }, "native-dir": { type: "string" }, "variants-dir": { type: "string" },
+      binary: { type: "string" },
+      threads: { type: "string" },
+      tokens: { type: "string" },
+      warmup: { type: "string" },
+      "model-dir": { type: "string" },
+      "native-dir": { type: "string" },
+      "variants-dir": { type: "string" },
     },
     strict: true,
   });
-  if (!v.binary || !isCpuBinary(v.binary) || !v["model-dir"] || !v["variants-dir"]) fail("calibrate-run needs --binary, --model-dir and --variants-dir (it is started by the hive daemon)");
+  if (!v.binary || !isCpuBinary(v.binary) || !v["model-dir"] || !v["variants-dir"])
+    fail("calibrate-run needs --binary, --model-dir and --variants-dir (it is started by the hive daemon)");
   const r = await measureBinary({
-    binary: v.binary, threads: int(v.threads, "threads"), tokens: int(v.tokens, "tokens", 48), warmup: Math.max(1, int(v.warmup, "warmup", 4)),
-    modelDir: v["model-dir"], nativeDir: v["native-dir"], variantsDir: v["variants-dir"],
+    binary: v.binary,
+    threads: int(v.threads, "threads"),
+    tokens: int(v.tokens, "tokens", 48),
+    warmup: Math.max(1, int(v.warmup, "warmup", 4)),
+    modelDir: v["model-dir"],
+    nativeDir: v["native-dir"],
+    variantsDir: v["variants-dir"],
   }).catch((e) => fail((e as Error).message, 1)); // the hive keeps the last lines as the reason: the message, not a stack
   process.stdout.write(`${CALIBRATION_RESULT_PREFIX}${JSON.stringify(r)}\n`);
   // node-llama-cpp may keep native handles alive; a run is a one-shot process.
@@ -272,14 +290,19 @@ async function calibrateRun(argv: string[]) {
 function probeDeviceInChild(gpu: "vulkan", pinId: string): Promise<BackendProbe | undefined> {
   return new Promise((resolve) => {
     const env = { ...process.env, [DEVICE_ENV[gpu]!]: pinId };
-    execFile(process.execPath, [process.argv[1], "probe-device"], { env, timeout: 30_000, maxBuffer: 1 << 20 }, (err, stdout) => {
-      if (err) return resolve(undefined);
-      try {
-        resolve((JSON.parse(stdout) as BackendProbe | null) ?? undefined);
-      } catch {
-        resolve(undefined);
-      }
-    });
+    execFile(
+      process.execPath,
+      [process.argv[1], "probe-device"],
+      { env, timeout: 30_000, maxBuffer: 1 << 20 },
+      (err, stdout) => {
+        if (err) return resolve(undefined);
+        try {
+          resolve((JSON.parse(stdout) as BackendProbe | null) ?? undefined);
+        } catch {
+          resolve(undefined);
+        }
+      },
+    );
   });
 }
 

@@ -12,7 +12,9 @@ declare const __RBEE_VERSION__: string | undefined;
  * hive's. Unbundled code (tests under tsx) reads package.json.
  */
 export const AGENT_VERSION: string =
-  typeof __RBEE_VERSION__ === "string" ? __RBEE_VERSION__ : (require("../../package.json") as { version: string }).version;
+  typeof __RBEE_VERSION__ === "string"
+    ? __RBEE_VERSION__
+    : (require("../../package.json") as { version: string }).version;
 
 /** Versions that can talk: the same major, and for 0.x the same minor too (semver's rule for 0.x). */
 export function versionsCompatible(a: string, b: string): boolean {
@@ -235,7 +237,8 @@ export interface CpuCalibration {
 /** "prebuilt:zen4 412 tok/s (1 thread)", "measuring", "skipped": one line for listings and tooltips. */
 export function calibrationSummary(c: CpuCalibration | undefined): string {
   if (!c) return "-";
-  if (c.state === "ready" && c.winner) return `${c.winner} ${c.winner_tokens_per_second ?? "?"} tok/s (${c.threads ?? "?"} thread${c.threads === 1 ? "" : "s"})`;
+  if (c.state === "ready" && c.winner)
+    return `${c.winner} ${c.winner_tokens_per_second ?? "?"} tok/s (${c.threads ?? "?"} thread${c.threads === 1 ? "" : "s"})`;
   return c.state;
 }
 
@@ -253,7 +256,15 @@ export interface CapabilitiesResponse extends NodeHardware {
  */
 export const CapabilitiesReplySchema = v.looseObject({
   backends: v.array(v.picklist(BACKENDS)),
-  devices: v.array(v.looseObject({ backend: v.picklist(BACKENDS), index: v.pipe(v.number(), v.integer()), name: v.string(), vram_total_bytes: v.number(), vram_free_bytes: v.number() })),
+  devices: v.array(
+    v.looseObject({
+      backend: v.picklist(BACKENDS),
+      index: v.pipe(v.number(), v.integer()),
+      name: v.string(),
+      vram_total_bytes: v.number(),
+      vram_free_bytes: v.number(),
+    }),
+  ),
   ram_total_bytes: v.number(),
   ram_free_bytes: v.number(),
   cpu_cores: v.pipe(v.number(), v.integer(), v.minValue(1)),
@@ -267,7 +278,16 @@ export const CapabilitiesReplySchema = v.looseObject({
       threads: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
       winner: v.optional(v.string()),
       winner_tokens_per_second: v.optional(v.number()),
-      results: v.optional(v.array(v.looseObject({ binary: v.string(), tokens_per_second: v.optional(v.number()), runs: v.optional(v.array(v.number())), error: v.optional(v.string()) }))),
+      results: v.optional(
+        v.array(
+          v.looseObject({
+            binary: v.string(),
+            tokens_per_second: v.optional(v.number()),
+            runs: v.optional(v.array(v.number())),
+            error: v.optional(v.string()),
+          }),
+        ),
+      ),
       measured_at: v.optional(v.number()),
     }),
   ),
@@ -372,7 +392,13 @@ export const SpawnRequestSchema = v.object(
     /** A GPU index, or "auto" (the default): the device with room and the least load. */
     device: v.optional(v.union([v.literal("auto"), int(0, 64)], 'a GPU index (an integer between 0 and 64) or "auto"')),
     /** Split the model over these GPUs (llama.cpp's layer split). */
-    devices: v.optional(v.pipe(v.array(int(0, 64), "a non-empty array of GPU indices"), v.minLength(1, "a non-empty array of GPU indices"), v.maxLength(64, "a non-empty array of GPU indices"))),
+    devices: v.optional(
+      v.pipe(
+        v.array(int(0, 64), "a non-empty array of GPU indices"),
+        v.minLength(1, "a non-empty array of GPU indices"),
+        v.maxLength(64, "a non-empty array of GPU indices"),
+      ),
+    ),
     /** With device "auto": span several GPUs when no single one has room. */
     allow_split: v.optional(v.boolean("true or false")),
     /** Idle seconds before the hive stops this worker (0 = never; like Ollama's keep_alive); default: the node's. */
@@ -398,7 +424,12 @@ export const SpawnRequestSchema = v.object(
 );
 export type SpawnRequest = v.InferOutput<typeof SpawnRequestSchema>;
 
-export const SpawnResponseSchema = v.object({ worker_id: str(128), url: str(4096), state: v.literal("loading"), api_key: str(1024) });
+export const SpawnResponseSchema = v.object({
+  worker_id: str(128),
+  url: str(4096),
+  state: v.literal("loading"),
+  api_key: str(1024),
+});
 export type SpawnResponse = v.InferOutput<typeof SpawnResponseSchema>;
 
 /** Worker → hive callback once the model is loaded and the worker listens. */
@@ -411,7 +442,9 @@ export const ReadyCallbackSchema = v.object(
     backend,
     device: int(0, 64),
     /** What the worker's llama.cpp sees: the names of its GPUs. */
-    gpu_devices: v.optional(v.pipe(v.array(str(256), "an array of device names"), v.maxLength(64, "an array of device names"))),
+    gpu_devices: v.optional(
+      v.pipe(v.array(str(256), "an array of device names"), v.maxLength(64, "an array of device names")),
+    ),
     /** CPU workers: the llama.cpp binary it loaded (native-build.ts CpuBinary). */
     cpu_binary: v.optional(str(128)),
     /** VRAM the worker's load took, measured by the worker (absent where the driver does not tell). */
@@ -422,10 +455,18 @@ export const ReadyCallbackSchema = v.object(
 export type ReadyCallback = v.InferOutput<typeof ReadyCallbackSchema>;
 
 /** Worker → hive callback when loading failed, so the hive can report it instead of a silent exit. */
-export const LoadFailedCallbackSchema = v.object({ worker_id: str(128), code: errorCode, message: str(8192) }, "request body must be a JSON object");
+export const LoadFailedCallbackSchema = v.object(
+  { worker_id: str(128), code: errorCode, message: str(8192) },
+  "request body must be a JSON object",
+);
 export type LoadFailedCallback = v.InferOutput<typeof LoadFailedCallbackSchema>;
 
-export const ModelEntrySchema = v.object({ model_ref: str(2048), local_path: str(4096), size_bytes: num(0, Number.MAX_SAFE_INTEGER), sha256: v.optional(str(64)) });
+export const ModelEntrySchema = v.object({
+  model_ref: str(2048),
+  local_path: str(4096),
+  size_bytes: num(0, Number.MAX_SAFE_INTEGER),
+  sha256: v.optional(str(64)),
+});
 export type ModelEntry = v.InferOutput<typeof ModelEntrySchema>;
 export const ModelsResponseSchema = v.object({ models: v.array(ModelEntrySchema) });
 export type ModelsResponse = v.InferOutput<typeof ModelsResponseSchema>;
@@ -434,7 +475,13 @@ export const DownloadRequestSchema = v.object(
   {
     model_ref: str(2048),
     /** Expected SHA-256 (hex) when the caller knows it; the download is refused on mismatch. */
-    sha256: v.optional(v.pipe(v.string("64 hexadecimal characters"), v.regex(/^[0-9a-fA-F]{64}$/, "64 hexadecimal characters"), v.toLowerCase())),
+    sha256: v.optional(
+      v.pipe(
+        v.string("64 hexadecimal characters"),
+        v.regex(/^[0-9a-fA-F]{64}$/, "64 hexadecimal characters"),
+        v.toLowerCase(),
+      ),
+    ),
   },
   "request body must be a JSON object",
 );
@@ -446,10 +493,27 @@ export const DownloadCancelResponseSchema = v.object({ download_id: str(128), ca
 export type DownloadCancelResponse = v.InferOutput<typeof DownloadCancelResponseSchema>;
 
 export const DownloadProgressEventSchema = v.variant("stage", [
-  v.object({ stage: v.literal("downloading"), bytes_downloaded: num(0, Number.MAX_SAFE_INTEGER), bytes_total: v.nullable(num(0, Number.MAX_SAFE_INTEGER)), speed_bps: num(0, Number.MAX_SAFE_INTEGER), attempt: int(0, 1000) }),
-  v.object({ stage: v.literal("retrying"), attempt: int(0, 1000), max_attempts: int(0, 1000), delay_ms: num(0, Number.MAX_SAFE_INTEGER), message: str(8192) }),
+  v.object({
+    stage: v.literal("downloading"),
+    bytes_downloaded: num(0, Number.MAX_SAFE_INTEGER),
+    bytes_total: v.nullable(num(0, Number.MAX_SAFE_INTEGER)),
+    speed_bps: num(0, Number.MAX_SAFE_INTEGER),
+    attempt: int(0, 1000),
+  }),
+  v.object({
+    stage: v.literal("retrying"),
+    attempt: int(0, 1000),
+    max_attempts: int(0, 1000),
+    delay_ms: num(0, Number.MAX_SAFE_INTEGER),
+    message: str(8192),
+  }),
   v.object({ stage: v.literal("verifying") }),
-  v.object({ stage: v.literal("complete"), local_path: str(4096), size_bytes: num(0, Number.MAX_SAFE_INTEGER), sha256: str(64) }),
+  v.object({
+    stage: v.literal("complete"),
+    local_path: str(4096),
+    size_bytes: num(0, Number.MAX_SAFE_INTEGER),
+    sha256: str(64),
+  }),
   v.object({ stage: v.literal("error"), code: errorCode, message: str(8192) }),
 ]);
 export type DownloadProgressEvent = v.InferOutput<typeof DownloadProgressEventSchema>;
@@ -457,7 +521,11 @@ export type DownloadProgressEvent = v.InferOutput<typeof DownloadProgressEventSc
 // ---------------------------------------------------------------------------------------------
 // Worker (one process per loaded model)
 
-export const ReadyResponseSchema = v.object({ ready: v.boolean(), state: oneOf(WORKER_STATES), progress: v.optional(num(0, 1)) });
+export const ReadyResponseSchema = v.object({
+  ready: v.boolean(),
+  state: oneOf(WORKER_STATES),
+  progress: v.optional(num(0, 1)),
+});
 export type ReadyResponse = v.InferOutput<typeof ReadyResponseSchema>;
 
 /** What a worker answers the hive's health checks with. */
@@ -486,7 +554,12 @@ const STOP_WANT = "an array of at most 16 non-empty strings of at most 256 chara
 
 /** Sampling options shared by every generation request. */
 const samplingEntries = {
-  request_id: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9._:-]{1,128}$/, "1-128 characters of letters, digits, '.', '_', ':' or '-'"))),
+  request_id: v.optional(
+    v.pipe(
+      v.string(),
+      v.regex(/^[A-Za-z0-9._:-]{1,128}$/, "1-128 characters of letters, digits, '.', '_', ':' or '-'"),
+    ),
+  ),
   max_tokens: int(1, MAX_TOKENS_LIMIT),
   temperature: v.optional(num(0, 10)),
   top_p: v.optional(num(0, 1)),
@@ -503,11 +576,20 @@ const samplingEntries = {
 export const SamplingOptionsSchema = v.object(samplingEntries, "request body must be a JSON object");
 export type SamplingOptions = v.InferOutput<typeof SamplingOptionsSchema>;
 
-export const InferenceRequestSchema = v.object({ ...samplingEntries, prompt: str() }, "request body must be a JSON object");
+export const InferenceRequestSchema = v.object(
+  { ...samplingEntries, prompt: str() },
+  "request body must be a JSON object",
+);
 export type InferenceRequest = v.InferOutput<typeof InferenceRequestSchema>;
 export const MAX_EXTRA_CHUNKS = 256;
 export const InfillExtraChunkSchema = v.object(
-  { text: v.pipe(v.string("a string of at most 1048576 characters"), v.maxLength(1 << 20, "a string of at most 1048576 characters")), filename: v.optional(str(1024)) },
+  {
+    text: v.pipe(
+      v.string("a string of at most 1048576 characters"),
+      v.maxLength(1 << 20, "a string of at most 1048576 characters"),
+    ),
+    filename: v.optional(str(1024)),
+  },
   "an object with text and optional filename",
 );
 export type InfillExtraChunk = v.InferOutput<typeof InfillExtraChunkSchema>;
@@ -521,11 +603,26 @@ export const InfillRequestSchema = v.object(
     prefix: str(),
     suffix: str(),
     /** Chunks of other files, laid out before the prefix (repo-level FIM where the model has it). */
-    input_extra: v.optional(v.pipe(v.array(InfillExtraChunkSchema, `an array of at most ${MAX_EXTRA_CHUNKS} chunks`), v.maxLength(MAX_EXTRA_CHUNKS, `an array of at most ${MAX_EXTRA_CHUNKS} chunks`))),
+    input_extra: v.optional(
+      v.pipe(
+        v.array(InfillExtraChunkSchema, `an array of at most ${MAX_EXTRA_CHUNKS} chunks`),
+        v.maxLength(MAX_EXTRA_CHUNKS, `an array of at most ${MAX_EXTRA_CHUNKS} chunks`),
+      ),
+    ),
     /** Stop once generation has run this long (from the first token) at a line end; at twice it, anywhere. 0 = none. */
-    t_max_predict_ms: v.optional(v.pipe(num(0, 600_000), v.transform((n) => (n > 0 ? n : undefined)))),
+    t_max_predict_ms: v.optional(
+      v.pipe(
+        num(0, 600_000),
+        v.transform((n) => (n > 0 ? n : undefined)),
+      ),
+    ),
     /** Stop at a generated line indented by fewer than this many spaces or tabs. 0 = none. */
-    n_indent: v.optional(v.pipe(int(0, 1024), v.transform((n) => (n > 0 ? n : undefined)))),
+    n_indent: v.optional(
+      v.pipe(
+        int(0, 1024),
+        v.transform((n) => (n > 0 ? n : undefined)),
+      ),
+    ),
   },
   "request body must be a JSON object",
 );
@@ -533,10 +630,20 @@ export type InfillRequest = v.InferOutput<typeof InfillRequestSchema>;
 
 export const CHAT_ROLES = ["system", "user", "assistant"] as const;
 export type ChatRole = (typeof CHAT_ROLES)[number];
-export const ChatMessageSchema = v.object({ role: oneOf(CHAT_ROLES), content: v.string("a string") }, "an object with role and content");
+export const ChatMessageSchema = v.object(
+  { role: oneOf(CHAT_ROLES), content: v.string("a string") },
+  "an object with role and content",
+);
 export type ChatMessage = v.InferOutput<typeof ChatMessageSchema>;
 export const ChatRequestSchema = v.object(
-  { ...samplingEntries, messages: v.pipe(v.array(ChatMessageSchema, "a non-empty array"), v.minLength(1, "a non-empty array"), v.maxLength(1000, "an array of at most 1000 messages")) },
+  {
+    ...samplingEntries,
+    messages: v.pipe(
+      v.array(ChatMessageSchema, "a non-empty array"),
+      v.minLength(1, "a non-empty array"),
+      v.maxLength(1000, "an array of at most 1000 messages"),
+    ),
+  },
   "request body must be a JSON object",
 );
 export type ChatRequest = v.InferOutput<typeof ChatRequestSchema>;
@@ -547,9 +654,16 @@ export type StopReason = (typeof STOP_REASONS)[number];
 export const StreamEventSchema = v.variant("type", [
   v.object({ type: v.literal("started"), request_id: str(128), model: str(4096) }),
   v.object({ type: v.literal("token"), t: v.string(), i: int(0, 1 << 30) }),
-  v.object({ type: v.literal("end"), tokens_out: int(0, 1 << 30), decode_ms: num(0, Number.MAX_SAFE_INTEGER), stop_reason: oneOf(STOP_REASONS), first_token_ms: v.optional(num(0, Number.MAX_SAFE_INTEGER)), tokens_in: v.optional(int(0, 1 << 30)),
+  v.object({
+    type: v.literal("end"),
+    tokens_out: int(0, 1 << 30),
+    decode_ms: num(0, Number.MAX_SAFE_INTEGER),
+    stop_reason: oneOf(STOP_REASONS),
+    first_token_ms: v.optional(num(0, Number.MAX_SAFE_INTEGER)),
+    tokens_in: v.optional(int(0, 1 << 30)),
     /** How many of the tokens_in prompt tokens the slot's KV cache already held (not evaluated). */
-    cached_tokens: v.optional(int(0, 1 << 30)) }),
+    cached_tokens: v.optional(int(0, 1 << 30)),
+  }),
   v.object({ type: v.literal("error"), code: errorCode, message: str(8192) }),
 ]);
 export type StreamEvent = v.InferOutput<typeof StreamEventSchema>;
@@ -681,11 +795,16 @@ export function parseReply<S extends v.GenericSchema>(schema: S, x: unknown, wha
   if (r.success) return r.output;
   const issue = r.issues[0];
   const field = issuePath(issue);
-  throw new RbeeError("INVALID_REPLY", `${what} answered something that is not rbee protocol ${API_VERSION}${field ? ` (field "${field}": ${issue.message})` : `: ${issue.message}`}; is that a matching hive-agent?`, field ? { field } : undefined);
+  throw new RbeeError(
+    "INVALID_REPLY",
+    `${what} answered something that is not rbee protocol ${API_VERSION}${field ? ` (field "${field}": ${issue.message})` : `: ${issue.message}`}; is that a matching hive-agent?`,
+    field ? { field } : undefined,
+  );
 }
 
 /** Validates one SSE event of a generation stream (keeper side); an unknown error code becomes INTERNAL. */
 export function parseStreamEvent(x: unknown): StreamEvent {
-  if (isObject(x) && x.type === "error" && !isErrorCode(x.code)) return { type: "error", code: "INTERNAL", message: String(x.message ?? "unknown error").slice(0, 8192) };
+  if (isObject(x) && x.type === "error" && !isErrorCode(x.code))
+    return { type: "error", code: "INTERNAL", message: String(x.message ?? "unknown error").slice(0, 8192) };
   return parseReply(StreamEventSchema, x, "a stream event");
 }

@@ -16,9 +16,14 @@ const VARIANTS: Record<string, Record<string, string>> = {
 
 async function main() {
   const variant = process.argv[2] ?? "omp";
-  if (!(variant in VARIANTS)) throw new Error(`unknown variant "${variant}"; choose ${Object.keys(VARIANTS).join(", ")}`);
+  if (!(variant in VARIANTS))
+    throw new Error(`unknown variant "${variant}"; choose ${Object.keys(VARIANTS).join(", ")}`);
   const dir = path.resolve(__dirname, "..", "..", ".cache", `nlc-native-${variant}`);
-  const result = await buildNativeLlama({ dir, cmakeOptions: { ...nativeCmakeOptions(), ...VARIANTS[variant] }, log: (line) => console.log(line) });
+  const result = await buildNativeLlama({
+    dir,
+    cmakeOptions: { ...nativeCmakeOptions(), ...VARIANTS[variant] },
+    log: (line) => console.log(line),
+  });
   console.log(JSON.stringify(result, null, 2));
   if (!result.ok) process.exit(1);
 }

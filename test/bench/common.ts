@@ -21,7 +21,8 @@ export interface Run {
 }
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-export const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))];
+export const percentile = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))];
 export const round = (x: number, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits;
 
 /** Times a stream of worker events (SSE through any transport). */
@@ -74,14 +75,27 @@ export async function nativeBuildForBench(hiveHome: string, threads: number): Pr
 /** The worker's generation without the worker: node-llama-cpp in this process, same settings. */
 export async function inProcessEngine(opts: InProcessOptions) {
   if (process.env.UV_THREADPOOL_SIZE !== "1")
-    console.error("note: UV_THREADPOOL_SIZE is not 1 here (workers run with 1; npm run bench sets it): the in-process baseline is slower than a worker, much so with the native build");
+    console.error(
+      "note: UV_THREADPOOL_SIZE is not 1 here (workers run with 1; npm run bench sets it): the in-process baseline is slower than a worker, much so with the native build",
+    );
   const nlc = await import("node-llama-cpp");
   // The same binary a worker with these threads loads (native build from 2 threads, when given).
-  const llama = opts.nativeDir && !opts.gpu
-    ? (await loadLlama({ dir: opts.nativeDir, threads: opts.threads, llamaOptions: { logLevel: nlc.LlamaLogLevel.error } })).llama
-    : await nlc.getLlama({ gpu: opts.gpu ?? false, build: "never", logLevel: nlc.LlamaLogLevel.error });
+  const llama =
+    opts.nativeDir && !opts.gpu
+      ? (
+          await loadLlama({
+            dir: opts.nativeDir,
+            threads: opts.threads,
+            llamaOptions: { logLevel: nlc.LlamaLogLevel.error },
+          })
+        ).llama
+      : await nlc.getLlama({ gpu: opts.gpu ?? false, build: "never", logLevel: nlc.LlamaLogLevel.error });
   const model = await llama.loadModel({ modelPath: opts.modelPath, gpuLayers: opts.gpu ? "max" : 0 });
-  const context = await model.createContext({ contextSize: opts.contextSize ?? 4096, sequences: opts.sequences ?? 1, threads: { ideal: opts.threads, min: 1 } });
+  const context = await model.createContext({
+    contextSize: opts.contextSize ?? 4096,
+    sequences: opts.sequences ?? 1,
+    threads: { ideal: opts.threads, min: 1 },
+  });
   const bos = model.tokens.bos != null && model.tokens.shouldPrependBosToken ? [model.tokens.bos] : [];
   return {
     async run(tokens: number, seed = 7): Promise<Run> {

@@ -22,7 +22,14 @@ export async function serverContender(name: string, opts: LlamaServerOptions): P
     name,
     pids: [server.pid],
     generate: (req) =>
-      streamCompletion(server.url, { prompt: req.prompt, nPredict: req.maxTokens, seed: req.seed, temperature: req.temperature, topK: req.topK, topP: req.topP }),
+      streamCompletion(server.url, {
+        prompt: req.prompt,
+        nPredict: req.maxTokens,
+        seed: req.seed,
+        temperature: req.temperature,
+        topK: req.topK,
+        topP: req.topP,
+      }),
     stop: () => server.stop(),
   };
 }
@@ -50,7 +57,12 @@ function busyJiffies(): number {
 }
 
 function totalJiffies(): number {
-  return readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).reduce((a, b) => a + Number(b), 0);
+  return readFileSync("/proc/stat", "utf8")
+    .split("\n")[0]
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .reduce((a, b) => a + Number(b), 0);
 }
 
 function processJiffies(pid: number): number {
@@ -73,7 +85,9 @@ async function withForeignLoad<T>(ours: number[], fn: () => Promise<T>): Promise
   const own = pids.reduce((s, p) => s + processJiffies(p), 0) - own0;
   const busy = busyJiffies() - busy0;
   const total = totalJiffies() - total0;
-  const cores = readFileSync("/proc/stat", "utf8").split("\n").filter((l) => /^cpu\d/.test(l)).length;
+  const cores = readFileSync("/proc/stat", "utf8")
+    .split("\n")
+    .filter((l) => /^cpu\d/.test(l)).length;
   return { value, foreign: total > 0 ? Math.max(0, ((busy - own) / total) * cores) : 0 };
 }
 
@@ -85,7 +99,8 @@ export async function compareSingle(contenders: Contender[], req: GenerateReques
     for (let k = 0; k < contenders.length; k++) {
       const i = (k + r) % contenders.length;
       const { value: t, foreign } = await withForeignLoad(contenders[i].pids, () => contenders[i].generate(req));
-      if (t.tokens !== req.maxTokens) throw new Error(`${contenders[i].name} produced ${t.tokens} tokens, not ${req.maxTokens}`);
+      if (t.tokens !== req.maxTokens)
+        throw new Error(`${contenders[i].name} produced ${t.tokens} tokens, not ${req.maxTokens}`);
       rows[i].tokPerS.push(t.decodeTokPerS);
       rows[i].firstTokenMs.push(t.firstTokenMs);
       rows[i].foreign.push(foreign);
@@ -95,13 +110,20 @@ export async function compareSingle(contenders: Contender[], req: GenerateReques
 }
 
 /** `streams` requests at once; the figure is the sum of the streams' decode rates. */
-export async function compareConcurrent(contenders: Contender[], req: GenerateRequest, streams: number, rounds: number): Promise<Row[]> {
+export async function compareConcurrent(
+  contenders: Contender[],
+  req: GenerateRequest,
+  streams: number,
+  rounds: number,
+): Promise<Row[]> {
   const rows = contenders.map((c): Row => ({ name: c.name, tokPerS: [], firstTokenMs: [], foreign: [] }));
-  for (const c of contenders) await Promise.all(Array.from({ length: streams }, (_, s) => c.generate({ ...req, seed: s + 1, maxTokens: 8 })));
+  for (const c of contenders)
+    await Promise.all(Array.from({ length: streams }, (_, s) => c.generate({ ...req, seed: s + 1, maxTokens: 8 })));
   for (let r = 0; r < rounds; r++) {
     for (let k = 0; k < contenders.length; k++) {
       const i = (k + r) % contenders.length;
-      const run = () => Promise.all(Array.from({ length: streams }, (_, s) => contenders[i].generate({ ...req, seed: s + 1 })));
+      const run = () =>
+        Promise.all(Array.from({ length: streams }, (_, s) => contenders[i].generate({ ...req, seed: s + 1 })));
       const { value: all, foreign } = await withForeignLoad(contenders[i].pids, run);
       rows[i].tokPerS.push(all.reduce((sum, t) => sum + t.decodeTokPerS, 0));
       rows[i].firstTokenMs.push(Math.max(...all.map((t) => t.firstTokenMs)));
@@ -137,7 +159,9 @@ export function formatRows(title: string, rows: Row[]): string {
     const quietCell = q.length ? `${mq.toFixed(0)} (${q.length}/${row.tokPerS.length})` : `- (0/${row.tokPerS.length})`;
     const dq = q.length && !Number.isNaN(refQuiet) ? (mq / refQuiet).toFixed(2) : "-";
     const df = `${f.toFixed(1)} (${f - refFirst >= 0 ? "+" : ""}${(f - refFirst).toFixed(1)})`;
-    lines.push(`  ${row.name.padEnd(40)} ${all.padEnd(20)} ${quietCell.padEnd(12)} ${(m / ref).toFixed(2).padEnd(5)} ${dq.padEnd(7)} ${df.padEnd(23)} ${median(row.foreign).toFixed(2)}`);
+    lines.push(
+      `  ${row.name.padEnd(40)} ${all.padEnd(20)} ${quietCell.padEnd(12)} ${(m / ref).toFixed(2).padEnd(5)} ${dq.padEnd(7)} ${df.padEnd(23)} ${median(row.foreign).toFixed(2)}`,
+    );
   }
   return lines.join("\n");
 }

@@ -28,11 +28,15 @@ const TOKEN = "bench-token";
 
 export async function benchDeploy(): Promise<Record<string, number>> {
   const pins = loadRuntimePins(PINS);
-  const set = runtimeSetFor({ os: "linux", machine: "x86_64", musl: false, glibc: "2.36", gpus: [] }, pins, { withNode: true });
+  const set = runtimeSetFor({ os: "linux", machine: "x86_64", musl: false, glibc: "2.36", gpus: [] }, pins, {
+    withNode: true,
+  });
   await ensureTestTarballs([set.node!, ...set.packages]);
   const work = mkdtempSync(path.join(os.tmpdir(), "rbee-bench-deploy-"));
   const registry = await startTestRegistry(path.join(work, "registry"), TOKEN);
-  const cluster = await startSshdCluster({ nodes: [{ address: "127.0.0.41", bare: true }, { address: "127.0.0.42", bare: true }, { address: "127.0.0.43" }] });
+  const cluster = await startSshdCluster({
+    nodes: [{ address: "127.0.0.41", bare: true }, { address: "127.0.0.42", bare: true }, { address: "127.0.0.43" }],
+  });
   const index = loadSshConfig({ configPath: cluster.sshConfigPath, homeDir: cluster.dir });
   const pools: SshPool[] = [];
   const conn = (alias: string) => {
@@ -41,7 +45,13 @@ export async function benchDeploy(): Promise<Record<string, number>> {
     return p.get(alias);
   };
   const cacheDir = path.join(work, "cache");
-  const cache = () => new RuntimeCache(cacheDir, { npm: loadNpmConfig({ env: { npm_config_userconfig: registry.npmrc, RBEE_TEST_REGISTRY_TOKEN: TOKEN }, homeDir: work }) });
+  const cache = () =>
+    new RuntimeCache(cacheDir, {
+      npm: loadNpmConfig({
+        env: { npm_config_userconfig: registry.npmrc, RBEE_TEST_REGISTRY_TOKEN: TOKEN },
+        homeDir: work,
+      }),
+    });
   const opts = (): DeployOptions => ({ agentScript: BUNDLE, pins, cache: cache() });
   const timed = async <T>(fn: () => Promise<T>): Promise<[T, number]> => {
     const t0 = performance.now();
@@ -52,7 +62,13 @@ export async function benchDeploy(): Promise<Record<string, number>> {
     const [cold, coldS] = await timed(() => deployHive(conn("node1"), opts()));
     const fetched = registry.requests.length;
     const [warm, warmS] = await timed(() => deployHive(conn("node2"), opts()));
-    const [copy, copyS] = await timed(() => deployHive(conn("node3"), { agentScript: BUNDLE, runtimeInstall: "copy", localNodeModules: path.join(REPO, "node_modules") }));
+    const [copy, copyS] = await timed(() =>
+      deployHive(conn("node3"), {
+        agentScript: BUNDLE,
+        runtimeInstall: "copy",
+        localNodeModules: path.join(REPO, "node_modules"),
+      }),
+    );
     const noop: number[] = [];
     for (let i = 0; i < 5; i++) {
       const [r, s] = await timed(() => deployHive(conn("node1"), opts())); // a fresh SSH connection each time
@@ -67,7 +83,12 @@ export async function benchDeploy(): Promise<Record<string, number>> {
     copyFileSync(PINS, path.join(bundleDir, "runtime-pins.json"));
     const home = path.join(work, "rbee-home");
     const runtime = new LocalRuntime({ bundleDir, home, version: AGENT_VERSION, cache: cache() });
-    const hive = new LocalHive({ home: path.join(home, "hive"), prepareAgent: () => runtime.prepare(), expectedVersion: AGENT_VERSION, daemonArgs: ["--native-build", "off"] });
+    const hive = new LocalHive({
+      home: path.join(home, "hive"),
+      prepareAgent: () => runtime.prepare(),
+      expectedVersion: AGENT_VERSION,
+      daemonArgs: ["--native-build", "off"],
+    });
     const [, localColdS] = await timed(() => hive.ensure());
     await hive.stop();
     const [, localWarmS] = await timed(() => hive.ensure());

@@ -37,7 +37,9 @@ async function viaGateway(gw: RunningGateway, model: string, tokens = TOKENS): P
     body: JSON.stringify({ model, prompt: PROMPT, n_predict: tokens, stream: true, ...SAMPLING }),
   });
   if (res.statusCode !== 200) throw new Error(`gateway answered ${res.statusCode}: ${await res.body.text()}`);
-  let first = 0, last = 0, n = 0;
+  let first = 0,
+    last = 0,
+    n = 0;
   const parser = createParser({
     onEvent: (m) => {
       const event = JSON.parse(m.data);
@@ -58,7 +60,10 @@ async function viaGateway(gw: RunningGateway, model: string, tokens = TOKENS): P
 async function overhead(model: string): Promise<Record<string, number>> {
   const home = newRbeeHome();
   const env = { RBEE_HOME: home };
-  writeGatewayConfig(gatewayConfigPath(home), { aliases: { small: model }, spawn: { backend: "cpu", threads: 1, slots: 1, contextSize: 1024 } });
+  writeGatewayConfig(gatewayConfigPath(home), {
+    aliases: { small: model },
+    spawn: { backend: "cpu", threads: 1, slots: 1, contextSize: 1024 },
+  });
   const gw = await startGateway([], env);
   const loop = loopbackTransport();
   try {
@@ -67,15 +72,19 @@ async function overhead(model: string): Promise<Record<string, number>> {
     const [w] = await registry.listWorkers();
     registry.close();
     const direct = new WorkerClient(loop, w.url, w.api_key, "direct");
-    const directRun = () => timeStream(() => direct.inference({ prompt: PROMPT, max_tokens: TOKENS, ...SAMPLING }), TOKENS);
+    const directRun = () =>
+      timeStream(() => direct.inference({ prompt: PROMPT, max_tokens: TOKENS, ...SAMPLING }), TOKENS);
     await directRun();
-    const d: Run[] = [], g: (Run & { gatewayMs: number })[] = [];
+    const d: Run[] = [],
+      g: (Run & { gatewayMs: number })[] = [];
     for (let i = 0; i < RUNS; i++) {
       d.push(await directRun());
       g.push(await viaGateway(gw, "small"));
     }
-    const dTps = median(d.map((r) => r.tokensPerSecond)), gTps = median(g.map((r) => r.tokensPerSecond));
-    const dFirst = median(d.map((r) => r.firstTokenMs)), gFirst = median(g.map((r) => r.firstTokenMs));
+    const dTps = median(d.map((r) => r.tokensPerSecond)),
+      gTps = median(g.map((r) => r.tokensPerSecond));
+    const dFirst = median(d.map((r) => r.firstTokenMs)),
+      gFirst = median(g.map((r) => r.firstTokenMs));
     return {
       direct_tok_s: round(dTps, 1),
       gateway_tok_s: round(gTps, 1),
@@ -99,9 +108,13 @@ async function spread(model: string): Promise<Record<string, number>> {
   const cluster = await startSshdCluster({ nodes: [{ address: "127.0.0.2" }, { address: "127.0.0.3" }] });
   const env = { RBEE_HOME: home, RBEE_RUNTIME_INSTALL: "copy" };
   const args = ["--ssh-config", cluster.sshConfigPath];
-  writeGatewayConfig(gatewayConfigPath(home), { aliases: { small: model }, spawn: { backend: "cpu", threads: 1, slots: 4, contextSize: 1024 } });
+  writeGatewayConfig(gatewayConfigPath(home), {
+    aliases: { small: model },
+    spawn: { backend: "cpu", threads: 1, slots: 4, contextSize: 1024 },
+  });
   const gw = await startGateway(args, env);
-  const CLIENTS = 8, EACH = 64;
+  const CLIENTS = 8,
+    EACH = 64;
   const aggregate = async (name: string) => {
     const t0 = performance.now();
     const runs = await Promise.all(Array.from({ length: CLIENTS }, () => viaGateway(gw, name, EACH)));
@@ -109,7 +122,8 @@ async function spread(model: string): Promise<Record<string, number>> {
   };
   try {
     for (const node of ["node1", "node2"]) await viaGateway(gw, `${node}/small`, 4); // deploys and starts both workers
-    const one: number[] = [], two: number[] = [];
+    const one: number[] = [],
+      two: number[] = [];
     for (let i = 0; i < Math.max(3, Math.ceil(RUNS / 2)); i++) {
       one.push(await aggregate("node1/small"));
       two.push(await aggregate("small"));
@@ -130,15 +144,21 @@ async function spread(model: string): Promise<Record<string, number>> {
 export async function benchGateway(): Promise<Record<string, number>> {
   const model = `file:${ensureModel("small")}`;
   try {
-    return { ...(await overhead(model)), ...(process.env.RBEE_BENCH_GATEWAY_SPREAD === "0" ? {} : await spread(model)) };
+    return {
+      ...(await overhead(model)),
+      ...(process.env.RBEE_BENCH_GATEWAY_SPREAD === "0" ? {} : await spread(model)),
+    };
   } finally {
     await agent.close();
   }
 }
 
 if (require.main === module) {
-  benchGateway().then((r) => console.table(r), (e) => {
-    console.error(e);
-    process.exit(1);
-  });
+  benchGateway().then(
+    (r) => console.table(r),
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
 }

@@ -17,7 +17,10 @@ import { percentile, round } from "./common";
 const RUNS = 60;
 const CACHE_RUNS = 2000;
 
-export async function benchInline({ preset = "tiny", maxTokens = 24 }: { preset?: PresetName; maxTokens?: number } = {}): Promise<Record<string, number>> {
+export async function benchInline({
+  preset = "tiny",
+  maxTokens = 24,
+}: { preset?: PresetName; maxTokens?: number } = {}): Promise<Record<string, number>> {
   const stack = openTestServices("rbee-inline-bench-");
   const { services } = stack;
   try {
@@ -25,7 +28,8 @@ export async function benchInline({ preset = "tiny", maxTokens = 24 }: { preset?
     await (await services.keeper()).ensureWorker({ node: "localhost", model });
     const settings = { ...DEFAULT_ENGINE_SETTINGS, debounceMs: 0, maxTokens, temperature: 0.8 };
     const engine = new CompletionEngine(new KeeperCompletionBackend(() => services.keeper()), () => settings);
-    const file = "import os\n\n" + Array.from({ length: 40 }, (_, i) => `def helper_${i}(x):\n    return x * ${i}\n`).join("\n");
+    const file =
+      "import os\n\n" + Array.from({ length: 40 }, (_, i) => `def helper_${i}(x):\n    return x * ${i}\n`).join("\n");
 
     const overhead: number[] = [];
     const worker: number[] = [];
@@ -33,7 +37,8 @@ export async function benchInline({ preset = "tiny", maxTokens = 24 }: { preset?
       // A different context each time, so every call goes to the worker.
       const before = `${file}\ndef f_${i}(a, b):\n    return `;
       const o = await engine.complete({ editor: "bench", languageId: "python", before, after: "\n" });
-      if (o.source !== "worker" && o.source !== "skipped") throw new Error(`unexpected outcome ${o.source}: ${o.reason}`);
+      if (o.source !== "worker" && o.source !== "skipped")
+        throw new Error(`unexpected outcome ${o.source}: ${o.reason}`);
       if (i < 5) continue; // warm-up: JIT, keep-alive connections
       overhead.push(o.totalMs - o.debounceMs - o.workerMs!);
       worker.push(o.workerMs!);
@@ -42,7 +47,13 @@ export async function benchInline({ preset = "tiny", maxTokens = 24 }: { preset?
     // Cache: exact hits and typed-through hits of one cached suggestion.
     const before = `${file}\ndef cached(a, b):\n    return `;
     let first = await engine.complete({ editor: "bench", languageId: "python", before, after: "\n" });
-    for (let i = 0; !first.text && i < 20; i++) first = await engine.complete({ editor: "bench", languageId: "python", before: before + " ".repeat(i + 1), after: "\n" });
+    for (let i = 0; !first.text && i < 20; i++)
+      first = await engine.complete({
+        editor: "bench",
+        languageId: "python",
+        before: before + " ".repeat(i + 1),
+        after: "\n",
+      });
     if (!first.text) throw new Error("no suggestion to cache");
     const exact: number[] = [];
     const typed: number[] = [];
@@ -52,7 +63,12 @@ export async function benchInline({ preset = "tiny", maxTokens = 24 }: { preset?
       exact.push(performance.now() - t0);
       if (hit.source !== "cache") throw new Error("expected a cache hit");
       const t1 = performance.now();
-      const through = await engine.complete({ editor: "bench", languageId: "python", before: before + first.text[0], after: "\n" });
+      const through = await engine.complete({
+        editor: "bench",
+        languageId: "python",
+        before: before + first.text[0],
+        after: "\n",
+      });
       typed.push(performance.now() - t1);
       if (through.source !== "cache") throw new Error("expected a typed-through cache hit");
     }
@@ -76,7 +92,8 @@ if (require.main === module) {
   benchInline({ preset }).then(
     (figures) => {
       console.log(`inline completions, ${preset} model`);
-      for (const [name, value] of Object.entries(figures)) console.log(`${name.padEnd(28)} ${Number.isInteger(value) ? value : value.toFixed(3)}`);
+      for (const [name, value] of Object.entries(figures))
+        console.log(`${name.padEnd(28)} ${Number.isInteger(value) ? value : value.toFixed(3)}`);
     },
     (e) => {
       console.error(e);

@@ -56,12 +56,19 @@ export interface InProcessEngine {
 
 export async function loadInProcess(opts: InProcessOptions): Promise<InProcessEngine> {
   const entry = opts.nativeBuildDir ? nativeEntry(opts.nativeBuildDir) : opts.nodeLlamaCppEntry;
-  const { getLlama, LlamaCompletion }: typeof import("node-llama-cpp") = entry ? await import(pathToFileURL(entry).href) : await import("node-llama-cpp");
+  const { getLlama, LlamaCompletion }: typeof import("node-llama-cpp") = entry
+    ? await import(pathToFileURL(entry).href)
+    : await import("node-llama-cpp");
   let llama = opts.llamaInstance;
   if (!llama && opts.nativeBuildDir) {
     // loadLlama takes the prebuilt for one thread; the study measures the native build at 1 thread too.
-    const loaded = await loadLlama({ dir: opts.nativeBuildDir, threads: Math.max(2, opts.threads), llamaOptions: opts.llama });
-    if (loaded.kind !== "native") throw new Error(`native build in ${opts.nativeBuildDir} not used: ${loaded.fallbackReason}`);
+    const loaded = await loadLlama({
+      dir: opts.nativeBuildDir,
+      threads: Math.max(2, opts.threads),
+      llamaOptions: opts.llama,
+    });
+    if (loaded.kind !== "native")
+      throw new Error(`native build in ${opts.nativeBuildDir} not used: ${loaded.fallbackReason}`);
     llama = loaded.llama;
   }
   llama ??= await getLlama({ gpu: false, build: "never", ...opts.llama });
@@ -137,7 +144,10 @@ export interface ChildEngine {
   stop(): Promise<void>;
 }
 
-type ChildReply = { id: number; ok: true; result: StreamTiming & { text: string } } | { id: number; ok: false; error: string } | { ready: true };
+type ChildReply =
+  | { id: number; ok: true; result: StreamTiming & { text: string } }
+  | { id: number; ok: false; error: string }
+  | { ready: true };
 
 export async function startChildEngine(opts: ChildEngineOptions): Promise<ChildEngine> {
   const { cpus, env, ...engineOpts } = opts;
@@ -148,7 +158,10 @@ export async function startChildEngine(opts: ChildEngineOptions): Promise<ChildE
   child.stderr!.on("data", (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-4000);
   });
-  const pending = new Map<number, { resolve: (r: StreamTiming & { text: string }) => void; reject: (e: Error) => void }>();
+  const pending = new Map<
+    number,
+    { resolve: (r: StreamTiming & { text: string }) => void; reject: (e: Error) => void }
+  >();
   let nextId = 1;
   const ready = new Promise<void>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on("line", (line) => {

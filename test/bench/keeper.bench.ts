@@ -19,7 +19,10 @@ import { PROMPT, inProcessEngine, median, round } from "./common";
 function timeToFirstToken(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const p = spawn(process.execPath, [CLI_BUNDLE, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "ignore"] });
+    const p = spawn(process.execPath, [CLI_BUNDLE, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "ignore"],
+    });
     let first = 0;
     p.stdout.once("data", () => (first = performance.now() - t0));
     p.once("exit", (code) => (code === 0 && first ? resolve(first) : reject(new Error(`rbee infer exited ${code}`))));
@@ -47,20 +50,27 @@ export async function benchKeeper(opts: { threads?: number; runs?: number } = {}
     const spec = { node: "localhost", model: `file:${small}`, threads, slots: 1 };
     const TOKENS = 128;
     const throughKeeper = async () => {
-      let first = 0, last = 0, n = 0;
-      await keeper.generate(spec, { kind: "inference", prompt: PROMPT, max_tokens: TOKENS, temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 }, {
-        onToken: () => {
-          last = performance.now();
-          if (!first) first = last;
-          n++;
+      let first = 0,
+        last = 0,
+        n = 0;
+      await keeper.generate(
+        spec,
+        { kind: "inference", prompt: PROMPT, max_tokens: TOKENS, temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 },
+        {
+          onToken: () => {
+            last = performance.now();
+            if (!first) first = last;
+            n++;
+          },
         },
-      });
+      );
       return (n - 1) / ((last - first) / 1000);
     };
     await throughKeeper(); // spawns the small worker
     const engine = await inProcessEngine({ modelPath: small, threads });
     await engine.run(TOKENS);
-    const k: number[] = [], inproc: number[] = [];
+    const k: number[] = [],
+      inproc: number[] = [];
     for (let i = 0; i < runs; i++) {
       inproc.push((await engine.run(TOKENS)).tokensPerSecond);
       k.push(await throughKeeper());

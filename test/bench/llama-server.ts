@@ -43,7 +43,9 @@ function run(cmd: string, args: string[], opts: { cwd?: string; log: NodeJS.Writ
     });
     child.stderr.on("data", (d: Buffer) => opts.log.write(d));
     child.on("error", reject);
-    child.on("close", (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(" ")} exited with ${code}`))));
+    child.on("close", (code) =>
+      code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(" ")} exited with ${code}`)),
+    );
   });
 }
 
@@ -59,7 +61,8 @@ export async function ensureLlamaServer(log: (line: string) => void = () => {}):
   const logStream = createWriteStream(logFile, { flags: "a" });
   try {
     // The bundle's commit names the source; fetching it is cheap (seconds), the compile is not.
-    if (!existsSync(path.join(LLAMA_CPP_SRC, ".git"))) await run("git", ["init", "-q", LLAMA_CPP_SRC], { log: logStream });
+    if (!existsSync(path.join(LLAMA_CPP_SRC, ".git")))
+      await run("git", ["init", "-q", LLAMA_CPP_SRC], { log: logStream });
     await run("git", ["-C", LLAMA_CPP_SRC, "fetch", "-q", BUNDLE, "HEAD"], { log: logStream });
     const commit = (await run("git", ["-C", LLAMA_CPP_SRC, "rev-parse", "FETCH_HEAD"], { log: logStream })).trim();
     const wanted = JSON.stringify({ commit, options });
@@ -134,13 +137,20 @@ function stopChild(child: ChildProcess): Promise<void> {
 export async function startLlamaServer(opts: LlamaServerOptions): Promise<LlamaServer> {
   const port = await freePort();
   const args = [
-    "--host", "127.0.0.1",
-    "--port", String(port),
-    "-m", opts.model,
-    "-t", String(opts.threads),
-    "-tb", String(opts.threadsBatch ?? opts.threads),
-    "-np", String(opts.parallel ?? 1),
-    "-c", String(opts.contextSize ?? 4096),
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "-m",
+    opts.model,
+    "-t",
+    String(opts.threads),
+    "-tb",
+    String(opts.threadsBatch ?? opts.threads),
+    "-np",
+    String(opts.parallel ?? 1),
+    "-c",
+    String(opts.contextSize ?? 4096),
     "--no-webui",
     ...(opts.extraArgs ?? []),
   ];
@@ -163,7 +173,9 @@ export async function startLlamaServer(opts: LlamaServerOptions): Promise<LlamaS
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`llama-server exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${output.slice(-2000)}`);
+      throw new Error(
+        `llama-server exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${output.slice(-2000)}`,
+      );
     }
     try {
       const res = await fetch(`${url}/health`);
@@ -199,7 +211,11 @@ export interface CompletionResult extends StreamTiming {
  * Streams POST /completion and times it from the client side. Tokens are counted from the token
  * ids each event carries (`return_tokens`), not from text pieces, which may merge bytes of a token.
  */
-export async function streamCompletion(url: string, req: CompletionRequest, signal?: AbortSignal): Promise<CompletionResult> {
+export async function streamCompletion(
+  url: string,
+  req: CompletionRequest,
+  signal?: AbortSignal,
+): Promise<CompletionResult> {
   const body = {
     prompt: req.prompt,
     n_predict: req.nPredict,
@@ -219,7 +235,8 @@ export async function streamCompletion(url: string, req: CompletionRequest, sign
     body: JSON.stringify(body),
     signal,
   });
-  if (res.status !== 200 || !res.body) throw new Error(`llama-server /completion answered ${res.status}: ${await res.text()}`);
+  if (res.status !== 200 || !res.body)
+    throw new Error(`llama-server /completion answered ${res.status}: ${await res.text()}`);
   let text = "";
   let serverTimings: Record<string, number> = {};
   let pending = "";
@@ -231,7 +248,12 @@ export async function streamCompletion(url: string, req: CompletionRequest, sign
       const line = pending.slice(0, nl).trim();
       pending = pending.slice(nl + 1);
       if (!line.startsWith("data: ")) continue;
-      const event = JSON.parse(line.slice(6)) as { content?: string; tokens?: number[]; stop?: boolean; timings?: Record<string, number> };
+      const event = JSON.parse(line.slice(6)) as {
+        content?: string;
+        tokens?: number[];
+        stop?: boolean;
+        timings?: Record<string, number>;
+      };
       clock.tokens(event.tokens?.length ?? 0);
       text += event.content ?? "";
       if (event.timings) serverTimings = event.timings;

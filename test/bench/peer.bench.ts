@@ -20,19 +20,40 @@ export async function benchPeer(opts: { threads?: number; runs?: number } = {}):
     const native = (await nativeBuildForBench(hive.home, threads)) ? 1 : 0;
     server = await startLlamaServer({ binary, model, threads, parallel: 4, contextSize: 4 * 1024 });
     const url = server.url;
-    const w = await waitReady(hive, (await hive.client.spawn({ model_ref: `file:${model}`, slots: 4, threads, context_size: 1024 })).worker_id, 120_000);
+    const w = await waitReady(
+      hive,
+      (await hive.client.spawn({ model_ref: `file:${model}`, slots: 4, threads, context_size: 1024 })).worker_id,
+      120_000,
+    );
     const worker = hive.client.workerClient(w);
-    const viaWorker = (seed: number) => timeStream(() => worker.inference({ prompt: PROMPT, max_tokens: TOKENS, temperature: 0.8, top_k: 40, top_p: 0.95, seed }), TOKENS);
+    const viaWorker = (seed: number) =>
+      timeStream(
+        () => worker.inference({ prompt: PROMPT, max_tokens: TOKENS, temperature: 0.8, top_k: 40, top_p: 0.95, seed }),
+        TOKENS,
+      );
     const viaServer = (seed: number) =>
-      streamCompletion(url, { prompt: PROMPT, nPredict: TOKENS, seed, temperature: 0.8, topK: 40, topP: 0.95, ignoreEos: true }).then((r) => ({ tokens: r.tokens, tokensPerSecond: r.decodeTokPerS, firstTokenMs: r.firstTokenMs }));
+      streamCompletion(url, {
+        prompt: PROMPT,
+        nPredict: TOKENS,
+        seed,
+        temperature: 0.8,
+        topK: 40,
+        topP: 0.95,
+        ignoreEos: true,
+      }).then((r) => ({ tokens: r.tokens, tokensPerSecond: r.decodeTokPerS, firstTokenMs: r.firstTokenMs }));
     await viaWorker(1);
     await viaServer(1);
-    const wt: number[] = [], st: number[] = [], wf: number[] = [], sf: number[] = [];
+    const wt: number[] = [],
+      st: number[] = [],
+      wf: number[] = [],
+      sf: number[] = [];
     for (let i = 0; i < runs; i++) {
       const s = await viaServer(7);
       const x = await viaWorker(7);
-      st.push(s.tokensPerSecond); sf.push(s.firstTokenMs);
-      wt.push(x.tokensPerSecond); wf.push(x.firstTokenMs);
+      st.push(s.tokensPerSecond);
+      sf.push(s.firstTokenMs);
+      wt.push(x.tokensPerSecond);
+      wf.push(x.firstTokenMs);
     }
     const aggregate = async (n: number, one: (seed: number) => Promise<{ tokens: number }>) => {
       const t0 = performance.now();
@@ -52,7 +73,8 @@ export async function benchPeer(opts: { threads?: number; runs?: number } = {}):
     // One concurrent round is noisy on a shared 2-core machine: medians of interleaved rounds.
     const rounds = Math.max(3, Math.ceil(runs / 2));
     for (const n of [2, 4]) {
-      const a: number[] = [], b: number[] = [];
+      const a: number[] = [],
+        b: number[] = [];
       for (let i = 0; i < rounds; i++) {
         b.push(await aggregate(n, viaServer));
         a.push(await aggregate(n, viaWorker));

@@ -28,7 +28,11 @@ function reportedWorker(i: number): ReportedWorker {
 
 function stats(samples: number[]): { mean: number; p50: number; p95: number } {
   const s = [...samples].sort((a, b) => a - b);
-  return { mean: s.reduce((a, b) => a + b, 0) / s.length, p50: s[Math.floor(s.length / 2)], p95: s[Math.floor(s.length * 0.95)] };
+  return {
+    mean: s.reduce((a, b) => a + b, 0) / s.length,
+    p50: s[Math.floor(s.length / 2)],
+    p95: s[Math.floor(s.length * 0.95)],
+  };
 }
 
 /** Times `WRITES` single-worker upserts, each its own locked, fsynced write. */
@@ -59,7 +63,11 @@ export async function benchRegistry(): Promise<Record<string, number>> {
     const bigFile = path.join(dir, "big.sqlite");
     const builder = await Registry.open(bigFile, { logger: () => {} });
     await builder.upsertNode({ alias: "gpu1", host: "10.0.0.5", transport: "ssh" });
-    await builder.replaceNodeState("gpu1", Array.from({ length: BIG }, (_, i) => reportedWorker(i)), []);
+    await builder.replaceNodeState(
+      "gpu1",
+      Array.from({ length: BIG }, (_, i) => reportedWorker(i)),
+      [],
+    );
     builder.close();
 
     const opens: number[] = [];
@@ -68,7 +76,8 @@ export async function benchRegistry(): Promise<Record<string, number>> {
       const t = performance.now();
       const r = await Registry.open(bigFile, { logger: () => {} });
       opens.push(performance.now() - t);
-      if ((await r.listWorkers({ node: "gpu1", model_ref: reportedWorker(0).model_ref })).length !== BIG / 20) throw new Error("the big registry lost rows");
+      if ((await r.listWorkers({ node: "gpu1", model_ref: reportedWorker(0).model_ref })).length !== BIG / 20)
+        throw new Error("the big registry lost rows");
       if (i === OPENS - 1) bigWrites = stats(await timeWrites(r, "gpu1", "more"));
       r.close();
     }
@@ -93,7 +102,8 @@ export async function benchRegistry(): Promise<Record<string, number>> {
 if (require.main === module) {
   benchRegistry().then(
     (figures) => {
-      for (const [name, value] of Object.entries(figures)) console.log(`${name.padEnd(32)} ${Number.isInteger(value) ? value : value.toFixed(2)}`);
+      for (const [name, value] of Object.entries(figures))
+        console.log(`${name.padEnd(32)} ${Number.isInteger(value) ? value : value.toFixed(2)}`);
     },
     (e) => {
       console.error(e);

@@ -23,14 +23,21 @@ const RUNS = Number(process.env.RBEE_BENCH_RUNS ?? 5);
 const THREADS = 1;
 
 const timedStream = (worker: WorkerClient) =>
-  timeStream(() => worker.inference({ prompt: PROMPT, max_tokens: TOKENS, temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 }), TOKENS);
+  timeStream(
+    () => worker.inference({ prompt: PROMPT, max_tokens: TOKENS, temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 }),
+    TOKENS,
+  );
 
 export async function benchSsh(): Promise<Record<string, number>> {
   if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} is missing: run node esbuild.mjs first`);
   const modelPath = ensureModel("small");
   const cluster = await startSshdCluster({ nodes: [{ address: "127.0.0.2" }] });
   const index = loadSshConfig({ configPath: cluster.sshConfigPath, homeDir: cluster.dir });
-  const deployOpts = { agentScript: BUNDLE, runtimeInstall: "copy" as const, localNodeModules: path.join(REPO, "node_modules") };
+  const deployOpts = {
+    agentScript: BUNDLE,
+    runtimeInstall: "copy" as const,
+    localNodeModules: path.join(REPO, "node_modules"),
+  };
   const pools: SshPool[] = [];
   const newPool = () => {
     const p = new SshPool((a) => index.node(a));
@@ -51,7 +58,12 @@ export async function benchSsh(): Promise<Record<string, number>> {
     const conn = pool.get("node1");
     const ssh = sshTransport(conn);
     const loop = loopbackTransport();
-    const hive = new HiveClient({ transport: ssh, baseUrl: firstDeploy.address, token: firstDeploy.token, nodeName: "node1" });
+    const hive = new HiveClient({
+      transport: ssh,
+      baseUrl: firstDeploy.address,
+      token: firstDeploy.token,
+      nodeName: "node1",
+    });
     const spawned = await hive.spawn({ model_ref: `file:${modelPath}`, slots: 1, threads: THREADS, context_size: 512 });
     let info = await hive.worker(spawned.worker_id);
     while (info.state === "loading") {

@@ -11,7 +11,14 @@
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { ensureModel } from "../fixtures/models";
-import { compareConcurrent, compareSingle, engineContender, formatRows, serverContender, type Contender } from "./compare";
+import {
+  compareConcurrent,
+  compareSingle,
+  engineContender,
+  formatRows,
+  serverContender,
+  type Contender,
+} from "./compare";
 import type { GenerateRequest } from "./inprocess";
 import { ensureLlamaServer } from "./llama-server";
 
@@ -38,8 +45,14 @@ function prebuiltWithout(variant: string): string {
   if (existsSync(entry)) return entry;
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(path.join(dir, "node_modules", "@node-llama-cpp"), { recursive: true });
-  cpSync(path.join(nm, "@node-llama-cpp", "linux-x64"), path.join(dir, "node_modules", "@node-llama-cpp", "linux-x64"), { recursive: true, dereference: true });
-  rmSync(path.join(dir, "node_modules", "@node-llama-cpp", "linux-x64", "bins", "linux-x64", `libggml-cpu-${variant}.so`));
+  cpSync(
+    path.join(nm, "@node-llama-cpp", "linux-x64"),
+    path.join(dir, "node_modules", "@node-llama-cpp", "linux-x64"),
+    { recursive: true, dereference: true },
+  );
+  rmSync(
+    path.join(dir, "node_modules", "@node-llama-cpp", "linux-x64", "bins", "linux-x64", `libggml-cpu-${variant}.so`),
+  );
   const src = path.join(nm, "node-llama-cpp");
   for (const name of readdirSync(src)) {
     cpSync(path.join(src, name), path.join(dir, "node_modules", "node-llama-cpp", name), {
@@ -88,7 +101,8 @@ async function main() {
   const omp = natives.find((n) => n.name === "native omp");
   const uv1 = ONE_UV_THREAD;
   const bound = { ...ONE_UV_THREAD, ...OMP_BIND };
-  const single = (title: string, req: GenerateRequest) => async (cs: Contender[]) => formatRows(`${title}, ${ROUNDS} rounds`, await compareSingle(cs, req, ROUNDS));
+  const single = (title: string, req: GenerateRequest) => async (cs: Contender[]) =>
+    formatRows(`${title}, ${ROUNDS} rounds`, await compareSingle(cs, req, ROUNDS));
 
   if (what === "threads") {
     for (const threads of [1, 2]) {
@@ -98,9 +112,34 @@ async function main() {
           await serverContender(`llama-server -t ${threads}`, { binary, model, threads }),
           await engineContender(`prebuilt t=${threads}`, { model, threads }),
           await engineContender(`prebuilt t=${threads} uv1`, { model, threads, env: uv1 }),
-          ...(await sequential(natives.map((n) => () => engineContender(`${n.name} t=${threads}`, { model, threads, nativeBuildDir: n.dir, env: NO_BIND })))),
-          ...(await sequential(natives.map((n) => () => engineContender(`${n.name} t=${threads} uv1`, { model, threads, nativeBuildDir: n.dir, env: { ...uv1, ...NO_BIND } })))),
-          ...(await sequential(natives.map((n) => () => engineContender(`${n.name} t=${threads} uv1 bind`, { model, threads, nativeBuildDir: n.dir, env: bound })))),
+          ...(await sequential(
+            natives.map(
+              (n) => () =>
+                engineContender(`${n.name} t=${threads}`, { model, threads, nativeBuildDir: n.dir, env: NO_BIND }),
+            ),
+          )),
+          ...(await sequential(
+            natives.map(
+              (n) => () =>
+                engineContender(`${n.name} t=${threads} uv1`, {
+                  model,
+                  threads,
+                  nativeBuildDir: n.dir,
+                  env: { ...uv1, ...NO_BIND },
+                }),
+            ),
+          )),
+          ...(await sequential(
+            natives.map(
+              (n) => () =>
+                engineContender(`${n.name} t=${threads} uv1 bind`, {
+                  model,
+                  threads,
+                  nativeBuildDir: n.dir,
+                  env: bound,
+                }),
+            ),
+          )),
         ],
         single(`single stream, greedy, threads=${threads}`, GREEDY),
       );
@@ -113,8 +152,23 @@ async function main() {
         async () => [
           await serverContender(`llama-server -t ${threads}`, { binary, model, threads }),
           await engineContender(`prebuilt (sapphirerapids, AMX) t=${threads} uv1`, { model, threads, env: uv1 }),
-          await engineContender(`prebuilt without AMX (zen4) t=${threads} uv1`, { model, threads, env: uv1, nodeLlamaCppEntry: noAmx }),
-          ...(await sequential(natives.map((n) => () => engineContender(`${n.name} t=${threads} uv1 bind`, { model, threads, nativeBuildDir: n.dir, env: bound })))),
+          await engineContender(`prebuilt without AMX (zen4) t=${threads} uv1`, {
+            model,
+            threads,
+            env: uv1,
+            nodeLlamaCppEntry: noAmx,
+          }),
+          ...(await sequential(
+            natives.map(
+              (n) => () =>
+                engineContender(`${n.name} t=${threads} uv1 bind`, {
+                  model,
+                  threads,
+                  nativeBuildDir: n.dir,
+                  env: bound,
+                }),
+            ),
+          )),
         ],
         single(`single stream, greedy, threads=${threads}`, GREEDY),
       );
@@ -127,13 +181,28 @@ async function main() {
         await serverContender(`llama-server -t 2`, { binary, model, threads }),
         await engineContender(`prebuilt t=2 uv1`, { model, threads, env: uv1 }),
         await engineContender(`prebuilt t=2 uv1 batchSize=32`, { model, threads, batchSize: 32, env: uv1 }),
-        await engineContender(`prebuilt t=2 uv1 flashAttention=false`, { model, threads, flashAttention: false, env: uv1 }),
+        await engineContender(`prebuilt t=2 uv1 flashAttention=false`, {
+          model,
+          threads,
+          flashAttention: false,
+          env: uv1,
+        }),
         await engineContender(`prebuilt t=1 uv1`, { model, threads: 1, env: uv1 }),
         await engineContender(`prebuilt t=1 uv1 taskset -c 1`, { model, threads: 1, env: uv1, cpus: "1" }),
         ...(omp
           ? [
-              await engineContender(`native omp t=2 uv1`, { model, threads, nativeBuildDir: omp.dir, env: { ...uv1, ...NO_BIND } }),
-              await engineContender(`native omp t=2 uv1 OMP_PROC_BIND=spread`, { model, threads, nativeBuildDir: omp.dir, env: bound }),
+              await engineContender(`native omp t=2 uv1`, {
+                model,
+                threads,
+                nativeBuildDir: omp.dir,
+                env: { ...uv1, ...NO_BIND },
+              }),
+              await engineContender(`native omp t=2 uv1 OMP_PROC_BIND=spread`, {
+                model,
+                threads,
+                nativeBuildDir: omp.dir,
+                env: bound,
+              }),
             ]
           : []),
       ],
@@ -147,7 +216,12 @@ async function main() {
         async () => [
           await serverContender(`llama-server -t 2`, { binary, model, threads }),
           await engineContender(`native omp t=2 uv1 bind`, { model, threads, nativeBuildDir: omp.dir, env: bound }),
-          await engineContender(`native omp t=2 uv1 bind OMP_WAIT_POLICY=active`, { model, threads, nativeBuildDir: omp.dir, env: { ...bound, OMP_WAIT_POLICY: "active" } }),
+          await engineContender(`native omp t=2 uv1 bind OMP_WAIT_POLICY=active`, {
+            model,
+            threads,
+            nativeBuildDir: omp.dir,
+            env: { ...bound, OMP_WAIT_POLICY: "active" },
+          }),
         ],
         single("single stream, greedy, next to an actively waiting OpenMP worker", GREEDY),
       );
@@ -157,7 +231,16 @@ async function main() {
       async () => [
         await serverContender(`llama-server -t 2 (sampled)`, { binary, model, threads }),
         await engineContender(`prebuilt t=1 uv1 (sampled)`, { model, threads: 1, env: uv1 }),
-        ...(omp ? [await engineContender(`native omp t=2 uv1 bind (sampled)`, { model, threads, nativeBuildDir: omp.dir, env: bound })] : []),
+        ...(omp
+          ? [
+              await engineContender(`native omp t=2 uv1 bind (sampled)`, {
+                model,
+                threads,
+                nativeBuildDir: omp.dir,
+                env: bound,
+              }),
+            ]
+          : []),
       ],
       single("single stream, temperature 0.8 top_k 40 top_p 0.95", SAMPLED),
     );
@@ -166,17 +249,54 @@ async function main() {
       await section(
         `streams=${streams}`,
         async () => [
-          await serverContender(`llama-server -t 2 -np 4`, { binary, model, threads: 2, parallel: 4, contextSize: 4096 }),
-          await engineContender(`prebuilt t=1 seq=4 uv1`, { model, threads: 1, sequences: 4, contextSize: 1024, env: uv1 }),
-          await engineContender(`prebuilt t=2 seq=4 uv1`, { model, threads: 2, sequences: 4, contextSize: 1024, env: uv1 }),
+          await serverContender(`llama-server -t 2 -np 4`, {
+            binary,
+            model,
+            threads: 2,
+            parallel: 4,
+            contextSize: 4096,
+          }),
+          await engineContender(`prebuilt t=1 seq=4 uv1`, {
+            model,
+            threads: 1,
+            sequences: 4,
+            contextSize: 1024,
+            env: uv1,
+          }),
+          await engineContender(`prebuilt t=2 seq=4 uv1`, {
+            model,
+            threads: 2,
+            sequences: 4,
+            contextSize: 1024,
+            env: uv1,
+          }),
           ...(omp
             ? [
-                await engineContender(`native omp t=2 seq=4 uv1 bind`, { model, threads: 2, sequences: 4, contextSize: 1024, nativeBuildDir: omp.dir, env: bound }),
-                await engineContender(`native omp t=2 seq=4 uv1 bind gather 0.2ms`, { model, threads: 2, sequences: 4, contextSize: 1024, nativeBuildDir: omp.dir, env: bound, gatherMs: 0.2 }),
+                await engineContender(`native omp t=2 seq=4 uv1 bind`, {
+                  model,
+                  threads: 2,
+                  sequences: 4,
+                  contextSize: 1024,
+                  nativeBuildDir: omp.dir,
+                  env: bound,
+                }),
+                await engineContender(`native omp t=2 seq=4 uv1 bind gather 0.2ms`, {
+                  model,
+                  threads: 2,
+                  sequences: 4,
+                  contextSize: 1024,
+                  nativeBuildDir: omp.dir,
+                  env: bound,
+                  gatherMs: 0.2,
+                }),
               ]
             : []),
         ],
-        async (cs) => formatRows(`${streams} concurrent streams (sum of stream rates), ${ROUNDS} rounds`, await compareConcurrent(cs, GREEDY, streams, ROUNDS)),
+        async (cs) =>
+          formatRows(
+            `${streams} concurrent streams (sum of stream rates), ${ROUNDS} rounds`,
+            await compareConcurrent(cs, GREEDY, streams, ROUNDS),
+          ),
       );
     }
   } else if (what === "recommended") {
@@ -187,7 +307,12 @@ async function main() {
         await serverContender(`llama-server -t 1`, { binary, model, threads: 1 }),
         await engineContender(`worker t=1: prebuilt, uv1`, { model, threads: 1, env: uv1 }),
         await serverContender(`llama-server -t 2`, { binary, model, threads: 2 }),
-        await engineContender(`worker t=2: native omp, uv1, bind`, { model, threads: 2, nativeBuildDir: omp.dir, env: bound }),
+        await engineContender(`worker t=2: native omp, uv1, bind`, {
+          model,
+          threads: 2,
+          nativeBuildDir: omp.dir,
+          env: bound,
+        }),
       ],
       single("single stream, greedy (÷ref is against llama-server -t 1; compare t=2 rows with each other)", GREEDY),
     );

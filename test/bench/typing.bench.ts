@@ -18,7 +18,13 @@ import { ensureModel, prng } from "../fixtures/models";
 import { REPO_ROOT } from "../helpers/hive";
 import { openTestServices } from "../helpers/services";
 import {
-  CompletionEngine, DEFAULT_ENGINE_SETTINGS, type CompletionBackend, type CompletionOutcome, type EngineSettings, type InfillRequestBody, type InfillResult,
+  CompletionEngine,
+  DEFAULT_ENGINE_SETTINGS,
+  type CompletionBackend,
+  type CompletionOutcome,
+  type EngineSettings,
+  type InfillRequestBody,
+  type InfillResult,
 } from "../../extension/src/ui-core/inline/completion-engine";
 import { KeeperCompletionBackend } from "../../extension/src/ui-core/inline/keeper-backend";
 import { percentile, round } from "./common";
@@ -39,17 +45,32 @@ class LlamaServerBackend implements CompletionBackend {
   async resolveTarget() {
     return { target: { node: "llama-server", model: "small" } };
   }
-  async infill(_t: unknown, body: InfillRequestBody, signal: AbortSignal, onText?: (t: string) => void): Promise<InfillResult> {
+  async infill(
+    _t: unknown,
+    body: InfillRequestBody,
+    signal: AbortSignal,
+    onText?: (t: string) => void,
+  ): Promise<InfillResult> {
     const res = await fetch(`${this.url}/infill`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       signal,
       body: JSON.stringify({
-        input_prefix: body.prefix, input_suffix: body.suffix, input_extra: body.input_extra ?? [], n_predict: body.max_tokens, temperature: body.temperature,
-        seed: body.seed ?? 1, stop: body.stop ?? [], t_max_predict_ms: body.t_max_predict_ms, n_indent: body.n_indent ?? 0, cache_prompt: true, stream: true,
+        input_prefix: body.prefix,
+        input_suffix: body.suffix,
+        input_extra: body.input_extra ?? [],
+        n_predict: body.max_tokens,
+        temperature: body.temperature,
+        seed: body.seed ?? 1,
+        stop: body.stop ?? [],
+        t_max_predict_ms: body.t_max_predict_ms,
+        n_indent: body.n_indent ?? 0,
+        cache_prompt: true,
+        stream: true,
       }),
     });
-    if (res.status !== 200 || !res.body) throw new Error(`llama-server /infill answered ${res.status}: ${await res.text()}`);
+    if (res.status !== 200 || !res.body)
+      throw new Error(`llama-server /infill answered ${res.status}: ${await res.text()}`);
     let text = "";
     let pending = "";
     let timings: Record<string, number> = {};
@@ -73,7 +94,13 @@ class LlamaServerBackend implements CompletionBackend {
       throw e;
     }
     const evaluated = timings.prompt_n ?? 0;
-    return { text, stopReason: "max_tokens", workerMs: (timings.prompt_ms ?? 0) + (timings.predicted_ms ?? 0), promptTokens: evaluated + (timings.cache_n ?? 0), cachedTokens: timings.cache_n ?? 0 };
+    return {
+      text,
+      stopReason: "max_tokens",
+      workerMs: (timings.prompt_ms ?? 0) + (timings.predicted_ms ?? 0),
+      promptTokens: evaluated + (timings.cache_n ?? 0),
+      cachedTokens: timings.cache_n ?? 0,
+    };
   }
 }
 
@@ -98,19 +125,39 @@ async function replay(engine: CompletionEngine, text: string, extraFiles: string
     engine.extra.pickAround(f, other, Math.floor(other.split("\n").length / 2));
   }
   const random = prng(14);
-  const row: Row = { keystrokes: 0, requests: 0, cancelled: 0, shown: 0, cacheHits: 0, reused: 0, evaluated: 0, latencies: [] };
+  const row: Row = {
+    keystrokes: 0,
+    requests: 0,
+    cancelled: 0,
+    shown: 0,
+    cacheHits: 0,
+    reused: 0,
+    evaluated: 0,
+    latencies: [],
+  };
   const pendingOutcomes: Promise<CompletionOutcome>[] = [];
   const pause = async () => {
     await Promise.all(pendingOutcomes.splice(0));
     await engine.onIdle("bench");
   };
   // The editor opens on the file: the first pause fills the ring and warms the cache.
-  engine.complete({ editor: "bench", filename: TARGET, languageId: "javascript", before: before0, after: cut + after }).then(() => {}, () => {});
+  engine
+    .complete({ editor: "bench", filename: TARGET, languageId: "javascript", before: before0, after: cut + after })
+    .then(
+      () => {},
+      () => {},
+    );
   await pause();
   const start = { ...engine.counters };
   for (let i = 1; i <= cut.length; i++) {
     const before = before0 + cut.slice(0, i);
-    const p = engine.complete({ editor: "bench", filename: TARGET, languageId: "javascript", before, after: cut.slice(i) + after });
+    const p = engine.complete({
+      editor: "bench",
+      filename: TARGET,
+      languageId: "javascript",
+      before,
+      after: cut.slice(i) + after,
+    });
     row.keystrokes++;
     pendingOutcomes.push(
       p.then((o) => {
@@ -155,11 +202,18 @@ function per100(name: string, r: Row): Record<string, number | string> {
  * The raw API: each keystroke's whole prefix and suffix, one request at a time, waited for; the two
  * servers take turns keystroke by keystroke, so load on the machine hits both alike.
  */
-async function rawReplay(sides: { backend: CompletionBackend; target: { node: string; model: string } }[], text: string): Promise<{ p50: number; evaluatedPerKeystroke: number }[]> {
+async function rawReplay(
+  sides: { backend: CompletionBackend; target: { node: string; model: string } }[],
+  text: string,
+): Promise<{ p50: number; evaluatedPerKeystroke: number }[]> {
   const ms = sides.map(() => [] as number[]);
   const evaluated = sides.map(() => 0);
   const ask = (side: number, i: number) =>
-    sides[side].backend.infill(sides[side].target, { prefix: text.slice(0, CUT_AT + i), suffix: text.slice(CUT_AT + i), max_tokens: 8, temperature: 0, seed: 1 }, new AbortController().signal);
+    sides[side].backend.infill(
+      sides[side].target,
+      { prefix: text.slice(0, CUT_AT + i), suffix: text.slice(CUT_AT + i), max_tokens: 8, temperature: 0, seed: 1 },
+      new AbortController().signal,
+    );
   for (let side = 0; side < sides.length; side++) await ask(side, 0);
   for (let i = 1; i <= RAW_KEYSTROKES; i++)
     for (let side = 0; side < sides.length; side++) {
@@ -168,17 +222,28 @@ async function rawReplay(sides: { backend: CompletionBackend; target: { node: st
       ms[side].push(performance.now() - t0);
       evaluated[side] += (r.promptTokens ?? 0) - (r.cachedTokens ?? 0);
     }
-  return sides.map((_, side) => ({ p50: percentile(ms[side], 50), evaluatedPerKeystroke: evaluated[side] / RAW_KEYSTROKES }));
+  return sides.map((_, side) => ({
+    p50: percentile(ms[side], 50),
+    evaluatedPerKeystroke: evaluated[side] / RAW_KEYSTROKES,
+  }));
 }
 
 function merge(a: Row, b: Row): Row {
   return {
-    keystrokes: a.keystrokes + b.keystrokes, requests: a.requests + b.requests, cancelled: a.cancelled + b.cancelled, shown: a.shown + b.shown,
-    cacheHits: a.cacheHits + b.cacheHits, reused: a.reused + b.reused, evaluated: a.evaluated + b.evaluated, latencies: [...a.latencies, ...b.latencies],
+    keystrokes: a.keystrokes + b.keystrokes,
+    requests: a.requests + b.requests,
+    cancelled: a.cancelled + b.cancelled,
+    shown: a.shown + b.shown,
+    cacheHits: a.cacheHits + b.cacheHits,
+    reused: a.reused + b.reused,
+    evaluated: a.evaluated + b.evaluated,
+    latencies: [...a.latencies, ...b.latencies],
   };
 }
 
-export async function benchTyping({ threads = 1 }: { threads?: number } = {}): Promise<Record<string, number | string>[]> {
+export async function benchTyping({ threads = 1 }: { threads?: number } = {}): Promise<
+  Record<string, number | string>[]
+> {
   const modelPath = ensureModel("small");
   const binary = await ensureLlamaServer((l) => console.error(l));
   const text = readFileSync(path.join(SRC, TARGET), "utf8");
@@ -187,7 +252,9 @@ export async function benchTyping({ threads = 1 }: { threads?: number } = {}): P
   const server = await startLlamaServer({ binary, model: modelPath, threads, parallel: 2, contextSize: 2 * CONTEXT });
   try {
     const model = `file:${modelPath}`;
-    await (await services.keeper()).ensureWorker({ node: "localhost", model, slots: 2, threads, contextSize: CONTEXT, backend: "cpu" });
+    await (
+      await services.keeper()
+    ).ensureWorker({ node: "localhost", model, slots: 2, threads, contextSize: CONTEXT, backend: "cpu" });
     const settings: EngineSettings = { ...DEFAULT_ENGINE_SETTINGS, maxTokens: 16, model };
     const workerBackend = new KeeperCompletionBackend(() => services.keeper());
     const serverBackend = new LlamaServerBackend(server.url);
@@ -210,27 +277,57 @@ export async function benchTyping({ threads = 1 }: { threads?: number } = {}): P
       engine.dispose();
       results[name] = results[name] ? merge(results[name], row) : row;
     }
-    for (const name of ["worker", "llama-server", "worker + 5 files", "llama-server + 5 files"]) rows.push(per100(name, results[name]));
+    for (const name of ["worker", "llama-server", "worker + 5 files", "llama-server + 5 files"])
+      rows.push(per100(name, results[name]));
     const target = (await workerBackend.resolveTarget(settings, "raw")) as { target: { node: string; model: string } };
     console.error("typing: raw API…");
-    const [rawWorker, rawServer] = await rawReplay([{ backend: workerBackend, target: target.target }, { backend: serverBackend, target: { node: "llama-server", model: "small" } }], text);
-    rows.push({ row: "raw /v1/infill, every keystroke", tokens_evaluated: Math.round(rawWorker.evaluatedPerKeystroke * 100), tokens_per_finished_request: Math.round(rawWorker.evaluatedPerKeystroke), latency_p50_ms: round(rawWorker.p50, 0) });
-    rows.push({ row: "raw llama-server /infill, every keystroke", tokens_evaluated: Math.round(rawServer.evaluatedPerKeystroke * 100), tokens_per_finished_request: Math.round(rawServer.evaluatedPerKeystroke), latency_p50_ms: round(rawServer.p50, 0) });
-    const ratio = (a: string, b: string, f: (r: Row) => number) => round(f(results[a]) / Math.max(1e-9, f(results[b])), 2);
+    const [rawWorker, rawServer] = await rawReplay(
+      [
+        { backend: workerBackend, target: target.target },
+        { backend: serverBackend, target: { node: "llama-server", model: "small" } },
+      ],
+      text,
+    );
+    rows.push({
+      row: "raw /v1/infill, every keystroke",
+      tokens_evaluated: Math.round(rawWorker.evaluatedPerKeystroke * 100),
+      tokens_per_finished_request: Math.round(rawWorker.evaluatedPerKeystroke),
+      latency_p50_ms: round(rawWorker.p50, 0),
+    });
+    rows.push({
+      row: "raw llama-server /infill, every keystroke",
+      tokens_evaluated: Math.round(rawServer.evaluatedPerKeystroke * 100),
+      tokens_per_finished_request: Math.round(rawServer.evaluatedPerKeystroke),
+      latency_p50_ms: round(rawServer.p50, 0),
+    });
+    const ratio = (a: string, b: string, f: (r: Row) => number) =>
+      round(f(results[a]) / Math.max(1e-9, f(results[b])), 2);
     const p50 = (r: Row) => percentile(r.latencies, 50);
     rows.push({
       row: "ratios worker ÷ llama-server (targets: p50 ≤ 1.1, tokens ≤ 1)",
       latency_p50_ms: ratio("worker", "llama-server", p50),
       tokens_evaluated: ratio("worker", "llama-server", (r) => r.evaluated),
-      tokens_per_finished_request: ratio("worker", "llama-server", (r) => r.evaluated / Math.max(1, r.requests - r.cancelled)),
+      tokens_per_finished_request: ratio(
+        "worker",
+        "llama-server",
+        (r) => r.evaluated / Math.max(1, r.requests - r.cancelled),
+      ),
     });
     rows.push({
       row: "ratios with 5 files (same targets)",
       latency_p50_ms: ratio("worker + 5 files", "llama-server + 5 files", p50),
       tokens_evaluated: ratio("worker + 5 files", "llama-server + 5 files", (r) => r.evaluated),
-      tokens_per_finished_request: ratio("worker + 5 files", "llama-server + 5 files", (r) => r.evaluated / Math.max(1, r.requests - r.cancelled)),
+      tokens_per_finished_request: ratio(
+        "worker + 5 files",
+        "llama-server + 5 files",
+        (r) => r.evaluated / Math.max(1, r.requests - r.cancelled),
+      ),
     });
-    rows.push({ row: "raw ratios worker ÷ llama-server", latency_p50_ms: round(rawWorker.p50 / rawServer.p50, 2), tokens_evaluated: round(rawWorker.evaluatedPerKeystroke / Math.max(1e-9, rawServer.evaluatedPerKeystroke), 2) });
+    rows.push({
+      row: "raw ratios worker ÷ llama-server",
+      latency_p50_ms: round(rawWorker.p50 / rawServer.p50, 2),
+      tokens_evaluated: round(rawWorker.evaluatedPerKeystroke / Math.max(1e-9, rawServer.evaluatedPerKeystroke), 2),
+    });
     return rows;
   } finally {
     await server.stop();
@@ -239,8 +336,11 @@ export async function benchTyping({ threads = 1 }: { threads?: number } = {}): P
 }
 
 if (require.main === module) {
-  benchTyping({ threads: Number(process.env.RBEE_BENCH_THREADS ?? 1) }).then((r) => console.table(r), (e) => {
-    console.error(e);
-    process.exit(1);
-  });
+  benchTyping({ threads: Number(process.env.RBEE_BENCH_THREADS ?? 1) }).then(
+    (r) => console.table(r),
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
 }

@@ -9,11 +9,14 @@ import { startHive, waitReady } from "../helpers/hive";
 import { PROMPT, inProcessEngine, median, nativeBuildForBench, round, timeStream } from "./common";
 
 /** "median (min–max)" of a series, rounded. */
-const spread = (xs: number[], digits = 0) => `${round(median(xs), digits)} (${round(Math.min(...xs), digits)}–${round(Math.max(...xs), digits)})`;
+const spread = (xs: number[], digits = 0) =>
+  `${round(median(xs), digits)} (${round(Math.min(...xs), digits)}–${round(Math.max(...xs), digits)})`;
 
 const TOKENS = 128;
 
-export async function benchWorker(opts: { threads?: number; runs?: number; aggregateRounds?: number } = {}): Promise<Record<string, number | string>> {
+export async function benchWorker(
+  opts: { threads?: number; runs?: number; aggregateRounds?: number } = {},
+): Promise<Record<string, number | string>> {
   const threads = opts.threads ?? 1;
   const runs = opts.runs ?? 5;
   const modelPath = ensureModel("small");
@@ -21,13 +24,26 @@ export async function benchWorker(opts: { threads?: number; runs?: number; aggre
   try {
     // Both sides on the binary a worker with these threads uses (the native build from 2 threads).
     const nativeDir = await nativeBuildForBench(hive.home, threads);
-    const single = await waitReady(hive, (await hive.client.spawn({ model_ref: `file:${modelPath}`, slots: 1, threads, context_size: 4096 })).worker_id, 120_000);
+    const single = await waitReady(
+      hive,
+      (await hive.client.spawn({ model_ref: `file:${modelPath}`, slots: 1, threads, context_size: 4096 })).worker_id,
+      120_000,
+    );
     const client = hive.client.workerClient(single);
-    const stream = () => timeStream(() => client.inference({ prompt: PROMPT, max_tokens: TOKENS, temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 }), TOKENS);
+    const stream = () =>
+      timeStream(
+        () =>
+          client.inference({ prompt: PROMPT, max_tokens: TOKENS, temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 }),
+        TOKENS,
+      );
     const engine = await inProcessEngine({ modelPath, threads, contextSize: 4096, nativeDir });
     await stream(); // warm-up both
     await engine.run(TOKENS);
-    const worker: number[] = [], inproc: number[] = [], ttftWorker: number[] = [], ttftIn: number[] = [], ratios: number[] = [];
+    const worker: number[] = [],
+      inproc: number[] = [],
+      ttftWorker: number[] = [],
+      ttftIn: number[] = [],
+      ratios: number[] = [];
     for (let i = 0; i < runs; i++) {
       // Interleaved, so drifting machine load touches both sides alike.
       const a = await engine.run(TOKENS);
@@ -43,11 +59,19 @@ export async function benchWorker(opts: { threads?: number; runs?: number; aggre
 
     // Aggregate throughput of one 4-slot worker with 1, 2, 4 concurrent streams: a warm-up, then
     // rounds in rotating order (1 2 4, 2 4 1, 4 1 2), so load drifting over the run touches each alike.
-    const multi = await waitReady(hive, (await hive.client.spawn({ model_ref: `file:${modelPath}`, slots: 4, threads, context_size: 1024 })).worker_id, 120_000);
+    const multi = await waitReady(
+      hive,
+      (await hive.client.spawn({ model_ref: `file:${modelPath}`, slots: 4, threads, context_size: 1024 })).worker_id,
+      120_000,
+    );
     const mc = hive.client.workerClient(multi);
     const concurrent = async (n: number) => {
       const t0 = performance.now();
-      const results = await Promise.all(Array.from({ length: n }, (_, k) => timeStream(() => mc.inference({ prompt: PROMPT, max_tokens: TOKENS, seed: k + 1 }), TOKENS)));
+      const results = await Promise.all(
+        Array.from({ length: n }, (_, k) =>
+          timeStream(() => mc.inference({ prompt: PROMPT, max_tokens: TOKENS, seed: k + 1 }), TOKENS),
+        ),
+      );
       return (results.reduce((s, r) => s + r.tokens, 0) / (performance.now() - t0)) * 1000;
     };
     const streams = [1, 2, 4];
@@ -69,19 +93,19 @@ export async function benchWorker(opts: { threads?: number; runs?: number; aggre
       threads,
       worker_uses_native_build: nativeDir ? 1 : 0,
       rounds: runs,
-      "worker_sse_tok_s": spread(worker),
-      "in_process_tok_s": spread(inproc),
-      "ratio_worker_over_in_process": round(median(worker) / median(inproc), 3),
+      worker_sse_tok_s: spread(worker),
+      in_process_tok_s: spread(inproc),
+      ratio_worker_over_in_process: round(median(worker) / median(inproc), 3),
       "ratio_per_round (min–max)": `${round(Math.min(...ratios), 2)}–${round(Math.max(...ratios), 2)}`,
-      "first_token_ms_worker": round(median(ttftWorker), 1),
-      "first_token_ms_in_process": round(median(ttftIn), 1),
-      "first_token_overhead_ms": round(median(ttftWorker) - median(ttftIn), 1),
+      first_token_ms_worker: round(median(ttftWorker), 1),
+      first_token_ms_in_process: round(median(ttftIn), 1),
+      first_token_overhead_ms: round(median(ttftWorker) - median(ttftIn), 1),
       aggregate_rounds: aggRounds,
-      "aggregate_tok_s_1_stream": spread(aggregate[1]),
-      "aggregate_tok_s_2_streams": spread(aggregate[2]),
-      "aggregate_tok_s_4_streams": spread(aggregate[4]),
-      "ratio_2_streams_over_1": `${round(median(over1[2]), 2)} (${round(Math.min(...over1[2]), 2)}–${round(Math.max(...over1[2]), 2)})`,
-      "ratio_4_streams_over_1": `${round(median(over1[4]), 2)} (${round(Math.min(...over1[4]), 2)}–${round(Math.max(...over1[4]), 2)})`,
+      aggregate_tok_s_1_stream: spread(aggregate[1]),
+      aggregate_tok_s_2_streams: spread(aggregate[2]),
+      aggregate_tok_s_4_streams: spread(aggregate[4]),
+      ratio_2_streams_over_1: `${round(median(over1[2]), 2)} (${round(Math.min(...over1[2]), 2)}–${round(Math.max(...over1[2]), 2)})`,
+      ratio_4_streams_over_1: `${round(median(over1[4]), 2)} (${round(Math.min(...over1[4]), 2)}–${round(Math.max(...over1[4]), 2)})`,
     };
   } finally {
     await hive.stop();

@@ -29,7 +29,10 @@ export function newRbeeHome(): string {
 }
 
 export function startCli(args: string[], env: NodeJS.ProcessEnv): RunningCli {
-  const proc = spawn(process.execPath, [CLI_BUNDLE, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(process.execPath, [CLI_BUNDLE, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   const r: RunningCli = {
     proc,
     stdout: "",
@@ -46,7 +49,9 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv): RunningCli {
         proc.once("exit", () => reject(new Error(`rbee exited before printing ${n} characters: ${r.stderr}`)));
         check();
       }),
-    done: new Promise((resolve) => proc.once("exit", (code, signal) => resolve({ code, signal, stdout: r.stdout, stderr: r.stderr }))),
+    done: new Promise((resolve) =>
+      proc.once("exit", (code, signal) => resolve({ code, signal, stdout: r.stdout, stderr: r.stderr })),
+    ),
   };
   proc.stdout!.on("data", (d) => (r.stdout += d));
   proc.stderr!.on("data", (d) => (r.stderr += d));

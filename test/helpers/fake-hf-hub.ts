@@ -87,10 +87,15 @@ export class FakeHfHub {
       if (!names) return void res.writeHead(404).end('{"error":"Repository not found"}');
       const siblings = names.map((n) => {
         const f = this.files.get(`/${api[1]}/${api[2]}/resolve/main/${n}`)!;
-        return { rfilename: n, lfs: { sha256: f.sha256 ?? createHash("sha256").update(f.data).digest("hex"), size: f.data.length } };
+        return {
+          rfilename: n,
+          lfs: { sha256: f.sha256 ?? createHash("sha256").update(f.data).digest("hex"), size: f.data.length },
+        };
       });
       res.writeHead(200, { "content-type": "application/json" });
-      return void res.end(JSON.stringify({ id: `${api[1]}/${api[2]}`, siblings: [...siblings, { rfilename: "README.md" }] }));
+      return void res.end(
+        JSON.stringify({ id: `${api[1]}/${api[2]}`, siblings: [...siblings, { rfilename: "README.md" }] }),
+      );
     }
     const file = this.files.get(path);
     if (!file) return void res.writeHead(404).end("not found");

@@ -32,25 +32,42 @@ export async function until(what: string, check: () => Promise<boolean> | boolea
 
 export async function startGateway(args: string[], env: NodeJS.ProcessEnv): Promise<RunningGateway> {
   const cli = startCli(["serve", "--port", "0", ...args], { RBEE_NATIVE_BUILD: "off", ...env });
-  await until("rbee serve to listen", () => {
-    if (cli.proc.exitCode !== null) throw new Error(`rbee serve exited: ${cli.stderr}`);
-    return /listening on http:\/\/127\.0\.0\.1:\d+/.test(cli.stderr);
-  }, 30_000);
+  await until(
+    "rbee serve to listen",
+    () => {
+      if (cli.proc.exitCode !== null) throw new Error(`rbee serve exited: ${cli.stderr}`);
+      return /listening on http:\/\/127\.0\.0\.1:\d+/.test(cli.stderr);
+    },
+    30_000,
+  );
   const url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(cli.stderr)![1];
   const shown = await runCli(["serve", "--show-token"], env);
   if (shown.code !== 0) throw new Error(shown.stderr);
   const token = shown.stdout.trim();
-  const authed = (p: string, init: RequestInit = {}) => fetch(url + p, { ...init, headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...(init.headers as Record<string, string>) } });
+  const authed = (p: string, init: RequestInit = {}) =>
+    fetch(url + p, {
+      ...init,
+      headers: {
+        authorization: `Bearer ${token}`,
+        "content-type": "application/json",
+        ...(init.headers as Record<string, string>),
+      },
+    });
   const metrics = async () => (await authed("/metrics")).text();
   return {
-    cli, url, token, metrics,
+    cli,
+    url,
+    token,
+    metrics,
     fetch: authed,
     async metric(name, labels = {}) {
       let sum = 0;
       for (const line of (await metrics()).split("\n")) {
         const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
         if (!m || m[1] !== name) continue;
-        const have = Object.fromEntries([...(m[2] ?? "").matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
+        const have = Object.fromEntries(
+          [...(m[2] ?? "").matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]),
+        );
         if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum += Number(m[3]);
       }
       return sum;

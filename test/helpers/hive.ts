@@ -29,7 +29,8 @@ export interface TestHive {
 }
 
 export async function startHive(extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<TestHive> {
-  if (!existsSync(AGENT_BUNDLE)) throw new Error(`${AGENT_BUNDLE} is missing: run the tests through test/run.mjs (it builds first)`);
+  if (!existsSync(AGENT_BUNDLE))
+    throw new Error(`${AGENT_BUNDLE} is missing: run the tests through test/run.mjs (it builds first)`);
   const home = mkdtempSync(path.join(tmpdir(), "rbee-hive-"));
   chmodSync(home, 0o700);
   const token = randomBytes(24).toString("base64url");
@@ -37,10 +38,24 @@ export async function startHive(extraArgs: string[] = [], env: NodeJS.ProcessEnv
   writeFileSync(tokenFile, token, { mode: 0o600 });
   const logFile = path.join(home, "hive.log");
   const logFd = openSync(logFile, "a");
-  const proc = spawn(process.execPath, [AGENT_BUNDLE, "daemon", "--token-file", tokenFile, "--home", home, "--native-build", process.env.RBEE_NATIVE_BUILD ?? "off", ...extraArgs], {
-    stdio: ["ignore", "pipe", logFd],
-    env: { ...process.env, ...env },
-  });
+  const proc = spawn(
+    process.execPath,
+    [
+      AGENT_BUNDLE,
+      "daemon",
+      "--token-file",
+      tokenFile,
+      "--home",
+      home,
+      "--native-build",
+      process.env.RBEE_NATIVE_BUILD ?? "off",
+      ...extraArgs,
+    ],
+    {
+      stdio: ["ignore", "pipe", logFd],
+      env: { ...process.env, ...env },
+    },
+  );
   const address = await new Promise<string>((resolve, reject) => {
     let out = "";
     proc.stdout!.on("data", (d) => {
@@ -53,7 +68,14 @@ export async function startHive(extraArgs: string[] = [], env: NodeJS.ProcessEnv
   const transport = loopbackTransport();
   const client = new HiveClient({ transport, baseUrl: address, token, nodeName: "localhost" });
   return {
-    proc, address, socketPath: socketPathOf(address) ?? "", token, home, logFile, client, transport,
+    proc,
+    address,
+    socketPath: socketPathOf(address) ?? "",
+    token,
+    home,
+    logFile,
+    client,
+    transport,
     log: () => readFileSync(logFile, "utf8"),
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) {
@@ -68,10 +90,13 @@ export async function startHive(extraArgs: string[] = [], env: NodeJS.ProcessEnv
 
 /** Waits until a spawned worker reports ready (polls /v1/ready like the keeper does). */
 export function waitReady(hive: TestHive, workerId: string, timeoutMs = 60_000) {
-  return waitUntil(async () => {
-    const w = await hive.client.worker(workerId);
-    return w.state !== "loading" && w;
-  }, { timeout: timeoutMs, intervalMs: 100, what: `worker ${workerId} to be ready` });
+  return waitUntil(
+    async () => {
+      const w = await hive.client.worker(workerId);
+      return w.state !== "loading" && w;
+    },
+    { timeout: timeoutMs, intervalMs: 100, what: `worker ${workerId} to be ready` },
+  );
 }
 
 /** Collects a whole stream. */

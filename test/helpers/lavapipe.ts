@@ -27,7 +27,10 @@ export function softwareGpus(count = 2): SoftwareGpus {
     const lib = path.join(dir, `lvp${i}.so`);
     if (!existsSync(lib)) copyFileSync(LVP, lib);
     const json = path.join(dir, `lvp${i}.json`);
-    writeFileSync(json, JSON.stringify({ file_format_version: "1.0.0", ICD: { library_path: lib, api_version: "1.1.230" } }));
+    writeFileSync(
+      json,
+      JSON.stringify({ file_format_version: "1.0.0", ICD: { library_path: lib, api_version: "1.1.230" } }),
+    );
     manifests.push(json);
   }
   const icd = { VK_ICD_FILENAMES: manifests.join(":") };

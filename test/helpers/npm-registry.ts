@@ -28,15 +28,28 @@ export async function ensureTestTarballs(pins: PinnedTarball[]): Promise<void> {
   const unique = [...new Map(missing.map((p) => [`${p.name}@${p.version}`, p])).values()];
   for (let i = 0; i < unique.length; i += 40) {
     const batch = unique.slice(i, i + 40);
-    execFileSync("npm", ["pack", "--silent", "--prefer-offline", "--pack-destination", TEST_REGISTRY_STORE, ...batch.map((p) => `${p.name}@${p.version}`)], {
-      cwd: TEST_REGISTRY_STORE,
-      stdio: ["ignore", "ignore", "inherit"],
-      env: { ...process.env, npm_config_update_notifier: "false" },
-    });
-    for (const p of batch) renameSync(path.join(TEST_REGISTRY_STORE, packName(p)), path.join(TEST_REGISTRY_STORE, tarballFileName(p)));
+    execFileSync(
+      "npm",
+      [
+        "pack",
+        "--silent",
+        "--prefer-offline",
+        "--pack-destination",
+        TEST_REGISTRY_STORE,
+        ...batch.map((p) => `${p.name}@${p.version}`),
+      ],
+      {
+        cwd: TEST_REGISTRY_STORE,
+        stdio: ["ignore", "ignore", "inherit"],
+        env: { ...process.env, npm_config_update_notifier: "false" },
+      },
+    );
+    for (const p of batch)
+      renameSync(path.join(TEST_REGISTRY_STORE, packName(p)), path.join(TEST_REGISTRY_STORE, tarballFileName(p)));
   }
   for (const p of pins) {
-    if (!(await fileMatches(path.join(TEST_REGISTRY_STORE, tarballFileName(p)), p.integrity))) throw new Error(`${p.name}@${p.version} in ${TEST_REGISTRY_STORE} does not match its pin`);
+    if (!(await fileMatches(path.join(TEST_REGISTRY_STORE, tarballFileName(p)), p.integrity)))
+      throw new Error(`${p.name}@${p.version} in ${TEST_REGISTRY_STORE} does not match its pin`);
   }
 }
 

@@ -20,7 +20,13 @@ export function openTestServices(prefix: string, log: Logger = QUIET): TestServi
   const home = mkdtempSync(path.join(os.tmpdir(), prefix));
   const previous = process.env.RBEE_HOME;
   process.env.RBEE_HOME = home; // the local hive, its token and models live here, not in ~/.rbee
-  const services = new RbeeServices({ storageDir: path.join(home, "storage"), bundleDir: path.join(REPO_ROOT, "dist"), extensionDir: REPO_ROOT, log, ssh: { configPath: () => path.join(home, "no-ssh-config") } });
+  const services = new RbeeServices({
+    storageDir: path.join(home, "storage"),
+    bundleDir: path.join(REPO_ROOT, "dist"),
+    extensionDir: REPO_ROOT,
+    log,
+    ssh: { configPath: () => path.join(home, "no-ssh-config") },
+  });
   return {
     services,
     home,

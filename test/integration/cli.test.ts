@@ -29,13 +29,19 @@ describe("rbee CLI", () => {
   });
 
   test("infer starts the local hive, spawns a worker and streams exactly max_tokens; a second run reuses it", async () => {
-    const cold = await runCli(["infer", "--model", model, "--prompt", "def main():", "--max-tokens", "12", "--seed", "5", "--json"], env);
+    const cold = await runCli(
+      ["infer", "--model", model, "--prompt", "def main():", "--max-tokens", "12", "--seed", "5", "--json"],
+      env,
+    );
     assert.equal(cold.code, 0, cold.stderr);
     const a = JSON.parse(cold.stdout);
     assert.equal(a.tokens_out, 12);
     assert.equal(a.stop_reason, "max_tokens");
     assert.equal(a.spawned, true);
-    const warm = await runCli(["infer", "--model", model, "--prompt", "def main():", "--max-tokens", "12", "--seed", "5", "--json"], env);
+    const warm = await runCli(
+      ["infer", "--model", model, "--prompt", "def main():", "--max-tokens", "12", "--seed", "5", "--json"],
+      env,
+    );
     const b = JSON.parse(warm.stdout);
     assert.equal(b.spawned, false);
     assert.equal(b.worker_id, a.worker_id);
@@ -47,7 +53,10 @@ describe("rbee CLI", () => {
   test("plain output: tokens on stdout, narration on stderr", async () => {
     const r = await runCli(["infer", "--model", model, "--prompt", "x", "--max-tokens", "8", "--seed", "1"], env);
     assert.equal(r.code, 0);
-    const json = JSON.parse((await runCli(["infer", "--model", model, "--prompt", "x", "--max-tokens", "8", "--seed", "1", "--json"], env)).stdout);
+    const json = JSON.parse(
+      (await runCli(["infer", "--model", model, "--prompt", "x", "--max-tokens", "8", "--seed", "1", "--json"], env))
+        .stdout,
+    );
     assert.equal(r.stdout, json.text + "\n");
     assert.match(r.stderr, /\[registry\]/);
     assert.ok(!r.stderr.includes(json.text));
@@ -66,9 +75,15 @@ describe("rbee CLI", () => {
   });
 
   test("EC3: not enough RAM → needed vs available and a smaller quantization suggested", async () => {
-    const r = await runCli(["infer", "--model", model, "--prompt", "x", "--context-size", String(1 << 22), "--slots", "64"], env);
+    const r = await runCli(
+      ["infer", "--model", model, "--prompt", "x", "--context-size", String(1 << 22), "--slots", "64"],
+      env,
+    );
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /not enough RAM: the model needs about [\d.]+ GiB, [\d.]+ GiB is available; use a smaller quantization/);
+    assert.match(
+      r.stderr,
+      /not enough RAM: the model needs about [\d.]+ GiB, [\d.]+ GiB is available; use a smaller quantization/,
+    );
   });
 
   test("EC10: backend unavailable → requested vs available backends", async () => {
@@ -79,7 +94,10 @@ describe("rbee CLI", () => {
   });
 
   test("EC4: a worker killed mid-stream → 'stream closed unexpectedly', tokens n/N, partial text saved", async () => {
-    const run = startCli(["infer", "--model", model, "--prompt", "long", "--max-tokens", "6000", "--context-size", "8192", "--slots", "1"], env);
+    const run = startCli(
+      ["infer", "--model", model, "--prompt", "long", "--max-tokens", "6000", "--context-size", "8192", "--slots", "1"],
+      env,
+    );
     await run.waitForStdout(200);
     const w = (await workers(env)).find((x) => x.slots_total === 1)!;
     process.kill(w.pid, "SIGKILL");
@@ -105,9 +123,27 @@ describe("rbee CLI", () => {
   test("EC6: a worker whose slots are full → retries after the configured waits, then a clear error", async () => {
     // A 1-slot worker kept busy by a long stream.
     const busyModel = `file:${ensureModel("tiny", 43)}`;
-    const long = startCli(["infer", "--model", busyModel, "--prompt", "busy", "--max-tokens", "8000", "--context-size", "8192", "--slots", "1"], env);
+    const long = startCli(
+      [
+        "infer",
+        "--model",
+        busyModel,
+        "--prompt",
+        "busy",
+        "--max-tokens",
+        "8000",
+        "--context-size",
+        "8192",
+        "--slots",
+        "1",
+      ],
+      env,
+    );
     await long.waitForStdout(50);
-    const r = await runCli(["infer", "--model", busyModel, "--prompt", "x", "--max-tokens", "4"], { ...env, RBEE_BUSY_RETRY_MS: "100,200,300" });
+    const r = await runCli(["infer", "--model", busyModel, "--prompt", "x", "--max-tokens", "4"], {
+      ...env,
+      RBEE_BUSY_RETRY_MS: "100,200,300",
+    });
     long.proc.kill("SIGINT");
     await long.done;
     assert.equal(r.code, 1);
@@ -162,14 +198,20 @@ describe("rbee CLI, hives with special settings", () => {
   test("EC2: a download that keeps failing gives up after 6 tries with the last error", async () => {
     const hub = new FakeHfHub(); // MOCK of the Hugging Face hub
     await hub.start();
-    hub.hostInRepo("acme", "flaky-GGUF", "m-Q4_K_M.gguf", { data: readFileSync(ensureModel("tiny")), alwaysFail: { kind: "cut", afterBytes: 1000 } });
+    hub.hostInRepo("acme", "flaky-GGUF", "m-Q4_K_M.gguf", {
+      data: readFileSync(ensureModel("tiny")),
+      alwaysFail: { kind: "cut", afterBytes: 1000 },
+    });
     const home = newRbeeHome();
     const env = { RBEE_HOME: home, HF_ENDPOINT: hub.url, RBEE_HIVE_ARGS: "--download-backoff-ms 20" };
     try {
       const r = await runCli(["infer", "--model", "hf:acme/flaky-GGUF", "--prompt", "x"], env);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /download attempt 5\/6 failed/);
-      assert.match(r.stderr, /failed after 6 attempts: connection closed after 6000 of \d+ bytes \(.*\) \[DOWNLOAD_FAILED\]/);
+      assert.match(
+        r.stderr,
+        /failed after 6 attempts: connection closed after 6000 of \d+ bytes \(.*\) \[DOWNLOAD_FAILED\]/,
+      );
     } finally {
       await runCli(["hive", "stop"], env);
       await hub.stop();
@@ -191,7 +233,12 @@ describe("rbee CLI, hives with special settings", () => {
       const localPath = /→ (\S+)$/m.exec(r.stdout)?.[1];
       assert.match(localPath ?? "", /hf\/acme\/coder-GGUF\/coder-Q4_K_M\.gguf$/);
       const list = JSON.parse((await runCli(["models", "list", "--json"], env)).stdout).models;
-      assert.ok(list.some((m: any) => m.model_ref === "hf:acme/coder-GGUF" && m.local_path === localPath && m.size_bytes === data.length));
+      assert.ok(
+        list.some(
+          (m: any) =>
+            m.model_ref === "hf:acme/coder-GGUF" && m.local_path === localPath && m.size_bytes === data.length,
+        ),
+      );
       // A second download of the same ref in JSON mode reports the completed file.
       const again = JSON.parse((await runCli(["models", "download", "hf:acme/coder-GGUF", "--json"], env)).stdout);
       assert.equal(again.stage, "complete");
@@ -209,13 +256,19 @@ describe("rbee CLI, hives with special settings", () => {
   test("EC8: a hive of another major version → both versions and how to upgrade", async () => {
     // A real hive-agent build that calls itself 9.0.0, inside the repo so it finds node_modules.
     const out = path.join(REPO_ROOT, ".cache", "agent-9.0.0");
-    execFileSync(process.execPath, ["esbuild.mjs"], { cwd: REPO_ROOT, env: { ...process.env, RBEE_BUILD_VERSION: "9.0.0", RBEE_BUILD_OUT: out } });
+    execFileSync(process.execPath, ["esbuild.mjs"], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, RBEE_BUILD_VERSION: "9.0.0", RBEE_BUILD_OUT: out },
+    });
     const home = newRbeeHome();
     const env = { RBEE_HOME: home, RBEE_AGENT_SCRIPT: path.join(out, "hive-agent.js") };
     try {
       const r = await runCli(["infer", "--model", model, "--prompt", "x"], env);
       assert.equal(r.code, 1);
-      assert.match(r.stderr, /localhost runs hive-agent 9\.0\.0 but this rbee is 0\.\d+\.\d+; upgrade the node with "rbee nodes deploy localhost"/);
+      assert.match(
+        r.stderr,
+        /localhost runs hive-agent 9\.0\.0 but this rbee is 0\.\d+\.\d+; upgrade the node with "rbee nodes deploy localhost"/,
+      );
       assert.match(r.stderr, /VERSION_MISMATCH/);
     } finally {
       await runCli(["hive", "stop"], env);
@@ -229,7 +282,9 @@ describe("rbee CLI and a damaged registry", () => {
     const home = newRbeeHome();
     const env = { RBEE_HOME: home };
     try {
-      const first = JSON.parse((await runCli(["infer", "--model", model, "--prompt", "x", "--max-tokens", "2", "--json"], env)).stdout);
+      const first = JSON.parse(
+        (await runCli(["infer", "--model", model, "--prompt", "x", "--max-tokens", "2", "--json"], env)).stdout,
+      );
       writeFileSync(path.join(home, "registry.sqlite"), "garbage, not SQLite at all");
       const r = await runCli(["infer", "--model", model, "--prompt", "x", "--max-tokens", "2", "--json"], env);
       assert.equal(r.code, 0, r.stderr);

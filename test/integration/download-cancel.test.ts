@@ -20,7 +20,19 @@ describe("downloads against a server that never answers", () => {
     });
     await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
     const url = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
-    hive = await startHive(["--download-attempts", "2", "--download-backoff-ms", "30", "--download-header-ms", "400", "--download-stall-ms", "60000"], { HF_ENDPOINT: url });
+    hive = await startHive(
+      [
+        "--download-attempts",
+        "2",
+        "--download-backoff-ms",
+        "30",
+        "--download-header-ms",
+        "400",
+        "--download-stall-ms",
+        "60000",
+      ],
+      { HF_ENDPOINT: url },
+    );
   });
   after(async () => {
     await hive.stop();
@@ -28,29 +40,46 @@ describe("downloads against a server that never answers", () => {
     await new Promise((r) => silent.close(r));
   });
 
-  test("an hf: ref whose server never answers fails after the header limit on each attempt", { timeout: 60_000 }, async () => {
-    const { download_id } = await hive.client.download({ model_ref: "hf:someone/never-answers/model.gguf" });
-    const events = await collect(hive.client.downloadProgress(download_id));
-    const last = events.at(-1)!;
-    assert.equal(last.stage, "error");
-    assert.match((last as { message: string }).message, /did not answer within 0\.4 s/);
-    assert.ok(events.some((e) => e.stage === "retrying"), "the first silent attempt is retried");
-  });
+  test(
+    "an hf: ref whose server never answers fails after the header limit on each attempt",
+    { timeout: 60_000 },
+    async () => {
+      const { download_id } = await hive.client.download({ model_ref: "hf:someone/never-answers/model.gguf" });
+      const events = await collect(hive.client.downloadProgress(download_id));
+      const last = events.at(-1)!;
+      assert.equal(last.stage, "error");
+      assert.match((last as { message: string }).message, /did not answer within 0\.4 s/);
+      assert.ok(
+        events.some((e) => e.stage === "retrying"),
+        "the first silent attempt is retried",
+      );
+    },
+  );
 
-  test("DELETE on a running download stops it on the hive (Cancel in the editor reaches the node)", { timeout: 60_000 }, async () => {
-    const { download_id } = await hive.client.download({ model_ref: "hf:someone/cancelled/model.gguf" });
-    assert.equal(await hive.client.cancelDownload(download_id), true);
-    const events = await collect(hive.client.downloadProgress(download_id));
-    const last = events.at(-1)!;
-    assert.equal(last.stage, "error");
-    assert.equal((last as { code: string }).code, "REQUEST_CANCELLED");
-    assert.ok(!events.some((e) => e.stage === "retrying"), "a cancelled download is not retried");
-    assert.equal(await hive.client.cancelDownload(download_id), false, "cancelling an ended download is a no-op");
-  });
+  test(
+    "DELETE on a running download stops it on the hive (Cancel in the editor reaches the node)",
+    { timeout: 60_000 },
+    async () => {
+      const { download_id } = await hive.client.download({ model_ref: "hf:someone/cancelled/model.gguf" });
+      assert.equal(await hive.client.cancelDownload(download_id), true);
+      const events = await collect(hive.client.downloadProgress(download_id));
+      const last = events.at(-1)!;
+      assert.equal(last.stage, "error");
+      assert.equal((last as { code: string }).code, "REQUEST_CANCELLED");
+      assert.ok(!events.some((e) => e.stage === "retrying"), "a cancelled download is not retried");
+      assert.equal(await hive.client.cancelDownload(download_id), false, "cancelling an ended download is a no-op");
+    },
+  );
 });
 
 test("a host name that does not resolve is worded as a DNS failure, not as an interrupted download", () => {
-  const e = networkError("https://huggingface.co", Object.assign(new TypeError("fetch failed"), { cause: Object.assign(new Error("getaddrinfo ENOTFOUND huggingface.co"), { code: "ENOTFOUND" }) }), 30_000);
+  const e = networkError(
+    "https://huggingface.co",
+    Object.assign(new TypeError("fetch failed"), {
+      cause: Object.assign(new Error("getaddrinfo ENOTFOUND huggingface.co"), { code: "ENOTFOUND" }),
+    }),
+    30_000,
+  );
   assert.ok(e instanceof RbeeError);
   assert.match(e.message, /cannot resolve huggingface\.co \(DNS lookup failed\)/);
 });

@@ -20,7 +20,10 @@ describe("model downloads", () => {
   before(async () => {
     hub = new FakeHfHub();
     const url = await hub.start();
-    hive = await startHive(["--download-attempts", "6", "--download-backoff-ms", "30", "--download-stall-ms", "700"], { HF_ENDPOINT: url, HF_TOKEN });
+    hive = await startHive(["--download-attempts", "6", "--download-backoff-ms", "30", "--download-stall-ms", "700"], {
+      HF_ENDPOINT: url,
+      HF_TOKEN,
+    });
   });
   after(async () => {
     await hive.stop();
@@ -38,16 +41,29 @@ describe("model downloads", () => {
     const last = events.at(-1)!;
     assert.equal(last.stage, "complete");
     assert.equal((last as any).sha256, sha);
-    const progress = events.filter((e) => e.stage === "downloading") as Extract<DownloadProgressEvent, { stage: "downloading" }>[];
+    const progress = events.filter((e) => e.stage === "downloading") as Extract<
+      DownloadProgressEvent,
+      { stage: "downloading" }
+    >[];
     assert.ok(progress.length >= 1);
     assert.equal(progress.at(-1)!.bytes_downloaded, model.length);
     assert.equal(progress.at(-1)!.bytes_total, model.length);
     assert.deepEqual(readFileSync((last as any).local_path), model);
-    assert.ok((await hive.client.models()).some((m) => m.model_ref === `${hub.url}/files/plain.gguf` && m.size_bytes === model.length));
+    assert.ok(
+      (await hive.client.models()).some(
+        (m) => m.model_ref === `${hub.url}/files/plain.gguf` && m.size_bytes === model.length,
+      ),
+    );
   });
 
   test("a download that fails twice resumes where it stopped and succeeds", async () => {
-    hub.host("/files/flaky.gguf", { data: model, failures: [{ kind: "cut", afterBytes: 1_000_000 }, { kind: "stall", afterBytes: 500_000 }] });
+    hub.host("/files/flaky.gguf", {
+      data: model,
+      failures: [
+        { kind: "cut", afterBytes: 1_000_000 },
+        { kind: "stall", afterBytes: 500_000 },
+      ],
+    });
     const events = await download(`${hub.url}/files/flaky.gguf`);
     assert.equal(events.at(-1)!.stage, "complete", JSON.stringify(events.at(-1)));
     assert.equal(events.filter((e) => e.stage === "retrying").length, 2);
@@ -83,7 +99,10 @@ describe("model downloads", () => {
     const fetched = hub.requests.filter((r) => r.path.includes("coder-GGUF"));
     assert.ok(fetched.every((r) => r.authorization === `Bearer ${HF_TOKEN}`));
     // The downloaded model is in the catalog and a worker runs it.
-    const w = await waitReady(hive, (await hive.client.spawn({ model_ref: "hf:acme/coder-GGUF", slots: 1, threads: 1 })).worker_id);
+    const w = await waitReady(
+      hive,
+      (await hive.client.spawn({ model_ref: "hf:acme/coder-GGUF", slots: 1, threads: 1 })).worker_id,
+    );
     const stream = await collect(hive.client.workerClient(w).inference({ prompt: "x", max_tokens: 3 }));
     assert.equal((stream.at(-1) as any).tokens_out, 3);
     await hive.client.shutdown(w.id);
@@ -106,6 +125,9 @@ describe("model downloads", () => {
   });
 
   test("a local ref cannot be downloaded", async () => {
-    await assert.rejects(hive.client.download({ model_ref: "file:/tmp/x.gguf" }), (e: any) => e.code === "INVALID_REQUEST");
+    await assert.rejects(
+      hive.client.download({ model_ref: "file:/tmp/x.gguf" }),
+      (e: any) => e.code === "INVALID_REQUEST",
+    );
   });
 });

@@ -14,7 +14,13 @@ let engine: Engine;
 let batches: number[][] = [];
 
 before(async () => {
-  engine = await Engine.load({ modelPath: ensureModel("tiny"), backend: "cpu", contextSize: 512, slots: 4, threads: 1 });
+  engine = await Engine.load({
+    modelPath: ensureModel("tiny"),
+    backend: "cpu",
+    contextSize: 512,
+    slots: 4,
+    threads: 1,
+  });
   const context = engine.context as unknown as { _ctx: Record<string, unknown> };
   const addon = context._ctx;
   context._ctx = new Proxy(addon, {
@@ -22,7 +28,11 @@ before(async () => {
       const value = target[key as string];
       if (typeof value !== "function") return value;
       if (key === "initBatch") return (...args: unknown[]) => (batches.push([]), value.apply(target, args));
-      if (key === "addToBatch") return (sequenceId: number, ...rest: unknown[]) => (batches.at(-1)!.push(sequenceId), value.call(target, sequenceId, ...rest));
+      if (key === "addToBatch")
+        return (sequenceId: number, ...rest: unknown[]) => (
+          batches.at(-1)!.push(sequenceId),
+          value.call(target, sequenceId, ...rest)
+        );
       return value.bind(target);
     },
   });
@@ -34,7 +44,13 @@ async function generateConcurrently(n: number, maxTokens: number) {
   try {
     return await Promise.all(
       slots.map((slot, k) =>
-        engine.generate(slot, engine.prepare({ kind: "text", prompt: `def f${k}(x):` }, maxTokens), { max_tokens: maxTokens, seed: k + 1 }, new AbortController().signal, () => {}),
+        engine.generate(
+          slot,
+          engine.prepare({ kind: "text", prompt: `def f${k}(x):` }, maxTokens),
+          { max_tokens: maxTokens, seed: k + 1 },
+          new AbortController().signal,
+          () => {},
+        ),
       ),
     );
   } finally {
@@ -45,7 +61,10 @@ async function generateConcurrently(n: number, maxTokens: number) {
 test("4 concurrent streams share each decode batch, in increasing sequence-id order", async () => {
   batches = [];
   const results = await generateConcurrently(4, 32);
-  assert.deepEqual(results.map((r) => r.tokensOut), [32, 32, 32, 32]);
+  assert.deepEqual(
+    results.map((r) => r.tokensOut),
+    [32, 32, 32, 32],
+  );
   // Each stream needs one decode per token after its prompt: about 32 batches when they are decoded
   // together, against about 64 when the sequence sampled last misses every batch (the old behaviour).
   assert.ok(batches.length <= 32 + 4, `${batches.length} decode batches for 4 × 32 tokens`);

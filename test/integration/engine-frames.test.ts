@@ -32,7 +32,13 @@ before(async () => {
   socketPath = path.join(dir, "w.sock");
   server = new WorkerServer(KEY, "file:tiny", createLogger("test worker"));
   await server.listen(`unix:${socketPath}`);
-  engine = await Engine.load({ modelPath: ensureModel("tiny"), backend: "cpu", contextSize: 512, slots: 2, threads: 1 });
+  engine = await Engine.load({
+    modelPath: ensureModel("tiny"),
+    backend: "cpu",
+    contextSize: 512,
+    slots: 2,
+    threads: 1,
+  });
   server.setReady(engine);
   const context = engine.context as unknown as { _ctx: Record<string, unknown> };
   const addon = context._ctx;
@@ -42,14 +48,22 @@ before(async () => {
       const value = target[key as string];
       if (typeof value !== "function") return value;
       if (key === "initBatch") return (...args: unknown[]) => ((batch = []), value.apply(target, args));
-      if (key === "addToBatch") return (sequenceId: number, ...rest: unknown[]) => (batch.push(sequenceId), value.call(target, sequenceId, ...rest));
-      if (key === "decodeBatch") return (...args: unknown[]) => (log.push({ kind: "decode", seqs: batch }), value.apply(target, args));
-      if (key === "sampleToken") return (...args: unknown[]) => (value.apply(target, args) as Promise<unknown>).then((r) => (log.push({ kind: "sample" }), r));
+      if (key === "addToBatch")
+        return (sequenceId: number, ...rest: unknown[]) => (
+          batch.push(sequenceId),
+          value.call(target, sequenceId, ...rest)
+        );
+      if (key === "decodeBatch")
+        return (...args: unknown[]) => (log.push({ kind: "decode", seqs: batch }), value.apply(target, args));
+      if (key === "sampleToken")
+        return (...args: unknown[]) =>
+          (value.apply(target, args) as Promise<unknown>).then((r) => (log.push({ kind: "sample" }), r));
       return value.bind(target);
     },
   });
   http.ServerResponse.prototype.write = function (this: http.ServerResponse, chunk: unknown, ...rest: unknown[]) {
-    if (typeof chunk === "string" && chunk.startsWith('data: {"type":"token"')) for (const _ of chunk.matchAll(/^data: /gm)) log.push({ kind: "frame" });
+    if (typeof chunk === "string" && chunk.startsWith('data: {"type":"token"'))
+      for (const _ of chunk.matchAll(/^data: /gm)) log.push({ kind: "frame" });
     return (originalWrite as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
   } as typeof http.ServerResponse.prototype.write;
 });
@@ -64,20 +78,28 @@ after(async () => {
 /** Streams one completion over the worker's socket; returns its token events' indexes and texts. */
 function stream(body: object): Promise<Array<{ i: number; t: string }>> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath, path: "/v1/inference", method: "POST", headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json" } }, (res) => {
-      let buf = "";
-      const tokens: Array<{ i: number; t: string }> = [];
-      res.setEncoding("utf8");
-      res.on("data", (d: string) => (buf += d));
-      res.on("end", () => {
-        for (const frame of buf.split("\n\n")) {
-          if (!frame.startsWith("data: {")) continue;
-          const e = JSON.parse(frame.slice(6)) as { type: string; i: number; t: string };
-          if (e.type === "token") tokens.push(e);
-        }
-        resolve(tokens);
-      });
-    });
+    const req = http.request(
+      {
+        socketPath,
+        path: "/v1/inference",
+        method: "POST",
+        headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json" },
+      },
+      (res) => {
+        let buf = "";
+        const tokens: Array<{ i: number; t: string }> = [];
+        res.setEncoding("utf8");
+        res.on("data", (d: string) => (buf += d));
+        res.on("end", () => {
+          for (const frame of buf.split("\n\n")) {
+            if (!frame.startsWith("data: {")) continue;
+            const e = JSON.parse(frame.slice(6)) as { type: string; i: number; t: string };
+            if (e.type === "token") tokens.push(e);
+          }
+          resolve(tokens);
+        });
+      },
+    );
     req.on("error", reject);
     req.end(JSON.stringify(body));
   });
@@ -102,7 +124,10 @@ function framesAfterNextDecode() {
 test("each token's frame is written after the next decode has been dispatched", async () => {
   log = [];
   const tokens = await stream({ prompt: "def fib(n):", max_tokens: 24, seed: 1 });
-  assert.deepEqual(tokens.map((e) => e.i), [...Array(24).keys()]);
+  assert.deepEqual(
+    tokens.map((e) => e.i),
+    [...Array(24).keys()],
+  );
   const { frames, after } = framesAfterNextDecode();
   assert.equal(frames, 24);
   // The last token has no next decode: it goes out with the end event.
@@ -111,16 +136,26 @@ test("each token's frame is written after the next decode has been dispatched", 
 
 test("two concurrent streams through the server share each decode batch", async () => {
   log = [];
-  const [a, b] = await Promise.all([stream({ prompt: "def f0(x):", max_tokens: 24, seed: 1 }), stream({ prompt: "def f1(x):", max_tokens: 24, seed: 2 })]);
+  const [a, b] = await Promise.all([
+    stream({ prompt: "def f0(x):", max_tokens: 24, seed: 1 }),
+    stream({ prompt: "def f1(x):", max_tokens: 24, seed: 2 }),
+  ]);
   assert.equal(a.length, 24);
   assert.equal(b.length, 24);
   const decodes = log.filter((e): e is { kind: "decode"; seqs: number[] } => e.kind === "decode");
   // 23 steps after the first tokens, plus the prompts: about 25 batches when the streams share them,
   // about 48 when each stream's token goes in a batch of its own.
   assert.ok(decodes.length <= 24 + 3, `${decodes.length} decode batches for 2 × 24 tokens`);
-  assert.ok(decodes.filter((d) => d.seqs.length === 2).length >= 21, `batches: ${JSON.stringify(decodes.map((d) => d.seqs))}`);
+  assert.ok(
+    decodes.filter((d) => d.seqs.length === 2).length >= 21,
+    `batches: ${JSON.stringify(decodes.map((d) => d.seqs))}`,
+  );
   // A stream held at the step gate for the other one leaves its frame to the step's decode too.
   const { frames, after } = framesAfterNextDecode();
   assert.equal(frames, 48);
-  assert.equal(after, 46, `${after} of 48 frames were written after the next decode was dispatched (each stream's last has none)`);
+  assert.equal(
+    after,
+    46,
+    `${after} of 48 frames were written after the next decode was dispatched (each stream's last has none)`,
+  );
 });

@@ -11,9 +11,20 @@ let engine: Engine;
 let reference: LlamaContext;
 
 before(async () => {
-  engine = await Engine.load({ modelPath: ensureModel("small"), backend: "cpu", contextSize: 4096, slots: 2, threads: 1 });
+  engine = await Engine.load({
+    modelPath: ensureModel("small"),
+    backend: "cpu",
+    contextSize: 4096,
+    slots: 2,
+    threads: 1,
+  });
   // A second context on the same model: node-llama-cpp's own evaluation, nothing of the engine's.
-  reference = await engine.model.createContext({ contextSize: 4096, sequences: 1, threads: 1, flashAttention: engine.context.flashAttention === true });
+  reference = await engine.model.createContext({
+    contextSize: 4096,
+    sequences: 1,
+    threads: 1,
+    flashAttention: engine.context.flashAttention === true,
+  });
 });
 after(async () => {
   await reference.dispose();
@@ -22,7 +33,11 @@ after(async () => {
 
 const GREEDY = { max_tokens: 12, temperature: 0, seed: 1 };
 
-async function viaEngine(prepared: PreparedPrompt, slot = engine.acquireSlot(prepared.tokens), signal = new AbortController().signal) {
+async function viaEngine(
+  prepared: PreparedPrompt,
+  slot = engine.acquireSlot(prepared.tokens),
+  signal = new AbortController().signal,
+) {
   const tokens: Token[] = [];
   try {
     const result = await engine.generate(slot, prepared, GREEDY, signal, () => {});
@@ -88,8 +103,14 @@ test("a long prompt can be cancelled while it is being evaluated, and the slot k
   const took = performance.now() - started;
   assert.equal(cancelled.result.stopReason, "cancelled");
   assert.equal(cancelled.result.tokensOut, 0);
-  assert.ok(took < promptMs * 0.75, `cancelled after ${took.toFixed(0)} ms; the whole prompt takes ${promptMs.toFixed(0)} ms`);
+  assert.ok(
+    took < promptMs * 0.75,
+    `cancelled after ${took.toFixed(0)} ms; the whole prompt takes ${promptMs.toFixed(0)} ms`,
+  );
   const kept = cancelled.slot.contextTokens.length;
-  assert.ok(kept > 0 && kept < long.tokens.length, `the slot keeps the ${kept} prompt tokens evaluated before the cancel`);
+  assert.ok(
+    kept > 0 && kept < long.tokens.length,
+    `the slot keeps the ${kept} prompt tokens evaluated before the cancel`,
+  );
   assert.deepEqual(cancelled.slot.contextTokens, long.tokens.slice(0, kept));
 });

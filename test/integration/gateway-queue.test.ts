@@ -18,9 +18,16 @@ describe("rbee serve: queueing", () => {
   let pid: number;
 
   before(async () => {
-    writeGatewayConfig(gatewayConfigPath(home), { aliases: { tiny: model }, spawn: { backend: "cpu", threads: 1, slots: 1 }, queue: { size: 10, waitMs: 60_000 } });
+    writeGatewayConfig(gatewayConfigPath(home), {
+      aliases: { tiny: model },
+      spawn: { backend: "cpu", threads: 1, slots: 1 },
+      queue: { size: 10, waitMs: 60_000 },
+    });
     gw = await startGateway([], env);
-    const warm = await gw.fetch("/v1/completions", { method: "POST", body: JSON.stringify({ model: "tiny", prompt: "x", max_tokens: 2 }) });
+    const warm = await gw.fetch("/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({ model: "tiny", prompt: "x", max_tokens: 2 }),
+    });
     assert.equal(warm.status, 200);
     const workers = JSON.parse((await runCli(["workers", "list", "--json"], env)).stdout).workers;
     assert.equal(workers.length, 1);
@@ -34,7 +41,11 @@ describe("rbee serve: queueing", () => {
   });
 
   const complete = (g: RunningGateway, prompt: string, init: RequestInit = {}) =>
-    g.fetch("/v1/completions", { method: "POST", body: JSON.stringify({ model: "tiny", prompt, max_tokens: 8 }), ...init });
+    g.fetch("/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({ model: "tiny", prompt, max_tokens: 8 }),
+      ...init,
+    });
   const depth = (g: RunningGateway) => g.metric("rbee_gateway_queue_depth", { model });
 
   test("more requests than slots: all complete, in arrival order; a client that leaves the queue is dropped at once", async () => {
@@ -49,7 +60,10 @@ describe("rbee serve: queueing", () => {
     process.kill(pid, "SIGSTOP");
     try {
       pending.push(send(1));
-      await until("request 1 to take the slot", async () => (await gw.metric("rbee_gateway_inflight", { model })) === 1);
+      await until(
+        "request 1 to take the slot",
+        async () => (await gw.metric("rbee_gateway_inflight", { model })) === 1,
+      );
       for (let i = 2; i <= 5; i++) {
         pending.push(send(i));
         await until(`request ${i} to queue`, async () => (await depth(gw)) === i - 1);
@@ -70,11 +84,23 @@ describe("rbee serve: queueing", () => {
 
   test("past the queue's size: 429 at once; past its wait limit: 503; both with Retry-After", async () => {
     // A second gateway on the same registry and worker, with a queue of one and a short wait.
-    const strict = await startGateway(["--config", writeGatewayConfig(path.join(home, "strict.json"), { aliases: { tiny: model }, queue: { size: 1, waitMs: 800 } })], env);
+    const strict = await startGateway(
+      [
+        "--config",
+        writeGatewayConfig(path.join(home, "strict.json"), {
+          aliases: { tiny: model },
+          queue: { size: 1, waitMs: 800 },
+        }),
+      ],
+      env,
+    );
     process.kill(pid, "SIGSTOP");
     try {
       const first = complete(strict, "first");
-      await until("the first request to take the slot", async () => (await strict.metric("rbee_gateway_inflight", { model })) === 1);
+      await until(
+        "the first request to take the slot",
+        async () => (await strict.metric("rbee_gateway_inflight", { model })) === 1,
+      );
       const waiting = complete(strict, "second");
       await until("the second request to queue", async () => (await depth(strict)) === 1);
       const full = await complete(strict, "third");

@@ -22,7 +22,10 @@ describe("rbee serve over SSH nodes", () => {
     cluster = await startSshdCluster({ nodes: [{ address: "127.0.0.2" }, { address: "127.0.0.3" }] });
     env = { RBEE_HOME: home, RBEE_RUNTIME_INSTALL: "copy" };
     args = ["--ssh-config", cluster.sshConfigPath];
-    writeGatewayConfig(gatewayConfigPath(home), { aliases: { tiny: model }, spawn: { backend: "cpu", threads: 1, slots: 2 } });
+    writeGatewayConfig(gatewayConfigPath(home), {
+      aliases: { tiny: model },
+      spawn: { backend: "cpu", threads: 1, slots: 2 },
+    });
     gw = await startGateway(args, env);
   });
   after(async () => {
@@ -33,7 +36,10 @@ describe("rbee serve over SSH nodes", () => {
   });
 
   const complete = (modelName: string, prompt: string) =>
-    gw.fetch("/v1/completions", { method: "POST", body: JSON.stringify({ model: modelName, prompt, max_tokens: 16, seed: 1 }) });
+    gw.fetch("/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({ model: modelName, prompt, max_tokens: 16, seed: 1 }),
+    });
 
   test("node/model starts and uses a worker on that node (the keeper deploys the hive on first use)", async () => {
     for (const node of ["node1", "node2"]) {
@@ -41,7 +47,9 @@ describe("rbee serve over SSH nodes", () => {
       assert.equal(r.status, 200, await r.clone().text());
       assert.equal(r.headers.get("x-rbee-node"), node);
       assert.equal(((await r.json()) as any).model, `${node}/tiny`);
-      const workers = JSON.parse((await runCli(["workers", "list", "--node", node, "--json", ...args], env)).stdout).workers;
+      const workers = JSON.parse(
+        (await runCli(["workers", "list", "--node", node, "--json", ...args], env)).stdout,
+      ).workers;
       assert.equal(workers.length, 1);
     }
   });
@@ -54,14 +62,19 @@ describe("rbee serve over SSH nodes", () => {
   });
 
   test("a node whose worker dies before the first token: its requests complete on the other node", async () => {
-    const [w1] = JSON.parse((await runCli(["workers", "list", "--node", "node1", "--json", ...args], env)).stdout).workers;
+    const [w1] = JSON.parse(
+      (await runCli(["workers", "list", "--node", "node1", "--json", ...args], env)).stdout,
+    ).workers;
     const failoversBefore = await gw.metric("rbee_gateway_failovers_total");
     // Held still, node1's worker takes requests (both its slots) and says nothing.
     process.kill(w1.pid, "SIGSTOP");
     let answers: Response[];
     try {
       const pending = Array.from({ length: 6 }, (_, i) => complete("tiny", `in flight ${i}`));
-      await until("node1 to hold two requests", async () => (await gw.metric("rbee_gateway_inflight", { node: "node1", model })) === 2);
+      await until(
+        "node1 to hold two requests",
+        async () => (await gw.metric("rbee_gateway_inflight", { node: "node1", model })) === 2,
+      );
       process.kill(w1.pid, "SIGKILL");
       answers = await Promise.all(pending);
     } finally {

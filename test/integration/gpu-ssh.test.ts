@@ -23,7 +23,9 @@ describe("rbee CLI with a two-GPU SSH node", () => {
 
   before(async () => {
     const gpus = softwareGpus(2);
-    cluster = await startSshdCluster({ nodes: [{ alias: "gpubox", address: "127.0.0.5", env: gpus.visible as Record<string, string> }] });
+    cluster = await startSshdCluster({
+      nodes: [{ alias: "gpubox", address: "127.0.0.5", env: gpus.visible as Record<string, string> }],
+    });
     args = ["--ssh-config", cluster.sshConfigPath];
   });
   after(async () => {
@@ -35,32 +37,74 @@ describe("rbee CLI with a two-GPU SSH node", () => {
   test("two models go to two GPUs without asking; nodes list shows each GPU with its worker; workers stop frees it", async () => {
     await cli("nodes", "deploy", "gpubox", "--idle-timeout", "0");
     for (const seed of [42, 43]) {
-      const r = JSON.parse((await cli("infer", "--node", "gpubox", "--model", tiny(seed), "--prompt", "x", "--max-tokens", "2", "--context-size", "512", "--slots", "1", "--json")).stdout);
+      const r = JSON.parse(
+        (
+          await cli(
+            "infer",
+            "--node",
+            "gpubox",
+            "--model",
+            tiny(seed),
+            "--prompt",
+            "x",
+            "--max-tokens",
+            "2",
+            "--context-size",
+            "512",
+            "--slots",
+            "1",
+            "--json",
+          )
+        ).stdout,
+      );
       assert.equal(r.tokens_out, 2);
     }
     const workers = JSON.parse((await cli("workers", "list", "--node", "gpubox", "--json")).stdout).workers;
-    assert.deepEqual(workers.map((w: any) => w.backend), ["vulkan", "vulkan"]);
+    assert.deepEqual(
+      workers.map((w: any) => w.backend),
+      ["vulkan", "vulkan"],
+    );
     assert.deepEqual(workers.map((w: any) => w.devices[0]).sort(), [0, 1], "both workers on one GPU");
     // The hive was deployed with --idle-timeout 0: its workers are never stopped for idleness.
-    assert.deepEqual(workers.map((w: any) => w.keep_alive_s), [0, 0]);
+    assert.deepEqual(
+      workers.map((w: any) => w.keep_alive_s),
+      [0, 0],
+    );
 
     const node = JSON.parse((await cli("nodes", "list", "--json")).stdout).nodes.find((n: any) => n.alias === "gpubox");
     assert.deepEqual(node.backends, ["vulkan", "cpu"]);
-    assert.deepEqual(node.gpus.map((g: any) => [g.backend, g.index, g.workers.length]), [["vulkan", 0, 1], ["vulkan", 1, 1]]);
+    assert.deepEqual(
+      node.gpus.map((g: any) => [g.backend, g.index, g.workers.length]),
+      [
+        ["vulkan", 0, 1],
+        ["vulkan", 1, 1],
+      ],
+    );
     const table = (await cli("nodes", "list")).stdout;
     assert.match(table, /vulkan:0 llvmpipe[^;]* GiB free \[w-[0-9a-f]+\]; vulkan:1 llvmpipe/);
 
     const health = JSON.parse((await cli("workers", "health", "--node", "gpubox", "--json")).stdout).workers;
-    assert.deepEqual(health.map((h: any) => h.answered), [true, true]);
+    assert.deepEqual(
+      health.map((h: any) => h.answered),
+      [true, true],
+    );
 
     const first = workers.find((w: any) => w.devices[0] === 0);
     await cli("workers", "stop", first.id, "--node", "gpubox");
-    const after = JSON.parse((await cli("nodes", "list", "--json")).stdout).nodes.find((n: any) => n.alias === "gpubox");
-    assert.deepEqual(after.gpus.map((g: any) => g.workers.length), [0, 1]);
+    const after = JSON.parse((await cli("nodes", "list", "--json")).stdout).nodes.find(
+      (n: any) => n.alias === "gpubox",
+    );
+    assert.deepEqual(
+      after.gpus.map((g: any) => g.workers.length),
+      [0, 1],
+    );
     const second = workers.find((w: any) => w.devices[0] === 1);
     await cli("workers", "shutdown", "--id", second.id, "--node", "gpubox");
     const none = JSON.parse((await cli("nodes", "list", "--json")).stdout).nodes.find((n: any) => n.alias === "gpubox");
-    assert.deepEqual(none.gpus.map((g: any) => g.workers.length), [0, 0]);
+    assert.deepEqual(
+      none.gpus.map((g: any) => g.workers.length),
+      [0, 0],
+    );
   });
 
   test("placement and keep-alive flags are checked before anything starts (exit 2 with what to type)", async () => {
@@ -70,7 +114,10 @@ describe("rbee CLI with a two-GPU SSH node", () => {
       [["--devices", "0,x"], /--devices must be an integer/],
     ] as const;
     for (const [flags, message] of bad) {
-      const r = await runCli(["infer", "--node", "gpubox", "--model", tiny(42), "--prompt", "x", ...flags, ...args], env);
+      const r = await runCli(
+        ["infer", "--node", "gpubox", "--model", tiny(42), "--prompt", "x", ...flags, ...args],
+        env,
+      );
       assert.equal(r.code, 2, r.stderr);
       assert.match(r.stderr, message);
     }

@@ -16,17 +16,26 @@ const MiB = 2 ** 20;
 
 describe("Mesa's Vulkan installed, no usable GPU", () => {
   test("detection offers the CPU only and says nothing on the terminal; rbee infer runs on the CPU", async () => {
-    const d = spawnSync(process.execPath, [AGENT_BUNDLE, "detect"], { env: { ...process.env, ...gpus.hidden }, encoding: "utf8" });
+    const d = spawnSync(process.execPath, [AGENT_BUNDLE, "detect"], {
+      env: { ...process.env, ...gpus.hidden },
+      encoding: "utf8",
+    });
     assert.equal(d.status, 0, d.stderr);
     assert.deepEqual(JSON.parse(d.stdout).backends, ["cpu"]);
     assert.equal(d.stderr, "", "node-llama-cpp's detection lines reached the terminal");
-    const notes = spawnSync(process.execPath, [AGENT_BUNDLE, "detect", "--notes"], { env: { ...process.env, ...gpus.hidden }, encoding: "utf8" });
+    const notes = spawnSync(process.execPath, [AGENT_BUNDLE, "detect", "--notes"], {
+      env: { ...process.env, ...gpus.hidden },
+      encoding: "utf8",
+    });
     assert.match(notes.stderr, /vulkan: the backend loads but offers no usable device/);
 
     const home = newRbeeHome();
     const env = { RBEE_HOME: home, ...gpus.hidden };
     try {
-      const r = await runCli(["infer", "--model", tiny(), "--prompt", "fn main", "--max-tokens", "4", "--threads", "1", "--json"], env);
+      const r = await runCli(
+        ["infer", "--model", tiny(), "--prompt", "fn main", "--max-tokens", "4", "--threads", "1", "--json"],
+        env,
+      );
       assert.equal(r.code, 0, r.stderr);
       assert.equal(JSON.parse(r.stdout).tokens_out, 4);
       const workers = JSON.parse((await runCli(["workers", "list", "--json"], env)).stdout).workers;
@@ -51,7 +60,13 @@ describe("a node with two Vulkan GPUs", () => {
     const caps = await hive.client.capabilities();
     assert.deepEqual(caps.backends, ["vulkan", "cpu"]);
     const vk = caps.devices.filter((d) => d.backend === "vulkan");
-    assert.deepEqual(vk.map((d) => [d.index, d.pin_id]), [[0, "0"], [1, "1"]]);
+    assert.deepEqual(
+      vk.map((d) => [d.index, d.pin_id]),
+      [
+        [0, "0"],
+        [1, "1"],
+      ],
+    );
     for (const d of vk) {
       assert.match(d.name, /llvmpipe/);
       assert.equal(d.vram_total_bytes, 2 ** 31, "each software GPU alone reports its own 2 GiB");
@@ -69,7 +84,9 @@ describe("a node with two Vulkan GPUs", () => {
     for (const w of [wa, wb]) {
       assert.deepEqual(w.devices, [w.device]);
       assert.equal(w.gpu_devices?.length, 1, `worker ${w.id} sees ${w.gpu_devices?.length} GPUs`);
-      const events = await collect(hive.client.workerClient(w).inference({ prompt: "x", max_tokens: 3, temperature: 0 }));
+      const events = await collect(
+        hive.client.workerClient(w).inference({ prompt: "x", max_tokens: 3, temperature: 0 }),
+      );
       assert.equal(events.at(-1)?.type, "end");
       assert.equal((events.at(-1) as any).tokens_out, 3);
     }
@@ -90,7 +107,13 @@ describe("a node with two Vulkan GPUs", () => {
     const big = { model_ref: tiny(), context_size: 4096, slots: 20 }; // ≈ 25 MiB: more than 16, less than 32
     await assert.rejects(hive.client.spawn(big), (e: any) => {
       assert.equal(e.code, "VRAM_EXHAUSTED");
-      assert.deepEqual(e.details.devices.map((d: any) => [d.device, d.free_bytes]), [["vulkan:0", 16 * MiB], ["vulkan:1", 16 * MiB]]);
+      assert.deepEqual(
+        e.details.devices.map((d: any) => [d.device, d.free_bytes]),
+        [
+          ["vulkan:0", 16 * MiB],
+          ["vulkan:1", 16 * MiB],
+        ],
+      );
       assert.match(e.message, /vulkan:0 \(llvmpipe.*?\)\) 16 MiB free, vulkan:1 \(llvmpipe.*?\)\) 16 MiB free/);
       assert.match(e.message, /span devices/);
       return true;
@@ -119,15 +142,24 @@ describe("keep-alive", () => {
   test("a worker spawned with keep_alive 0 survives the idle sweep that stops the others", async () => {
     const hive = await startHive(["--idle-timeout-ms", "1000", "--health-interval-ms", "200"]);
     try {
-      const forever = await waitReady(hive, (await hive.client.spawn({ model_ref: tiny(), backend: "cpu", slots: 1, threads: 1, keep_alive: 0 })).worker_id);
-      const normal = await waitReady(hive, (await hive.client.spawn({ model_ref: tiny(), backend: "cpu", slots: 1, threads: 1 })).worker_id);
+      const forever = await waitReady(
+        hive,
+        (await hive.client.spawn({ model_ref: tiny(), backend: "cpu", slots: 1, threads: 1, keep_alive: 0 })).worker_id,
+      );
+      const normal = await waitReady(
+        hive,
+        (await hive.client.spawn({ model_ref: tiny(), backend: "cpu", slots: 1, threads: 1 })).worker_id,
+      );
       assert.equal(forever.keep_alive_s, 0);
       assert.equal(normal.keep_alive_s, 1);
       await waitUntil(() => !isAlive(normal.pid), { timeout: 15_000, what: "the idle worker to stop" });
       // Two more sweeps after the idle one stopped: the keep-alive-0 worker is still there.
       await new Promise((r) => setTimeout(r, 500));
       assert.ok(isAlive(forever.pid), "the keep_alive 0 worker was stopped");
-      assert.deepEqual((await hive.client.workers()).map((w) => w.id), [forever.id]);
+      assert.deepEqual(
+        (await hive.client.workers()).map((w) => w.id),
+        [forever.id],
+      );
     } finally {
       await hive.stop();
     }
@@ -139,7 +171,10 @@ describe("keep-alive", () => {
       const one = { model_ref: tiny(), backend: "cpu" as const, context_size: 4096, slots: 8, threads: 1 };
       const results = await Promise.allSettled([hive.client.spawn(one), hive.client.spawn(one)]);
       assert.deepEqual(results.map((r) => r.status).sort(), ["fulfilled", "rejected"]);
-      assert.equal((results.find((r) => r.status === "rejected") as PromiseRejectedResult).reason.code, "INSUFFICIENT_RAM");
+      assert.equal(
+        (results.find((r) => r.status === "rejected") as PromiseRejectedResult).reason.code,
+        "INSUFFICIENT_RAM",
+      );
     } finally {
       await hive.stop();
     }

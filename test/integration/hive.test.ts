@@ -30,7 +30,12 @@ describe("hive API", () => {
   after(() => hive.stop());
 
   test("health reports version and api version", async () => {
-    assert.deepEqual(await hive.client.health(), { status: "alive", version: AGENT_VERSION, api_version: "v1", pid: hive.proc.pid });
+    assert.deepEqual(await hive.client.health(), {
+      status: "alive",
+      version: AGENT_VERSION,
+      api_version: "v1",
+      pid: hive.proc.pid,
+    });
   });
 
   test("capabilities detect the CPU backend, cores and RAM through node-llama-cpp", async () => {
@@ -77,31 +82,54 @@ describe("hive API", () => {
   });
 
   test("an unknown model gets MODEL_NOT_FOUND", async () => {
-    await assert.rejects(hive.client.spawn({ model_ref: "hf:nobody/nothing/x.gguf" }), (e: any) => e.code === "MODEL_NOT_FOUND" && /download/.test(e.message));
-    await assert.rejects(hive.client.spawn({ model_ref: "file:/nonexistent/model.gguf" }), (e: any) => e.code === "MODEL_NOT_FOUND");
+    await assert.rejects(
+      hive.client.spawn({ model_ref: "hf:nobody/nothing/x.gguf" }),
+      (e: any) => e.code === "MODEL_NOT_FOUND" && /download/.test(e.message),
+    );
+    await assert.rejects(
+      hive.client.spawn({ model_ref: "file:/nonexistent/model.gguf" }),
+      (e: any) => e.code === "MODEL_NOT_FOUND",
+    );
   });
 
   test("model refs that try to escape the models folder are refused", async () => {
-    for (const ref of ["../../etc/passwd.gguf", "hf:owner/../../../x.gguf", "sub/../../x.gguf", "/etc/x.gguf", "file:relative.gguf"])
+    for (const ref of [
+      "../../etc/passwd.gguf",
+      "hf:owner/../../../x.gguf",
+      "sub/../../x.gguf",
+      "/etc/x.gguf",
+      "file:relative.gguf",
+    ])
       await assert.rejects(hive.client.spawn({ model_ref: ref }), (e: any) => e.code === "INVALID_REQUEST", ref);
   });
 
   test("a backend the node lacks gets BACKEND_UNAVAILABLE with what is available", async () => {
     const caps = await hive.client.capabilities();
     const missing = (["cuda", "metal", "vulkan"] as const).find((b) => !caps.backends.includes(b))!;
-    await assert.rejects(hive.client.spawn({ model_ref: tiny(), backend: missing }), (e: any) => e.code === "BACKEND_UNAVAILABLE" && e.message.includes("cpu") && e.details.requested === missing);
+    await assert.rejects(
+      hive.client.spawn({ model_ref: tiny(), backend: missing }),
+      (e: any) => e.code === "BACKEND_UNAVAILABLE" && e.message.includes("cpu") && e.details.requested === missing,
+    );
   });
 
   test("a worker that cannot fit in RAM is refused before loading with needed vs available", async () => {
-    await assert.rejects(hive.client.spawn({ model_ref: tiny(), backend: "cpu", context_size: 1 << 22, slots: 64 }), (e: any) =>
-      e.code === "INSUFFICIENT_RAM" && e.details.needed_bytes > e.details.available_bytes && /quantization/.test(e.message));
+    await assert.rejects(
+      hive.client.spawn({ model_ref: tiny(), backend: "cpu", context_size: 1 << 22, slots: 64 }),
+      (e: any) =>
+        e.code === "INSUFFICIENT_RAM" &&
+        e.details.needed_bytes > e.details.available_bytes &&
+        /quantization/.test(e.message),
+    );
     assert.equal((await hive.client.workers()).length, 0);
   });
 
   test("a file that is not a GGUF model is refused at preflight", async () => {
     const file = path.join(hive.home, "not-a-model.gguf");
     writeFileSync(file, "this is not a model");
-    await assert.rejects(hive.client.spawn({ model_ref: `file:${file}` }), (e: any) => e.code === "MODEL_NOT_FOUND" && /not a GGUF model file/.test(e.message));
+    await assert.rejects(
+      hive.client.spawn({ model_ref: `file:${file}` }),
+      (e: any) => e.code === "MODEL_NOT_FOUND" && /not a GGUF model file/.test(e.message),
+    );
   });
 
   test("tokens never appear in the hive's log", async () => {
@@ -123,10 +151,18 @@ describe("hive lifecycle", () => {
   test("the idle timeout stops a worker that is not used, but not one that is streaming", async () => {
     const hive = await startHive(["--idle-timeout-ms", "1500", "--health-interval-ms", "250"]);
     try {
-      const idle = await waitReady(hive, (await hive.client.spawn({ model_ref: tiny(), slots: 1, threads: 1 })).worker_id);
-      const busy = await waitReady(hive, (await hive.client.spawn({ model_ref: tiny(), slots: 1, threads: 1 })).worker_id);
+      const idle = await waitReady(
+        hive,
+        (await hive.client.spawn({ model_ref: tiny(), slots: 1, threads: 1 })).worker_id,
+      );
+      const busy = await waitReady(
+        hive,
+        (await hive.client.spawn({ model_ref: tiny(), slots: 1, threads: 1 })).worker_id,
+      );
       // Keep `busy` streaming for longer than the idle timeout.
-      const streaming = collect(hive.client.workerClient(busy).inference({ prompt: "keep busy", max_tokens: 4000, temperature: 0 }));
+      const streaming = collect(
+        hive.client.workerClient(busy).inference({ prompt: "keep busy", max_tokens: 4000, temperature: 0 }),
+      );
       const deadline = Date.now() + 10_000;
       while (isAlive(idle.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       assert.ok(!isAlive(idle.pid), "idle worker still running");
@@ -170,13 +206,30 @@ describe("hive lifecycle", () => {
   });
 
   test("the daemon refuses a non-loopback address and a missing token file", async () => {
-    const r1 = spawnSync(process.execPath, [AGENT_BUNDLE, "daemon", "--listen", "http://0.0.0.0:0", "--token-file", "/nonexistent", "--home", "/tmp/rbee-never"], { encoding: "utf8" });
+    const r1 = spawnSync(
+      process.execPath,
+      [
+        AGENT_BUNDLE,
+        "daemon",
+        "--listen",
+        "http://0.0.0.0:0",
+        "--token-file",
+        "/nonexistent",
+        "--home",
+        "/tmp/rbee-never",
+      ],
+      { encoding: "utf8" },
+    );
     assert.equal(r1.status, 1);
     assert.match(r1.stderr, /loopback|token file/);
     const r2 = spawnSync(process.execPath, [AGENT_BUNDLE, "daemon", "--home", "/tmp/rbee-never"], { encoding: "utf8" });
     assert.equal(r2.status, 2);
     assert.match(r2.stderr, /--token-file is required/);
-    const r3 = spawnSync(process.execPath, [AGENT_BUNDLE, "daemon", "--token-file", "/nonexistent", "--home", "/tmp/rbee-never", "--native-build", "always"], { encoding: "utf8" });
+    const r3 = spawnSync(
+      process.execPath,
+      [AGENT_BUNDLE, "daemon", "--token-file", "/nonexistent", "--home", "/tmp/rbee-never", "--native-build", "always"],
+      { encoding: "utf8" },
+    );
     assert.equal(r3.status, 2);
     assert.match(r3.stderr, /--native-build must be one of auto, off, got "always"/);
   });
@@ -191,7 +244,10 @@ describe("hive lifecycle", () => {
       const caps = await bare.client.capabilities();
       const status = caps.native_build;
       assert.equal(status.state, "skipped");
-      const expected = caps.cpu_cores <= 2 ? /CPU cores: workers default to 1 thread/ : /no cmake, a C\+\+ compiler or npm on this node; install cmake, a C\+\+ compiler and npm/;
+      const expected =
+        caps.cpu_cores <= 2
+          ? /CPU cores: workers default to 1 thread/
+          : /no cmake, a C\+\+ compiler or npm on this node; install cmake, a C\+\+ compiler and npm/;
       assert.match(status.detail, expected);
       assert.match(bare.log(), /native build skipped/);
     } finally {

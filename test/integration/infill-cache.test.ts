@@ -16,7 +16,13 @@ const CONTEXT = 4096;
 const source = readFileSync(path.join(REPO_ROOT, "node_modules", "ssh2", "lib", "client.js"), "utf8");
 
 before(async () => {
-  engine = await Engine.load({ modelPath: ensureModel("tiny"), backend: "cpu", contextSize: CONTEXT, slots: 2, threads: 1 });
+  engine = await Engine.load({
+    modelPath: ensureModel("tiny"),
+    backend: "cpu",
+    contextSize: CONTEXT,
+    slots: 2,
+    threads: 1,
+  });
 });
 after(() => engine.dispose());
 
@@ -24,7 +30,13 @@ async function run(p: Prompt, maxTokens = 2) {
   const prepared = engine.prepare(p, maxTokens);
   const slot = await engine.acquireSlotWarm(prepared.tokens);
   try {
-    const result = await engine.generate(slot, prepared, { max_tokens: maxTokens, temperature: 0, seed: 1 }, new AbortController().signal, () => {});
+    const result = await engine.generate(
+      slot,
+      prepared,
+      { max_tokens: maxTokens, temperature: 0, seed: 1 },
+      new AbortController().signal,
+      () => {},
+    );
     return { result, prepared, slot, evaluated: result.promptTokens - result.cachedTokens };
   } finally {
     engine.releaseSlot(slot);
@@ -37,9 +49,13 @@ test("typing into a long file re-evaluates only the new tokens and the capped su
   const typed = source.slice(cursor, cursor + 40);
   const suffix = source.slice(cursor + 40);
   const first = await run({ kind: "infill", prefix: source.slice(0, cursor), suffix });
-  assert.ok(first.prepared.tokens.length <= limits.prefixTokens + limits.suffixTokens + 4, `${first.prepared.tokens.length} prompt tokens`);
+  assert.ok(
+    first.prepared.tokens.length <= limits.prefixTokens + limits.suffixTokens + 4,
+    `${first.prepared.tokens.length} prompt tokens`,
+  );
   const costs: number[] = [];
-  for (let i = 1; i <= typed.length; i++) costs.push((await run({ kind: "infill", prefix: source.slice(0, cursor) + typed.slice(0, i), suffix })).evaluated);
+  for (let i = 1; i <= typed.length; i++)
+    costs.push((await run({ kind: "infill", prefix: source.slice(0, cursor) + typed.slice(0, i), suffix })).evaluated);
   // Each keystroke: its new tokens (a few), the suffix, the markers. Only a step of the prefix's
   // front edge (every quarter of the cap, so at most once in 40 characters) costs the whole prompt.
   const cheap = costs.filter((c) => c <= limits.suffixTokens + 12);
@@ -55,10 +71,16 @@ test("extra context goes before the prefix and stays cached while typing; the ol
   const text = engine.model.detokenize(first.prepared.tokens, true);
   // The generated test model has no repo-level FIM tokens: each chunk under a plain header, before <PRE>.
   const at = (s: string) => text.indexOf(s);
-  assert.ok(at("--- lib/file1.js ---") >= 0 && at("--- lib/file1.js ---") < at("--- lib/file3.js ---"), text.slice(0, 200));
+  assert.ok(
+    at("--- lib/file1.js ---") >= 0 && at("--- lib/file1.js ---") < at("--- lib/file3.js ---"),
+    text.slice(0, 200),
+  );
   assert.ok(at("--- lib/file3.js ---") < at(engine.model.tokens.infill.prefixString!));
   const typing = await run({ kind: "infill", prefix: prefix + "x", suffix, extra });
-  assert.ok(typing.evaluated < 160, `a keystroke evaluated ${typing.evaluated} of ${typing.result.promptTokens} tokens`);
+  assert.ok(
+    typing.evaluated < 160,
+    `a keystroke evaluated ${typing.evaluated} of ${typing.result.promptTokens} tokens`,
+  );
   assert.ok(typing.result.cachedTokens > 1000, "the extra context came from the cache");
 
   const many = Array.from({ length: 12 }, (_, i) => chunk(i + 1));
@@ -71,8 +93,16 @@ test("extra context goes before the prefix and stays cached while typing; the ol
 
 test("a warm-up (max_tokens 0) fills the cache without generating; the request after it evaluates one token", async () => {
   // Extra context beyond the budget: the warm-up must leave out the same chunks as the completion.
-  const extra = Array.from({ length: 8 }, (_, i) => ({ filename: `c${i}.js`, text: source.slice(i * 3000, i * 3000 + 2500) }));
-  const p: Prompt = { kind: "infill", prefix: source.slice(25_000, 27_000), suffix: source.slice(27_000, 27_500), extra };
+  const extra = Array.from({ length: 8 }, (_, i) => ({
+    filename: `c${i}.js`,
+    text: source.slice(i * 3000, i * 3000 + 2500),
+  }));
+  const p: Prompt = {
+    kind: "infill",
+    prefix: source.slice(25_000, 27_000),
+    suffix: source.slice(27_000, 27_500),
+    extra,
+  };
   const warm = await run(p, 0);
   assert.equal(warm.result.tokensOut, 0);
   assert.ok(warm.evaluated > 500);

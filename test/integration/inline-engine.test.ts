@@ -8,7 +8,11 @@ import { ensureModel } from "../fixtures/models";
 import { waitUntil } from "../helpers/wait";
 import type { RbeeServices } from "../../extension/src/ui-core/services";
 import { openTestServices, type TestServices } from "../helpers/services";
-import { CompletionEngine, DEFAULT_ENGINE_SETTINGS, type EngineSettings } from "../../extension/src/ui-core/inline/completion-engine";
+import {
+  CompletionEngine,
+  DEFAULT_ENGINE_SETTINGS,
+  type EngineSettings,
+} from "../../extension/src/ui-core/inline/completion-engine";
 import { KeeperCompletionBackend } from "../../extension/src/ui-core/inline/keeper-backend";
 
 let stack: TestServices;
@@ -19,15 +23,25 @@ const workerIds: string[] = [];
 let settings: EngineSettings;
 const lines = Array.from({ length: 60 }, (_, i) => `function helper${i}(a, b) {\n  return a * ${i} + b;\n}\n`).join("");
 
-
 before(async () => {
   stack = openTestServices("rbee-inline-engine-");
   services = stack.services;
   const keeper = await services.keeper();
   // Two workers of one model (they differ in slots only): a fleet of two.
-  for (const slots of [2, 3]) workerIds.push((await keeper.ensureWorker({ node: "localhost", model, slots, backend: "cpu", threads: 1 })).worker.id);
+  for (const slots of [2, 3])
+    workerIds.push(
+      (await keeper.ensureWorker({ node: "localhost", model, slots, backend: "cpu", threads: 1 })).worker.id,
+    );
   backend = new KeeperCompletionBackend(() => services.keeper());
-  settings = { ...DEFAULT_ENGINE_SETTINGS, model, debounceMs: 0, maxTokens: 8, multiline: "always", timeBudgetMs: 0, prefetch: false };
+  settings = {
+    ...DEFAULT_ENGINE_SETTINGS,
+    model,
+    debounceMs: 0,
+    maxTokens: 8,
+    multiline: "always",
+    timeBudgetMs: 0,
+    prefetch: false,
+  };
 });
 after(async () => stack.close());
 
@@ -49,9 +63,17 @@ test("affinity: each file always goes to the same worker of the fleet, and its n
   const before = lines + "function next(a) {\n  ";
   const first = await engine.complete({ editor: "file:///src/a.ts", languageId: "typescript", before, after: "\n}\n" });
   assert.ok(first.promptTokens! > 500);
-  const second = await engine.complete({ editor: "file:///src/a.ts", languageId: "typescript", before: before + "x", after: "\n}\n" });
+  const second = await engine.complete({
+    editor: "file:///src/a.ts",
+    languageId: "typescript",
+    before: before + "x",
+    after: "\n}\n",
+  });
   assert.equal(second.source === "worker" || second.source === "skipped", true, second.reason);
-  assert.ok(second.promptTokens! - second.cachedTokens! < 20, `the keystroke evaluated ${second.promptTokens! - second.cachedTokens!} of ${second.promptTokens} tokens`);
+  assert.ok(
+    second.promptTokens! - second.cachedTokens! < 20,
+    `the keystroke evaluated ${second.promptTokens! - second.cachedTokens!} of ${second.promptTokens} tokens`,
+  );
   engine.dispose();
 });
 
@@ -65,11 +87,17 @@ test("extra context: the ring keeps the newest chunks, drops duplicates, changes
   const before = lines + "function next(a) {\n  ";
   const plain = await engine.complete({ editor: "e1", languageId: "javascript", before, after: "\n}\n" });
   assert.ok(await engine.onIdle("e1"), "the pause moved the queue into the ring and warmed the worker");
-  assert.deepEqual(engine.extra.chunks.map((c) => c.filename), ["lib/m2.js", "lib/m3.js", "lib/m4.js"]);
+  assert.deepEqual(
+    engine.extra.chunks.map((c) => c.filename),
+    ["lib/m2.js", "lib/m3.js", "lib/m4.js"],
+  );
   assert.equal(engine.counters.warmups, 1);
   const typed = await engine.complete({ editor: "e1", languageId: "javascript", before: before + "y", after: "\n}\n" });
   assert.ok(typed.promptTokens! > plain.promptTokens! + 100, "the chunks are in the prompt");
-  assert.ok(typed.promptTokens! - typed.cachedTokens! < 20, `after the warm-up a keystroke evaluated ${typed.promptTokens! - typed.cachedTokens!} tokens`);
+  assert.ok(
+    typed.promptTokens! - typed.cachedTokens! < 20,
+    `after the warm-up a keystroke evaluated ${typed.promptTokens! - typed.cachedTokens!} tokens`,
+  );
   assert.equal(await engine.onIdle("e1"), false, "no new chunks, no warm-up");
   engine.dispose();
 });
@@ -83,7 +111,12 @@ test("prefetch: once a suggestion is shown the next one is fetched; accepting it
   assert.equal(engine.counters.prefetches, 1);
   await waitUntil(() => !engine.prefetching("p"), { timeout: 30_000, what: "the prefetch", intervalMs: 10 });
   const requests = engine.counters.requests;
-  const accepted = await engine.complete({ editor: "p", languageId: "javascript", before: before + shown.text!, after: "\n" });
+  const accepted = await engine.complete({
+    editor: "p",
+    languageId: "javascript",
+    before: before + shown.text!,
+    after: "\n",
+  });
   assert.equal(accepted.source, "cache");
   assert.ok(accepted.text);
   assert.equal(engine.counters.requests, requests, "no request on accept");
@@ -123,20 +156,33 @@ test("the time budget stops a long generation before max_tokens", async () => {
   // The generated model writes one endless line, so the hard bound (twice the budget) ends it.
   assert.equal(result.stopReason, "time_limit");
   assert.ok(result.text.length > 0);
-  const unlimited = await backend.infill(r.target, { ...body, t_max_predict_ms: undefined, max_tokens: 200 }, new AbortController().signal);
+  const unlimited = await backend.infill(
+    r.target,
+    { ...body, t_max_predict_ms: undefined, max_tokens: 200 },
+    new AbortController().signal,
+  );
   assert.equal(unlimited.stopReason, "max_tokens");
   engine.dispose();
 });
 
 test("per-language settings: a language switched off is skipped; another language's maxTokens bounds its suggestions", async () => {
-  const s: EngineSettings = { ...settings, multiline: "always", languages: { markdown: { enabled: false }, python: { maxTokens: 3 } } };
+  const s: EngineSettings = {
+    ...settings,
+    multiline: "always",
+    languages: { markdown: { enabled: false }, python: { maxTokens: 3 } },
+  };
   const engine = new CompletionEngine(backend, () => s);
   const off = await engine.complete({ editor: "md", languageId: "markdown", before: "# Title\n\n", after: "" });
   assert.equal(off.source, "skipped");
   assert.equal(engine.counters.requests, 0);
   const py = await engine.complete({ editor: "py", languageId: "python", before: "def f(a):\n    ", after: "\n" });
   assert.ok(py.source === "worker" || py.source === "skipped", py.reason);
-  const js = await engine.complete({ editor: "js", languageId: "javascript", before: "function f(a) {\n  ", after: "\n}\n" });
+  const js = await engine.complete({
+    editor: "js",
+    languageId: "javascript",
+    before: "function f(a) {\n  ",
+    after: "\n}\n",
+  });
   assert.ok(js.source === "worker" || js.source === "skipped", js.reason);
   // The worker's own count: python's override, the global maxTokens elsewhere.
   assert.equal(py.tokensOut, 3);

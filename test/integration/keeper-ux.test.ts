@@ -45,7 +45,10 @@ test("Cancel while the worker is being spawned stops it instead of letting it lo
       return true;
     });
     const hive = (await connector.connect("localhost", () => {})).hive;
-    await waitUntil(async () => (await hive.workers()).every((w) => w.state === "stopping"), { timeout: 30_000, what: "the cancelled worker to stop" });
+    await waitUntil(async () => (await hive.workers()).every((w) => w.state === "stopping"), {
+      timeout: 30_000,
+      what: "the cancelled worker to stop",
+    });
     assert.deepEqual(await registry.listWorkers({ node: "localhost" }), [], "the cancelled worker is not registered");
   });
 });

@@ -20,8 +20,19 @@ function tempDir(t: { after: (fn: () => void) => void }): string {
   return dir;
 }
 
-function startChild(t: { after: (fn: () => void) => void }, args: string[]): { child: ChildProcessWithoutNullStreams; lines: AsyncIterableIterator<string>; stderr: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, ["--import", "tsx", CHILD, ...args], { cwd: root, stdio: ["pipe", "pipe", "pipe"] });
+function startChild(
+  t: { after: (fn: () => void) => void },
+  args: string[],
+): {
+  child: ChildProcessWithoutNullStreams;
+  lines: AsyncIterableIterator<string>;
+  stderr: () => string;
+  exited: Promise<number | null>;
+} {
+  const child = spawn(process.execPath, ["--import", "tsx", CHILD, ...args], {
+    cwd: root,
+    stdio: ["pipe", "pipe", "pipe"],
+  });
   let err = "";
   child.stderr.on("data", (d) => (err += d));
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
@@ -72,7 +83,11 @@ test("a writer killed with SIGKILL mid-loop leaves a file with every row it repo
   // At most one unreported commit per round: the one written between the rename and the print.
   assert.ok(ids.size <= reported.length + 3, `${ids.size} rows for ${reported.length} reported commits`);
   assert.equal(await r.needsRebuild(), null, "the file was never seen corrupt");
-  assert.deepEqual(readdirSync(dir).filter((n) => n.includes(".corrupt-") || n.includes(".tmp-")), [], `no corrupt or temp file left: ${logs.join(" | ")}`);
+  assert.deepEqual(
+    readdirSync(dir).filter((n) => n.includes(".corrupt-") || n.includes(".tmp-")),
+    [],
+    `no corrupt or temp file left: ${logs.join(" | ")}`,
+  );
 });
 
 test("4 processes registering 50 workers each at once end with exactly 200 rows", async (t) => {
@@ -95,7 +110,10 @@ test("4 processes registering 50 workers each at once end with exactly 200 rows"
     assert.equal(mine.length, 50, `all 50 of process ${k}`);
     assert.ok(mine.every((w) => w.api_key === `key-${w.id}`));
   }
-  assert.deepEqual((await r.listNodes()).map((n) => n.alias), ["shared"]);
+  assert.deepEqual(
+    (await r.listNodes()).map((n) => n.alias),
+    ["shared"],
+  );
 });
 
 test("bundled by esbuild, the registry loads sql-wasm.wasm from next to the bundle, or says it is missing", async (t) => {
@@ -113,14 +131,30 @@ test("bundled by esbuild, the registry loads sql-wasm.wasm from next to the bund
      }, (e) => { console.error(e.code + ": " + e.message); process.exit(2); });`,
   );
   // The same options esbuild.mjs uses for dist/*.js.
-  await esbuild.build({ entryPoints: [entry], outfile: bundle, bundle: true, platform: "node", target: "node20", format: "cjs", logLevel: "error" });
+  await esbuild.build({
+    entryPoints: [entry],
+    outfile: bundle,
+    bundle: true,
+    platform: "node",
+    target: "node20",
+    format: "cjs",
+    logLevel: "error",
+  });
 
   // Run from a folder with no node_modules above it, so the sql.js package cannot be resolved.
-  const run = () => spawnSync(process.execPath, [bundle, path.join(dir, "r.sqlite")], { cwd: dir, encoding: "utf8", env: { PATH: process.env.PATH } });
+  const run = () =>
+    spawnSync(process.execPath, [bundle, path.join(dir, "r.sqlite")], {
+      cwd: dir,
+      encoding: "utf8",
+      env: { PATH: process.env.PATH },
+    });
   const missing = run();
   assert.equal(missing.status, 2, missing.stderr);
   assert.match(missing.stderr, /REGISTRY_WASM_NOT_FOUND: cannot find sql\.js's sql-wasm\.wasm/);
-  assert.match(missing.stderr, new RegExp(`looked at: ${path.join(dir, "sql-wasm.wasm").replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
+  assert.match(
+    missing.stderr,
+    new RegExp(`looked at: ${path.join(dir, "sql-wasm.wasm").replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`),
+  );
 
   copyFileSync(require.resolve("sql.js/dist/sql-wasm.wasm"), path.join(dir, "sql-wasm.wasm"));
   const ok = run();

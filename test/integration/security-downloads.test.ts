@@ -54,7 +54,10 @@ describe("finding 2: HF_TOKEN", () => {
       const events = await download(hive, `${other.url}/files/model.gguf`);
       assert.equal(events.at(-1)?.stage, "complete", JSON.stringify(events.at(-1)));
       assert.ok(other.requests.length > 0);
-      assert.ok(other.requests.every((r) => r.authorization === undefined), "the look-alike host got the Hugging Face token");
+      assert.ok(
+        other.requests.every((r) => r.authorization === undefined),
+        "the look-alike host got the Hugging Face token",
+      );
       // The real endpoint still gets it.
       assert.equal((await download(hive, "hf:acme/coder")).at(-1)?.stage, "complete");
       assert.ok(hub.requests.some((r) => r.authorization === `Bearer ${HF_TOKEN}`));
@@ -79,7 +82,16 @@ describe("finding 4: downloads", () => {
 
   test("download-size-cap: a model over --download-max-bytes is refused at once and nothing stays on disk", async () => {
     await hub.start();
-    hive = await startHive(["--download-attempts", "1", "--download-backoff-ms", "20", "--download-max-bytes", String(v1.length + 100), "--download-retain-ms", "300"]);
+    hive = await startHive([
+      "--download-attempts",
+      "1",
+      "--download-backoff-ms",
+      "20",
+      "--download-max-bytes",
+      String(v1.length + 100),
+      "--download-retain-ms",
+      "300",
+    ]);
     hub.host("/big/model.gguf", { data: Buffer.concat([v1, Buffer.alloc(4096)]) });
     const events = await download(hive, `${hub.url}/big/model.gguf`);
     const last = events.at(-1)!;
@@ -115,12 +127,19 @@ describe("finding 4: downloads", () => {
     hub.host("/s/model.gguf", { data: v2 });
     const done = (await download(hive, `${hub.url}/s/model.gguf`)).at(-1)!;
     assert.equal(done.stage, "complete", JSON.stringify(done));
-    assert.equal(sha(readFileSync((done as { local_path: string }).local_path)), sha(v2), "the old part was spliced onto the new file");
+    assert.equal(
+      sha(readFileSync((done as { local_path: string }).local_path)),
+      sha(v2),
+      "the old part was spliced onto the new file",
+    );
   });
 
   test("download-redirect-ssrf: redirects go on only to https on public addresses (plain http and internal addresses refused)", async () => {
     const refuses = async (to: string, from: string) =>
-      assert.rejects(checkDestination(new URL(to), new URL(from)), (e: unknown) => e instanceof RbeeError && e.code === "DOWNLOAD_FAILED" && /refusing/.test(e.message));
+      assert.rejects(
+        checkDestination(new URL(to), new URL(from)),
+        (e: unknown) => e instanceof RbeeError && e.code === "DOWNLOAD_FAILED" && /refusing/.test(e.message),
+      );
     await refuses("https://169.254.169.254/latest/meta-data.gguf", "https://models.example/x.gguf");
     await refuses("https://10.0.0.7/x.gguf", "https://models.example/x.gguf");
     await refuses("https://[::1]:8080/x.gguf", "https://models.example/x.gguf");
@@ -141,7 +160,10 @@ describe("finding 4: downloads", () => {
     const deadline = Date.now() + 20_000;
     let gone = false;
     while (!gone && Date.now() < deadline) {
-      gone = await collect(hive.client.downloadProgress(download_id)).then(() => false, (e) => e instanceof RbeeError && e.code === "NOT_FOUND");
+      gone = await collect(hive.client.downloadProgress(download_id)).then(
+        () => false,
+        (e) => e instanceof RbeeError && e.code === "NOT_FOUND",
+      );
       if (!gone) await new Promise((r) => setTimeout(r, 100));
     }
     assert.ok(gone, "the finished download is still kept");

@@ -39,7 +39,9 @@ describe("finding 5: slow clients", () => {
 
   test("slow-client-body: a body trickled byte by byte is cut off at the request timeout", async () => {
     const sock = await open(hive);
-    sock.write(`POST /v1/workers/spawn HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${hive.token}\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{`);
+    sock.write(
+      `POST /v1/workers/spawn HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${hive.token}\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{`,
+    );
     const trickle = setInterval(() => sock.writable && sock.write(" "), 200);
     try {
       assert.ok(await closedWithin(sock, 15_000), "the trickling client kept its connection open");
@@ -68,7 +70,11 @@ describe("finding 5: slow clients", () => {
       for (const s of held) s.destroy();
       const deadline = Date.now() + 10_000;
       let ok = false;
-      while (!ok && Date.now() < deadline) ok = await hive.client.health().then(() => true, () => false);
+      while (!ok && Date.now() < deadline)
+        ok = await hive.client.health().then(
+          () => true,
+          () => false,
+        );
       assert.ok(ok);
     } finally {
       for (const s of held) s.destroy();
@@ -79,7 +85,9 @@ describe("finding 5: slow clients", () => {
     const sock = await open(hive);
     let text = "";
     sock.on("data", (d) => (text += d));
-    sock.write(`GET /v1/workers/%E0%A4%A HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${hive.token}\r\nconnection: close\r\n\r\n`);
+    sock.write(
+      `GET /v1/workers/%E0%A4%A HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${hive.token}\r\nconnection: close\r\n\r\n`,
+    );
     assert.ok(await closedWithin(sock, 5000));
     assert.match(text, /^HTTP\/1\.1 400/);
     assert.match(text, /"code":"INVALID_REQUEST"/);

@@ -27,7 +27,19 @@ after(async () => {
 function pool(lines: string[], opts: SshConnectOptions = {}): SshPool {
   const node = cluster.nodes[0];
   const file = path.join(cluster.dir, `ssh_config_sec_${++n}`);
-  writeFileSync(file, [`Host n1`, `  HostName ${node.address}`, `  Port ${node.port}`, "  User root", "  IdentitiesOnly yes", `  IdentityFile ${cluster.clientKeyPath}`, ...lines.map((l) => "  " + l), ""].join("\n"));
+  writeFileSync(
+    file,
+    [
+      `Host n1`,
+      `  HostName ${node.address}`,
+      `  Port ${node.port}`,
+      "  User root",
+      "  IdentitiesOnly yes",
+      `  IdentityFile ${cluster.clientKeyPath}`,
+      ...lines.map((l) => "  " + l),
+      "",
+    ].join("\n"),
+  );
   const index = loadSshConfig({ configPath: file, homeDir: cluster.dir });
   return new SshPool((alias) => index.node(alias), { agentSocket: undefined, ...opts });
 }
@@ -48,7 +60,11 @@ describe("finding 6: host key type downgrade", () => {
       writeFileSync(kh, line);
       const p = pool(extra, opts);
       try {
-        await assert.rejects(p.get("n1").exec("true"), (e: unknown) => e instanceof NodeError && e.code === "SSH_HOST_KEY_CHANGED" && /ecdsa-sha2-nistp256/.test(e.message));
+        await assert.rejects(
+          p.get("n1").exec("true"),
+          (e: unknown) =>
+            e instanceof NodeError && e.code === "SSH_HOST_KEY_CHANGED" && /ecdsa-sha2-nistp256/.test(e.message),
+        );
         assert.equal(readFileSync(kh, "utf8"), line, "the downgraded key was written to known_hosts");
       } finally {
         p.close();
@@ -71,7 +87,10 @@ describe("finding 1: hive sockets over SSH", () => {
       const ep = transport.endpoint(`unix:${socketPath}`, "key");
       const res = await request(`${ep.origin}/v1/health`, { dispatcher: ep.dispatcher });
       assert.equal(await res.body.text(), "hello /v1/health");
-      assert.throws(() => transport.endpoint("http://127.0.0.1:8080", "key"), (e: unknown) => e instanceof RbeeError && /Unix sockets only/.test(e.message));
+      assert.throws(
+        () => transport.endpoint("http://127.0.0.1:8080", "key"),
+        (e: unknown) => e instanceof RbeeError && /Unix sockets only/.test(e.message),
+      );
     } finally {
       await transport.close();
       p.close();

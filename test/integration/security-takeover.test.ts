@@ -26,16 +26,31 @@ describe("finding 1: loopback port takeover", () => {
       const registry = await Registry.open(path.join(home, "registry.sqlite"));
       await registry.upsertNode({ alias: "localhost", host: "127.0.0.1", transport: "loopback" });
       await registry.upsertWorker({
-        id: "w-0badc0de", node: "localhost", model_ref: model, url: squatter.url, backend: "cpu", device: 0, state: "idle",
-        slots_total: 1, api_key: "the-real-worker-key-0123456789", last_health_at: Date.now(),
+        id: "w-0badc0de",
+        node: "localhost",
+        model_ref: model,
+        url: squatter.url,
+        backend: "cpu",
+        device: 0,
+        state: "idle",
+        slots_total: 1,
+        api_key: "the-real-worker-key-0123456789",
+        last_health_at: Date.now(),
       });
       registry.close();
-      const r = await runCli(["infer", "--model", model, "--prompt", "my secret prompt", "--max-tokens", "4", "--seed", "1"], env);
+      const r = await runCli(
+        ["infer", "--model", model, "--prompt", "my secret prompt", "--max-tokens", "4", "--seed", "1"],
+        env,
+      );
       assert.equal(r.code, 0, r.stderr);
       assert.deepEqual(squatter.requests, [], "the squatter was sent something");
       assert.ok(!r.stdout.includes(FAKE_COMPLETION), "the squatter's completion was printed");
       const after = await Registry.open(path.join(home, "registry.sqlite"));
-      assert.equal(await after.getWorker("w-0badc0de"), undefined, "the entry that points off the node's sockets is dropped");
+      assert.equal(
+        await after.getWorker("w-0badc0de"),
+        undefined,
+        "the entry that points off the node's sockets is dropped",
+      );
       after.close();
     } finally {
       await runCli(["hive", "stop"], env);
@@ -118,14 +133,33 @@ describe("finding 1: TCP only where there are no Unix sockets", () => {
       const w = await waitReady(hive, spawned.worker_id);
       assert.match(w.url, /^http:\/\/127\.0\.0\.1:\d+$/);
       const events = [];
-      for await (const e of hive.client.workerClient(w).inference({ prompt: "x", max_tokens: 3, seed: 1 })) events.push(e.type);
+      for await (const e of hive.client.workerClient(w).inference({ prompt: "x", max_tokens: 3, seed: 1 }))
+        events.push(e.type);
       assert.deepEqual(events, ["started", "token", "token", "token", "end"]);
       // The same client code pointed at a squatter's port: refused before the token or prompt leave.
-      const fake = new HiveClient({ transport: hive.transport, baseUrl: squatter.url, token: hive.token, nodeName: "localhost", retry: { attempts: 1 } });
-      await assert.rejects(fake.health(), (e: unknown) => e instanceof RbeeError && e.code === "INVALID_API_KEY" && /could not prove/.test(e.message));
-      const fakeWorker = new HiveClient({ transport: hive.transport, baseUrl: hive.address, token: hive.token, nodeName: "localhost" }).workerClient({ ...w, url: squatter.url });
+      const fake = new HiveClient({
+        transport: hive.transport,
+        baseUrl: squatter.url,
+        token: hive.token,
+        nodeName: "localhost",
+        retry: { attempts: 1 },
+      });
+      await assert.rejects(
+        fake.health(),
+        (e: unknown) => e instanceof RbeeError && e.code === "INVALID_API_KEY" && /could not prove/.test(e.message),
+      );
+      const fakeWorker = new HiveClient({
+        transport: hive.transport,
+        baseUrl: hive.address,
+        token: hive.token,
+        nodeName: "localhost",
+      }).workerClient({ ...w, url: squatter.url });
       await assert.rejects(collect(fakeWorker.inference({ prompt: "my secret prompt", max_tokens: 3 })));
-      assert.ok(squatter.requests.length > 0 && squatter.requests.every((r) => r.url === "/v1/hello" && r.authorization === undefined && r.body === ""), JSON.stringify(squatter.requests));
+      assert.ok(
+        squatter.requests.length > 0 &&
+          squatter.requests.every((r) => r.url === "/v1/hello" && r.authorization === undefined && r.body === ""),
+        JSON.stringify(squatter.requests),
+      );
     } finally {
       await squatter.close();
       await hive.stop();

@@ -39,17 +39,30 @@ describe("low findings on a real hive", () => {
     const c = await codeOf(hive.client.spawn({ model_ref: `file:${dir}.gguf`, threads: 1 })); // not even there
     for (const e of [a, b, c]) assert.equal(e.code, "MODEL_NOT_FOUND");
     assert.ok(!a.message.includes("root"), `the file's bytes were echoed: ${a.message}`);
-    assert.equal(a.message.replace(secret, "P"), b.message.replace(path.join(dir, "missing.gguf"), "P"), "an existing file and a missing one are told apart");
+    assert.equal(
+      a.message.replace(secret, "P"),
+      b.message.replace(path.join(dir, "missing.gguf"), "P"),
+      "an existing file and a missing one are told apart",
+    );
   });
 
   test("chat-content-cap: a chat far larger than the context is refused before tokenizing, with PAYLOAD_TOO_LARGE", async () => {
-    const spawned = await hive.client.spawn({ model_ref: `file:${ensureModel("tiny")}`, slots: 1, threads: 1, context_size: 256 });
+    const spawned = await hive.client.spawn({
+      model_ref: `file:${ensureModel("tiny")}`,
+      slots: 1,
+      threads: 1,
+      context_size: 256,
+    });
     const w = await waitReady(hive, spawned.worker_id);
     const client = hive.client.workerClient(w);
-    const e = await codeOf(collect(client.chat({ messages: [{ role: "user", content: "word ".repeat(600_000) }], max_tokens: 4 })));
+    const e = await codeOf(
+      collect(client.chat({ messages: [{ role: "user", content: "word ".repeat(600_000) }], max_tokens: 4 })),
+    );
     assert.equal(e.code, "PAYLOAD_TOO_LARGE");
     // Within the bound it is the usual context check, which names the tokens.
-    const e2 = await codeOf(collect(client.chat({ messages: [{ role: "user", content: "word ".repeat(1000) }], max_tokens: 4 })));
+    const e2 = await codeOf(
+      collect(client.chat({ messages: [{ role: "user", content: "word ".repeat(1000) }], max_tokens: 4 })),
+    );
     assert.equal(e2.code, "INVALID_REQUEST");
     // The worker's environment does not carry the editor's secrets.
     const environ = (await import("node:fs")).readFileSync(`/proc/${w.pid}/environ`, "utf8");
@@ -69,7 +82,10 @@ test("token-race: first runs started together all get the same hive token, none 
       try { console.log("token=" + h.token()); } catch (e) { console.log("error=" + e.message); }`;
     const ready: Promise<void>[] = [];
     const runs = Array.from({ length: 6 }, () => {
-      const p = spawn(process.execPath, ["--import", "tsx", "-e", code], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "inherit"] });
+      const p = spawn(process.execPath, ["--import", "tsx", "-e", code], {
+        cwd: REPO_ROOT,
+        stdio: ["ignore", "pipe", "inherit"],
+      });
       let out = "";
       p.stdout!.on("data", (d) => (out += d));
       ready.push(new Promise((r) => p.stdout!.on("data", () => out.startsWith("ready\n") && r())));

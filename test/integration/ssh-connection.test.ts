@@ -43,11 +43,24 @@ function clusterPool(opts: SshConnectOptions = {}): SshPool {
 }
 
 function hostBlock(alias: string, n: { address: string; port: number }, extra: string[] = []): string {
-  return [`Host ${alias}`, `  HostName ${n.address}`, `  Port ${n.port}`, "  User root", "  IdentitiesOnly yes", ...extra.map((l) => "  " + l), ""].join("\n");
+  return [
+    `Host ${alias}`,
+    `  HostName ${n.address}`,
+    `  Port ${n.port}`,
+    "  User root",
+    "  IdentitiesOnly yes",
+    ...extra.map((l) => "  " + l),
+    "",
+  ].join("\n");
 }
 
 function acceptedLogins(alias: string): number {
-  return (cluster.node(alias).log().match(/Accepted publickey/g) ?? []).length;
+  return (
+    cluster
+      .node(alias)
+      .log()
+      .match(/Accepted publickey/g) ?? []
+  ).length;
 }
 
 async function rejectsWith(p: Promise<unknown>, code: string, message?: RegExp): Promise<NodeError> {
@@ -73,7 +86,11 @@ describe("connect and exec", () => {
         const echo = await conn.exec("cat", { stdin: "through stdin" });
         assert.equal(echo.stdout, "through stdin");
       }
-      await rejectsWith(pool.get("node1").execChecked("echo boom >&2; exit 7", "the boom step"), "REMOTE_COMMAND_FAILED", /the boom step on node1 failed \(exit 7\): boom/);
+      await rejectsWith(
+        pool.get("node1").execChecked("echo boom >&2; exit 7", "the boom step"),
+        "REMOTE_COMMAND_FAILED",
+        /the boom step on node1 failed \(exit 7\): boom/,
+      );
     } finally {
       pool.close();
     }
@@ -86,7 +103,10 @@ describe("connect and exec", () => {
       const conn = pool.get("node2");
       assert.equal(pool.get("node2"), conn);
       const results = await Promise.all([1, 2, 3, 4, 5].map((i) => conn.exec(`echo ${i}`)));
-      assert.deepEqual(results.map((r) => r.stdout.trim()), ["1", "2", "3", "4", "5"]);
+      assert.deepEqual(
+        results.map((r) => r.stdout.trim()),
+        ["1", "2", "3", "4", "5"],
+      );
       assert.equal(acceptedLogins("node2") - before, 1);
     } finally {
       pool.close();
@@ -111,7 +131,11 @@ describe("host keys", () => {
         timeout: 10_000,
         what: "sshd to log the end of the refused connection",
       });
-      assert.doesNotMatch(seen, /publickey|authenticating user|invalid user|Accepted/i, `a credential reached the node:\n${seen}`);
+      assert.doesNotMatch(
+        seen,
+        /publickey|authenticating user|invalid user|Accepted/i,
+        `a credential reached the node:\n${seen}`,
+      );
     } finally {
       pool.close();
     }
@@ -143,7 +167,11 @@ describe("host keys", () => {
   test("acceptNewHostKey records the key (hashed when HashKnownHosts yes) and the next connect needs no flag", async () => {
     const kh = path.join(cluster.dir, "empty_known_hosts_3");
     const node = cluster.node("node1");
-    const text = hostBlock("n1", node, [`IdentityFile ${cluster.clientKeyPath}`, `UserKnownHostsFile ${kh}`, "HashKnownHosts yes"]);
+    const text = hostBlock("n1", node, [
+      `IdentityFile ${cluster.clientKeyPath}`,
+      `UserKnownHostsFile ${kh}`,
+      "HashKnownHosts yes",
+    ]);
     const first = poolFor(text, { acceptNewHostKey: true });
     try {
       await first.get("n1").exec("true");
@@ -168,7 +196,9 @@ describe("host keys", () => {
     const oldFingerprint = fingerprintSha256(node.hostKeyBlob);
     await node.rotateHostKey(); // the host was "reinstalled" (or someone is in the middle)
     writeKnownHosts(cluster);
-    const pool = poolFor(hostBlock("n2", node, [`IdentityFile ${cluster.clientKeyPath}`, `UserKnownHostsFile ${kh}`]), { acceptNewHostKey: true });
+    const pool = poolFor(hostBlock("n2", node, [`IdentityFile ${cluster.clientKeyPath}`, `UserKnownHostsFile ${kh}`]), {
+      acceptNewHostKey: true,
+    });
     try {
       const err = await rejectsWith(pool.get("n2").exec("true"), "SSH_HOST_KEY_CHANGED", /HOST KEY CHANGED/);
       assert.ok(err.message.includes(fingerprintSha256(node.hostKeyBlob)), "new fingerprint shown");
@@ -184,7 +214,12 @@ describe("host keys", () => {
 describe("authentication", () => {
   test("a key the node does not accept gives SSH_AUTH_FAILED naming the key, without retries", async () => {
     const node = cluster.node("node1");
-    const pool = poolFor(hostBlock("n1", node, [`IdentityFile ${cluster.strangerKeyPath}`, `UserKnownHostsFile ${cluster.knownHostsPath}`]));
+    const pool = poolFor(
+      hostBlock("n1", node, [
+        `IdentityFile ${cluster.strangerKeyPath}`,
+        `UserKnownHostsFile ${cluster.knownHostsPath}`,
+      ]),
+    );
     try {
       const started = Date.now();
       const err = await rejectsWith(pool.get("n1").exec("true"), "SSH_AUTH_FAILED", /ssh-copy-id n1/);
@@ -238,7 +273,15 @@ describe("authentication", () => {
     execFileSync("ssh-add", ["-q", agentKey], { env: { ...process.env, SSH_AUTH_SOCK: sock }, stdio: "ignore" });
     const node = cluster.node("node1");
     // No usable identity file: only the agent can authenticate.
-    const text = [`Host n1`, `  HostName ${node.address}`, `  Port ${node.port}`, "  User root", `  IdentityFile ${path.join(cluster.dir, "absent_key")}`, `  UserKnownHostsFile ${cluster.knownHostsPath}`, ""].join("\n");
+    const text = [
+      `Host n1`,
+      `  HostName ${node.address}`,
+      `  Port ${node.port}`,
+      "  User root",
+      `  IdentityFile ${path.join(cluster.dir, "absent_key")}`,
+      `  UserKnownHostsFile ${cluster.knownHostsPath}`,
+      "",
+    ].join("\n");
     const withAgent = poolFor(text, { agentSocket: sock });
     try {
       assert.equal((await withAgent.get("n1").exec("echo via agent")).stdout, "via agent\n");
@@ -286,10 +329,17 @@ describe("connection errors", () => {
     t.after(() => dns.close());
     const resolver = new Resolver();
     resolver.setServers([`127.0.0.1:${dns.port}`]);
-    const pool = poolFor(hostBlock("ghost", { address: "no-such-node.rbee.test", port: 22 }, [`IdentityFile ${cluster.clientKeyPath}`]), {
-      resolveHost: async (h) => (await resolver.resolve4(h))[0],
-    });
-    await rejectsWith(pool.get("ghost").exec("true"), "SSH_DNS_FAILED", /cannot resolve host name "no-such-node.rbee.test"/);
+    const pool = poolFor(
+      hostBlock("ghost", { address: "no-such-node.rbee.test", port: 22 }, [`IdentityFile ${cluster.clientKeyPath}`]),
+      {
+        resolveHost: async (h) => (await resolver.resolve4(h))[0],
+      },
+    );
+    await rejectsWith(
+      pool.get("ghost").exec("true"),
+      "SSH_DNS_FAILED",
+      /cannot resolve host name "no-such-node.rbee.test"/,
+    );
     assert.ok(dns.queries() >= 1, "the loopback DNS server was asked");
   });
 });
@@ -352,7 +402,10 @@ describe("transport over forwardOut", () => {
     const pool = clusterPool();
     const transport = sshTransport(pool.get("node1"));
     try {
-      const res = await request(`http://127.0.0.1:${port}/hello`, { dispatcher: transport.dispatcher, headers: { authorization: "Bearer t" } });
+      const res = await request(`http://127.0.0.1:${port}/hello`, {
+        dispatcher: transport.dispatcher,
+        headers: { authorization: "Bearer t" },
+      });
       assert.equal(res.statusCode, 200);
       assert.equal(await res.body.text(), "hello Bearer t");
       assert.equal(transport.description, "ssh node1");

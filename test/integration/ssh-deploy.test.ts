@@ -11,7 +11,14 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { SshPool } from "../../extension/src/nodes/connection";
 import { loadSshConfig } from "../../extension/src/nodes/ssh-config";
-import { deployHive, hiveLogs, hiveStatus, uninstallHive, type DeployEvent, type DeployOptions } from "../../extension/src/nodes/deploy";
+import {
+  deployHive,
+  hiveLogs,
+  hiveStatus,
+  uninstallHive,
+  type DeployEvent,
+  type DeployOptions,
+} from "../../extension/src/nodes/deploy";
 import { SshConnector } from "../../extension/src/nodes/ssh-connector";
 import { NodeError } from "../../extension/src/nodes/errors";
 import { AGENT_VERSION } from "../../hive-agent/src/protocol";
@@ -47,12 +54,18 @@ function pgrep(pattern: string): string[] {
 
 before(async () => {
   assert.ok(existsSync(AGENT_BUNDLE), `${AGENT_BUNDLE} is missing: run through test/run.mjs, which builds first`);
-  cluster = await startSshdCluster({ nodes: [{ address: "127.0.0.2" }, { address: "127.0.0.3" }, { address: "127.0.0.4", withoutNode: true }] });
+  cluster = await startSshdCluster({
+    nodes: [{ address: "127.0.0.2" }, { address: "127.0.0.3" }, { address: "127.0.0.4", withoutNode: true }],
+  });
   // The next version of the agent, built the way a release would be.
   const [maj, min, patch] = AGENT_VERSION.split(".").map(Number);
   nextVersion = `${maj}.${min}.${patch + 1}`;
   const out = mkdtempSync(path.join(cluster.dir, "build-next-"));
-  execFileSync(process.execPath, ["esbuild.mjs"], { cwd: REPO_ROOT, env: { ...process.env, RBEE_BUILD_VERSION: nextVersion, RBEE_BUILD_OUT: out }, stdio: "ignore" });
+  execFileSync(process.execPath, ["esbuild.mjs"], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, RBEE_BUILD_VERSION: nextVersion, RBEE_BUILD_OUT: out },
+    stdio: "ignore",
+  });
   nextBundle = path.join(out, "hive-agent.js");
   // The model the nodes download into their catalogs, served on loopback.
   const model = readFileSync(ensureModel("tiny"));
@@ -85,8 +98,21 @@ describe("deploy over SSH", () => {
       assert.deepEqual(r.backends, ["cpu"]);
       assert.equal(r.agentDir, path.join(cluster.node(alias).home, ".rbee", "agent", AGENT_VERSION));
       const done = events.filter((e) => e.status === "done").map((e) => e.step);
-      assert.deepEqual(done, ["connect", "probe", "upload", "runtime", "activate", "token", "start", "health", "cleanup"]);
-      assert.ok(events.some((e) => e.status === "progress"), "the copy reports byte progress");
+      assert.deepEqual(done, [
+        "connect",
+        "probe",
+        "upload",
+        "runtime",
+        "activate",
+        "token",
+        "start",
+        "health",
+        "cleanup",
+      ]);
+      assert.ok(
+        events.some((e) => e.status === "progress"),
+        "the copy reports byte progress",
+      );
 
       const tokenFile = path.join(hiveHome(alias), "token");
       assert.equal(statSync(tokenFile).mode & 0o777, 0o600);
@@ -94,14 +120,20 @@ describe("deploy over SSH", () => {
       assert.ok(r.token.length >= 40);
       assert.ok(existsSync(path.join(r.agentDir, "node_modules", "node-llama-cpp", "package.json")));
       assert.ok(existsSync(path.join(r.agentDir, "node_modules", "@node-llama-cpp", "linux-x64", "package.json")));
-      assert.ok(!existsSync(path.join(r.agentDir, "node_modules", "node-llama-cpp", "llama", "llama.cpp")), "source-build files are not copied");
+      assert.ok(
+        !existsSync(path.join(r.agentDir, "node_modules", "node-llama-cpp", "llama", "llama.cpp")),
+        "source-build files are not copied",
+      );
       assert.ok(alive(r.pid));
       firstPids.set(alias, r.pid);
 
       const again = newPool();
       try {
         const s = await hiveStatus(again.get(alias));
-        assert.deepEqual({ running: s.running, healthy: s.healthy, version: s.version, pid: s.pid }, { running: true, healthy: true, version: AGENT_VERSION, pid: r.pid });
+        assert.deepEqual(
+          { running: s.running, healthy: s.healthy, version: s.version, pid: s.pid },
+          { running: true, healthy: true, version: AGENT_VERSION, pid: r.pid },
+        );
       } finally {
         again.close();
       }
@@ -121,12 +153,17 @@ describe("deploy over SSH", () => {
         assert.ok((await hive.models()).some((m) => m.model_ref === modelUrl));
 
         const spawned = await hive.spawn({ model_ref: modelUrl, slots: 1, threads: 1, context_size: 512 });
-        const info = await waitUntil(async () => {
-          const w = await hive.worker(spawned.worker_id);
-          return w.state !== "loading" && w;
-        }, { timeout: 120_000, intervalMs: 100, what: `worker ${spawned.worker_id} on ${alias} to finish loading` });
+        const info = await waitUntil(
+          async () => {
+            const w = await hive.worker(spawned.worker_id);
+            return w.state !== "loading" && w;
+          },
+          { timeout: 120_000, intervalMs: 100, what: `worker ${spawned.worker_id} on ${alias} to finish loading` },
+        );
         assert.equal(info.state, "idle");
-        const events = await collect(hive.workerClient(info).inference({ prompt: "def add(a, b):", max_tokens: 12, temperature: 0, seed: 1 }));
+        const events = await collect(
+          hive.workerClient(info).inference({ prompt: "def add(a, b):", max_tokens: 12, temperature: 0, seed: 1 }),
+        );
         const tokens = events.filter((e) => e.type === "token");
         const end = events.find((e) => e.type === "end");
         assert.equal(tokens.length, 12, JSON.stringify(events.at(-1)));
@@ -162,12 +199,19 @@ describe("deploy over SSH", () => {
       assert.equal(r.runtime, "reused", "node-llama-cpp is the same: moved, not copied again");
       assert.notEqual(r.pid, oldPid);
       assert.equal(alive(oldPid), false, "the old hive was stopped");
-      assert.deepEqual(readdirSync(path.join(cluster.node("node1").home, ".rbee", "agent")), [nextVersion], "the old version is gone");
+      assert.deepEqual(
+        readdirSync(path.join(cluster.node("node1").home, ".rbee", "agent")),
+        [nextVersion],
+        "the old version is gone",
+      );
 
       const connector = new SshConnector(pool, { deploy: { ...base, agentScript: nextBundle } });
       const { hive } = await connector.connect("node1", () => {});
       assert.equal((await hive.health()).version, nextVersion);
-      assert.ok((await hive.models()).some((m) => m.model_ref === modelUrl), "the catalog survived the upgrade");
+      assert.ok(
+        (await hive.models()).some((m) => m.model_ref === modelUrl),
+        "the catalog survived the upgrade",
+      );
       await connector.close();
     } finally {
       pool.close();
@@ -192,11 +236,14 @@ describe("deploy over SSH", () => {
       // process, then append until the line arrives (tail may still be opening the file).
       const tailRunning = () => pgrep(`tail -n 0 -f ${hiveHome("node2")}`).length > 0;
       await waitUntil(tailRunning, { timeout: 10_000, what: "the remote tail -f to start" });
-      await waitUntil(() => {
-        if (ac.signal.aborted) return true;
-        appendFileSync(path.join(hiveHome("node2"), "hive.log"), "marker-from-test\n");
-        return false;
-      }, { timeout: 10_000, intervalMs: 250, what: "the appended line to reach the follower" });
+      await waitUntil(
+        () => {
+          if (ac.signal.aborted) return true;
+          appendFileSync(path.join(hiveHome("node2"), "hive.log"), "marker-from-test\n");
+          return false;
+        },
+        { timeout: 10_000, intervalMs: 250, what: "the appended line to reach the follower" },
+      );
       await follow;
       assert.match(seen.join(""), /marker-from-test/);
       assert.ok(!seen.join("").includes("listening"), "lines: 0 starts at the end");
@@ -214,15 +261,29 @@ describe("deploy over SSH", () => {
       assert.deepEqual(await uninstallHive(pool.get("node2")), { removed: true });
       assert.equal(alive(pid), false);
       assert.equal(existsSync(path.join(cluster.node("node2").home, ".rbee", "agent")), false);
-      assert.equal(existsSync(path.join(cluster.node("node2").home, ".rbee", "runtime")), false, "the runtime goes too");
+      assert.equal(
+        existsSync(path.join(cluster.node("node2").home, ".rbee", "runtime")),
+        false,
+        "the runtime goes too",
+      );
       assert.equal(existsSync(path.join(hiveHome("node2"), "token")), false);
       const models = readdirSync(path.join(hiveHome("node2"), "models"), { recursive: true }).map(String);
-      assert.ok(models.includes("catalog.json") && models.some((f) => f.endsWith("tiny.gguf")), `models kept: ${models}`);
+      assert.ok(
+        models.includes("catalog.json") && models.some((f) => f.endsWith("tiny.gguf")),
+        `models kept: ${models}`,
+      );
       const s = await hiveStatus(pool.get("node2"));
       assert.deepEqual({ running: s.running, installed: s.installedVersions }, { running: false, installed: [] });
-      await assert.rejects(collect(hiveLogs(pool.get("node2"))), (e: unknown) => e instanceof NodeError && e.code === "HIVE_NOT_DEPLOYED");
+      await assert.rejects(
+        collect(hiveLogs(pool.get("node2"))),
+        (e: unknown) => e instanceof NodeError && e.code === "HIVE_NOT_DEPLOYED",
+      );
       const manual = new SshConnector(pool, { autoDeploy: false });
-      await assert.rejects(manual.connect("node2", () => {}), (e: unknown) => e instanceof NodeError && e.code === "HIVE_NOT_DEPLOYED" && /rbee nodes deploy node2/.test(e.message));
+      await assert.rejects(
+        manual.connect("node2", () => {}),
+        (e: unknown) =>
+          e instanceof NodeError && e.code === "HIVE_NOT_DEPLOYED" && /rbee nodes deploy node2/.test(e.message),
+      );
     } finally {
       pool.close();
     }
@@ -232,11 +293,23 @@ describe("deploy over SSH", () => {
     const pools = [newPool(), newPool()];
     try {
       const results = await Promise.all(pools.map((p) => deployHive(p.get("node2"), base)));
-      assert.deepEqual(results.map((r) => r.changed).sort(), [false, true], "the second waited for the lock, then found it done");
+      assert.deepEqual(
+        results.map((r) => r.changed).sort(),
+        [false, true],
+        "the second waited for the lock, then found it done",
+      );
       assert.equal(results[0].pid, results[1].pid);
       assert.equal(results[0].token, results[1].token);
-      assert.deepEqual(pgrep(`hive-agent.js daemon .*${hiveHome("node2")}`).map(Number), [results[0].pid], "one hive, not two");
-      assert.equal(existsSync(path.join(cluster.node("node2").home, ".rbee", "deploy.lock")), false, "the lock was released");
+      assert.deepEqual(
+        pgrep(`hive-agent.js daemon .*${hiveHome("node2")}`).map(Number),
+        [results[0].pid],
+        "one hive, not two",
+      );
+      assert.equal(
+        existsSync(path.join(cluster.node("node2").home, ".rbee", "deploy.lock")),
+        false,
+        "the lock was released",
+      );
     } finally {
       for (const p of pools) p.close();
     }

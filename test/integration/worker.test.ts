@@ -6,9 +6,14 @@ import { startHive, waitReady, collect, isAlive, type TestHive } from "../helper
 import type { StreamEvent, WorkerInfo } from "../../hive-agent/src/protocol";
 import type { WorkerClient } from "../../extension/src/keeper/hive-client";
 
-const tokens = (events: StreamEvent[]) => events.filter((e): e is Extract<StreamEvent, { type: "token" }> => e.type === "token");
-const endOf = (events: StreamEvent[]) => events.find((e): e is Extract<StreamEvent, { type: "end" }> => e.type === "end");
-const text = (events: StreamEvent[]) => tokens(events).map((e) => e.t).join("");
+const tokens = (events: StreamEvent[]) =>
+  events.filter((e): e is Extract<StreamEvent, { type: "token" }> => e.type === "token");
+const endOf = (events: StreamEvent[]) =>
+  events.find((e): e is Extract<StreamEvent, { type: "end" }> => e.type === "end");
+const text = (events: StreamEvent[]) =>
+  tokens(events)
+    .map((e) => e.t)
+    .join("");
 
 describe("worker", () => {
   let hive: TestHive;
@@ -27,10 +32,15 @@ describe("worker", () => {
   after(() => hive.stop());
 
   test("a completion streams exactly max_tokens token events, then end", async () => {
-    const events = await collect(client.inference({ prompt: "def fib(n):", max_tokens: 24, seed: 1, temperature: 0.7 }));
+    const events = await collect(
+      client.inference({ prompt: "def fib(n):", max_tokens: 24, seed: 1, temperature: 0.7 }),
+    );
     assert.equal(events[0].type, "started");
     assert.equal(tokens(events).length, 24);
-    assert.deepEqual(tokens(events).map((e) => e.i), [...Array(24).keys()]);
+    assert.deepEqual(
+      tokens(events).map((e) => e.i),
+      [...Array(24).keys()],
+    );
     const end = endOf(events)!;
     assert.equal(end.stop_reason, "max_tokens");
     assert.equal(end.tokens_out, 24);
@@ -48,13 +58,29 @@ describe("worker", () => {
   });
 
   test("infill streams a fill-in-the-middle completion", async () => {
-    const events = await collect(client.infill({ prefix: "def add(a, b):\n    return ", suffix: "\n\nprint(add(1, 2))\n", max_tokens: 8, seed: 3 }));
+    const events = await collect(
+      client.infill({
+        prefix: "def add(a, b):\n    return ",
+        suffix: "\n\nprint(add(1, 2))\n",
+        max_tokens: 8,
+        seed: 3,
+      }),
+    );
     assert.equal(endOf(events)?.tokens_out, 8);
     assert.equal(tokens(events).length, 8);
   });
 
   test("chat applies the model's chat template and streams a reply", async () => {
-    const events = await collect(client.chat({ messages: [{ role: "system", content: "Be brief." }, { role: "user", content: "Hello?" }], max_tokens: 10, seed: 3 }));
+    const events = await collect(
+      client.chat({
+        messages: [
+          { role: "system", content: "Be brief." },
+          { role: "user", content: "Hello?" },
+        ],
+        max_tokens: 10,
+        seed: 3,
+      }),
+    );
     assert.equal(endOf(events)?.tokens_out, 10);
   });
 
@@ -63,7 +89,9 @@ describe("worker", () => {
     const pieces = tokens(full).map((e) => e.t);
     const stop = pieces[5].trim() ? pieces[5] : pieces[6];
     const cut = text(full).indexOf(stop);
-    const events = await collect(client.inference({ prompt: "abc", max_tokens: 20, seed: 7, temperature: 0, stop: [stop] }));
+    const events = await collect(
+      client.inference({ prompt: "abc", max_tokens: 20, seed: 7, temperature: 0, stop: [stop] }),
+    );
     assert.equal(endOf(events)?.stop_reason, "stop_sequence");
     assert.equal(text(events), text(full).slice(0, cut));
   });
@@ -75,7 +103,10 @@ describe("worker", () => {
     const [a0, b0] = await Promise.all([a.next(), b.next()]);
     assert.equal((a0.value as StreamEvent).type, "started");
     assert.equal((b0.value as StreamEvent).type, "started");
-    await assert.rejects(collect(client.inference({ prompt: "three", max_tokens: 5 })), (e: any) => e.code === "ALL_SLOTS_BUSY");
+    await assert.rejects(
+      collect(client.inference({ prompt: "three", max_tokens: 5 })),
+      (e: any) => e.code === "ALL_SLOTS_BUSY",
+    );
     const [ra, rb] = await Promise.all([collect(a), collect(b)]);
     assert.equal(endOf(ra)?.tokens_out, 1500);
     assert.equal(endOf(rb)?.tokens_out, 1500);
@@ -100,8 +131,14 @@ describe("worker", () => {
     const w = await hive.client.worker(worker.id);
     assert.equal(w.slots_busy, 0);
     // Both slots are usable again.
-    const again = await Promise.all([collect(client.inference({ prompt: "a", max_tokens: 3 })), collect(client.inference({ prompt: "b", max_tokens: 3 }))]);
-    assert.deepEqual(again.map((r) => endOf(r)?.tokens_out), [3, 3]);
+    const again = await Promise.all([
+      collect(client.inference({ prompt: "a", max_tokens: 3 })),
+      collect(client.inference({ prompt: "b", max_tokens: 3 })),
+    ]);
+    assert.deepEqual(
+      again.map((r) => endOf(r)?.tokens_out),
+      [3, 3],
+    );
   });
 
   test("DELETE of a request id stops that request within 100 ms; DELETE is idempotent", async () => {
@@ -136,9 +173,18 @@ describe("worker", () => {
   });
 
   test("bad requests get INVALID_REQUEST naming the field", async () => {
-    await assert.rejects(collect(client.inference({ prompt: "x", max_tokens: 0 })), (e: any) => e.code === "INVALID_REQUEST" && /max_tokens/.test(e.message));
-    await assert.rejects(collect(client.chat({ messages: [{ role: "robot" as any, content: "x" }], max_tokens: 1 })), (e: any) => e.code === "INVALID_REQUEST" && /messages\[0\]\.role/.test(e.message));
-    await assert.rejects(collect(client.inference({ prompt: "x", max_tokens: 5000 })), (e: any) => e.code === "INVALID_REQUEST" && /context/.test(e.message));
+    await assert.rejects(
+      collect(client.inference({ prompt: "x", max_tokens: 0 })),
+      (e: any) => e.code === "INVALID_REQUEST" && /max_tokens/.test(e.message),
+    );
+    await assert.rejects(
+      collect(client.chat({ messages: [{ role: "robot" as any, content: "x" }], max_tokens: 1 })),
+      (e: any) => e.code === "INVALID_REQUEST" && /messages\[0\]\.role/.test(e.message),
+    );
+    await assert.rejects(
+      collect(client.inference({ prompt: "x", max_tokens: 5000 })),
+      (e: any) => e.code === "INVALID_REQUEST" && /context/.test(e.message),
+    );
   });
 
   test("a worker killed with SIGKILL mid-stream: the stream ends with an error event, the hive reports WORKER_CRASHED and drops it", async () => {
@@ -156,7 +202,10 @@ describe("worker", () => {
     let report: any;
     const deadline = Date.now() + 5000;
     while (!report && Date.now() < deadline) {
-      await hive.client.worker(w.id).then(() => new Promise((r) => setTimeout(r, 20)), (e) => (report = e));
+      await hive.client.worker(w.id).then(
+        () => new Promise((r) => setTimeout(r, 20)),
+        (e) => (report = e),
+      );
     }
     assert.equal(report?.code, "WORKER_CRASHED");
     assert.match(report.message, /SIGKILL/);

@@ -14,7 +14,11 @@ test("settings: defaults, and a bad value names its field", () => {
   const d = parseGatewayConfig({});
   assert.deepEqual(d.queue, { size: 64, waitMs: 30_000 });
   assert.ok(![11434, 8080].includes(DEFAULT_GATEWAY_PORT as number), "clashes with neither Ollama nor llama-server");
-  const c = parseGatewayConfig({ aliases: { fim: " hf:Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF/q8_0.gguf " }, queue: { size: 0, waitMs: 5 }, spawn: { backend: "cpu", threads: 2 } });
+  const c = parseGatewayConfig({
+    aliases: { fim: " hf:Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF/q8_0.gguf " },
+    queue: { size: 0, waitMs: 5 },
+    spawn: { backend: "cpu", threads: 2 },
+  });
   assert.equal(c.aliases.fim, "hf:Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF/q8_0.gguf");
   assert.equal(c.queue.size, 0);
   assert.equal(c.spawn.backend, "cpu");
@@ -30,7 +34,10 @@ test("snippets carry the URL, token and model, in each tool's syntax", () => {
   assert.equal(vscodeJson["llama-vscode.api_key"], 'rbee-t"k');
   const cont = configSnippet("continue", input);
   assert.match(cont, /provider: openai\n {4}model: "fim"\n {4}apiBase: "http:\/\/127\.0\.0\.1:7437\/v1"/);
-  assert.match(cont, /provider: ollama[\s\S]*apiBase: "http:\/\/127\.0\.0\.1:7437"\n {4}apiKey: "rbee-t\\"k"\n {4}roles: \[autocomplete\]/);
+  assert.match(
+    cont,
+    /provider: ollama[\s\S]*apiBase: "http:\/\/127\.0\.0\.1:7437"\n {4}apiKey: "rbee-t\\"k"\n {4}roles: \[autocomplete\]/,
+  );
   assert.match(configSnippet("openai-sdk", input), /baseURL: "http:\/\/127\.0\.0\.1:7437\/v1"/);
 });
 

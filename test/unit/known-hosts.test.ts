@@ -24,7 +24,11 @@ function tmp(t: { after: (fn: () => void) => void }): string {
   return dir;
 }
 
-function makeKey(dir: string, name: string, type: "ed25519" | "ecdsa" = "ed25519"): { line: string; blob: Buffer; pub: string } {
+function makeKey(
+  dir: string,
+  name: string,
+  type: "ed25519" | "ecdsa" = "ed25519",
+): { line: string; blob: Buffer; pub: string } {
   const file = path.join(dir, name);
   if (type === "ed25519") keygen(file, name);
   else execFileSync("ssh-keygen", ["-q", "-t", "ecdsa", "-N", "", "-f", file], { stdio: "ignore" });
@@ -57,7 +61,11 @@ test("plain entries: match, unknown, changed (with both fingerprints), other key
   assert.equal(m.status, "match");
   assert.equal(m.status === "match" && m.line, 3);
 
-  assert.equal(checkHostKeyText(files, "10.0.0.1", a.blob).status, "unknown", "port 22 is a different name than [h]:2222");
+  assert.equal(
+    checkHostKeyText(files, "10.0.0.1", a.blob).status,
+    "unknown",
+    "port 22 is a different name than [h]:2222",
+  );
 
   const c = checkHostKeyText(files, "[10.0.0.1]:2222", b.blob);
   assert.equal(c.status, "changed");
@@ -99,8 +107,14 @@ test("patterns: comma lists, wildcards, negation, case-insensitive names", () =>
 test("@revoked refuses the key; @cert-authority lines are not trusted as host keys", (t) => {
   const dir = tmp(t);
   const a = makeKey(dir, "a");
-  assert.equal(checkHostKeyText([{ path: "kh", text: `@revoked * ${a.line}\nh ${a.line}\n` }], "h", a.blob).status, "revoked");
-  assert.equal(checkHostKeyText([{ path: "kh", text: `@cert-authority h ${a.line}\n` }], "h", a.blob).status, "unknown");
+  assert.equal(
+    checkHostKeyText([{ path: "kh", text: `@revoked * ${a.line}\nh ${a.line}\n` }], "h", a.blob).status,
+    "revoked",
+  );
+  assert.equal(
+    checkHostKeyText([{ path: "kh", text: `@cert-authority h ${a.line}\n` }], "h", a.blob).status,
+    "unknown",
+  );
 });
 
 test("recording appends a line (plain or hashed) that then matches, and ssh-keygen -F finds it", (t) => {

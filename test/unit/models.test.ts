@@ -47,17 +47,31 @@ test("the tiny model loads in node-llama-cpp: tokenizer round-trips, infill is s
   const llama = await getLlama({ gpu: false, build: "never" });
   const model = await llama.loadModel({ modelPath: ensureModel("tiny") });
   try {
-    for (const text of ["def fib(n):\n    return n if n < 2 else fib(n-1) + fib(n-2)\n", "ünïcödé ✓ 日本語", "  indented\ttabs"]) {
+    for (const text of [
+      "def fib(n):\n    return n if n < 2 else fib(n-1) + fib(n-2)\n",
+      "ünïcödé ✓ 日本語",
+      "  indented\ttabs",
+    ]) {
       assert.equal(model.detokenize(model.tokenize(text)), text);
     }
     const ctx = await model.createContext({ contextSize: 512, threads: 1 });
     const completion = new LlamaCompletion({ contextSequence: ctx.getSequence() });
     assert.ok(completion.infillSupported);
     let n = 0;
-    await completion.generateCompletion("x", { maxTokens: 200, temperature: 1, seed: 5, onToken: (t) => (n += t.length) });
+    await completion.generateCompletion("x", {
+      maxTokens: 200,
+      temperature: 1,
+      seed: 5,
+      onToken: (t) => (n += t.length),
+    });
     assert.equal(n, 200, "an end-of-generation token was sampled");
     let m = 0;
-    await completion.generateInfillCompletion("def f(", "):\n", { maxTokens: 50, temperature: 1, seed: 5, onToken: (t) => (m += t.length) });
+    await completion.generateInfillCompletion("def f(", "):\n", {
+      maxTokens: 50,
+      temperature: 1,
+      seed: 5,
+      onToken: (t) => (m += t.length),
+    });
     assert.equal(m, 50);
     await ctx.dispose();
   } finally {

@@ -9,7 +9,8 @@ import path from "node:path";
 import { cpuFlags, ggmlCpuOptions } from "../../hive-agent/src/worker/cpu-features";
 import { loadLlama, nativeCmakeOptions, nativeEntry } from "../../hive-agent/src/worker/native-build";
 
-const SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 bmi2 fma f16c avx512f avx512vbmi avx512_vnni avx512_bf16 avx_vnni amx_tile amx_int8 amx_bf16\n";
+const SAPPHIRE_RAPIDS =
+  "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 bmi2 fma f16c avx512f avx512vbmi avx512_vnni avx512_bf16 avx_vnni amx_tile amx_int8 amx_bf16\n";
 const HASWELL = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 bmi2 fma f16c\n";
 
 test("cpuFlags reads the flags line of /proc/cpuinfo", () => {
@@ -21,12 +22,23 @@ test("cpuFlags reads the flags line of /proc/cpuinfo", () => {
 test("ggml options list the CPU's instruction sets; AMX where the CPU has it, with dead-store elimination off", () => {
   const spr = ggmlCpuOptions(cpuFlags(SAPPHIRE_RAPIDS), "x64");
   assert.equal(spr.GGML_NATIVE, "OFF");
-  for (const o of ["GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_AVX512", "GGML_AVX512_VBMI", "GGML_AVX512_VNNI", "GGML_AVX512_BF16", "GGML_AVX_VNNI"]) {
+  for (const o of [
+    "GGML_AVX",
+    "GGML_AVX2",
+    "GGML_FMA",
+    "GGML_F16C",
+    "GGML_AVX512",
+    "GGML_AVX512_VBMI",
+    "GGML_AVX512_VNNI",
+    "GGML_AVX512_BF16",
+    "GGML_AVX_VNNI",
+  ]) {
     assert.equal(spr[o], "ON", o);
   }
   for (const o of ["GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16"]) assert.equal(spr[o], "ON", o);
   // Without these GCC 12 drops the tile configuration's stores and the AMX kernels die with SIGILL.
-  for (const o of ["CMAKE_C_FLAGS_RELEASE", "CMAKE_CXX_FLAGS_RELEASE"]) assert.match(spr[o], /^-O3 -DNDEBUG -fno-tree-dse -fno-dse$/, o);
+  for (const o of ["CMAKE_C_FLAGS_RELEASE", "CMAKE_CXX_FLAGS_RELEASE"])
+    assert.match(spr[o], /^-O3 -DNDEBUG -fno-tree-dse -fno-dse$/, o);
 
   const hsw = ggmlCpuOptions(cpuFlags(HASWELL), "x64");
   assert.equal(hsw.GGML_AVX2, "ON");
@@ -65,7 +77,10 @@ test("loadLlama falls back to the prebuilt when the folder holds no native build
     // A build stamped for another node-llama-cpp version (an agent upgrade) is not used.
     mkdirSync(path.dirname(nativeEntry(dir)), { recursive: true });
     writeFileSync(nativeEntry(dir), "export {};\n");
-    writeFileSync(path.join(dir, "rbee-native-build.json"), JSON.stringify({ version: "0.0.1", cmakeOptions: { GGML_OPENMP: "ON" }, cpu: "x" }));
+    writeFileSync(
+      path.join(dir, "rbee-native-build.json"),
+      JSON.stringify({ version: "0.0.1", cmakeOptions: { GGML_OPENMP: "ON" }, cpu: "x" }),
+    );
     const stale = await loadLlama({ dir, threads: 2 });
     assert.equal(stale.kind, "prebuilt");
     assert.match(stale.fallbackReason ?? "", /another node-llama-cpp version or CPU/);

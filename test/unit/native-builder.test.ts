@@ -8,7 +8,12 @@ import { existsSync, readFileSync } from "node:fs";
 import { isPidAlive } from "../../hive-agent/src/util/process";
 import path from "node:path";
 import { findToolchain, NativeBuilder, planNativeBuild } from "../../hive-agent/src/hive/native-builder";
-import { buildNativeLlama, checkNativeBuild, nativeBuildStamp, nativeEntry } from "../../hive-agent/src/worker/native-build";
+import {
+  buildNativeLlama,
+  checkNativeBuild,
+  nativeBuildStamp,
+  nativeEntry,
+} from "../../hive-agent/src/worker/native-build";
 import type { Logger } from "../../hive-agent/src/util/log";
 
 const cpuNode = { backends: ["cpu" as const], cpu_cores: 8 };
@@ -23,7 +28,12 @@ test("a CPU node with 3+ cores and the build tools builds; the status says worke
 });
 
 test("with calibration on, a 1-thread node builds too (calibration decides whether workers use it), but never without the tools", () => {
-  const oneThread = { hardware: { backends: ["cpu" as const], cpu_cores: 2 }, threads: 1, existing: none, calibration: true };
+  const oneThread = {
+    hardware: { backends: ["cpu" as const], cpu_cores: 2 },
+    threads: 1,
+    existing: none,
+    calibration: true,
+  };
   const plan = planNativeBuild({ mode: "auto", toolchain: tools, ...oneThread });
   assert.deepEqual([plan.build, plan.status.state], [true, "building"]);
   assert.match(plan.status.detail, /calibration then measures it against the prebuilt/);
@@ -39,19 +49,41 @@ test("no build where it would not be used or cannot be made, each with a reason 
   const cases = [
     { input: { mode: "off" as const }, reason: /turned off.*rbee nodes build-native/ },
     { input: { hardware: { backends: ["cuda" as const, "cpu" as const], cpu_cores: 32 } }, reason: /GPU \(cuda\)/ },
-    { input: { hardware: { backends: ["cpu" as const], cpu_cores: 2 }, threads: 1 }, reason: /2 CPU cores: workers default to 1 thread, and with calibration off they use node-llama-cpp's prebuilt/ },
-    { input: { toolchain: { cmake: false, cxx: true, npm: true } }, reason: /no cmake on this node; install cmake, then run rbee nodes build-native/ },
-    { input: { toolchain: { cmake: false, cxx: false, npm: true } }, reason: /no cmake or a C\+\+ compiler on this node; install cmake and a C\+\+ compiler,/ },
+    {
+      input: { hardware: { backends: ["cpu" as const], cpu_cores: 2 }, threads: 1 },
+      reason: /2 CPU cores: workers default to 1 thread, and with calibration off they use node-llama-cpp's prebuilt/,
+    },
+    {
+      input: { toolchain: { cmake: false, cxx: true, npm: true } },
+      reason: /no cmake on this node; install cmake, then run rbee nodes build-native/,
+    },
+    {
+      input: { toolchain: { cmake: false, cxx: false, npm: true } },
+      reason: /no cmake or a C\+\+ compiler on this node; install cmake and a C\+\+ compiler,/,
+    },
     { input: { toolchain: { cmake: true, cxx: true, npm: false } }, reason: /no npm on this node; install npm/ },
   ];
   for (const c of cases) {
-    const plan = planNativeBuild({ mode: "auto", hardware: cpuNode, threads: 7, toolchain: tools, existing: none, ...c.input });
+    const plan = planNativeBuild({
+      mode: "auto",
+      hardware: cpuNode,
+      threads: 7,
+      toolchain: tools,
+      existing: none,
+      ...c.input,
+    });
     assert.equal(plan.build, false, JSON.stringify(c.input));
     assert.equal(plan.status.state, "skipped");
     assert.match(plan.status.detail, c.reason);
   }
   // A finished build is ready whatever else holds.
-  const ready = planNativeBuild({ mode: "off", hardware: cpuNode, threads: 1, toolchain: { cmake: false, cxx: false, npm: false }, existing: { ok: true } });
+  const ready = planNativeBuild({
+    mode: "off",
+    hardware: cpuNode,
+    threads: 1,
+    toolchain: { cmake: false, cxx: false, npm: false },
+    existing: { ok: true },
+  });
   assert.deepEqual([ready.build, ready.status.state], [false, "ready"]);
 });
 
@@ -75,7 +107,19 @@ test("a build stamped for this package and CPU is ready, and a hive sees one mad
   const dir = mkdtempSync(path.join(tmpdir(), "rbee-native-"));
   try {
     const builder = new NativeBuilder(dir, "auto", quiet);
-    builder.start({ backends: ["cpu"], devices: [], cpu_cores: 2, ram_total_bytes: 1, ram_free_bytes: 1, platform: "linux", arch: "x64" }, 1, tools);
+    builder.start(
+      {
+        backends: ["cpu"],
+        devices: [],
+        cpu_cores: 2,
+        ram_total_bytes: 1,
+        ram_free_bytes: 1,
+        platform: "linux",
+        arch: "x64",
+      },
+      1,
+      tools,
+    );
     assert.equal(builder.status().state, "skipped");
     const before = checkNativeBuild(dir);
     assert.match(before.ok ? "" : before.reason, /no native build/);
@@ -105,8 +149,16 @@ test("two builds never run in one folder: the second is refused while the first'
     writeFileSync(path.join(dir, "build.lock"), "999999999");
     const emptyPackage = path.join(dir, "modules", "node-llama-cpp");
     mkdirSync(emptyPackage, { recursive: true });
-    writeFileSync(path.join(emptyPackage, "package.json"), JSON.stringify({ name: "node-llama-cpp", version: "0.0.0" }));
-    const attempted = await buildNativeLlama({ dir: path.join(dir), packageDir: emptyPackage, cmakeOptions: { GGML_OPENMP: "ON" }, timeoutMs: 60_000 });
+    writeFileSync(
+      path.join(emptyPackage, "package.json"),
+      JSON.stringify({ name: "node-llama-cpp", version: "0.0.0" }),
+    );
+    const attempted = await buildNativeLlama({
+      dir: path.join(dir),
+      packageDir: emptyPackage,
+      cmakeOptions: { GGML_OPENMP: "ON" },
+      timeoutMs: 60_000,
+    });
     assert.equal(attempted.ok, false);
     assert.match(attempted.error ?? "", /the native build failed/);
     assert.throws(() => rmSync(path.join(dir, "build.lock")), /ENOENT/, "the lock is released");

@@ -4,10 +4,26 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { DEFAULT_MAX_STALE_MS, Registry, RegistryError, defaultRegistryPath, type WorkerInput } from "../../extension/src/keeper/registry";
+import {
+  DEFAULT_MAX_STALE_MS,
+  Registry,
+  RegistryError,
+  defaultRegistryPath,
+  type WorkerInput,
+} from "../../extension/src/keeper/registry";
 import { MIGRATIONS, SCHEMA_VERSION, migrate } from "../../extension/src/keeper/registry-schema";
 import { loadSqlJs } from "../../extension/src/keeper/registry-sqljs";
 import type { WorkerInfo } from "../../hive-agent/src/protocol";
@@ -45,7 +61,18 @@ function worker(id: string, over: Partial<WorkerInput> = {}): WorkerInput {
 /** What a hive's GET /v1/workers reports (protocol's WorkerInfo). */
 function reported(id: string, over: Partial<WorkerInfo> = {}): WorkerInfo {
   const { node: _node, last_health_at: _h, created_at: _c, last_tokens_per_second: _t, ...wire } = worker(id);
-  return { ...wire, devices: [wire.device], memory_bytes: 1 << 20, keep_alive_s: 300, slots_busy: 0, last_activity: 0, pid: 4242, context_size: 4096, threads: 1, ...over };
+  return {
+    ...wire,
+    devices: [wire.device],
+    memory_bytes: 1 << 20,
+    keep_alive_s: 300,
+    slots_busy: 0,
+    last_activity: 0,
+    pid: 4242,
+    context_size: 4096,
+    threads: 1,
+    ...over,
+  };
 }
 
 async function openWithNode(file: string, opts: Parameters<typeof Registry.open>[1] = {}): Promise<Registry> {
@@ -80,9 +107,20 @@ test("nodes: upsert, get, list, status, remove with their workers and models", a
   t.after(() => r.close());
 
   const created = await r.upsertNode({ alias: "gpu1", host: "10.0.0.5", transport: "ssh" });
-  assert.deepEqual(created, { alias: "gpu1", host: "10.0.0.5", transport: "ssh", agent_version: null, last_seen: null, status: "unknown", last_error: null });
+  assert.deepEqual(created, {
+    alias: "gpu1",
+    host: "10.0.0.5",
+    transport: "ssh",
+    agent_version: null,
+    last_seen: null,
+    status: "unknown",
+    last_error: null,
+  });
   await r.upsertNode({ alias: "localhost", host: "127.0.0.1", transport: "loopback" });
-  assert.deepEqual((await r.listNodes()).map((n) => n.alias), ["gpu1", "localhost"]);
+  assert.deepEqual(
+    (await r.listNodes()).map((n) => n.alias),
+    ["gpu1", "localhost"],
+  );
 
   const failed = await r.setNodeStatus("gpu1", "offline", { error: "connect ECONNREFUSED", at: 1000 });
   assert.equal(failed.status, "offline");
@@ -99,7 +137,12 @@ test("nodes: upsert, get, list, status, remove with their workers and models", a
   assert.equal(moved.last_seen, 2000);
 
   await r.upsertWorker(worker("w1"));
-  await r.upsertModel({ node: "gpu1", model_ref: "hf:org/repo/model.gguf", local_path: "/m/model.gguf", size_bytes: 123 });
+  await r.upsertModel({
+    node: "gpu1",
+    model_ref: "hf:org/repo/model.gguf",
+    local_path: "/m/model.gguf",
+    size_bytes: 123,
+  });
   assert.equal(await r.removeNode("gpu1"), true);
   assert.equal(await r.getNode("gpu1"), undefined);
   assert.deepEqual(await r.listWorkers(), [], "a node's workers go with it");
@@ -122,13 +165,31 @@ test("workers: upsert keeps created_at and health, lists by node and model, remo
   const updated = await r.upsertWorker(worker("w1", { state: "busy", last_tokens_per_second: 42.5 }));
   assert.equal(updated.created_at, 100, "created_at survives an update that leaves it out");
   assert.equal(updated.last_health_at, 500, "last_health_at survives an update that leaves it out");
-  assert.deepEqual(await r.getWorker("w1"), { ...worker("w1"), state: "busy", created_at: 100, last_health_at: 500, last_tokens_per_second: 42.5 });
+  assert.deepEqual(await r.getWorker("w1"), {
+    ...worker("w1"),
+    state: "busy",
+    created_at: 100,
+    last_health_at: 500,
+    last_tokens_per_second: 42.5,
+  });
 
   // Ordered by node, then model_ref ("hf:org/other" < "hf:org/repo"), then age.
-  assert.deepEqual((await r.listWorkers()).map((w) => w.id), ["w2", "w1", "w3"]);
-  assert.deepEqual((await r.listWorkers({ node: "gpu1" })).map((w) => w.id), ["w2", "w1"]);
-  assert.deepEqual((await r.listWorkers({ model_ref: "hf:org/repo/model.gguf" })).map((w) => w.id), ["w1", "w3"]);
-  assert.deepEqual((await r.listWorkers({ node: "gpu1", model_ref: "hf:org/other.gguf" })).map((w) => w.id), ["w2"]);
+  assert.deepEqual(
+    (await r.listWorkers()).map((w) => w.id),
+    ["w2", "w1", "w3"],
+  );
+  assert.deepEqual(
+    (await r.listWorkers({ node: "gpu1" })).map((w) => w.id),
+    ["w2", "w1"],
+  );
+  assert.deepEqual(
+    (await r.listWorkers({ model_ref: "hf:org/repo/model.gguf" })).map((w) => w.id),
+    ["w1", "w3"],
+  );
+  assert.deepEqual(
+    (await r.listWorkers({ node: "gpu1", model_ref: "hf:org/other.gguf" })).map((w) => w.id),
+    ["w2"],
+  );
 
   assert.equal(await r.removeWorker("w2"), true);
   assert.equal(await r.removeWorker("w2"), false);
@@ -148,11 +209,23 @@ test("bad input is refused with the field named, and nothing is written", async 
   t.after(() => r.close());
   const before = statSync(file, { bigint: true }).mtimeNs;
 
-  await rejectsWith(r.upsertWorker(worker("w1", { node: "ghost" })), "REGISTRY_UNKNOWN_NODE", /"ghost" is not in the registry/);
-  await rejectsWith(r.upsertWorker(worker("w1", { backend: "tpu" as never })), "REGISTRY_INVALID_INPUT", /"backend" must be one of cuda, metal, vulkan, cpu/);
+  await rejectsWith(
+    r.upsertWorker(worker("w1", { node: "ghost" })),
+    "REGISTRY_UNKNOWN_NODE",
+    /"ghost" is not in the registry/,
+  );
+  await rejectsWith(
+    r.upsertWorker(worker("w1", { backend: "tpu" as never })),
+    "REGISTRY_INVALID_INPUT",
+    /"backend" must be one of cuda, metal, vulkan, cpu/,
+  );
   await rejectsWith(r.upsertWorker(worker("w1", { slots_total: 0 })), "REGISTRY_INVALID_INPUT", /"slots_total"/);
   await rejectsWith(r.upsertWorker(worker("", {})), "REGISTRY_INVALID_INPUT", /"id"/);
-  await rejectsWith(r.upsertNode({ alias: "x", host: "h", transport: "telnet" as never }), "REGISTRY_INVALID_INPUT", /"transport"/);
+  await rejectsWith(
+    r.upsertNode({ alias: "x", host: "h", transport: "telnet" as never }),
+    "REGISTRY_INVALID_INPUT",
+    /"transport"/,
+  );
   await rejectsWith(
     r.upsertModel({ node: "gpu1", model_ref: "m", local_path: "/m", size_bytes: 1, sha256: "xyz" }),
     "REGISTRY_INVALID_INPUT",
@@ -163,7 +236,11 @@ test("bad input is refused with the field named, and nothing is written", async 
   assert.notEqual(after, before, "the valid upsert was written");
 
   await r.upsertWorker(worker("w1"));
-  await rejectsWith(r.upsertWorker(worker("w1", { node: "gpu2" })), "REGISTRY_INVALID_INPUT", /already belongs to node "gpu1"/);
+  await rejectsWith(
+    r.upsertWorker(worker("w1", { node: "gpu2" })),
+    "REGISTRY_INVALID_INPUT",
+    /already belongs to node "gpu1"/,
+  );
   assert.equal((await r.getWorker("w1"))?.node, "gpu1");
 });
 
@@ -181,7 +258,10 @@ test("models: upsert, list per node, remove; sha256 is stored lower-case", async
   ]);
   assert.equal(await r.removeModel("gpu1", "hf:a/a.gguf"), true);
   assert.equal(await r.removeModel("gpu1", "hf:a/a.gguf"), false);
-  assert.deepEqual((await r.listModels("gpu1")).map((m) => m.model_ref), ["hf:b/b.gguf"]);
+  assert.deepEqual(
+    (await r.listModels("gpu1")).map((m) => m.model_ref),
+    ["hf:b/b.gguf"],
+  );
   assert.deepEqual(await r.listModels("other"), []);
 });
 
@@ -200,7 +280,10 @@ test("everything persists across close and reopen, and the file is private (0600
   assert.equal(statSync(file).mode & 0o777, 0o600);
   const b = await Registry.open(file, { logger: () => {} });
   t.after(() => b.close());
-  assert.deepEqual({ nodes: await b.listNodes(), workers: await b.listWorkers(), models: await b.listModels("gpu1") }, snapshot);
+  assert.deepEqual(
+    { nodes: await b.listNodes(), workers: await b.listWorkers(), models: await b.listModels("gpu1") },
+    snapshot,
+  );
   assert.equal(snapshot.workers[0].api_key, "secret-w1");
   assert.deepEqual(readdirSync(path.dirname(file)).sort(), ["registry.sqlite"], "no lock or temp file is left behind");
 });
@@ -215,7 +298,11 @@ test("findReadyWorker: fresh within 60 s, stale after, never a loading worker", 
   assert.equal(await r.findReadyWorker("gpu1", model, { now }), undefined);
   await r.upsertWorker(worker("loading", { state: "loading", url: "", last_health_at: now }));
   await r.upsertWorker(worker("stopping", { state: "stopping", last_health_at: now }));
-  assert.equal(await r.findReadyWorker("gpu1", model, { now }), undefined, "loading and stopping workers cannot take work");
+  assert.equal(
+    await r.findReadyWorker("gpu1", model, { now }),
+    undefined,
+    "loading and stopping workers cannot take work",
+  );
 
   await r.upsertWorker(worker("never-checked", { created_at: 1 }));
   let found = await r.findReadyWorker("gpu1", model, { now });
@@ -271,12 +358,29 @@ test("replaceNodeState makes a node's workers and models exactly what its hive r
   );
   assert.deepEqual(summary, { workers: 2, models: 1, removed_workers: ["gone"] });
   const workers = await r.listWorkers({ node: "gpu1" });
-  assert.deepEqual(workers.map((w) => [w.id, w.state]), [["keep", "busy"], ["new", "loading"]]);
+  assert.deepEqual(
+    workers.map((w) => [w.id, w.state]),
+    [
+      ["keep", "busy"],
+      ["new", "loading"],
+    ],
+  );
   const keep = workers.find((w) => w.id === "keep")!;
-  assert.deepEqual([keep.created_at, keep.last_health_at, keep.last_tokens_per_second], [10, 20, 30], "a known worker keeps its history");
+  assert.deepEqual(
+    [keep.created_at, keep.last_health_at, keep.last_tokens_per_second],
+    [10, 20, 30],
+    "a known worker keeps its history",
+  );
   const added = workers.find((w) => w.id === "new")!;
-  assert.deepEqual([added.created_at, added.last_health_at], [5000, null], "a hive's report is not a health check of ours");
-  assert.deepEqual((await r.listModels("gpu1")).map((m) => m.model_ref), ["hf:org/repo/model.gguf"]);
+  assert.deepEqual(
+    [added.created_at, added.last_health_at],
+    [5000, null],
+    "a hive's report is not a health check of ours",
+  );
+  assert.deepEqual(
+    (await r.listModels("gpu1")).map((m) => m.model_ref),
+    ["hf:org/repo/model.gguf"],
+  );
   assert.equal((await r.getWorker("other-node"))?.node, "gpu2", "other nodes are untouched");
   const node = await r.getNode("gpu1");
   assert.deepEqual([node?.status, node?.last_seen], ["online", 5000]);
@@ -292,8 +396,16 @@ test("two registries on one file never lose each other's rows (re-read before wr
   await a.upsertWorker(worker("from-a"));
   await b.upsertWorker(worker("from-b"));
   await a.upsertModel({ node: "gpu1", model_ref: "m-a", local_path: "/a", size_bytes: 1 });
-  assert.deepEqual((await a.listWorkers()).map((w) => w.id), ["from-a", "from-b"], "a reads b's write");
-  assert.deepEqual((await b.listModels("gpu1")).map((m) => m.model_ref), ["m-a"], "b reads a's write");
+  assert.deepEqual(
+    (await a.listWorkers()).map((w) => w.id),
+    ["from-a", "from-b"],
+    "a reads b's write",
+  );
+  assert.deepEqual(
+    (await b.listModels("gpu1")).map((m) => m.model_ref),
+    ["m-a"],
+    "b reads a's write",
+  );
   const c = await Registry.open(file, { logger: () => {} });
   t.after(() => c.close());
   assert.equal((await c.listWorkers()).length, 2);
@@ -319,7 +431,10 @@ test("migration v1 → v2 keeps every row and ends with the same schema as a fre
   t.after(() => r.close());
   assert.equal(SCHEMA_VERSION, 2);
   assert.equal(await r.schemaVersion(), 2);
-  assert.ok(logs.some((l) => /migrated .* to schema version 2 \(applied 2\)/.test(l.message)), JSON.stringify(logs));
+  assert.ok(
+    logs.some((l) => /migrated .* to schema version 2 \(applied 2\)/.test(l.message)),
+    JSON.stringify(logs),
+  );
   assert.deepEqual(await r.getWorker("w1"), {
     id: "w1",
     node: "gpu1",
@@ -340,8 +455,12 @@ test("migration v1 → v2 keeps every row and ends with the same schema as a fre
   // The migrated file on disk, compared with a registry created at v2 directly.
   const schemaOf = (bytes: Uint8Array) => {
     const db = new SQL.Database(bytes);
-    const out = db.exec("SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")[0].values;
-    const columns = ["nodes", "workers", "models", "meta"].map((tb) => db.exec(`PRAGMA table_info(${tb})`)[0].values.map((c) => `${c[1]} ${c[2]}`));
+    const out = db.exec(
+      "SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name",
+    )[0].values;
+    const columns = ["nodes", "workers", "models", "meta"].map((tb) =>
+      db.exec(`PRAGMA table_info(${tb})`)[0].values.map((c) => `${c[1]} ${c[2]}`),
+    );
     db.close();
     return { out, columns };
   };
@@ -349,7 +468,10 @@ test("migration v1 → v2 keeps every row and ends with the same schema as a fre
   (await Registry.open(freshFile, { logger: () => {} })).close();
   const migrated = schemaOf(readFileSync(file));
   assert.deepEqual(migrated, schemaOf(readFileSync(freshFile)));
-  assert.ok(migrated.out.some((row) => row[1] === "workers_by_node_model"), "v2 index exists");
+  assert.ok(
+    migrated.out.some((row) => row[1] === "workers_by_node_model"),
+    "v2 index exists",
+  );
   assert.ok(!migrated.out.some((row) => row[1] === "workers_by_node"), "v1 index was dropped");
   assert.equal(MIGRATIONS.map((m) => m.version).join(), "1,2");
 });
@@ -364,7 +486,11 @@ test("a registry written by a newer rbee is refused, not overwritten or moved as
   const bytes = db.export();
   db.close();
   writeFileSync(file, bytes);
-  await rejectsWith(Registry.open(file, { logger: () => {} }), "REGISTRY_SCHEMA_TOO_NEW", /schema version 99.*Upgrade rbee/);
+  await rejectsWith(
+    Registry.open(file, { logger: () => {} }),
+    "REGISTRY_SCHEMA_TOO_NEW",
+    /schema version 99.*Upgrade rbee/,
+  );
   assert.deepEqual(readFileSync(file), Buffer.from(bytes));
   assert.deepEqual(corruptFilesIn(dir), []);
   assert.equal(existsSync(`${file}.lock`), false, "the lock is released on failure");
@@ -374,7 +500,11 @@ test("a registry path that cannot be read gives REGISTRY_IO naming it, and nothi
   const dir = tempDir(t);
   const file = path.join(dir, "registry.sqlite");
   mkdirSync(file);
-  const err = await rejectsWith(Registry.open(file, { logger: () => {} }), "REGISTRY_IO", /cannot read the registry .*registry\.sqlite: EISDIR/);
+  const err = await rejectsWith(
+    Registry.open(file, { logger: () => {} }),
+    "REGISTRY_IO",
+    /cannot read the registry .*registry\.sqlite: EISDIR/,
+  );
   assert.equal(err.details?.errno, "EISDIR");
   assert.deepEqual(readdirSync(dir), ["registry.sqlite"]);
 });
@@ -394,10 +524,22 @@ async function goodRegistryBytes(file: string, workers: number): Promise<Buffer>
 }
 
 const corruptions: { name: string; make: (good: Buffer) => Buffer; reason: RegExp }[] = [
-  { name: "garbage bytes", make: () => Buffer.from(Array.from({ length: 8192 }, (_, i) => (i * 7919) % 251)), reason: /not an SQLite database/ },
+  {
+    name: "garbage bytes",
+    make: () => Buffer.from(Array.from({ length: 8192 }, (_, i) => (i * 7919) % 251)),
+    reason: /not an SQLite database/,
+  },
   { name: "an empty file", make: () => Buffer.alloc(0), reason: /the file is empty/ },
-  { name: "a file truncated to half", make: (good) => good.subarray(0, Math.floor(good.length / 2)), reason: /integrity check failed|cannot open|malformed/ },
-  { name: "a file truncated inside its header", make: (good) => good.subarray(0, 60), reason: /not an SQLite database/ },
+  {
+    name: "a file truncated to half",
+    make: (good) => good.subarray(0, Math.floor(good.length / 2)),
+    reason: /integrity check failed|cannot open|malformed/,
+  },
+  {
+    name: "a file truncated inside its header",
+    make: (good) => good.subarray(0, 60),
+    reason: /not an SQLite database/,
+  },
   {
     name: "a damaged b-tree page",
     // Page 3 onwards hold table data; an invalid page-type byte breaks the b-tree structure.
@@ -444,7 +586,10 @@ for (const c of corruptions) {
     r.close();
     const again = await Registry.open(file, { logger });
     t.after(() => again.close());
-    assert.deepEqual((await again.listWorkers()).map((w) => w.id), ["after"]);
+    assert.deepEqual(
+      (await again.listWorkers()).map((w) => w.id),
+      ["after"],
+    );
     assert.equal(await again.needsRebuild(), null, "markRebuilt persists");
     assert.equal(corruptFilesIn(dir).length, 1, "the good file is not moved aside again");
   });
@@ -495,7 +640,10 @@ function deadPid(): number {
 }
 
 function writeLock(file: string, pid: number, createdAt: number): void {
-  writeFileSync(`${file}.lock`, JSON.stringify({ pid, host: os.hostname(), created_at: createdAt, token: "someone-else" }));
+  writeFileSync(
+    `${file}.lock`,
+    JSON.stringify({ pid, host: os.hostname(), created_at: createdAt, token: "someone-else" }),
+  );
 }
 
 test("a stale lock left by a dead process is broken at once", async (t) => {
@@ -509,7 +657,10 @@ test("a stale lock left by a dead process is broken at once", async (t) => {
   t.after(() => r.close());
   await r.upsertNode({ alias: "n", host: "h", transport: "ssh" });
   assert.ok(Date.now() - started < 2000, "no waiting for a dead owner");
-  assert.ok(logs.some((l) => l.level === "warn" && l.message.includes(`pid ${pid}`) && /process \d+ is gone/.test(l.message)), JSON.stringify(logs));
+  assert.ok(
+    logs.some((l) => l.level === "warn" && l.message.includes(`pid ${pid}`) && /process \d+ is gone/.test(l.message)),
+    JSON.stringify(logs),
+  );
   assert.equal(existsSync(`${file}.lock`), false);
 });
 
@@ -522,7 +673,11 @@ test("a live lock makes writers wait, then fail with a clear error; its owner's 
   writeLock(file, holder.pid!, Date.now());
 
   const started = Date.now();
-  const err = await rejectsWith(r.upsertWorker(worker("w1")), "REGISTRY_LOCK_TIMEOUT", new RegExp(`locked by process ${holder.pid}.*delete .*registry\\.sqlite\\.lock`));
+  const err = await rejectsWith(
+    r.upsertWorker(worker("w1")),
+    "REGISTRY_LOCK_TIMEOUT",
+    new RegExp(`locked by process ${holder.pid}.*delete .*registry\\.sqlite\\.lock`),
+  );
   assert.ok(Date.now() - started >= 380, "it waited for the timeout");
   assert.equal(err.details?.pid, holder.pid);
   assert.equal(await r.getWorker("w1"), undefined, "reads need no lock");

@@ -16,7 +16,11 @@ const names = readdirSync(SCRIPTS)
 
 /** Runs the command line through sh -c, as sshd hands it to the user's shell, with RBEE_HOME in a temp folder. */
 function runLocally(command: string, home: string, stdin?: string) {
-  return spawnSync("sh", ["-c", command], { input: stdin, encoding: "utf8", env: { ...process.env, HOME: home, RBEE_HOME: path.join(home, ".rbee") } });
+  return spawnSync("sh", ["-c", command], {
+    input: stdin,
+    encoding: "utf8",
+    env: { ...process.env, HOME: home, RBEE_HOME: path.join(home, ".rbee") },
+  });
 }
 
 test("values reach a script as one argument each, never as script text", (t) => {
@@ -29,7 +33,11 @@ test("values reach a script as one argument each, never as script text", (t) => 
   const r = runLocally(scriptCommand("agent-node", [dir]), home);
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, "/opt/node with space/bin/node\n");
-  assert.deepEqual(readdirSync(home).filter((f) => f.startsWith("pwned")), [], "nothing in the value was run");
+  assert.deepEqual(
+    readdirSync(home).filter((f) => f.startsWith("pwned")),
+    [],
+    "nothing in the value was run",
+  );
 
   // An empty value stays an argument (probe-state's version "-" and the like keep their positions).
   const probe = runLocally(scriptCommand("probe-state", [hostile, "", "no"]), home);
@@ -37,7 +45,10 @@ test("values reach a script as one argument each, never as script text", (t) => 
   const kv = parseKv(probe.stdout);
   assert.equal(kv.get("root")?.[0], path.join(home, ".rbee"));
   assert.equal(kv.get("node")?.[0], "", "an empty command name finds no node");
-  assert.deepEqual(readdirSync(home).filter((f) => f.startsWith("pwned")), []);
+  assert.deepEqual(
+    readdirSync(home).filter((f) => f.startsWith("pwned")),
+    [],
+  );
 });
 
 test("a secret travels on stdin and lands in a private file; the deploy lock is taken and given back by its owner only", (t) => {
@@ -53,7 +64,11 @@ test("a secret travels on stdin and lands in a private file; the deploy lock is 
   assert.equal(runLocally(scriptCommand("hive-token-read"), home).stdout, token);
 
   assert.equal(runLocally(scriptCommand("lock-acquire", ["owner-a", 2]), home).status, 0);
-  assert.equal(runLocally(scriptCommand("lock-refresh", ["owner-b"]), home).stdout.trim(), "lost", "another owner's lock is not refreshed");
+  assert.equal(
+    runLocally(scriptCommand("lock-refresh", ["owner-b"]), home).stdout.trim(),
+    "lost",
+    "another owner's lock is not refreshed",
+  );
   runLocally(scriptCommand("lock-release", ["owner-b"]), home);
   assert.ok(existsSync(path.join(home, ".rbee/deploy.lock")), "nor released");
   runLocally(scriptCommand("lock-release", ["owner-a"]), home);
@@ -63,10 +78,29 @@ test("a secret travels on stdin and lands in a private file; the deploy lock is 
 test("every script file is one the keeper can name, and the bundles carry the files as they are", () => {
   // The ScriptName union and the folder agree: a script nobody runs, or a name with no file, fails here.
   const named: Record<ScriptName, true> = {
-    "agent-activate": true, "agent-finish": true, "agent-node": true, "agent-restore": true, "agent-tmp": true, "cleanup-old": true,
-    "hive-log": true, "hive-start": true, "hive-stop": true, "hive-token-read": true, "hive-token-write": true, "lock-acquire": true,
-    "lock-refresh": true, "lock-release": true, "probe-platform": true, "probe-state": true, "runtime-clear": true,
-    "runtime-copy-finish": true, "runtime-intact": true, "runtime-tmp": true, "runtime-unpack": true, "uninstall": true, "untar": true,
+    "agent-activate": true,
+    "agent-finish": true,
+    "agent-node": true,
+    "agent-restore": true,
+    "agent-tmp": true,
+    "cleanup-old": true,
+    "hive-log": true,
+    "hive-start": true,
+    "hive-stop": true,
+    "hive-token-read": true,
+    "hive-token-write": true,
+    "lock-acquire": true,
+    "lock-refresh": true,
+    "lock-release": true,
+    "probe-platform": true,
+    "probe-state": true,
+    "runtime-clear": true,
+    "runtime-copy-finish": true,
+    "runtime-intact": true,
+    "runtime-tmp": true,
+    "runtime-unpack": true,
+    uninstall: true,
+    untar: true,
   };
   assert.deepEqual(Object.keys(named).sort(), [...names].sort());
   // test/run.mjs built dist/ before this ran: the CLI bundle holds each script's exact text, as esbuild
@@ -82,15 +116,22 @@ test("every script file is one the keeper can name, and the bundles carry the fi
   };
   for (const n of [...names, "common"]) {
     const text = readFileSync(path.join(SCRIPTS, `${n}.sh`), "utf8");
-    assert.ok(asLiteral(text).some((l) => bundle.includes(l)), `${n}.sh is in dist/cli.js`);
+    assert.ok(
+      asLiteral(text).some((l) => bundle.includes(l)),
+      `${n}.sh is in dist/cli.js`,
+    );
   }
 });
 
 test("shellcheck finds nothing in common.sh + each script (skipped where shellcheck is not installed)", (t) => {
-  if (spawnSync("shellcheck", ["--version"]).status !== 0) return t.skip("shellcheck is not installed (apt-get install shellcheck)");
+  if (spawnSync("shellcheck", ["--version"]).status !== 0)
+    return t.skip("shellcheck is not installed (apt-get install shellcheck)");
   const common = readFileSync(path.join(SCRIPTS, "common.sh"), "utf8");
   for (const n of names) {
-    const r = spawnSync("shellcheck", ["-s", "sh", "-S", "style", "-"], { input: `${common}\n${readFileSync(path.join(SCRIPTS, `${n}.sh`), "utf8")}`, encoding: "utf8" });
+    const r = spawnSync("shellcheck", ["-s", "sh", "-S", "style", "-"], {
+      input: `${common}\n${readFileSync(path.join(SCRIPTS, `${n}.sh`), "utf8")}`,
+      encoding: "utf8",
+    });
     assert.equal(r.status, 0, `${n}.sh:\n${r.stdout}`);
   }
 });

@@ -10,9 +10,17 @@ import { childEnv } from "../../hive-agent/src/util/env";
 /** Runs `code` in a child process and returns what it prints; fails if it is not done within `limitMs` (a hang, not a speed check). */
 function inChild(code: string, limitMs: number): Promise<string> {
   try {
-    return Promise.resolve(execFileSync(process.execPath, ["--import", "tsx", "-e", code], { encoding: "utf8", timeout: limitMs, cwd: __dirname }).trim());
+    return Promise.resolve(
+      execFileSync(process.execPath, ["--import", "tsx", "-e", code], {
+        encoding: "utf8",
+        timeout: limitMs,
+        cwd: __dirname,
+      }).trim(),
+    );
   } catch (e) {
-    return Promise.reject(new Error(`did not finish within ${limitMs} ms (super-linear work?): ${(e as Error).message}`));
+    return Promise.reject(
+      new Error(`did not finish within ${limitMs} ms (super-linear work?): ${(e as Error).message}`),
+    );
   }
 }
 
@@ -36,8 +44,17 @@ test("known-hosts-hashed-case: a hashed entry matches the host name whatever its
   const salt = randomBytes(20);
   const field = `|1|${salt.toString("base64")}|${createHmac("sha1", salt).update("gpu1.example.org").digest("base64")}`;
   assert.ok(hostFieldMatches(field, "GPU1.Example.org"));
-  const key = Buffer.concat([Buffer.from([0, 0, 0, 11]), Buffer.from("ssh-ed25519"), Buffer.from([0, 0, 0, 32]), randomBytes(32)]);
-  const check = checkHostKeyText([{ path: "kh", text: `${field} ssh-ed25519 ${key.toString("base64")}\n` }], "Gpu1.EXAMPLE.org", key);
+  const key = Buffer.concat([
+    Buffer.from([0, 0, 0, 11]),
+    Buffer.from("ssh-ed25519"),
+    Buffer.from([0, 0, 0, 32]),
+    randomBytes(32),
+  ]);
+  const check = checkHostKeyText(
+    [{ path: "kh", text: `${field} ssh-ed25519 ${key.toString("base64")}\n` }],
+    "Gpu1.EXAMPLE.org",
+    key,
+  );
   assert.equal(check.status, "match");
 });
 
@@ -56,9 +73,27 @@ test("host-pattern-backtracking: a known_hosts pattern like *a*a*…*b is matche
 
 test("env-secrets: processes rbee starts get the basics and GPU settings, not the parent's secrets", () => {
   const env = childEnv(
-    { PATH: "/usr/bin", HOME: "/home/u", AWS_SECRET_ACCESS_KEY: "aws", GITHUB_TOKEN: "gh", OPENAI_API_KEY: "oa", HF_TOKEN: "hf", CUDA_VISIBLE_DEVICES: "1", LC_ALL: "C", RBEE_HIVE_TOKEN: "t", RBEE_HIVE_ARGS: "--x" },
+    {
+      PATH: "/usr/bin",
+      HOME: "/home/u",
+      AWS_SECRET_ACCESS_KEY: "aws",
+      GITHUB_TOKEN: "gh",
+      OPENAI_API_KEY: "oa",
+      HF_TOKEN: "hf",
+      CUDA_VISIBLE_DEVICES: "1",
+      LC_ALL: "C",
+      RBEE_HIVE_TOKEN: "t",
+      RBEE_HIVE_ARGS: "--x",
+    },
     { UV_THREADPOOL_SIZE: "1" },
   );
-  assert.deepEqual(env, { PATH: "/usr/bin", HOME: "/home/u", CUDA_VISIBLE_DEVICES: "1", LC_ALL: "C", RBEE_HIVE_ARGS: "--x", UV_THREADPOOL_SIZE: "1" });
+  assert.deepEqual(env, {
+    PATH: "/usr/bin",
+    HOME: "/home/u",
+    CUDA_VISIBLE_DEVICES: "1",
+    LC_ALL: "C",
+    RBEE_HIVE_ARGS: "--x",
+    UV_THREADPOOL_SIZE: "1",
+  });
   assert.equal(childEnv({ HF_TOKEN: "hf", AWS_SECRET_ACCESS_KEY: "aws" }, {}, ["HF_TOKEN"]).HF_TOKEN, "hf");
 });

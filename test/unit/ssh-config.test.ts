@@ -58,7 +58,10 @@ test("defaults: HostName is the alias, port 22, local user, OpenSSH's default id
   assert.equal(n.port, 22);
   assert.equal(n.user, "tester");
   assert.equal(n.identityFilesConfigured, false);
-  assert.deepEqual(n.identityFiles, ["id_rsa", "id_ecdsa", "id_ed25519"].map((f) => `${HOME}/.ssh/${f}`));
+  assert.deepEqual(
+    n.identityFiles,
+    ["id_rsa", "id_ecdsa", "id_ed25519"].map((f) => `${HOME}/.ssh/${f}`),
+  );
   assert.deepEqual(n.userKnownHostsFiles, [`${HOME}/.ssh/known_hosts`, `${HOME}/.ssh/known_hosts2`]);
   assert.equal(n.strictHostKeyChecking, "ask");
   assert.equal(n.proxyJump, undefined);
@@ -90,7 +93,10 @@ test("HostName %h expands to the alias; keywords are case-insensitive; `=` separ
 
 test("an unknown %-token, a bad port and a bad yes/no are SSH_CONFIG_INVALID naming the value", () => {
   const bad = (text: string, re: RegExp) =>
-    assert.throws(() => parseSshConfig(text, opts).node("x"), (e: unknown) => e instanceof NodeError && e.code === "SSH_CONFIG_INVALID" && re.test(e.message));
+    assert.throws(
+      () => parseSshConfig(text, opts).node("x"),
+      (e: unknown) => e instanceof NodeError && e.code === "SSH_CONFIG_INVALID" && re.test(e.message),
+    );
   bad("Host x\n  IdentityFile ~/.ssh/%C\n", /%C/);
   bad("Host x\n  Port 70000\n", /Port "70000"/);
   bad("Host x\n  IdentitiesOnly maybe\n", /IdentitiesOnly must be yes or no/);
@@ -98,7 +104,10 @@ test("an unknown %-token, a bad port and a bad yes/no are SSH_CONFIG_INVALID nam
 
 test("an alias that is not in the config is NODE_UNKNOWN listing the known ones", () => {
   const idx = parseSshConfig("Host a\nHost b\n", opts);
-  assert.throws(() => idx.node("c"), (e: unknown) => e instanceof NodeError && e.code === "NODE_UNKNOWN" && /known nodes: a, b/.test(e.message));
+  assert.throws(
+    () => idx.node("c"),
+    (e: unknown) => e instanceof NodeError && e.code === "NODE_UNKNOWN" && /known nodes: a, b/.test(e.message),
+  );
 });
 
 test("ProxyJump: one hop resolves through the config; chains go through every hop in order", () => {
@@ -136,8 +145,14 @@ Host direct
 
 test("a ProxyJump loop and ProxyCommand are refused with SSH_CONFIG_INVALID", () => {
   const idx = parseSshConfig("Host a\n  ProxyJump b\nHost b\n  ProxyJump a\nHost c\n  ProxyCommand nc %h %p\n", opts);
-  assert.throws(() => idx.node("a"), (e: unknown) => e instanceof NodeError && e.code === "SSH_CONFIG_INVALID" && /loop: a -> b -> a/.test(e.message));
-  assert.throws(() => idx.node("c"), (e: unknown) => e instanceof NodeError && /ProxyCommand/.test(e.message));
+  assert.throws(
+    () => idx.node("a"),
+    (e: unknown) => e instanceof NodeError && e.code === "SSH_CONFIG_INVALID" && /loop: a -> b -> a/.test(e.message),
+  );
+  assert.throws(
+    () => idx.node("c"),
+    (e: unknown) => e instanceof NodeError && /ProxyCommand/.test(e.message),
+  );
 });
 
 test("parseJumpHop reads user@host:port, [v6]:port and ssh:// forms", () => {
@@ -191,10 +206,18 @@ Host *
   assert.equal(idx.node("bnode").port, 2002, "nested Include inside a Host section applies to it");
   const gpu1 = idx.node("gpu1");
   assert.equal(gpu1.port, 2003, "the included file's leading lines belong to the enclosing Host");
-  assert.deepEqual(gpu1.identityFiles, [path.join(ssh, "after-include")], "lines after the Include still belong to gpu1");
+  assert.deepEqual(
+    gpu1.identityFiles,
+    [path.join(ssh, "after-include")],
+    "lines after the Include still belong to gpu1",
+  );
   assert.equal(gpu1.user, "fallback");
   assert.equal(idx.node("extra").port, 22, "gpu1's Port does not leak into the included section");
-  assert.deepEqual(idx.node("extra").identityFiles.length, 3, "gpu1's IdentityFile does not leak either (defaults apply)");
+  assert.deepEqual(
+    idx.node("extra").identityFiles.length,
+    3,
+    "gpu1's IdentityFile does not leak either (defaults apply)",
+  );
 });
 
 test("an Include loop is refused instead of recursing forever; a missing config means no nodes", (t) => {
@@ -203,7 +226,10 @@ test("an Include loop is refused instead of recursing forever; a missing config 
   mkdirSync(path.join(home, ".ssh"));
   assert.deepEqual(loadSshConfig({ homeDir: home }).aliases, []);
   writeFileSync(path.join(home, ".ssh", "config"), "Include config\nHost x\n");
-  assert.throws(() => loadSshConfig({ homeDir: home }), (e: unknown) => e instanceof NodeError && e.code === "SSH_CONFIG_INVALID" && /nested more than 16/.test(e.message));
+  assert.throws(
+    () => loadSshConfig({ homeDir: home }),
+    (e: unknown) => e instanceof NodeError && e.code === "SSH_CONFIG_INVALID" && /nested more than 16/.test(e.message),
+  );
 });
 
 test("configPath overrides where the config is read from", (t) => {

@@ -4,7 +4,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { escapeHtml, renderMarkdown, safeUrl } from "../../extension/src/ui-core/chat/markdown";
 import { parseWebviewMessage } from "../../extension/src/ui-core/chat/chat-protocol";
-import { ChatController, contextMessages, type ChatGenerate, type ChatTurn } from "../../extension/src/ui-core/chat/chat-controller";
+import {
+  ChatController,
+  contextMessages,
+  type ChatGenerate,
+  type ChatTurn,
+} from "../../extension/src/ui-core/chat/chat-controller";
 
 test("markdown: raw HTML in model output is escaped, never passed through", () => {
   const html = renderMarkdown('<script>alert(1)</script> <img src=x onerror="alert(2)"> & done');
@@ -20,7 +25,10 @@ test("markdown: code blocks keep their text verbatim (escaped) and get Copy and 
   assert.match(html, /<div class="code-block">/);
   assert.match(html, /data-action="copy"/);
   assert.match(html, /data-action="insert"/);
-  assert.match(html, /<code class="language-ts">if \(a &lt; b &amp;&amp; c &gt; d\) \{ x = &#39;&lt;b&gt;&#39; \}<\/code>/);
+  assert.match(
+    html,
+    /<code class="language-ts">if \(a &lt; b &amp;&amp; c &gt; d\) \{ x = &#39;&lt;b&gt;&#39; \}<\/code>/,
+  );
   assert.match(html, /<p>After\.<\/p>/);
   // No inline markup inside code.
   assert.equal(renderMarkdown("```\n**not bold**\n```").includes("<strong>"), false);
@@ -37,7 +45,9 @@ test("markdown: a hostile fence language cannot inject attributes", () => {
 });
 
 test("markdown: inline code, emphasis, headings, lists, quotes and rules", () => {
-  const html = renderMarkdown("# Title\n\nUse `a<b` and **bold**, *it*, ~~old~~.\n\n- one\n- two\n\n1. first\n2. second\n\n> quoted\n\n---");
+  const html = renderMarkdown(
+    "# Title\n\nUse `a<b` and **bold**, *it*, ~~old~~.\n\n- one\n- two\n\n1. first\n2. second\n\n> quoted\n\n---",
+  );
   assert.match(html, /<h1>Title<\/h1>/);
   assert.match(html, /<code>a&lt;b<\/code>/);
   assert.match(html, /<strong>bold<\/strong>/);
@@ -52,7 +62,10 @@ test("markdown: inline code, emphasis, headings, lists, quotes and rules", () =>
 });
 
 test("markdown: only http(s) and mailto links become links", () => {
-  assert.match(renderMarkdown("[docs](https://example.com/a?b=1&c=2)"), /<a href="https:\/\/example\.com\/a\?b=1&amp;c=2">docs<\/a>/);
+  assert.match(
+    renderMarkdown("[docs](https://example.com/a?b=1&c=2)"),
+    /<a href="https:\/\/example\.com\/a\?b=1&amp;c=2">docs<\/a>/,
+  );
   const js = renderMarkdown("[click](javascript:alert(1))");
   assert.ok(!js.includes("<a "), js);
   assert.equal(safeUrl("data:text/html,x"), undefined);
@@ -67,7 +80,10 @@ test("webview messages are validated before the extension acts on them", () => {
   assert.equal(parseWebviewMessage({ type: "exec", command: "rm" }), undefined);
   assert.equal(parseWebviewMessage(null), undefined);
   assert.deepEqual(parseWebviewMessage({ type: "insert", code: "x" }), { type: "insert", code: "x" });
-  assert.deepEqual(parseWebviewMessage({ type: "model", model: " file:/m.gguf " }), { type: "model", model: "file:/m.gguf" });
+  assert.deepEqual(parseWebviewMessage({ type: "model", model: " file:/m.gguf " }), {
+    type: "model",
+    model: "file:/m.gguf",
+  });
 });
 
 test("context: latest whole turns that fit, starting with a user turn, then the question", () => {
@@ -88,7 +104,11 @@ test("context: latest whole turns that fit, starting with a user turn, then the 
 });
 
 function memoryStore(initial: ChatTurn[] = []) {
-  const store = { saved: initial, load: () => store.saved.map((t) => ({ ...t })), save: (t: ChatTurn[]) => void (store.saved = t) };
+  const store = {
+    saved: initial,
+    load: () => store.saved.map((t) => ({ ...t })),
+    save: (t: ChatTurn[]) => void (store.saved = t),
+  };
   return store;
 }
 
@@ -107,7 +127,13 @@ test("controller: streams a reply into the history and saves it", async () => {
   assert.equal(reply.content, "Hi there");
   assert.equal(reply.status, "done");
   assert.ok(seen.includes("Hi"), "each token is announced as it arrives");
-  assert.deepEqual(store.saved.map((t) => [t.role, t.content, t.status]), [["user", "hello", "done"], ["assistant", "Hi there", "done"]]);
+  assert.deepEqual(
+    store.saved.map((t) => [t.role, t.content, t.status]),
+    [
+      ["user", "hello", "done"],
+      ["assistant", "Hi there", "done"],
+    ],
+  );
   assert.equal(chat.busy, false);
 });
 
@@ -140,27 +166,39 @@ test("controller: a failed reply keeps its error; a reply left streaming is rest
   const reply = await chat.send("q", "m");
   assert.equal(reply.status, "error");
   assert.match(reply.error!, /MODEL_NOT_FOUND/);
-  const restored = new ChatController(memoryStore([{ role: "assistant", content: "half", status: "streaming" }]), async () => ({ stopReason: "eos" }));
+  const restored = new ChatController(
+    memoryStore([{ role: "assistant", content: "half", status: "streaming" }]),
+    async () => ({ stopReason: "eos" }),
+  );
   assert.equal(restored.turns[0].status, "stopped");
   await assert.rejects(restored.send("q", ""), /no chat model/);
 });
 
 test("markdown: tables render as tables, their cells escaped, alignment as a class (the webview allows no inline style)", () => {
   const html = renderMarkdown("| name | size |\n|:--|--:|\n| <b>q4</b> | 1 GB |\n| [x](javascript:alert(1)) | `a|b` |");
-  assert.match(html, /<table><thead><tr><th class="align-left">name<\/th><th class="align-right">size<\/th><\/tr><\/thead>/);
+  assert.match(
+    html,
+    /<table><thead><tr><th class="align-left">name<\/th><th class="align-right">size<\/th><\/tr><\/thead>/,
+  );
   assert.match(html, /<td class="align-left">&lt;b&gt;q4&lt;\/b&gt;<\/td><td class="align-right">1 GB<\/td>/);
   assert.ok(!html.includes("style="), html);
   assert.ok(!html.includes("<a "), html);
 });
 
 test("markdown: nested lists nest; indented code gets the Copy and Insert buttons too", () => {
-  assert.match(renderMarkdown("- a\n  - b\n    - c\n- d"), /<ul><li>a<ul><li>b<ul><li>c<\/li><\/ul><\/li><\/ul><\/li><li>d<\/li><\/ul>/);
+  assert.match(
+    renderMarkdown("- a\n  - b\n    - c\n- d"),
+    /<ul><li>a<ul><li>b<ul><li>c<\/li><\/ul><\/li><\/ul><\/li><li>d<\/li><\/ul>/,
+  );
   const code = renderMarkdown("Run:\n\n    npm test <all>\n");
   assert.match(code, /<div class="code-block">.*data-action="insert".*<pre><code>npm test &lt;all&gt;<\/code><\/pre>/s);
 });
 
 test("markdown: autolinks follow the link rule, images are never fetched, single line breaks stay", () => {
-  assert.match(renderMarkdown("see <https://example.com/x>"), /<a href="https:\/\/example\.com\/x">https:\/\/example\.com\/x<\/a>/);
+  assert.match(
+    renderMarkdown("see <https://example.com/x>"),
+    /<a href="https:\/\/example\.com\/x">https:\/\/example\.com\/x<\/a>/,
+  );
   assert.ok(!renderMarkdown("<javascript:alert(1)>").includes("<a "));
   // Relative targets are not links either: in the webview they would resolve against its own origin.
   assert.ok(!renderMarkdown("[settings](./settings.json) [ftp](ftp://example.com/x)").includes("<a "));

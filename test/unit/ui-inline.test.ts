@@ -2,7 +2,11 @@
 // repeat filter, and the one-request-per-editor gate with its debounce.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { contextWindow, cursorAllowsCompletion, wantsMultiline } from "../../extension/src/ui-core/inline/context-window";
+import {
+  contextWindow,
+  cursorAllowsCompletion,
+  wantsMultiline,
+} from "../../extension/src/ui-core/inline/context-window";
 import { ExtraContext } from "../../extension/src/ui-core/inline/extra-context";
 import { pickWorker } from "../../extension/src/ui-core/inline/keeper-backend";
 import { CompletionCache } from "../../extension/src/ui-core/inline/completion-cache";
@@ -10,7 +14,10 @@ import { cleanSuggestion, trimToIndent } from "../../extension/src/ui-core/inlin
 import { debounce, RequestGate, SupersededError } from "../../extension/src/ui-core/inline/request-gate";
 
 test("context window: short texts pass through unchanged", () => {
-  assert.deepEqual(contextWindow("const a = ", ";\n", { maxPrefixChars: 100, maxSuffixChars: 100 }), { prefix: "const a = ", suffix: ";\n" });
+  assert.deepEqual(contextWindow("const a = ", ";\n", { maxPrefixChars: 100, maxSuffixChars: 100 }), {
+    prefix: "const a = ",
+    suffix: ";\n",
+  });
 });
 
 test("context window: long prefix is cut to the limit at a line start, keeping the cursor's line", () => {
@@ -31,7 +38,10 @@ test("context window: the prefix's front edge stays put while typing, and moves 
     // The provider reads a little more than the limit before the cursor; where it starts must not matter.
     const start = cursor - 1300;
     const w = contextWindow(doc.slice(start, cursor), doc.slice(cursor), limits, start);
-    assert.ok(w.prefix.length <= limits.maxPrefixChars && w.prefix.length >= limits.maxPrefixChars * 0.7, `${w.prefix.length}`);
+    assert.ok(
+      w.prefix.length <= limits.maxPrefixChars && w.prefix.length >= limits.maxPrefixChars * 0.7,
+      `${w.prefix.length}`,
+    );
     fronts.add(cursor - w.prefix.length);
     assert.equal(doc[cursor - w.prefix.length - 1], "\n", "the prefix starts at a line start");
   }
@@ -55,19 +65,29 @@ test("extra context: picks queue until a flush; the ring keeps the newest chunks
   x.pickAround("a.ts", file("a"), 10);
   assert.equal(x.chunks.length, 0);
   assert.equal(x.flush(), true);
-  assert.deepEqual(x.chunks.map((c) => c.filename), ["a.ts"]);
+  assert.deepEqual(
+    x.chunks.map((c) => c.filename),
+    ["a.ts"],
+  );
   assert.equal(x.chunks[0].text.split("\n").length, 4);
   x.pickAround("a.ts", file("a"), 11); // mostly the same lines: replaces the first chunk
   x.pickAround("b.ts", file("b"), 3);
   x.flush();
-  assert.deepEqual(x.chunks.map((c) => c.filename), ["a.ts", "b.ts"]);
+  assert.deepEqual(
+    x.chunks.map((c) => c.filename),
+    ["a.ts", "b.ts"],
+  );
   const version = x.version;
   x.pickAround("b.ts", file("b"), 3); // identical: the ring (and the worker's cache) stays as it is
   assert.equal(x.flush(), false);
   assert.equal(x.version, version);
   x.pickText("c.ts", "copied();\nmore();\n");
   x.flush();
-  assert.deepEqual(x.chunks.map((c) => c.filename), ["b.ts", "c.ts"], "the oldest is evicted");
+  assert.deepEqual(
+    x.chunks.map((c) => c.filename),
+    ["b.ts", "c.ts"],
+    "the oldest is evicted",
+  );
   const off = new ExtraContext(() => ({ ...limits, maxChunks: 0 }));
   off.pickText("c.ts", "copied();\nmore();\n");
   assert.equal(off.flush(), false);
@@ -77,9 +97,19 @@ test("affinity: a file keeps its worker while the fleet is unchanged; removing a
   const fleet = ["w1", "w2", "w3"].map((id) => ({ id }));
   const files = Array.from({ length: 60 }, (_, i) => `file:///src/f${i}.ts`);
   const first = files.map((f) => pickWorker(fleet, f).id);
-  assert.deepEqual(files.map((f) => pickWorker([...fleet].reverse(), f).id), first, "order of the list does not matter");
+  assert.deepEqual(
+    files.map((f) => pickWorker([...fleet].reverse(), f).id),
+    first,
+    "order of the list does not matter",
+  );
   assert.equal(new Set(first).size, 3);
-  const without = files.map((f) => pickWorker(fleet.filter((w) => w.id !== "w2"), f).id);
+  const without = files.map(
+    (f) =>
+      pickWorker(
+        fleet.filter((w) => w.id !== "w2"),
+        f,
+      ).id,
+  );
   files.forEach((_, i) => {
     if (first[i] !== "w2") assert.equal(without[i], first[i]);
   });
@@ -103,7 +133,10 @@ test("cache: an exact context is a hit; another suffix or scope is not", () => {
   const cache = new CompletionCache();
   cache.set({ scope: "ts", prefix: "function add(a, b) {\n  return ", suffix: "\n}" }, "a + b;");
   assert.equal(cache.get({ scope: "ts", prefix: "function add(a, b) {\n  return ", suffix: "\n}" }), "a + b;");
-  assert.equal(cache.get({ scope: "ts", prefix: "function add(a, b) {\n  return ", suffix: "\n}\n// more" }), undefined);
+  assert.equal(
+    cache.get({ scope: "ts", prefix: "function add(a, b) {\n  return ", suffix: "\n}\n// more" }),
+    undefined,
+  );
   assert.equal(cache.get({ scope: "py", prefix: "function add(a, b) {\n  return ", suffix: "\n}" }), undefined);
 });
 
@@ -114,7 +147,11 @@ test("cache: typing the start of a suggestion serves the rest; typing something 
   assert.equal(cache.get({ scope: "ts", prefix: prefix + "a", suffix: "\n}" }), " + b;");
   assert.equal(cache.get({ scope: "ts", prefix: prefix + "a + ", suffix: "\n}" }), "b;");
   assert.equal(cache.get({ scope: "ts", prefix: prefix + "x", suffix: "\n}" }), undefined);
-  assert.equal(cache.get({ scope: "ts", prefix: prefix + "a + b;", suffix: "\n}" }), undefined, "a suggestion typed out in full is used up");
+  assert.equal(
+    cache.get({ scope: "ts", prefix: prefix + "a + b;", suffix: "\n}" }),
+    undefined,
+    "a suggestion typed out in full is used up",
+  );
 });
 
 test("cache: typed-through hits survive the window sliding forward (only the tail is compared)", () => {
@@ -147,7 +184,11 @@ test("cache: least recently used entries are evicted first; a hit refreshes an e
 
 test("cache: a hit takes well under a millisecond with a full cache of long contexts", () => {
   const cache = new CompletionCache(64, 256);
-  for (let i = 0; i < 64; i++) cache.set({ scope: "ts", prefix: `${"y".repeat(3000)}\n// entry ${i}\nconst v${i} = `, suffix: "\n".repeat(500) }, `compute(${i});`);
+  for (let i = 0; i < 64; i++)
+    cache.set(
+      { scope: "ts", prefix: `${"y".repeat(3000)}\n// entry ${i}\nconst v${i} = `, suffix: "\n".repeat(500) },
+      `compute(${i});`,
+    );
   const prefix = `${"y".repeat(3000)}\n// entry 0\nconst v0 = comp`;
   const n = 200;
   const t0 = performance.now();

@@ -6,11 +6,21 @@
 //   await workbench.screenshot("ghost-text");
 //   const lines = await workbench.text(".chat-message", { webview: "rbee.rbee" });
 import http from "node:http";
-import { ActionName, BRIDGE_SOCKET_ENV, BridgeActions, BridgeErrorCode, BridgeResponse, Target } from "./bridge-protocol";
+import {
+  ActionName,
+  BRIDGE_SOCKET_ENV,
+  BridgeActions,
+  BridgeErrorCode,
+  BridgeResponse,
+  Target,
+} from "./bridge-protocol";
 
 /** A failed bridge call; `code` says whose fault it was (see BridgeErrorCode). */
 export class BridgeCallError extends Error {
-  constructor(readonly code: BridgeErrorCode, message: string) {
+  constructor(
+    readonly code: BridgeErrorCode,
+    message: string,
+  ) {
     super(message);
     this.name = "BridgeCallError";
   }
@@ -19,7 +29,10 @@ export class BridgeCallError extends Error {
 /** Longest a single call may take, waits included (waitFor's own limit is at most 120 s). */
 const CALL_TIMEOUT_MS = 130_000;
 
-export async function callBridge<A extends ActionName>(action: A, args: BridgeActions[A]["args"]): Promise<BridgeActions[A]["result"]> {
+export async function callBridge<A extends ActionName>(
+  action: A,
+  args: BridgeActions[A]["args"],
+): Promise<BridgeActions[A]["result"]> {
   const socketPath = process.env[BRIDGE_SOCKET_ENV];
   if (!socketPath) {
     throw new BridgeCallError(
@@ -30,7 +43,12 @@ export async function callBridge<A extends ActionName>(action: A, args: BridgeAc
   const body = JSON.stringify({ action, args });
   const raw = await new Promise<string>((resolve, reject) => {
     const req = http.request(
-      { socketPath, path: "/action", method: "POST", headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } },
+      {
+        socketPath,
+        path: "/action",
+        method: "POST",
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
@@ -39,7 +57,9 @@ export async function callBridge<A extends ActionName>(action: A, args: BridgeAc
       },
     );
     req.setTimeout(CALL_TIMEOUT_MS, () => req.destroy(new Error(`no answer within ${CALL_TIMEOUT_MS} ms`)));
-    req.on("error", (err) => reject(new BridgeCallError("BRIDGE_UNAVAILABLE", `bridge at ${socketPath}: ${err.message}`)));
+    req.on("error", (err) =>
+      reject(new BridgeCallError("BRIDGE_UNAVAILABLE", `bridge at ${socketPath}: ${err.message}`)),
+    );
     req.end(body);
   });
   const response = JSON.parse(raw) as BridgeResponse<BridgeActions[A]["result"]>;

@@ -49,8 +49,7 @@ export type BridgeErrorCode =
   | "BRIDGE_UNAVAILABLE"; // client side: no harness is listening
 
 export type BridgeResponse<R = unknown> =
-  | { ok: true; result: R }
-  | { ok: false; error: { code: BridgeErrorCode; message: string } };
+  { ok: true; result: R } | { ok: false; error: { code: BridgeErrorCode; message: string } };
 
 /** Screenshot names become file names: keep them to a safe alphabet. */
 export const SCREENSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$/;

@@ -37,7 +37,10 @@ const MAX_TIMEOUT_MS = 120_000;
 const MAX_BODY_BYTES = 64 * 1024;
 
 class BridgeError extends Error {
-  constructor(readonly code: BridgeErrorCode, message: string) {
+  constructor(
+    readonly code: BridgeErrorCode,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -158,7 +161,10 @@ function parseRequest(method: string | undefined, url: string | undefined, raw: 
   }
   const { action, args } = (body ?? {}) as { action?: unknown; args?: unknown };
   if (typeof action !== "string" || !ACTION_NAMES.includes(action as ActionName)) {
-    throw new BridgeError("INVALID_REQUEST", `unknown action ${JSON.stringify(action)}; known: ${ACTION_NAMES.join(", ")}`);
+    throw new BridgeError(
+      "INVALID_REQUEST",
+      `unknown action ${JSON.stringify(action)}; known: ${ACTION_NAMES.join(", ")}`,
+    );
   }
   if (typeof args !== "object" || args === null) {
     throw new BridgeError("INVALID_REQUEST", `${action}: "args" must be an object`);
@@ -179,7 +185,10 @@ function parseRequest(method: string | undefined, url: string | undefined, raw: 
     case "screenshot":
       requireString("name");
       if (!SCREENSHOT_NAME.test(a.name as string)) {
-        throw new BridgeError("INVALID_REQUEST", `screenshot: name must match ${SCREENSHOT_NAME} (it becomes a file name)`);
+        throw new BridgeError(
+          "INVALID_REQUEST",
+          `screenshot: name must match ${SCREENSHOT_NAME} (it becomes a file name)`,
+        );
       }
       break;
     case "click":

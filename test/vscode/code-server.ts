@@ -38,7 +38,10 @@ export interface RunningCodeServer {
 }
 
 export class CodeServerError extends Error {
-  constructor(readonly code: "VSCODE_NOT_INSTALLED" | "VSCODE_START_FAILED", message: string) {
+  constructor(
+    readonly code: "VSCODE_NOT_INSTALLED" | "VSCODE_START_FAILED",
+    message: string,
+  ) {
     super(message);
     this.name = "CodeServerError";
   }
@@ -88,11 +91,16 @@ export async function startCodeServer(options: CodeServerOptions): Promise<Runni
 
   const args = [
     entry,
-    "--config", config,
-    "--bind-addr", "127.0.0.1:0",
-    "--auth", "none",
-    "--user-data-dir", dirs.userData,
-    "--extensions-dir", dirs.extensions,
+    "--config",
+    config,
+    "--bind-addr",
+    "127.0.0.1:0",
+    "--auth",
+    "none",
+    "--user-data-dir",
+    dirs.userData,
+    "--extensions-dir",
+    dirs.extensions,
     "--disable-telemetry",
     "--disable-update-check",
     "--disable-workspace-trust",
@@ -118,9 +126,16 @@ export async function startCodeServer(options: CodeServerOptions): Promise<Runni
     };
     child.stdout!.on("data", onData);
     child.stderr!.on("data", onData);
-    child.once("error", (err) => reject(new CodeServerError("VSCODE_START_FAILED", `cannot run code-server: ${err.message}`)));
+    child.once("error", (err) =>
+      reject(new CodeServerError("VSCODE_START_FAILED", `cannot run code-server: ${err.message}`)),
+    );
     void exited.then(({ code, signal }) =>
-      reject(new CodeServerError("VSCODE_START_FAILED", `code-server exited (${code ?? signal}) before listening:\n${recent}`)),
+      reject(
+        new CodeServerError(
+          "VSCODE_START_FAILED",
+          `code-server exited (${code ?? signal}) before listening:\n${recent}`,
+        ),
+      ),
     );
   });
 
@@ -141,7 +156,13 @@ export async function startCodeServer(options: CodeServerOptions): Promise<Runni
       listening,
       new Promise<never>((_, reject) => {
         timer = setTimeout(
-          () => reject(new CodeServerError("VSCODE_START_FAILED", `code-server did not listen within ${timeoutMs} ms:\n${recent}`)),
+          () =>
+            reject(
+              new CodeServerError(
+                "VSCODE_START_FAILED",
+                `code-server did not listen within ${timeoutMs} ms:\n${recent}`,
+              ),
+            ),
           timeoutMs,
         );
       }),

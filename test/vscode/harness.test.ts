@@ -10,12 +10,12 @@ import { SUITES } from "./suites";
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
-
 test("the fixture suite passes inside a real VS Code and leaves a PNG screenshot", async () => {
   const fixture = SUITES.find((s) => s.name === "fixture");
   assert.ok(fixture);
   const result = await runVsCodeTests(fixture);
-  const report = () => `exit ${result.exitCode}; output:\n${result.output.join("\n")}\nlogs: ${Object.values(result.logs).join(", ")}`;
+  const report = () =>
+    `exit ${result.exitCode}; output:\n${result.output.join("\n")}\nlogs: ${Object.values(result.logs).join(", ")}`;
 
   assert.equal(result.exitCode, 0, report());
   // The in-host runner's own lines came back through codeAutomationLog: every case ran and passed.
@@ -26,7 +26,10 @@ test("the fixture suite passes inside a real VS Code and leaves a PNG screenshot
     "the harness reads the workbench DOM and saves a screenshot",
     "the harness reads and clicks inside the extension's webview",
   ]) {
-    assert.ok(result.output.some((line) => line.startsWith(`ok - ${name}`)), `case did not pass: ${name}\n${report()}`);
+    assert.ok(
+      result.output.some((line) => line.startsWith(`ok - ${name}`)),
+      `case did not pass: ${name}\n${report()}`,
+    );
   }
   assert.ok(result.output.includes("# fixture: 5 passed, 0 failed"), report());
 
@@ -58,13 +61,19 @@ test("a failing in-host case makes the run exit 1, and bridge errors carry their
   const report = () => `exit ${result.exitCode}; output:\n${result.output.join("\n")}`;
 
   assert.equal(result.exitCode, 1, report());
-  assert.ok(result.output.some((l) => l.startsWith("not ok - a failing assertion fails its case")), report());
+  assert.ok(
+    result.output.some((l) => l.startsWith("not ok - a failing assertion fails its case")),
+    report(),
+  );
   for (const name of [
     "the bridge refuses a screenshot name that is not a safe file name",
     "the bridge refuses an unknown action",
     "the bridge reports an action playwright cannot complete",
   ]) {
-    assert.ok(result.output.some((l) => l.startsWith(`ok - ${name}`)), `case did not pass: ${name}\n${report()}`);
+    assert.ok(
+      result.output.some((l) => l.startsWith(`ok - ${name}`)),
+      `case did not pass: ${name}\n${report()}`,
+    );
   }
   assert.ok(result.output.includes("# failing: 3 passed, 1 failed"), report());
   assert.deepEqual(result.screenshots, []);

@@ -82,7 +82,9 @@ export class VsCodeRunError extends Error {
 export async function runVsCodeTests(options: VsCodeRunOptions): Promise<VsCodeRunResult> {
   const started = Date.now();
   if (!SAFE_NAME.test(options.name)) {
-    throw new TypeError(`run name ${JSON.stringify(options.name)} must match ${SAFE_NAME}: it names the run's log files`);
+    throw new TypeError(
+      `run name ${JSON.stringify(options.name)} must match ${SAFE_NAME}: it names the run's log files`,
+    );
   }
   const outputDir = options.outputDir ?? DEFAULT_OUTPUT_DIR;
   mkdirSync(outputDir, { recursive: true });
@@ -125,7 +127,11 @@ export async function runVsCodeTests(options: VsCodeRunOptions): Promise<VsCodeR
       headless: true,
       args: [...CHROMIUM_ARGS, ...LOOPBACK_ONLY_ARGS],
       // Its crash-report folder and dconf cache would otherwise land in ~/.config and ~/.cache.
-      env: { ...process.env, XDG_CONFIG_HOME: path.join(scratch, "browser-config"), XDG_CACHE_HOME: path.join(scratch, "browser-cache") },
+      env: {
+        ...process.env,
+        XDG_CONFIG_HOME: path.join(scratch, "browser-config"),
+        XDG_CACHE_HOME: path.join(scratch, "browser-cache"),
+      },
     });
     const context = await browser.newContext({ viewport: options.viewport ?? { width: 1280, height: 800 } });
 
@@ -137,21 +143,28 @@ export async function runVsCodeTests(options: VsCodeRunOptions): Promise<VsCodeR
       output.push(text);
       hostLog(`[${type}] ${text}`);
     });
-    await context.exposeFunction("codeAutomationExit", (code: number, vsCodeLogs: Array<{ relativePath: string; contents: string }>) => {
-      for (const file of vsCodeLogs ?? []) appendFileSync(logs.browser, `\n===== ${file.relativePath}\n${file.contents}`);
-      reportExit(code);
-    });
+    await context.exposeFunction(
+      "codeAutomationExit",
+      (code: number, vsCodeLogs: Array<{ relativePath: string; contents: string }>) => {
+        for (const file of vsCodeLogs ?? [])
+          appendFileSync(logs.browser, `\n===== ${file.relativePath}\n${file.contents}`);
+        reportExit(code);
+      },
+    );
 
     page = await context.newPage();
     page.on("console", (m) => appendFileSync(logs.browser, `[console.${m.type()}] ${m.text()}\n`));
     page.on("pageerror", (e) => appendFileSync(logs.browser, `[pageerror] ${e.stack ?? e.message}\n`));
-    page.on("requestfailed", (r) => appendFileSync(logs.browser, `[requestfailed] ${r.url()}: ${r.failure()?.errorText}\n`));
+    page.on("requestfailed", (r) =>
+      appendFileSync(logs.browser, `[requestfailed] ${r.url()}: ${r.failure()?.errorText}\n`),
+    );
     page.on("response", (r) => {
       if (r.status() >= 400) appendFileSync(logs.browser, `[http ${r.status()}] ${r.url()}\n`);
     });
     resolvePage(page);
 
-    const remote = (p: string) => `vscode-remote://${server!.authority}${p.split(path.sep).map(encodeURIComponent).join("/")}`;
+    const remote = (p: string) =>
+      `vscode-remote://${server!.authority}${p.split(path.sep).map(encodeURIComponent).join("/")}`;
     const payload = [
       ["extensionDevelopmentPath", remote(path.resolve(options.extensionDevelopmentPath))],
       ["extensionTestsPath", remote(suiteFile)],
@@ -162,13 +175,21 @@ export async function runVsCodeTests(options: VsCodeRunOptions): Promise<VsCodeR
 
     const timeoutMs = options.timeoutMs ?? 240_000;
     const failure = (code: VsCodeRunError["code"], what: string) =>
-      new VsCodeRunError(code, `${options.name}: ${what}; last output:\n${output.slice(-20).join("\n")}\nlogs: ${Object.values(logs).join(", ")}`);
-    const crashed = new Promise<never>((_, reject) => page!.once("crash", () => reject(failure("VSCODE_PAGE_CRASHED", "the workbench page crashed"))));
+      new VsCodeRunError(
+        code,
+        `${options.name}: ${what}; last output:\n${output.slice(-20).join("\n")}\nlogs: ${Object.values(logs).join(", ")}`,
+      );
+    const crashed = new Promise<never>((_, reject) =>
+      page!.once("crash", () => reject(failure("VSCODE_PAGE_CRASHED", "the workbench page crashed"))),
+    );
     const serverGone = server.exited.then(({ code, signal }) => {
       throw failure("VSCODE_SERVER_EXITED", `code-server exited (${code ?? signal}) before the tests finished`);
     });
     const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(failure("VSCODE_TIMEOUT", `no exit from VS Code within ${timeoutMs} ms`)), timeoutMs);
+      timer = setTimeout(
+        () => reject(failure("VSCODE_TIMEOUT", `no exit from VS Code within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
     });
 
     // Whichever loses the race must not surface later as an unhandled rejection.
@@ -185,7 +206,14 @@ export async function runVsCodeTests(options: VsCodeRunOptions): Promise<VsCodeR
       throw err;
     }
     hostLog(`harness: VS Code reported exit code ${exitCode} after ${Date.now() - started} ms`);
-    return { exitCode, output, screenshots: [...bridge.screenshots], durationMs: Date.now() - started, logs, scratchDir: scratch };
+    return {
+      exitCode,
+      output,
+      screenshots: [...bridge.screenshots],
+      durationMs: Date.now() - started,
+      logs,
+      scratchDir: scratch,
+    };
   } finally {
     clearTimeout(timer);
     await browser?.close().catch(() => undefined);

@@ -27,7 +27,8 @@ export async function runCases(suite: string, cases: HostCase[]): Promise<void> 
     }
   }
   console.log(`# ${suite}: ${cases.length - failed.length} passed, ${failed.length} failed`);
-  if (failed.length) throw new Error(`${suite}: ${failed.length} of ${cases.length} case(s) failed: ${failed.join("; ")}`);
+  if (failed.length)
+    throw new Error(`${suite}: ${failed.length} of ${cases.length} case(s) failed: ${failed.join("; ")}`);
 }
 
 /**
@@ -56,7 +57,9 @@ function mapStack(stack: string): string {
   return stack.replace(/(\/[^\s():]+\.js):(\d+):(\d+)/g, (frame, file: string, line: string, column: string) => {
     const entry = findSourceMap(file)?.findEntry(Number(line) - 1, Number(column) - 1);
     if (!entry || !("originalSource" in entry) || !entry.originalSource) return frame;
-    const source = entry.originalSource.startsWith("file:") ? fileURLToPath(entry.originalSource) : entry.originalSource;
+    const source = entry.originalSource.startsWith("file:")
+      ? fileURLToPath(entry.originalSource)
+      : entry.originalSource;
     return `${source}:${entry.originalLine + 1}:${entry.originalColumn + 1}`;
   });
 }

@@ -70,7 +70,9 @@ for (const suite of suites) {
       ],
       extensionTestsEnv: { [BRIDGE_SOCKET_ENV]: socketPath },
     });
-    console.log(`ok - suite ${suite.name}${bridge.screenshots.length ? `; screenshots: ${bridge.screenshots.join(", ")}` : ""}`);
+    console.log(
+      `ok - suite ${suite.name}${bridge.screenshots.length ? `; screenshots: ${bridge.screenshots.join(", ")}` : ""}`,
+    );
   } catch (err) {
     failed++;
     console.error(`not ok - suite ${suite.name}: ${err instanceof Error ? err.message : err}`);
@@ -97,7 +99,10 @@ async function attachToWorkbench(userData) {
     if (port) {
       const browser = await chromium.connectOverCDP(`http://127.0.0.1:${port}`);
       for (;;) {
-        const page = browser.contexts().flatMap((c) => c.pages()).find((p) => p.url().includes("workbench"));
+        const page = browser
+          .contexts()
+          .flatMap((c) => c.pages())
+          .find((p) => p.url().includes("workbench"));
         if (page) return { browser, page };
         if (Date.now() > deadline) break;
         await new Promise((r) => setTimeout(r, 100));

@@ -22,23 +22,36 @@ const CASES = [
 ];
 const SCREENSHOTS = ["rbee-first-run", "rbee-infer-finished", "rbee-nodes-download"];
 
-
-test("rbee for a newcomer in a real VS Code: first run, pickers, Infer edits, caps and cancels, ghost text after a cold start, the tree", { timeout: 480_000 }, async () => {
-  const suite = SUITES.find((s) => s.name === "ux");
-  assert.ok(suite);
-  const model = ensureModel("tiny");
-  const home = mkdtempSync(path.join(os.tmpdir(), "rbee-vscode-user-"));
-  const run = runMarker();
-  for (const s of SCREENSHOTS) rmSync(path.join(DEFAULT_OUTPUT_DIR, `${s}.png`), { force: true });
-  try {
-    const result = await runVsCodeTests({ ...suite, env: { ...run.env, HOME: home, RBEE_TEST_MODEL: model }, timeoutMs: 460_000 });
-    const report = () => `exit ${result.exitCode}; output:\n${result.output.join("\n")}\nlogs: ${Object.values(result.logs).join(", ")}`;
-    assert.equal(result.exitCode, 0, report());
-    for (const name of CASES) assert.ok(result.output.some((line) => line.startsWith(`ok - ${name}`)), `case did not pass: ${name}\n${report()}`);
-    for (const s of SCREENSHOTS) assert.ok(existsSync(path.join(DEFAULT_OUTPUT_DIR, `${s}.png`)), `no screenshot ${s}.png`);
-  } finally {
-    const left = killLeftovers(run.marker);
-    rmSync(home, { recursive: true, force: true });
-    assert.deepEqual(left, [], "processes of the run outlived it");
-  }
-});
+test(
+  "rbee for a newcomer in a real VS Code: first run, pickers, Infer edits, caps and cancels, ghost text after a cold start, the tree",
+  { timeout: 480_000 },
+  async () => {
+    const suite = SUITES.find((s) => s.name === "ux");
+    assert.ok(suite);
+    const model = ensureModel("tiny");
+    const home = mkdtempSync(path.join(os.tmpdir(), "rbee-vscode-user-"));
+    const run = runMarker();
+    for (const s of SCREENSHOTS) rmSync(path.join(DEFAULT_OUTPUT_DIR, `${s}.png`), { force: true });
+    try {
+      const result = await runVsCodeTests({
+        ...suite,
+        env: { ...run.env, HOME: home, RBEE_TEST_MODEL: model },
+        timeoutMs: 460_000,
+      });
+      const report = () =>
+        `exit ${result.exitCode}; output:\n${result.output.join("\n")}\nlogs: ${Object.values(result.logs).join(", ")}`;
+      assert.equal(result.exitCode, 0, report());
+      for (const name of CASES)
+        assert.ok(
+          result.output.some((line) => line.startsWith(`ok - ${name}`)),
+          `case did not pass: ${name}\n${report()}`,
+        );
+      for (const s of SCREENSHOTS)
+        assert.ok(existsSync(path.join(DEFAULT_OUTPUT_DIR, `${s}.png`)), `no screenshot ${s}.png`);
+    } finally {
+      const left = killLeftovers(run.marker);
+      rmSync(home, { recursive: true, force: true });
+      assert.deepEqual(left, [], "processes of the run outlived it");
+    }
+  },
+);

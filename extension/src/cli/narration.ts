@@ -62,8 +62,15 @@ export class Narrator {
       case "download": {
         const d = e.event;
         if (d.stage === "downloading")
-          this.bar("downloading", d.bytes_total ? d.bytes_downloaded / d.bytes_total : 0, `${mib(d.bytes_downloaded)}${d.bytes_total ? ` / ${mib(d.bytes_total)}` : ""} at ${mib(d.speed_bps)}/s`);
-        else if (d.stage === "retrying") this.line(`[model] download attempt ${d.attempt}/${d.max_attempts} failed (${d.message}); retrying in ${(d.delay_ms / 1000).toFixed(1)} s`);
+          this.bar(
+            "downloading",
+            d.bytes_total ? d.bytes_downloaded / d.bytes_total : 0,
+            `${mib(d.bytes_downloaded)}${d.bytes_total ? ` / ${mib(d.bytes_total)}` : ""} at ${mib(d.speed_bps)}/s`,
+          );
+        else if (d.stage === "retrying")
+          this.line(
+            `[model] download attempt ${d.attempt}/${d.max_attempts} failed (${d.message}); retrying in ${(d.delay_ms / 1000).toFixed(1)} s`,
+          );
         else if (d.stage === "verifying") this.line("[model] verifying checksum");
         return;
       }

@@ -4,7 +4,12 @@
 import { isIP } from "node:net";
 import { LOCALHOST } from "../keeper/local-connector";
 import type { KeeperStack } from "../stack/keeper-stack";
-import { DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT, defaultGatewayConfigPath, loadGatewayConfig } from "../gateway/config";
+import {
+  DEFAULT_GATEWAY_HOST,
+  DEFAULT_GATEWAY_PORT,
+  defaultGatewayConfigPath,
+  loadGatewayConfig,
+} from "../gateway/config";
 import { Gateway } from "../gateway/server";
 import { gatewayTokenPath, loadGatewayToken } from "../gateway/token";
 
@@ -27,13 +32,18 @@ export interface ServeValues {
   "show-token"?: boolean;
 }
 
-export async function serve(v: ServeValues, open: () => Promise<ServeContext>, usage: (message: string) => Error): Promise<number> {
+export async function serve(
+  v: ServeValues,
+  open: () => Promise<ServeContext>,
+  usage: (message: string) => Error,
+): Promise<number> {
   if (v["show-token"]) {
     process.stdout.write(loadGatewayToken() + "\n");
     return 0;
   }
   const port = v.port === undefined ? DEFAULT_GATEWAY_PORT : Number(v.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw usage(`--port must be an integer between 0 and 65535, got "${v.port}"`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw usage(`--port must be an integer between 0 and 65535, got "${v.port}"`);
   const host = v.host ?? DEFAULT_GATEWAY_HOST;
   if (!isIP(host) && host !== "localhost") throw usage(`--host must be an IP address, got "${host}"`);
   const configFile = v.config ?? defaultGatewayConfigPath();
@@ -64,7 +74,14 @@ export async function serve(v: ServeValues, open: () => Promise<ServeContext>, u
     }
     return config;
   };
-  const gateway = new Gateway({ keeper: ctx.keeper, nodes: ctx.nodes, config: currentConfig, token, isNode, log: (line) => process.stderr.write(line + "\n") });
+  const gateway = new Gateway({
+    keeper: ctx.keeper,
+    nodes: ctx.nodes,
+    config: currentConfig,
+    token,
+    isNode,
+    log: (line) => process.stderr.write(line + "\n"),
+  });
   let address;
   try {
     address = await gateway.listen(port, host);
@@ -74,8 +91,13 @@ export async function serve(v: ServeValues, open: () => Promise<ServeContext>, u
     if (code === "EADDRINUSE") throw usage(`port ${port} on ${host} is in use; pick another with --port`);
     throw e;
   }
-  if (!/^(127\.|::1$|localhost$)/.test(host)) process.stderr.write(`rbee serve: warning: ${host} is not a loopback address; the token travels in clear text over plain HTTP\n`);
-  process.stderr.write(`rbee gateway listening on ${address.url} (OpenAI: ${address.url}/v1, Ollama: ${address.url}, llama.cpp: ${address.url}); token: rbee serve --show-token\n`);
+  if (!/^(127\.|::1$|localhost$)/.test(host))
+    process.stderr.write(
+      `rbee serve: warning: ${host} is not a loopback address; the token travels in clear text over plain HTTP\n`,
+    );
+  process.stderr.write(
+    `rbee gateway listening on ${address.url} (OpenAI: ${address.url}/v1, Ollama: ${address.url}, llama.cpp: ${address.url}); token: rbee serve --show-token\n`,
+  );
   await new Promise<void>((resolve) => {
     process.once("SIGINT", resolve);
     process.once("SIGTERM", resolve);

@@ -47,7 +47,8 @@ function bad(field: string, want: string): never {
 
 function int(v: unknown, field: string, min: number, max: number): number | undefined {
   if (v === undefined) return undefined;
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) bad(field, `an integer between ${min} and ${max}`);
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max)
+    bad(field, `an integer between ${min} and ${max}`);
   return v;
 }
 
@@ -57,14 +58,17 @@ export function parseGatewayConfig(x: unknown): GatewayConfig {
   const o = x as Record<string, any>;
   const aliases: Record<string, string> = {};
   if (o.aliases !== undefined) {
-    if (typeof o.aliases !== "object" || o.aliases === null || Array.isArray(o.aliases)) bad("aliases", "an object of name → model ref");
+    if (typeof o.aliases !== "object" || o.aliases === null || Array.isArray(o.aliases))
+      bad("aliases", "an object of name → model ref");
     for (const [k, v] of Object.entries(o.aliases)) {
       if (typeof v !== "string" || !v.trim()) bad(`aliases.${k}`, "a model ref (hf:…, https://…, file:/abs/x.gguf)");
       aliases[k] = v.trim();
     }
   }
-  if (o.defaultModel !== undefined && (typeof o.defaultModel !== "string" || !o.defaultModel.trim())) bad("defaultModel", "a model ref or alias");
-  if (o.nodes !== undefined && (!Array.isArray(o.nodes) || !o.nodes.every((n: unknown) => typeof n === "string" && n))) bad("nodes", "an array of node names");
+  if (o.defaultModel !== undefined && (typeof o.defaultModel !== "string" || !o.defaultModel.trim()))
+    bad("defaultModel", "a model ref or alias");
+  if (o.nodes !== undefined && (!Array.isArray(o.nodes) || !o.nodes.every((n: unknown) => typeof n === "string" && n)))
+    bad("nodes", "an array of node names");
   const q = o.queue ?? {};
   const s = o.spawn ?? {};
   if (s.backend !== undefined && !BACKENDS.includes(s.backend)) bad("spawn.backend", `one of ${BACKENDS.join(", ")}`);
@@ -75,7 +79,13 @@ export function parseGatewayConfig(x: unknown): GatewayConfig {
       size: int(q.size, "queue.size", 0, 100_000) ?? DEFAULT_GATEWAY_CONFIG.queue.size,
       waitMs: int(q.waitMs, "queue.waitMs", 1, 24 * 3600_000) ?? DEFAULT_GATEWAY_CONFIG.queue.waitMs,
     },
-    spawn: { backend: s.backend, threads: int(s.threads, "spawn.threads", 1, 1024), slots: int(s.slots, "spawn.slots", 1, 64), contextSize: int(s.contextSize, "spawn.contextSize", 16, 1 << 22), keepAliveS: int(s.keepAliveS, "spawn.keepAliveS", 0, 366 * 86400) },
+    spawn: {
+      backend: s.backend,
+      threads: int(s.threads, "spawn.threads", 1, 1024),
+      slots: int(s.slots, "spawn.slots", 1, 64),
+      contextSize: int(s.contextSize, "spawn.contextSize", 16, 1 << 22),
+      keepAliveS: int(s.keepAliveS, "spawn.keepAliveS", 0, 366 * 86400),
+    },
     nodes: o.nodes,
     defaultMaxTokens: int(o.defaultMaxTokens, "defaultMaxTokens", 1, 32768) ?? DEFAULT_GATEWAY_CONFIG.defaultMaxTokens,
   };

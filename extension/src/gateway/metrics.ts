@@ -18,7 +18,11 @@ function escapeLabel(v: string): string {
 
 class Series {
   readonly values = new Map<string, number>();
-  constructor(readonly name: string, readonly help: string, readonly type: "counter" | "gauge") {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly type: "counter" | "gauge",
+  ) {}
   add(labels: Labels, by = 1) {
     const k = key(labels);
     this.values.set(k, (this.values.get(k) ?? 0) + by);
@@ -35,7 +39,11 @@ class Series {
 
 class Histogram {
   private readonly data = new Map<string, { counts: number[]; sum: number; count: number }>();
-  constructor(readonly name: string, readonly help: string, readonly buckets: number[]) {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly buckets: number[],
+  ) {}
   observe(labels: Labels, v: number) {
     const k = key(labels);
     let d = this.data.get(k);
@@ -56,16 +64,51 @@ class Histogram {
 }
 
 export class GatewayMetrics {
-  readonly requests = new Series("rbee_gateway_requests_total", "Requests answered, by API, model, node and HTTP status.", "counter");
+  readonly requests = new Series(
+    "rbee_gateway_requests_total",
+    "Requests answered, by API, model, node and HTTP status.",
+    "counter",
+  );
   readonly queueDepth = new Series("rbee_gateway_queue_depth", "Requests waiting for a slot, by model.", "gauge");
   readonly inflight = new Series("rbee_gateway_inflight", "Requests generating, by node and model.", "gauge");
-  readonly tokens = new Series("rbee_gateway_tokens_generated_total", "Tokens generated, by node and model.", "counter");
-  readonly tokensPerSecond = new Series("rbee_gateway_tokens_per_second", "Decode speed of the last finished request, by node and model.", "gauge");
-  readonly failovers = new Series("rbee_gateway_failovers_total", "Requests moved to another worker because theirs failed before the first token.", "counter");
-  readonly rejected = new Series("rbee_gateway_rejected_total", "Requests refused by the queue (reason queue_full: 429, wait_timeout: 503).", "counter");
-  readonly ttft = new Histogram("rbee_gateway_time_to_first_token_seconds", "From the request's arrival to its first token, by node and model.", TTFT_BUCKETS_S);
+  readonly tokens = new Series(
+    "rbee_gateway_tokens_generated_total",
+    "Tokens generated, by node and model.",
+    "counter",
+  );
+  readonly tokensPerSecond = new Series(
+    "rbee_gateway_tokens_per_second",
+    "Decode speed of the last finished request, by node and model.",
+    "gauge",
+  );
+  readonly failovers = new Series(
+    "rbee_gateway_failovers_total",
+    "Requests moved to another worker because theirs failed before the first token.",
+    "counter",
+  );
+  readonly rejected = new Series(
+    "rbee_gateway_rejected_total",
+    "Requests refused by the queue (reason queue_full: 429, wait_timeout: 503).",
+    "counter",
+  );
+  readonly ttft = new Histogram(
+    "rbee_gateway_time_to_first_token_seconds",
+    "From the request's arrival to its first token, by node and model.",
+    TTFT_BUCKETS_S,
+  );
 
   render(): string {
-    return [this.requests, this.queueDepth, this.inflight, this.tokens, this.tokensPerSecond, this.failovers, this.rejected, this.ttft].map((s) => s.render()).join("");
+    return [
+      this.requests,
+      this.queueDepth,
+      this.inflight,
+      this.tokens,
+      this.tokensPerSecond,
+      this.failovers,
+      this.rejected,
+      this.ttft,
+    ]
+      .map((s) => s.render())
+      .join("");
   }
 }

@@ -19,7 +19,11 @@ import type { GatewayMetrics } from "./metrics";
 
 /** A request the queue refused: 429 (queue full) or 503 (waited too long), with a Retry-After. */
 export class QueueRejection extends Error {
-  constructor(readonly status: 429 | 503, readonly retryAfterS: number, message: string) {
+  constructor(
+    readonly status: 429 | 503,
+    readonly retryAfterS: number,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -76,7 +80,14 @@ interface Lane {
 }
 
 /** Failures of a worker or its node, before any token, that another worker may not share. */
-const FAILOVER_CODES = new Set(["NODE_UNREACHABLE", "CONNECTION_TIMEOUT", "WORKER_CRASHED", "WORKER_NOT_READY", "WORKER_NOT_FOUND", "SHUTTING_DOWN"]);
+const FAILOVER_CODES = new Set([
+  "NODE_UNREACHABLE",
+  "CONNECTION_TIMEOUT",
+  "WORKER_CRASHED",
+  "WORKER_NOT_READY",
+  "WORKER_NOT_FOUND",
+  "SHUTTING_DOWN",
+]);
 const REFRESH_MS = 1000;
 const noop = () => {};
 
@@ -112,24 +123,36 @@ export class Scheduler {
         // The warm path: a spec without spawn options lets the keeper reuse the registered worker;
         // once found, the gateway keeps it until it fails or the registry shows another.
         const slot = lane.workers.get(node);
-        const ensured = slot?.conn ? { ...slot.conn, spawned: false } : await this.keeper.ensureWorker({ node, model: target.model }, noop, opts.signal);
+        const ensured = slot?.conn
+          ? { ...slot.conn, spawned: false }
+          : await this.keeper.ensureWorker({ node, model: target.model }, noop, opts.signal);
         if (slot && !slot.conn) slot.conn = { worker: ensured.worker, client: ensured.client };
         worker = ensured.worker;
         opts.onSend?.();
-        const result = await this.keeper.stream(ensured.worker, ensured.client, ensured.spawned, gen, noop, (t) => {
-          sawToken = true;
-          opts.onToken(t);
-        }, limit.signal);
+        const result = await this.keeper.stream(
+          ensured.worker,
+          ensured.client,
+          ensured.spawned,
+          gen,
+          noop,
+          (t) => {
+            sawToken = true;
+            opts.onToken(t);
+          },
+          limit.signal,
+        );
         return { ...result, node, failovers };
       } catch (e) {
         const code = (e as RbeeError)?.code;
         if (sawToken || opts.signal?.aborted || !FAILOVER_CODES.has(code)) throw e;
         // The worker failed before it said anything: forget it and let another take the request.
         lane.workers.delete(node);
-        if (worker && (code === "NODE_UNREACHABLE" || code === "CONNECTION_TIMEOUT")) await this.keeper.registry.removeWorker(worker.id).catch(noop);
+        if (worker && (code === "NODE_UNREACHABLE" || code === "CONNECTION_TIMEOUT"))
+          await this.keeper.registry.removeWorker(worker.id).catch(noop);
         // Another node's worker takes it if there is one. Without one, the node gets a second chance
         // (its hive may only have stopped an idle worker; the keeper then starts a new one there).
-        const elsewhere = !target.node && this.eligible(lane, { exclude: new Set([...exclude, node]) }, true).length > 0;
+        const elsewhere =
+          !target.node && this.eligible(lane, { exclude: new Set([...exclude, node]) }, true).length > 0;
         if (elsewhere || failedOn.has(node)) {
           if (target.node) throw e;
           exclude.add(node);
@@ -148,17 +171,38 @@ export class Scheduler {
   /** Queue depth and workers per model, for /props and tests. */
   snapshot(model: string): { queued: number; workers: { node: string; slots: number; inflight: number }[] } {
     const lane = this.lanes.get(model);
-    return { queued: lane?.queue.length ?? 0, workers: [...(lane?.workers ?? [])].map(([node, s]) => ({ node, ...s })) };
+    return {
+      queued: lane?.queue.length ?? 0,
+      workers: [...(lane?.workers ?? [])].map(([node, s]) => ({ node, ...s })),
+    };
   }
 
   private lane(model: string): Lane {
     let lane = this.lanes.get(model);
-    if (!lane) this.lanes.set(model, (lane = { model, queue: [], workers: new Map(), spawning: new Map(), turn: 0, refreshedAt: 0, serviceMs: 1000 }));
+    if (!lane)
+      this.lanes.set(
+        model,
+        (lane = {
+          model,
+          queue: [],
+          workers: new Map(),
+          spawning: new Map(),
+          turn: 0,
+          refreshedAt: 0,
+          serviceMs: 1000,
+        }),
+      );
     return lane;
   }
 
   /** Waits for a slot (or a new worker) and returns the node whose slot it took. */
-  private async acquire(lane: Lane, target: Target, seq: number, exclude: Set<string>, signal?: AbortSignal): Promise<string> {
+  private async acquire(
+    lane: Lane,
+    target: Target,
+    seq: number,
+    exclude: Set<string>,
+    signal?: AbortSignal,
+  ): Promise<string> {
     if (signal?.aborted) throw new RbeeError("REQUEST_CANCELLED", "the client went away");
     const w: Waiter = { seq, node: target.node, exclude, resolve: noop, reject: noop };
     if (!this.eligible(lane, w).length || Date.now() - lane.refreshedAt > REFRESH_MS) await this.refresh(lane);
@@ -177,7 +221,11 @@ export class Scheduler {
     // The size bounds waiting for a slot; requests waiting for the model's first worker all wait for it.
     if (hasWorker && lane.queue.length >= size) {
       this.metrics.rejected.add({ model: lane.model, reason: "queue_full" });
-      throw new QueueRejection(429, this.retryAfter(lane), `${lane.queue.length} requests already wait for ${lane.model} (the queue holds ${size}); retry later`);
+      throw new QueueRejection(
+        429,
+        this.retryAfter(lane),
+        `${lane.queue.length} requests already wait for ${lane.model} (the queue holds ${size}); retry later`,
+      );
     }
     // Arrival order: a request that failed over keeps its place.
     const at = lane.queue.findIndex((q) => q.seq > seq);
@@ -202,7 +250,13 @@ export class Scheduler {
     w.timer ??= setTimeout(() => {
       if (!this.dequeue(lane, w)) return;
       this.metrics.rejected.add({ model: lane.model, reason: "wait_timeout" });
-      w.reject(new QueueRejection(503, this.retryAfter(lane), `no slot for ${lane.model} freed within ${waitMs} ms; retry later`));
+      w.reject(
+        new QueueRejection(
+          503,
+          this.retryAfter(lane),
+          `no slot for ${lane.model} freed within ${waitMs} ms; retry later`,
+        ),
+      );
     }, waitMs);
   }
 
@@ -227,7 +281,9 @@ export class Scheduler {
 
   /** Workers this waiter may use; with `any`, busy ones too. */
   private eligible(lane: Lane, w: Pick<Waiter, "node" | "exclude">, any = false): [string, Slots][] {
-    return [...lane.workers].filter(([node, s]) => (!w.node || node === w.node) && !w.exclude.has(node) && (any || s.inflight < s.slots));
+    return [...lane.workers].filter(
+      ([node, s]) => (!w.node || node === w.node) && !w.exclude.has(node) && (any || s.inflight < s.slots),
+    );
   }
 
   /** The free worker with the fewest requests per slot; equal ones take turns. */
@@ -307,7 +363,8 @@ export class Scheduler {
         (e) => {
           lane.spawning.delete(key);
           // Whoever no worker can serve learns why.
-          for (const q of [...lane.queue]) if (!this.eligible(lane, q, true).length && this.dequeue(lane, q)) q.reject(e);
+          for (const q of [...lane.queue])
+            if (!this.eligible(lane, q, true).length && this.dequeue(lane, q)) q.reject(e);
         },
       );
     lane.spawning.set(key, job);
@@ -316,9 +373,16 @@ export class Scheduler {
   /** Where a new worker goes: a node with a GPU first, then the most free VRAM, then the fewest workers. */
   private async bestNode(exclude: Set<string>): Promise<string> {
     const configured = this.config().nodes;
-    const online = configured ?? [LOCALHOST, ...(await this.keeper.registry.listNodes()).filter((n) => n.status === "online").map((n) => n.alias)];
+    const online = configured ?? [
+      LOCALHOST,
+      ...(await this.keeper.registry.listNodes()).filter((n) => n.status === "online").map((n) => n.alias),
+    ];
     const candidates = [...new Set(online)].filter((n) => !exclude.has(n));
-    if (!candidates.length) throw new RbeeError("NODE_UNREACHABLE", `no node is left to start a worker on (tried ${[...exclude].join(", ")}); check the nodes with "rbee nodes list"`);
+    if (!candidates.length)
+      throw new RbeeError(
+        "NODE_UNREACHABLE",
+        `no node is left to start a worker on (tried ${[...exclude].join(", ")}); check the nodes with "rbee nodes list"`,
+      );
     if (candidates.length === 1) return candidates[0];
     const workers = await this.keeper.registry.listWorkers();
     const scored = await Promise.all(
@@ -327,14 +391,25 @@ export class Scheduler {
           const caps = await (await this.nodes.connect(node, noop)).hive.capabilities();
           const gpu = caps.devices.some((d) => d.backend !== "cpu") ? 1 : 0;
           const vram = Math.max(0, ...caps.devices.map((d) => d.vram_free_bytes));
-          return { node, ok: true, gpu, vram, load: workers.filter((w) => w.node === node).length, ram: caps.ram_free_bytes };
+          return {
+            node,
+            ok: true,
+            gpu,
+            vram,
+            load: workers.filter((w) => w.node === node).length,
+            ram: caps.ram_free_bytes,
+          };
         } catch {
           return { node, ok: false, gpu: 0, vram: 0, load: 0, ram: 0 };
         }
       }),
     );
     const ok = scored.filter((s) => s.ok);
-    if (!ok.length) throw new RbeeError("NODE_UNREACHABLE", `none of the nodes ${candidates.join(", ")} answered; check them with "rbee nodes list"`);
+    if (!ok.length)
+      throw new RbeeError(
+        "NODE_UNREACHABLE",
+        `none of the nodes ${candidates.join(", ")} answered; check them with "rbee nodes list"`,
+      );
     ok.sort((a, b) => b.gpu - a.gpu || b.vram - a.vram || a.load - b.load || b.ram - a.ram);
     return ok[0].node;
   }

@@ -86,11 +86,18 @@ export class Gateway {
       if (!res.headersSent) this.writeError(api, res, e);
       else res.end();
     }
-    this.metrics.requests.add({ api, model: outcome.model ?? "", node: outcome.node ?? "", status: String(outcome.status) });
+    this.metrics.requests.add({
+      api,
+      model: outcome.model ?? "",
+      node: outcome.node ?? "",
+      status: String(outcome.status),
+    });
     this.opts.log?.(
       `${new Date(started).toISOString()} ${method} ${path} ${outcome.status} ${Date.now() - started}ms` +
-        (outcome.model ? ` model=${outcome.model}` : "") + (outcome.node ? ` node=${outcome.node}` : "") +
-        (outcome.tokens !== undefined ? ` tokens=${outcome.tokens}` : "") + (outcome.ttftMs !== undefined ? ` ttft=${outcome.ttftMs}ms` : "") +
+        (outcome.model ? ` model=${outcome.model}` : "") +
+        (outcome.node ? ` node=${outcome.node}` : "") +
+        (outcome.tokens !== undefined ? ` tokens=${outcome.tokens}` : "") +
+        (outcome.ttftMs !== undefined ? ` ttft=${outcome.ttftMs}ms` : "") +
         (outcome.error ? ` error=${outcome.error}` : ""),
     );
   }
@@ -102,7 +109,13 @@ export class Gateway {
     else llamacpp.writeLlamacppError(res, e, headers);
   }
 
-  private async route(api: Api, method: string, path: string, req: IncomingMessage, res: ServerResponse): Promise<Outcome> {
+  private async route(
+    api: Api,
+    method: string,
+    path: string,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): Promise<Outcome> {
     if (method === "GET" && path === "/health") {
       writeJson(res, 200, { status: "ok" });
       return { status: 200 };
@@ -128,7 +141,9 @@ export class Gateway {
         const chat = path.endsWith("chat/completions");
         const call = chat ? openai.parseChat(body, max) : openai.parseCompletion(body);
         const includeUsage = (body as any)?.stream_options?.include_usage === true;
-        return this.generate(req, res, call, (name) => openai.openaiResponder(chat ? "chat" : "completion", name, includeUsage));
+        return this.generate(req, res, call, (name) =>
+          openai.openaiResponder(chat ? "chat" : "completion", name, includeUsage),
+        );
       }
       case "GET /api/version":
         writeJson(res, 200, { version: ollama.OLLAMA_API_LEVEL });
@@ -160,28 +175,58 @@ export class Gateway {
       case "GET /props": {
         const { target, label } = await this.resolve(undefined);
         const snap = this.scheduler.snapshot(target.model);
-        writeJson(res, 200, llamacpp.props(label, snap.workers.reduce((n, w) => n + w.slots, 0), 0));
+        writeJson(
+          res,
+          200,
+          llamacpp.props(
+            label,
+            snap.workers.reduce((n, w) => n + w.slots, 0),
+            0,
+          ),
+        );
         return { status: 200, model: label };
       }
     }
     if (method === "GET" && path.startsWith("/v1/models/")) {
       const id = decodeURIComponent(path.slice("/v1/models/".length));
       const known = (await this.models()).some((m) => m.name === id);
-      if (!known) throw new RbeeError("MODEL_NOT_FOUND", `no alias, worker or catalog entry is called "${id}"; GET /v1/models lists them (any model ref works in requests too)`);
+      if (!known)
+        throw new RbeeError(
+          "MODEL_NOT_FOUND",
+          `no alias, worker or catalog entry is called "${id}"; GET /v1/models lists them (any model ref works in requests too)`,
+        );
       writeJson(res, 200, openai.modelList([id]).data[0]);
       return { status: 200, model: id };
     }
-    throw new RbeeError("NOT_FOUND", `the gateway has no endpoint ${method} ${path}; see docs/gateway.md for the ones it serves`);
+    throw new RbeeError(
+      "NOT_FOUND",
+      `the gateway has no endpoint ${method} ${path}; see docs/gateway.md for the ones it serves`,
+    );
   }
 
   /** Queues and runs one generation, streaming it or answering it whole. */
-  private async generate(req: IncomingMessage, res: ServerResponse, call: Call, responder: (model: string) => Responder): Promise<Outcome> {
+  private async generate(
+    req: IncomingMessage,
+    res: ServerResponse,
+    call: Call,
+    responder: (model: string) => Responder,
+  ): Promise<Outcome> {
     const arrived = performance.now();
     const { target, label } = await this.resolve(call.model);
     const out = responder(label);
     if (call.noGeneration) {
       // Nothing to generate: answered at once, in the API's own shape.
-      const empty: RunResult = { text: "", tokensOut: 0, tokensIn: 0, stopReason: "max_tokens", decodeMs: 0, workerId: "", spawned: false, node: "", failovers: 0 };
+      const empty: RunResult = {
+        text: "",
+        tokensOut: 0,
+        tokensIn: 0,
+        stopReason: "max_tokens",
+        decodeMs: 0,
+        workerId: "",
+        spawned: false,
+        node: "",
+        failovers: 0,
+      };
       if (call.stream) {
         out.open(res);
         out.end(res, empty);
@@ -208,7 +253,8 @@ export class Gateway {
         },
         // The gateway's own time before the worker saw the request (queue wait included).
         onSend: () => {
-          if (!res.headersSent) res.setHeader("server-timing", `gateway;dur=${(performance.now() - arrived).toFixed(2)}`);
+          if (!res.headersSent)
+            res.setHeader("server-timing", `gateway;dur=${(performance.now() - arrived).toFixed(2)}`);
         },
         onToken: (t) => {
           if (ttftMs === undefined) {
@@ -234,7 +280,8 @@ export class Gateway {
     }
     const labels = { node: result.node, model: target.model };
     this.metrics.tokens.add(labels, result.tokensOut);
-    if (result.decodeMs > 0 && result.tokensOut > 1) this.metrics.tokensPerSecond.set(labels, Math.round(((result.tokensOut - 1) / result.decodeMs) * 10000) / 10);
+    if (result.decodeMs > 0 && result.tokensOut > 1)
+      this.metrics.tokensPerSecond.set(labels, Math.round(((result.tokensOut - 1) / result.decodeMs) * 10000) / 10);
     if (res.destroyed) return { status: 499, model: label, node: result.node, tokens: result.tokensOut, ttftMs };
     if (call.stream) {
       if (!opened) out.open(res);
@@ -251,11 +298,17 @@ export class Gateway {
     const config = this.opts.config();
     let label = name ?? config.defaultModel;
     if (!label) {
-      const running = [...new Set((await this.opts.keeper.registry.listWorkers()).filter((w) => w.url).map((w) => w.model_ref))];
+      const running = [
+        ...new Set((await this.opts.keeper.registry.listWorkers()).filter((w) => w.url).map((w) => w.model_ref)),
+      ];
       if (running.length !== 1)
-        throw new RbeeError("INVALID_REQUEST", running.length
-          ? `the request names no model and ${running.length} models have workers (${running.join(", ")}); name one, or set the gateway's defaultModel`
-          : "the request names no model and no worker runs; name one (an alias or hf:…, file:/abs/x.gguf), or set the gateway's defaultModel", { field: "model" });
+        throw new RbeeError(
+          "INVALID_REQUEST",
+          running.length
+            ? `the request names no model and ${running.length} models have workers (${running.join(", ")}); name one, or set the gateway's defaultModel`
+            : "the request names no model and no worker runs; name one (an alias or hf:…, file:/abs/x.gguf), or set the gateway's defaultModel",
+          { field: "model" },
+        );
       label = running[0];
     }
     let ref = config.aliases[label] ?? label;
@@ -272,9 +325,13 @@ export class Gateway {
   private async models(): Promise<{ name: string; size: number }[]> {
     const registry = this.opts.keeper.registry;
     const sizes = new Map<string, number>();
-    for (const n of await registry.listNodes()) for (const m of await registry.listModels(n.alias)) sizes.set(m.model_ref, m.size_bytes);
+    for (const n of await registry.listNodes())
+      for (const m of await registry.listModels(n.alias)) sizes.set(m.model_ref, m.size_bytes);
     for (const w of await registry.listWorkers()) if (!sizes.has(w.model_ref)) sizes.set(w.model_ref, 0);
     const aliases = this.opts.config().aliases;
-    return [...Object.keys(aliases).map((a) => ({ name: a, size: sizes.get(aliases[a]) ?? 0 })), ...[...sizes].map(([name, size]) => ({ name, size }))];
+    return [
+      ...Object.keys(aliases).map((a) => ({ name: a, size: sizes.get(aliases[a]) ?? 0 })),
+      ...[...sizes].map(([name, size]) => ({ name, size })),
+    ];
   }
 }

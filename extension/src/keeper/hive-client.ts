@@ -7,12 +7,43 @@ import { randomUUID } from "node:crypto";
 import { request } from "undici";
 import { createParser } from "eventsource-parser";
 import {
-  HIVE_PATHS, RbeeError, SSE_DONE, WORKER_PATHS, isErrorEnvelope, isOwnWorkerAddress, parseReply, parseStreamEvent,
-  CapabilitiesReplySchema, DownloadProgressEventSchema, DownloadResponseSchema, DownloadCancelResponseSchema, HealthResponseSchema, LoadingProgressEventSchema,
-  ModelsResponseSchema, ReadyResponseSchema, SpawnResponseSchema, WorkerHealthSchema, WorkerInfoSchema, WorkersResponseSchema,
-  type CapabilitiesResponse, type ChatRequest, type DownloadProgressEvent, type DownloadRequest, type DownloadResponse,
-  type HealthResponse, type InferenceRequest, type InfillRequest, type ModelsResponse, type ReadyResponse,
-  type SpawnRequest, type SpawnResponse, type StreamEvent, type WorkerInfo, type WorkersResponse, type LoadingProgressEvent, type WorkerHealth,
+  HIVE_PATHS,
+  RbeeError,
+  SSE_DONE,
+  WORKER_PATHS,
+  isErrorEnvelope,
+  isOwnWorkerAddress,
+  parseReply,
+  parseStreamEvent,
+  CapabilitiesReplySchema,
+  DownloadProgressEventSchema,
+  DownloadResponseSchema,
+  DownloadCancelResponseSchema,
+  HealthResponseSchema,
+  LoadingProgressEventSchema,
+  ModelsResponseSchema,
+  ReadyResponseSchema,
+  SpawnResponseSchema,
+  WorkerHealthSchema,
+  WorkerInfoSchema,
+  WorkersResponseSchema,
+  type CapabilitiesResponse,
+  type ChatRequest,
+  type DownloadProgressEvent,
+  type DownloadRequest,
+  type DownloadResponse,
+  type HealthResponse,
+  type InferenceRequest,
+  type InfillRequest,
+  type ModelsResponse,
+  type ReadyResponse,
+  type SpawnRequest,
+  type SpawnResponse,
+  type StreamEvent,
+  type WorkerInfo,
+  type WorkersResponse,
+  type LoadingProgressEvent,
+  type WorkerHealth,
 } from "@rbee/hive-agent/protocol";
 import type { Endpoint, Transport } from "./transport";
 import type { GenericSchema } from "valibot";
@@ -77,11 +108,20 @@ class HttpClient {
 
   /** One JSON call whose reply is checked against `reply` (protocol.ts) before anything uses it. GETs (and calls
    * marked idempotent) retry connection failures (docs/edge-cases.md, EC1). */
-  protected async call<T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown, opts: { idempotent?: boolean; timeoutMs?: number; reply?: GenericSchema<unknown, T> } = {}): Promise<T> {
+  protected async call<T>(
+    method: "GET" | "POST" | "DELETE",
+    path: string,
+    body?: unknown,
+    opts: { idempotent?: boolean; timeoutMs?: number; reply?: GenericSchema<unknown, T> } = {},
+  ): Promise<T> {
     const idempotent = opts.idempotent ?? method !== "POST";
     const attempts = idempotent ? this.retry.attempts : 1;
     try {
-      return await retry(() => this.callOnce(method, path, body, opts), { ...this.retry, attempts }, { retryIf: isConnectionFailure });
+      return await retry(
+        () => this.callOnce(method, path, body, opts),
+        { ...this.retry, attempts },
+        { retryIf: isConnectionFailure },
+      );
     } catch (e) {
       // Still unreachable after the last try: said as the protocol's NODE_UNREACHABLE / CONNECTION_TIMEOUT.
       if (isConnectionFailure(e)) throw this.unreachable(e, attempts);
@@ -89,11 +129,19 @@ class HttpClient {
     }
   }
 
-  private async callOnce<T>(method: "GET" | "POST" | "DELETE", path: string, body: unknown, opts: { timeoutMs?: number; reply?: GenericSchema<unknown, T> }): Promise<T> {
+  private async callOnce<T>(
+    method: "GET" | "POST" | "DELETE",
+    path: string,
+    body: unknown,
+    opts: { timeoutMs?: number; reply?: GenericSchema<unknown, T> },
+  ): Promise<T> {
     const res = await request(this.endpoint.origin + path, {
       method,
       dispatcher: this.endpoint.dispatcher,
-      headers: { authorization: `Bearer ${this.token}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+      headers: {
+        authorization: `Bearer ${this.token}`,
+        ...(body !== undefined ? { "content-type": "application/json" } : {}),
+      },
       body: body !== undefined ? JSON.stringify(body) : undefined,
       headersTimeout: opts.timeoutMs ?? this.requestTimeoutMs,
       bodyTimeout: opts.timeoutMs ?? this.requestTimeoutMs,
@@ -105,7 +153,10 @@ class HttpClient {
     try {
       json = JSON.parse(text);
     } catch {
-      throw new RbeeError("INVALID_REPLY", `${this.nodeName} answered ${method} ${path} with something that is not JSON`);
+      throw new RbeeError(
+        "INVALID_REPLY",
+        `${this.nodeName} answered ${method} ${path} with something that is not JSON`,
+      );
     }
     return parseReply(opts.reply, json, `${this.nodeName} (${method} ${path})`);
   }
@@ -125,14 +176,27 @@ class HttpClient {
    * A stream that closes before [DONE] yields `onPrematureClose()` as its last event, so a consumer
    * always learns how a stream ended.
    */
-  protected async *sse<E>(method: "GET" | "POST", path: string, body: unknown, signal: AbortSignal | undefined, parse: (x: unknown) => E, onPrematureClose: (cause?: string) => E, onAbort?: () => void, stallLimitMs = this.stallLimitMs): AsyncGenerator<E> {
+  protected async *sse<E>(
+    method: "GET" | "POST",
+    path: string,
+    body: unknown,
+    signal: AbortSignal | undefined,
+    parse: (x: unknown) => E,
+    onPrematureClose: (cause?: string) => E,
+    onAbort?: () => void,
+    stallLimitMs = this.stallLimitMs,
+  ): AsyncGenerator<E> {
     const streamAbort = new AbortController();
     let res;
     try {
       res = await request(this.endpoint.origin + path, {
         method,
         dispatcher: this.endpoint.dispatcher,
-        headers: { authorization: `Bearer ${this.token}`, accept: "text/event-stream", ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          accept: "text/event-stream",
+          ...(body !== undefined ? { "content-type": "application/json" } : {}),
+        },
         body: body !== undefined ? JSON.stringify(body) : undefined,
         signal: streamAbort.signal,
         headersTimeout: this.requestTimeoutMs,
@@ -194,7 +258,11 @@ class HttpClient {
       }
       if (stalled) {
         onAbort?.();
-        throw new RbeeError("STREAM_STALLED", `${this.nodeName} sent nothing for ${Math.round(stallLimitMs / 1000)} s (the stall limit); the stream was ended. The worker may be stuck: see the hive's log, or raise the limit`, { stall_limit_ms: stallLimitMs });
+        throw new RbeeError(
+          "STREAM_STALLED",
+          `${this.nodeName} sent nothing for ${Math.round(stallLimitMs / 1000)} s (the stall limit); the stream was ended. The worker may be stuck: see the hive's log, or raise the limit`,
+          { stall_limit_ms: stallLimitMs },
+        );
       }
       if (!streamAbort.signal.aborted) {
         // The connection broke (worker killed, SSH dropped): report it, and why, as the stream's last event.
@@ -225,12 +293,23 @@ export function errorFromResponse(status: number, text: string, what: string): R
   } catch {
     // not JSON: fall through
   }
-  return new RbeeError(status === 401 ? "INVALID_API_KEY" : "INTERNAL", `${what}: HTTP ${status} ${text.slice(0, 200)}`);
+  return new RbeeError(
+    status === 401 ? "INVALID_API_KEY" : "INTERNAL",
+    `${what}: HTTP ${status} ${text.slice(0, 200)}`,
+  );
 }
 
 export class HiveClient extends HttpClient {
   constructor(readonly options: ClientOptions) {
-    super(options.transport, options.baseUrl, options.token, options.nodeName ?? "node", options.requestTimeoutMs ?? 30_000, options.retry, options.stallLimitMs);
+    super(
+      options.transport,
+      options.baseUrl,
+      options.token,
+      options.nodeName ?? "node",
+      options.requestTimeoutMs ?? 30_000,
+      options.retry,
+      options.stallLimitMs,
+    );
   }
 
   /** The hive's address on its node. */
@@ -245,7 +324,8 @@ export class HiveClient extends HttpClient {
     return this.call("GET", HIVE_PATHS.capabilities, undefined, { timeoutMs: 90_000, reply: CapabilitiesReplySchema });
   }
   async workers(): Promise<WorkerInfo[]> {
-    return (await this.call<WorkersResponse>("GET", HIVE_PATHS.workers, undefined, { reply: WorkersResponseSchema })).workers;
+    return (await this.call<WorkersResponse>("GET", HIVE_PATHS.workers, undefined, { reply: WorkersResponseSchema }))
+      .workers;
   }
   worker(id: string): Promise<WorkerInfo> {
     return this.call("GET", `${HIVE_PATHS.workers}/${encodeURIComponent(id)}`, undefined, { reply: WorkerInfoSchema });
@@ -257,21 +337,36 @@ export class HiveClient extends HttpClient {
     return this.call("POST", HIVE_PATHS.shutdown(id), undefined, { idempotent: true, timeoutMs: 60_000 });
   }
   async models() {
-    return (await this.call<ModelsResponse>("GET", HIVE_PATHS.models, undefined, { reply: ModelsResponseSchema })).models;
+    return (await this.call<ModelsResponse>("GET", HIVE_PATHS.models, undefined, { reply: ModelsResponseSchema }))
+      .models;
   }
   download(req: DownloadRequest): Promise<DownloadResponse> {
     return this.call("POST", HIVE_PATHS.download, req, { idempotent: true, reply: DownloadResponseSchema });
   }
   /** Stops a download on the node; true when it was still running. */
   async cancelDownload(id: string): Promise<boolean> {
-    return (await this.call("DELETE", HIVE_PATHS.downloadCancel(id), undefined, { idempotent: true, reply: DownloadCancelResponseSchema })).cancelled;
+    return (
+      await this.call("DELETE", HIVE_PATHS.downloadCancel(id), undefined, {
+        idempotent: true,
+        reply: DownloadCancelResponseSchema,
+      })
+    ).cancelled;
   }
   downloadProgress(id: string, signal?: AbortSignal): AsyncGenerator<DownloadProgressEvent> {
-    return this.sse("GET", HIVE_PATHS.downloadProgress(id), undefined, signal, (x) => parseReply(DownloadProgressEventSchema, x, `${this.nodeName} (download progress)`), (cause) => ({
-      stage: "error",
-      code: "NODE_UNREACHABLE",
-      message: `the connection to ${this.nodeName} closed while following the download${cause ? ` (${cause})` : ""}`,
-    }), undefined, 0); // downloads have their own stall limit on the node, and back off between attempts
+    return this.sse(
+      "GET",
+      HIVE_PATHS.downloadProgress(id),
+      undefined,
+      signal,
+      (x) => parseReply(DownloadProgressEventSchema, x, `${this.nodeName} (download progress)`),
+      (cause) => ({
+        stage: "error",
+        code: "NODE_UNREACHABLE",
+        message: `the connection to ${this.nodeName} closed while following the download${cause ? ` (${cause})` : ""}`,
+      }),
+      undefined,
+      0,
+    ); // downloads have their own stall limit on the node, and back off between attempts
   }
 
   /**
@@ -280,8 +375,21 @@ export class HiveClient extends HttpClient {
    * another user took, an address a registry or a reply made up).
    */
   workerClient(w: Pick<WorkerInfo, "url" | "api_key" | "id">): WorkerClient {
-    if (!this.ownsWorkerAddress(w)) throw new RbeeError("WORKER_NOT_FOUND", `worker ${w.id} has the address ${String(w.url).slice(0, 200)}, which is not its socket on ${this.nodeName}; it is ignored`, { worker_id: w.id });
-    return new WorkerClient(this.transport, w.url, w.api_key, `${this.nodeName}/${w.id}`, this.requestTimeoutMs, this.retry, this.stallLimitMs);
+    if (!this.ownsWorkerAddress(w))
+      throw new RbeeError(
+        "WORKER_NOT_FOUND",
+        `worker ${w.id} has the address ${String(w.url).slice(0, 200)}, which is not its socket on ${this.nodeName}; it is ignored`,
+        { worker_id: w.id },
+      );
+    return new WorkerClient(
+      this.transport,
+      w.url,
+      w.api_key,
+      `${this.nodeName}/${w.id}`,
+      this.requestTimeoutMs,
+      this.retry,
+      this.stallLimitMs,
+    );
   }
 
   /** Whether a worker's address is its own socket on this hive's node (TCP only on a TCP hive). */
@@ -293,7 +401,15 @@ export class HiveClient extends HttpClient {
 }
 
 export class WorkerClient extends HttpClient {
-  constructor(transport: Transport, url: string, apiKey: string, name: string, requestTimeoutMs = 30_000, retry?: Partial<RetryPolicy>, stallLimitMs?: number) {
+  constructor(
+    transport: Transport,
+    url: string,
+    apiKey: string,
+    name: string,
+    requestTimeoutMs = 30_000,
+    retry?: Partial<RetryPolicy>,
+    stallLimitMs?: number,
+  ) {
     super(transport, url, apiKey, name, requestTimeoutMs, retry, stallLimitMs);
   }
 
@@ -304,11 +420,18 @@ export class WorkerClient extends HttpClient {
     return this.call("GET", WORKER_PATHS.ready, undefined, { reply: ReadyResponseSchema });
   }
   loadingProgress(signal?: AbortSignal): AsyncGenerator<LoadingProgressEvent> {
-    return this.sse("GET", WORKER_PATHS.loadingProgress, undefined, signal, (x) => parseReply(LoadingProgressEventSchema, x, `${this.nodeName} (loading progress)`), () => ({
-      stage: "error",
-      code: "WORKER_CRASHED",
-      message: "the worker closed the loading stream unexpectedly (it probably crashed while loading)",
-    }));
+    return this.sse(
+      "GET",
+      WORKER_PATHS.loadingProgress,
+      undefined,
+      signal,
+      (x) => parseReply(LoadingProgressEventSchema, x, `${this.nodeName} (loading progress)`),
+      () => ({
+        stage: "error",
+        code: "WORKER_CRASHED",
+        message: "the worker closed the loading stream unexpectedly (it probably crashed while loading)",
+      }),
+    );
   }
   async cancel(requestId: string): Promise<void> {
     await this.call("DELETE", WORKER_PATHS.cancel(requestId), undefined, { timeoutMs: 5000 });
@@ -324,15 +447,27 @@ export class WorkerClient extends HttpClient {
     return this.generate(WORKER_PATHS.chat, req, signal);
   }
 
-  private generate<R extends { request_id?: string }>(path: string, req: R, signal?: AbortSignal): AsyncGenerator<StreamEvent> {
+  private generate<R extends { request_id?: string }>(
+    path: string,
+    req: R,
+    signal?: AbortSignal,
+  ): AsyncGenerator<StreamEvent> {
     const body = { ...req, request_id: req.request_id ?? randomUUID() };
-    return this.sse("POST", path, body, signal, parseStreamEvent, (cause) => ({
-      type: "error",
-      code: "WORKER_CRASHED",
-      message: `the worker or the connection to it went away${cause ? ` (${cause})` : ""}`,
-    }), () => {
-      // Tell the worker to stop generating; its stream then ends with stop_reason "cancelled".
-      this.cancel(body.request_id).catch(() => {});
-    });
+    return this.sse(
+      "POST",
+      path,
+      body,
+      signal,
+      parseStreamEvent,
+      (cause) => ({
+        type: "error",
+        code: "WORKER_CRASHED",
+        message: `the worker or the connection to it went away${cause ? ` (${cause})` : ""}`,
+      }),
+      () => {
+        // Tell the worker to stop generating; its stream then ends with stop_reason "cancelled".
+        this.cancel(body.request_id).catch(() => {});
+      },
+    );
   }
 }

@@ -8,8 +8,17 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { retry } from "@rbee/hive-agent/util/retry";
 import {
-  AGENT_VERSION, RbeeError, versionsCompatible,
-  type Backend, type ChatMessage, type InfillRequest, type WorkerInfo, type DownloadProgressEvent, type SamplingOptions, type StopReason, type StreamEvent,
+  AGENT_VERSION,
+  RbeeError,
+  versionsCompatible,
+  type Backend,
+  type ChatMessage,
+  type InfillRequest,
+  type WorkerInfo,
+  type DownloadProgressEvent,
+  type SamplingOptions,
+  type StopReason,
+  type StreamEvent,
 } from "@rbee/hive-agent/protocol";
 import type { HiveClient, WorkerClient } from "./hive-client";
 import { DEFAULT_MAX_STALE_MS, rbeeHome, type Registry, type WorkerRecord } from "./registry";
@@ -55,7 +64,10 @@ export interface WorkerSpec {
 
 export type Generation =
   | ({ kind: "inference"; prompt: string } & SamplingOptions)
-  | ({ kind: "infill"; prefix: string; suffix: string } & Partial<Pick<InfillRequest, "input_extra" | "t_max_predict_ms" | "n_indent">> & SamplingOptions)
+  | ({ kind: "infill"; prefix: string; suffix: string } & Partial<
+      Pick<InfillRequest, "input_extra" | "t_max_predict_ms" | "n_indent">
+    > &
+      SamplingOptions)
   | ({ kind: "chat"; messages: ChatMessage[] } & SamplingOptions);
 
 export interface GenerationResult {
@@ -75,7 +87,13 @@ export interface GenerationResult {
 
 /** The stream broke; what was generated is kept in a file (docs/edge-cases.md, EC4). */
 export class StreamInterruptedError extends RbeeError {
-  constructor(message: string, readonly partialText: string, readonly partialFile: string | undefined, readonly tokensOut: number, readonly maxTokens: number) {
+  constructor(
+    message: string,
+    readonly partialText: string,
+    readonly partialFile: string | undefined,
+    readonly tokensOut: number,
+    readonly maxTokens: number,
+  ) {
     super("WORKER_CRASHED", message, { tokens_out: tokensOut, max_tokens: maxTokens, partial_file: partialFile });
   }
 }
@@ -111,8 +129,13 @@ export class Keeper {
   }
 
   /** Phases 1–7: a ready worker for (node, model), reusing one when it can. */
-  async ensureWorker(spec: WorkerSpec, onEvent: (e: KeeperEvent) => void = noop, signal?: AbortSignal): Promise<{ worker: WorkerRecord; client: WorkerClient; spawned: boolean }> {
-    const phase = (p: Phase, status: "started" | "done" | "skipped", message: string) => onEvent({ kind: "phase", phase: p, status, message });
+  async ensureWorker(
+    spec: WorkerSpec,
+    onEvent: (e: KeeperEvent) => void = noop,
+    signal?: AbortSignal,
+  ): Promise<{ worker: WorkerRecord; client: WorkerClient; spawned: boolean }> {
+    const phase = (p: Phase, status: "started" | "done" | "skipped", message: string) =>
+      onEvent({ kind: "phase", phase: p, status, message });
 
     // 1. Registry: a worker known to be ready skips every other phase.
     phase("registry", "started", `looking for a ready worker for ${spec.model} on ${spec.node}`);
@@ -132,7 +155,13 @@ export class Keeper {
     phase("node", "done", `${spec.node} is up`);
 
     // Another window or CLI run may have spawned a worker for this model already.
-    const running = (await node.hive.workers()).find((w) => w.model_ref === spec.model && w.state !== "stopping" && runningMatches(w, spec) && node.hive.ownsWorkerAddress(w));
+    const running = (await node.hive.workers()).find(
+      (w) =>
+        w.model_ref === spec.model &&
+        w.state !== "stopping" &&
+        runningMatches(w, spec) &&
+        node.hive.ownsWorkerAddress(w),
+    );
     if (running) {
       const record = await this.register(node, running);
       if (running.state === "loading") await this.waitReady(node, record, onEvent, signal);
@@ -147,8 +176,15 @@ export class Keeper {
     // 4–5. Worker preflight happens in the hive's spawn (RAM/VRAM, backend), before anything loads.
     phase("spawn", "started", `starting a worker for ${spec.model}`);
     const spawned = await node.hive.spawn({
-      model_ref: spec.model, backend: spec.backend, device: spec.device, devices: spec.devices, allow_split: spec.allowSplit,
-      context_size: spec.contextSize, slots: spec.slots, threads: spec.threads, keep_alive: spec.keepAliveS ?? this.opts.keepAliveS?.(),
+      model_ref: spec.model,
+      backend: spec.backend,
+      device: spec.device,
+      devices: spec.devices,
+      allow_split: spec.allowSplit,
+      context_size: spec.contextSize,
+      slots: spec.slots,
+      threads: spec.threads,
+      keep_alive: spec.keepAliveS ?? this.opts.keepAliveS?.(),
     });
     if (signal?.aborted) {
       // Cancelled while the spawn request was on its way: the new worker must not load for nobody.
@@ -184,12 +220,25 @@ export class Keeper {
         // fitContext: a max_tokens the worker's context cannot hold is lowered to what fits, once.
         const fit = handlers.fitContext ? fittingMaxTokens(e, gen.max_tokens) : undefined;
         if (fit) {
-          const result = await this.stream(worker, client, spawned, { ...gen, max_tokens: fit.used }, onEvent, handlers.onToken ?? noop, signal);
+          const result = await this.stream(
+            worker,
+            client,
+            spawned,
+            { ...gen, max_tokens: fit.used },
+            onEvent,
+            handlers.onToken ?? noop,
+            signal,
+          );
           return { ...result, maxTokensCapped: { requested: gen.max_tokens, ...fit } };
         }
         // A registered worker that vanished before sending anything: forget it, and the connection
         // to its node (the hive may have restarted elsewhere), and start over once.
-        if (attempt === 0 && e instanceof RbeeError && (e.code === "NODE_UNREACHABLE" || e.code === "CONNECTION_TIMEOUT") && !spawned) {
+        if (
+          attempt === 0 &&
+          e instanceof RbeeError &&
+          (e.code === "NODE_UNREACHABLE" || e.code === "CONNECTION_TIMEOUT") &&
+          !spawned
+        ) {
           await this.opts.registry.removeWorker(worker.id);
           this.nodeHandles.delete(spec.node);
           this.opts.nodes.invalidate?.(spec.node);
@@ -201,29 +250,58 @@ export class Keeper {
   }
 
   /** Phase 8 on a worker from ensureWorker (the gateway picks the worker itself, then streams here). */
-  async stream(worker: WorkerRecord, client: WorkerClient, spawned: boolean, gen: Generation, onEvent: (e: KeeperEvent) => void, onToken: (t: string) => void, signal?: AbortSignal): Promise<GenerationResult> {
+  async stream(
+    worker: WorkerRecord,
+    client: WorkerClient,
+    spawned: boolean,
+    gen: Generation,
+    onEvent: (e: KeeperEvent) => void,
+    onToken: (t: string) => void,
+    signal?: AbortSignal,
+  ): Promise<GenerationResult> {
     onEvent({ kind: "phase", phase: "stream", status: "started", message: `generating on worker ${worker.id}` });
     // Every slot busy: wait 1, 2, 4 s (by default), then give up with a clear error (docs/edge-cases.md, EC6).
     // A busy worker answers before it generates anything, so each try starts from an empty text.
     try {
-      return await retry(() => this.streamOnce(worker, client, spawned, gen, onEvent, onToken, signal), { delaysMs: this.busyDelays }, {
-        signal,
-        retryIf: (e) => e instanceof RbeeError && e.code === "ALL_SLOTS_BUSY",
-        onRetry: (_e, attempt, delayMs) => onEvent({ kind: "retry", reason: "all slots busy", attempt, of: this.busyDelays.length, delayMs }),
-      });
+      return await retry(
+        () => this.streamOnce(worker, client, spawned, gen, onEvent, onToken, signal),
+        { delaysMs: this.busyDelays },
+        {
+          signal,
+          retryIf: (e) => e instanceof RbeeError && e.code === "ALL_SLOTS_BUSY",
+          onRetry: (_e, attempt, delayMs) =>
+            onEvent({ kind: "retry", reason: "all slots busy", attempt, of: this.busyDelays.length, delayMs }),
+        },
+      );
     } catch (e) {
       if (signal?.aborted && e === signal.reason) throw new RbeeError("REQUEST_CANCELLED", "cancelled");
       if (e instanceof RbeeError && e.code === "ALL_SLOTS_BUSY")
-        throw new RbeeError("ALL_SLOTS_BUSY", `worker ${worker.id} stayed busy (all ${worker.slots_total} slots in use) through ${this.busyDelays.length} retries; try again later, or spawn it with more slots`);
+        throw new RbeeError(
+          "ALL_SLOTS_BUSY",
+          `worker ${worker.id} stayed busy (all ${worker.slots_total} slots in use) through ${this.busyDelays.length} retries; try again later, or spawn it with more slots`,
+        );
       throw e;
     }
   }
 
-  private async streamOnce(worker: WorkerRecord, client: WorkerClient, spawned: boolean, gen: Generation, onEvent: (e: KeeperEvent) => void, onToken: (t: string) => void, signal?: AbortSignal): Promise<GenerationResult> {
+  private async streamOnce(
+    worker: WorkerRecord,
+    client: WorkerClient,
+    spawned: boolean,
+    gen: Generation,
+    onEvent: (e: KeeperEvent) => void,
+    onToken: (t: string) => void,
+    signal?: AbortSignal,
+  ): Promise<GenerationResult> {
     const { kind, ...body } = gen;
     let text = "";
     let tokensOut = 0;
-    const events = kind === "inference" ? client.inference(body as any, signal) : kind === "infill" ? client.infill(body as any, signal) : client.chat(body as any, signal);
+    const events =
+      kind === "inference"
+        ? client.inference(body as any, signal)
+        : kind === "infill"
+          ? client.infill(body as any, signal)
+          : client.chat(body as any, signal);
     for await (const e of events as AsyncIterable<StreamEvent>) {
       if (e.type === "token") {
         text += e.t;
@@ -237,14 +315,32 @@ export class Keeper {
           await this.opts.registry.markWorkerHealthy(worker.id, now).catch(noop);
           worker.last_health_at = now;
         }
-        onEvent({ kind: "phase", phase: "stream", status: "done", message: `${e.tokens_out} tokens, ${e.stop_reason}` });
-        return { text, tokensOut: e.tokens_out, stopReason: e.stop_reason, decodeMs: e.decode_ms, firstTokenMs: e.first_token_ms, tokensIn: e.tokens_in, workerId: worker.id, spawned };
+        onEvent({
+          kind: "phase",
+          phase: "stream",
+          status: "done",
+          message: `${e.tokens_out} tokens, ${e.stop_reason}`,
+        });
+        return {
+          text,
+          tokensOut: e.tokens_out,
+          stopReason: e.stop_reason,
+          decodeMs: e.decode_ms,
+          firstTokenMs: e.first_token_ms,
+          tokensIn: e.tokens_in,
+          workerId: worker.id,
+          spawned,
+        };
       } else if (e.type === "error") {
         if (e.code === "WORKER_CRASHED") await this.opts.registry.removeWorker(worker.id).catch(noop);
         const file = this.savePartial(text);
         throw new StreamInterruptedError(
-          `stream closed unexpectedly after ${tokensOut}/${gen.max_tokens} tokens: ${e.message}` + (file ? `; the partial output is saved in ${file}` : ""),
-          text, file, tokensOut, gen.max_tokens,
+          `stream closed unexpectedly after ${tokensOut}/${gen.max_tokens} tokens: ${e.message}` +
+            (file ? `; the partial output is saved in ${file}` : ""),
+          text,
+          file,
+          tokensOut,
+          gen.max_tokens,
         );
       }
     }
@@ -305,7 +401,11 @@ export class Keeper {
 
   private nodeHandles = new Map<string, NodeHandle>();
 
-  private async connectNode(node: string, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal): Promise<NodeHandle> {
+  private async connectNode(
+    node: string,
+    onEvent: (e: KeeperEvent) => void,
+    signal?: AbortSignal,
+  ): Promise<NodeHandle> {
     const cached = this.nodeHandles.get(node);
     if (cached) return cached;
     let handle: NodeHandle;
@@ -317,19 +417,29 @@ export class Keeper {
         throw new RbeeError(
           "VERSION_MISMATCH",
           `${node} runs hive-agent ${health.version} but this rbee is ${AGENT_VERSION}; upgrade the node with "rbee nodes deploy ${node}"` +
-            (node === "localhost" ? ` (for localhost: "rbee hive stop", then run again to start the bundled ${AGENT_VERSION})` : "") + `, or install rbee ${health.version.split(".")[0]}.x`,
+            (node === "localhost"
+              ? ` (for localhost: "rbee hive stop", then run again to start the bundled ${AGENT_VERSION})`
+              : "") +
+            `, or install rbee ${health.version.split(".")[0]}.x`,
           { node_version: health.version, keeper_version: AGENT_VERSION },
         );
       await this.opts.registry.setNodeStatus(node, "online", { agent_version: health.version }).catch(noop);
       // A registry that was found corrupt and recreated re-learns the node from its hive.
       if (await this.opts.registry.needsRebuild()) {
-        await this.opts.registry.replaceNodeState(node, (await handle.hive.workers()).filter((w) => handle.hive.ownsWorkerAddress(w)), await handle.hive.models());
+        await this.opts.registry.replaceNodeState(
+          node,
+          (await handle.hive.workers()).filter((w) => handle.hive.ownsWorkerAddress(w)),
+          await handle.hive.models(),
+        );
         await this.opts.registry.markRebuilt();
       }
     } catch (e) {
       await this.opts.registry.setNodeStatus(node, "offline", { error: (e as Error).message }).catch(noop);
       if (e instanceof RbeeError && e.code === "INVALID_API_KEY")
-        throw new RbeeError("INVALID_API_KEY", `${node} refused rbee's token (authentication failed). ${tokenHint(node)}`);
+        throw new RbeeError(
+          "INVALID_API_KEY",
+          `${node} refused rbee's token (authentication failed). ${tokenHint(node)}`,
+        );
       throw e;
     }
     this.nodeHandles.set(node, handle);
@@ -371,24 +481,49 @@ export class Keeper {
     }
   }
 
-  private async followDownload(node: NodeHandle, model: string, download_id: string, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal) {
+  private async followDownload(
+    node: NodeHandle,
+    model: string,
+    download_id: string,
+    onEvent: (e: KeeperEvent) => void,
+    signal?: AbortSignal,
+  ) {
     for await (const event of node.hive.downloadProgress(download_id, signal)) {
       onEvent({ kind: "download", event });
       if (event.stage === "complete") {
-        await this.opts.registry.upsertModel({ node: node.name, model_ref: model, local_path: event.local_path, size_bytes: event.size_bytes, sha256: event.sha256 }).catch(noop);
+        await this.opts.registry
+          .upsertModel({
+            node: node.name,
+            model_ref: model,
+            local_path: event.local_path,
+            size_bytes: event.size_bytes,
+            sha256: event.sha256,
+          })
+          .catch(noop);
         return event;
       }
       if (event.stage === "error") throw new RbeeError(event.code, event.message);
     }
-    throw new RbeeError(signal?.aborted ? "REQUEST_CANCELLED" : "NODE_UNREACHABLE", signal?.aborted ? "cancelled while downloading" : `the download stream from ${node.name} ended without a result`);
+    throw new RbeeError(
+      signal?.aborted ? "REQUEST_CANCELLED" : "NODE_UNREACHABLE",
+      signal?.aborted ? "cancelled while downloading" : `the download stream from ${node.name} ended without a result`,
+    );
   }
 
   /** Records a worker the hive reported, once its address is proven to be its own socket on that node. */
   private async register(node: NodeHandle, w: WorkerInfo): Promise<WorkerRecord> {
     node.hive.workerClient(w); // throws WORKER_NOT_FOUND for an address that is not the worker's socket
     return this.opts.registry.upsertWorker({
-      id: w.id, node: node.name, model_ref: w.model_ref, url: w.url, backend: w.backend, device: w.device, state: w.state,
-      slots_total: w.slots_total, api_key: w.api_key, ...(w.state !== "loading" ? { last_health_at: Date.now() } : {}),
+      id: w.id,
+      node: node.name,
+      model_ref: w.model_ref,
+      url: w.url,
+      backend: w.backend,
+      device: w.device,
+      state: w.state,
+      slots_total: w.slots_total,
+      api_key: w.api_key,
+      ...(w.state !== "loading" ? { last_health_at: Date.now() } : {}),
     });
   }
 
@@ -425,7 +560,8 @@ export class Keeper {
     // Limit reached (or cancelled): the half-loaded worker is of no use to anyone.
     await node.hive.shutdown(w.id).catch(noop);
     await this.opts.registry.removeWorker(w.id);
-    if (signal?.aborted) throw new RbeeError("REQUEST_CANCELLED", "cancelled while the model was loading; the worker was stopped");
+    if (signal?.aborted)
+      throw new RbeeError("REQUEST_CANCELLED", "cancelled while the model was loading; the worker was stopped");
     throw new RbeeError(
       "LOADING_TIMEOUT",
       `loading timed out: ${w.model_ref} reached ${Math.round(progress * 100)}% in ${Math.round(this.loadTimeoutMs / 1000)} s; the worker was stopped. Try a smaller model or quantization, or a longer limit`,
@@ -462,7 +598,10 @@ function runningMatches(w: WorkerInfo, spec: WorkerSpec): boolean {
 
 /** Any worker fits "auto"; a named device or device set must be the worker's (a registry row knows its first device only). */
 function deviceMatches(first: number, spec: WorkerSpec, all?: number[]): boolean {
-  if (spec.devices?.length) return all ? all.join(",") === [...spec.devices].sort((a, b) => a - b).join(",") : first === Math.min(...spec.devices) && spec.devices.length === 1;
+  if (spec.devices?.length)
+    return all
+      ? all.join(",") === [...spec.devices].sort((a, b) => a - b).join(",")
+      : first === Math.min(...spec.devices) && spec.devices.length === 1;
   return spec.device === undefined || spec.device === "auto" || first === spec.device;
 }
 

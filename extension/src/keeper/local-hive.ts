@@ -95,7 +95,12 @@ export class LocalHive {
       const j = JSON.parse(readFileSync(this.infoFile, "utf8"));
       if (!Number.isInteger(j.pid) || typeof j.address !== "string") return undefined;
       const socket = socketPathOf(j.address);
-      if (socket !== undefined ? path.dirname(socket) !== path.resolve(this.home) : !(process.platform === "win32" && /^http:\/\/127\.0\.0\.1:\d+$/.test(j.address))) return undefined;
+      if (
+        socket !== undefined
+          ? path.dirname(socket) !== path.resolve(this.home)
+          : !(process.platform === "win32" && /^http:\/\/127\.0\.0\.1:\d+$/.test(j.address))
+      )
+        return undefined;
       return j;
     } catch {
       return undefined;
@@ -108,7 +113,13 @@ export class LocalHive {
   }
 
   private clientFor(address: string, retries = 1): HiveClient {
-    return new HiveClient({ transport: this.transport, baseUrl: address, token: this.token(), nodeName: "localhost", retry: { attempts: retries } });
+    return new HiveClient({
+      transport: this.transport,
+      baseUrl: address,
+      token: this.token(),
+      nodeName: "localhost",
+      retry: { attempts: retries },
+    });
   }
 
   /** A client to the running hive, or undefined when none answers. */
@@ -144,28 +155,33 @@ export class LocalHive {
     if (existing && this.current(existing)) return { client: existing.client, started: false };
     mkdirSync(this.home, { recursive: true, mode: 0o700 });
     // Two CLI runs (or windows) starting at once must start one hive, not two.
-    return new FileLock(path.join(this.home, "start.lock"), { timeoutMs: 120_000, staleMs: 120_000 }).withLock(async () => {
-      const again = await this.running();
-      if (again && this.current(again)) return { client: again.client, started: false };
-      if (again) {
-        // An older install's hive: its models stay in this home; only the program changes.
-        onStart?.(`upgrading the local hive from ${again.version} to ${this.opts.expectedVersion}`);
-        const previous = this.readStartedScript();
-        await this.stop();
-        try {
-          return { client: this.clientFor(await this.start(), 3), started: true };
-        } catch (e) {
-          if (previous && existsSync(previous)) {
-            await this.start(previous).catch(() => {});
-            throw new RbeeError("NODE_UNREACHABLE", `${(e as Error).message}; the previous local hive (${again.version}) was started again`);
+    return new FileLock(path.join(this.home, "start.lock"), { timeoutMs: 120_000, staleMs: 120_000 }).withLock(
+      async () => {
+        const again = await this.running();
+        if (again && this.current(again)) return { client: again.client, started: false };
+        if (again) {
+          // An older install's hive: its models stay in this home; only the program changes.
+          onStart?.(`upgrading the local hive from ${again.version} to ${this.opts.expectedVersion}`);
+          const previous = this.readStartedScript();
+          await this.stop();
+          try {
+            return { client: this.clientFor(await this.start(), 3), started: true };
+          } catch (e) {
+            if (previous && existsSync(previous)) {
+              await this.start(previous).catch(() => {});
+              throw new RbeeError(
+                "NODE_UNREACHABLE",
+                `${(e as Error).message}; the previous local hive (${again.version}) was started again`,
+              );
+            }
+            throw e;
           }
-          throw e;
         }
-      }
-      onStart?.();
-      const address = await this.start();
-      return { client: this.clientFor(address, 3), started: true };
-    });
+        onStart?.();
+        const address = await this.start();
+        return { client: this.clientFor(address, 3), started: true };
+      },
+    );
   }
 
   /** The script the running hive was started from (recorded at start), for a rollback. */
@@ -178,8 +194,14 @@ export class LocalHive {
   }
 
   private async start(script?: string): Promise<string> {
-    const agent = script ?? (this.opts.prepareAgent ? await this.opts.prepareAgent() : (this.opts.agentScript ?? defaultAgentScript()));
-    if (!existsSync(agent)) throw new RbeeError("NODE_UNREACHABLE", `the hive-agent program is missing at ${agent}; reinstall rbee (or run npm run build)`);
+    const agent =
+      script ??
+      (this.opts.prepareAgent ? await this.opts.prepareAgent() : (this.opts.agentScript ?? defaultAgentScript()));
+    if (!existsSync(agent))
+      throw new RbeeError(
+        "NODE_UNREACHABLE",
+        `the hive-agent program is missing at ${agent}; reinstall rbee (or run npm run build)`,
+      );
     this.token(); // created on first start
     rmSync(this.infoFile, { force: true });
     const log = openSync(this.logFile, "a");
@@ -188,7 +210,11 @@ export class LocalHive {
       [agent, "daemon", "--token-file", this.tokenFile, "--home", this.home, ...this.daemonArgs()],
       // Detached in its own session: it serves later runs after this process exits. Its environment
       // is the basics plus HF settings, not every secret of the editor's (util/env.ts).
-      { detached: true, stdio: ["ignore", log, log], env: childEnv(process.env, { ELECTRON_RUN_AS_NODE: "1" }, HIVE_ENV_EXTRA) },
+      {
+        detached: true,
+        stdio: ["ignore", log, log],
+        env: childEnv(process.env, { ELECTRON_RUN_AS_NODE: "1" }, HIVE_ENV_EXTRA),
+      },
     );
     closeSync(log);
     child.unref();
@@ -197,7 +223,11 @@ export class LocalHive {
     let exited: number | null = null;
     child.once("exit", (code) => (exited = code ?? -1));
     while (Date.now() < deadline) {
-      if (exited !== null) throw new RbeeError("NODE_UNREACHABLE", `the local hive exited with code ${exited} at start; see ${this.logFile}`);
+      if (exited !== null)
+        throw new RbeeError(
+          "NODE_UNREACHABLE",
+          `the local hive exited with code ${exited} at start; see ${this.logFile}`,
+        );
       const info = this.readInfo();
       if (info && info.pid === child.pid) {
         try {
@@ -209,7 +239,10 @@ export class LocalHive {
       }
       await sleep(50);
     }
-    throw new RbeeError("CONNECTION_TIMEOUT", `the local hive did not start within ${(this.opts.startTimeoutMs ?? 20_000) / 1000} s; see ${this.logFile}`);
+    throw new RbeeError(
+      "CONNECTION_TIMEOUT",
+      `the local hive did not start within ${(this.opts.startTimeoutMs ?? 20_000) / 1000} s; see ${this.logFile}`,
+    );
   }
 
   /** Extra daemon flags: the option's, then RBEE_HIVE_ARGS (e.g. "--idle-timeout-ms 600000"; a later flag wins). */
@@ -222,7 +255,14 @@ export class LocalHive {
     const client = await this.connectExisting();
     if (!client || !info) return { running: false, home: this.home, logFile: this.logFile };
     const h = await client.health();
-    return { running: true, pid: h.pid ?? info.pid, address: info.address, version: h.version, home: this.home, logFile: this.logFile };
+    return {
+      running: true,
+      pid: h.pid ?? info.pid,
+      address: info.address,
+      version: h.version,
+      home: this.home,
+      logFile: this.logFile,
+    };
   }
 
   /**
@@ -234,7 +274,11 @@ export class LocalHive {
     const client = info && (await this.connectExisting());
     if (!info || !client) return false;
     const h = await client.health();
-    if (h.pid !== info.pid) throw new RbeeError("INTERNAL", `${this.infoFile} names pid ${info.pid} but the hive answering on ${info.address} is pid ${h.pid ?? "unknown"}; nothing was signalled. Stop that hive by hand if it is yours`);
+    if (h.pid !== info.pid)
+      throw new RbeeError(
+        "INTERNAL",
+        `${this.infoFile} names pid ${info.pid} but the hive answering on ${info.address} is pid ${h.pid ?? "unknown"}; nothing was signalled. Stop that hive by hand if it is yours`,
+      );
     process.kill(info.pid, "SIGTERM");
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {

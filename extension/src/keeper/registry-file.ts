@@ -7,7 +7,18 @@
 // The inode alone would not do if it could be freed and reused by a later write within one mtime tick,
 // so a process keeps the file it loaded open ("pinned"): a pinned inode cannot be reused.
 
-import { closeSync, fstatSync, fsyncSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  fstatSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 
@@ -100,7 +111,8 @@ function renameWithRetry(from: string, to: string): void {
       return;
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (process.platform !== "win32" || attempt >= 20 || !(code === "EPERM" || code === "EACCES" || code === "EBUSY")) throw e;
+      if (process.platform !== "win32" || attempt >= 20 || !(code === "EPERM" || code === "EACCES" || code === "EBUSY"))
+        throw e;
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
     }
   }

@@ -48,7 +48,12 @@ interface LockSnapshot {
 function parseOwner(text: string): LockOwner | undefined {
   try {
     const o = JSON.parse(text);
-    if (Number.isInteger(o?.pid) && typeof o.host === "string" && Number.isFinite(o.created_at) && typeof o.token === "string")
+    if (
+      Number.isInteger(o?.pid) &&
+      typeof o.host === "string" &&
+      Number.isFinite(o.created_at) &&
+      typeof o.token === "string"
+    )
       return o as LockOwner;
   } catch {
     // empty or half-written: judged by the file's age instead
@@ -121,7 +126,10 @@ export class FileLock {
   release(token: string): void {
     const held = this.snapshot();
     if (held?.owner?.token !== token) {
-      this.opts.logger?.("warn", `registry lock ${this.lockPath} was broken by another process while this one held it (held longer than ${this.staleMs} ms?)`);
+      this.opts.logger?.(
+        "warn",
+        `registry lock ${this.lockPath} was broken by another process while this one held it (held longer than ${this.staleMs} ms?)`,
+      );
       return;
     }
     try {
@@ -133,7 +141,12 @@ export class FileLock {
 
   /** O_EXCL create; undefined when someone else holds the lock. */
   private tryCreate(): string | undefined {
-    const owner: LockOwner = { pid: process.pid, host: this.host, created_at: Date.now(), token: randomBytes(12).toString("hex") };
+    const owner: LockOwner = {
+      pid: process.pid,
+      host: this.host,
+      created_at: Date.now(),
+      token: randomBytes(12).toString("hex"),
+    };
     let fd: number;
     try {
       fd = openSync(this.lockPath, "wx", 0o600);
@@ -163,9 +176,14 @@ export class FileLock {
   private staleReason(held: LockSnapshot): string | undefined {
     const now = Date.now();
     const { owner } = held;
-    if (!owner) return now - held.mtimeMs > Math.min(EMPTY_LOCK_GRACE_MS, this.staleMs) ? "it is unreadable (its writer died)" : undefined;
-    if (owner.host === this.host && owner.pid !== process.pid && !isPidAlive(owner.pid)) return `its process ${owner.pid} is gone`;
-    if (now - owner.created_at > this.staleMs) return `it is ${Math.round((now - owner.created_at) / 1000)} s old (limit ${this.staleMs / 1000} s)`;
+    if (!owner)
+      return now - held.mtimeMs > Math.min(EMPTY_LOCK_GRACE_MS, this.staleMs)
+        ? "it is unreadable (its writer died)"
+        : undefined;
+    if (owner.host === this.host && owner.pid !== process.pid && !isPidAlive(owner.pid))
+      return `its process ${owner.pid} is gone`;
+    if (now - owner.created_at > this.staleMs)
+      return `it is ${Math.round((now - owner.created_at) / 1000)} s old (limit ${this.staleMs / 1000} s)`;
     return undefined;
   }
 
@@ -186,7 +204,11 @@ export class FileLock {
     }
     try {
       const now = this.snapshot();
-      const same = now !== undefined && (judged.owner ? now.owner?.token === judged.owner.token : !now.owner && now.ino === judged.ino && now.mtimeMs === judged.mtimeMs);
+      const same =
+        now !== undefined &&
+        (judged.owner
+          ? now.owner?.token === judged.owner.token
+          : !now.owner && now.ino === judged.ino && now.mtimeMs === judged.mtimeMs);
       if (!same) return false;
       unlinkSync(this.lockPath);
       const who = judged.owner ? `pid ${judged.owner.pid} on ${judged.owner.host}` : "an unknown process";
@@ -204,7 +226,9 @@ export class FileLock {
 
   private timeoutError(held: LockSnapshot | undefined): RegistryError {
     const o = held?.owner;
-    const holder = o ? `process ${o.pid} on ${o.host} (for ${Math.round((Date.now() - o.created_at) / 1000)} s)` : "other processes";
+    const holder = o
+      ? `process ${o.pid} on ${o.host} (for ${Math.round((Date.now() - o.created_at) / 1000)} s)`
+      : "other processes";
     return new RegistryError(
       "REGISTRY_LOCK_TIMEOUT",
       `the registry is locked by ${holder}; gave up after ${this.timeoutMs / 1000} s. ` +

@@ -67,7 +67,20 @@ export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
 /** The columns each table has at SCHEMA_VERSION; checkShape proves a file really has them. */
 export const TABLE_COLUMNS = {
   nodes: ["alias", "host", "transport", "agent_version", "last_seen", "status", "last_error"],
-  workers: ["id", "node", "model_ref", "url", "backend", "device", "state", "slots_total", "api_key", "last_health_at", "created_at", "last_tokens_per_second"],
+  workers: [
+    "id",
+    "node",
+    "model_ref",
+    "url",
+    "backend",
+    "device",
+    "state",
+    "slots_total",
+    "api_key",
+    "last_health_at",
+    "created_at",
+    "last_tokens_per_second",
+  ],
   models: ["node", "model_ref", "local_path", "size_bytes", "sha256"],
 } as const;
 
@@ -90,17 +103,26 @@ export function checkIntegrity(db: SqlDatabase): void {
     throw new CorruptRegistry(`integrity check failed: ${(e as Error).message}`);
   }
   if (rows.length !== 1 || rows[0][0] !== "ok")
-    throw new CorruptRegistry(`integrity check failed: ${rows.slice(0, 3).map((r) => String(r[0])).join("; ")}`);
+    throw new CorruptRegistry(
+      `integrity check failed: ${rows
+        .slice(0, 3)
+        .map((r) => String(r[0]))
+        .join("; ")}`,
+    );
 }
 
 /** 0 for an empty database; throws CorruptRegistry for a database that is not an rbee registry. */
 export function schemaVersionOf(db: SqlDatabase): number {
-  const tables = new Set((db.exec("SELECT name FROM sqlite_master WHERE type = 'table'")[0]?.values ?? []).map((r) => String(r[0])));
+  const tables = new Set(
+    (db.exec("SELECT name FROM sqlite_master WHERE type = 'table'")[0]?.values ?? []).map((r) => String(r[0])),
+  );
   if (tables.size === 0) return 0;
-  if (!tables.has("meta")) throw new CorruptRegistry(`not an rbee registry (tables ${[...tables].join(", ")} but no meta table)`);
+  if (!tables.has("meta"))
+    throw new CorruptRegistry(`not an rbee registry (tables ${[...tables].join(", ")} but no meta table)`);
   const raw = db.exec("SELECT value FROM meta WHERE key = 'schema_version'")[0]?.values[0]?.[0];
   const version = Number(raw);
-  if (!Number.isInteger(version) || version < 1) throw new CorruptRegistry(`meta.schema_version is ${JSON.stringify(raw)}, not a version`);
+  if (!Number.isInteger(version) || version < 1)
+    throw new CorruptRegistry(`meta.schema_version is ${JSON.stringify(raw)}, not a version`);
   return version;
 }
 
@@ -134,7 +156,10 @@ export function migrate(db: SqlDatabase, target = SCHEMA_VERSION, file = "the re
     db.run("BEGIN");
     try {
       db.run(m.sql);
-      db.run("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [String(m.version)]);
+      db.run(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [String(m.version)],
+      );
       db.run("COMMIT");
     } catch (e) {
       try {

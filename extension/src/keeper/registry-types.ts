@@ -84,7 +84,12 @@ export const REGISTRY_ERROR_RETRIABLE: Record<RegistryErrorCode, boolean> = {
 
 /** Every failure the registry reports on purpose; `message` says what to do next. */
 export class RegistryError extends CodedError<RegistryErrorCode> {
-  constructor(code: RegistryErrorCode, message: string, details?: Record<string, unknown>, options?: CodedErrorOptions) {
+  constructor(
+    code: RegistryErrorCode,
+    message: string,
+    details?: Record<string, unknown>,
+    options?: CodedErrorOptions,
+  ) {
     super(code, message, details, options);
     this.name = "RegistryError";
   }
@@ -108,7 +113,8 @@ function invalid(what: string, field: string, want: string, got: unknown): never
 }
 function nonEmpty(what: string, o: Record<string, unknown>, f: string, maxLen = 4096): string {
   const v = o[f];
-  if (typeof v !== "string" || v.length === 0 || v.length > maxLen) invalid(what, f, `a non-empty string of at most ${maxLen} characters`, v);
+  if (typeof v !== "string" || v.length === 0 || v.length > maxLen)
+    invalid(what, f, `a non-empty string of at most ${maxLen} characters`, v);
   return v;
 }
 function str(what: string, o: Record<string, unknown>, f: string, maxLen = 4096): string {

@@ -17,8 +17,25 @@ import os from "node:os";
 import path from "node:path";
 import type { ModelEntry, WorkerInfo, WorkerState } from "@rbee/hive-agent/protocol";
 import { FileLock, type FileLockOptions } from "./registry-lock";
-import { fileIdentity, moveAside, pinAndRead, pinFile, removeOrphanTempFiles, unpin, writeFileAtomic, type PinnedFile } from "./registry-file";
-import { CorruptRegistry, SCHEMA_VERSION, checkIntegrity, checkShape, hasSqliteHeader, migrate, schemaVersionOf } from "./registry-schema";
+import {
+  fileIdentity,
+  moveAside,
+  pinAndRead,
+  pinFile,
+  removeOrphanTempFiles,
+  unpin,
+  writeFileAtomic,
+  type PinnedFile,
+} from "./registry-file";
+import {
+  CorruptRegistry,
+  SCHEMA_VERSION,
+  checkIntegrity,
+  checkShape,
+  hasSqliteHeader,
+  migrate,
+  schemaVersionOf,
+} from "./registry-schema";
 import { loadSqlJs, type SqlDatabase, type SqlJs } from "./registry-sqljs";
 import {
   RegistryError,
@@ -88,7 +105,10 @@ export interface RebuildNeeded {
 }
 
 /** What a hive reports about one worker (protocol's WorkerInfo is accepted as is). */
-export type ReportedWorker = Pick<WorkerInfo, "id" | "url" | "model_ref" | "backend" | "device" | "state" | "slots_total" | "api_key"> &
+export type ReportedWorker = Pick<
+  WorkerInfo,
+  "id" | "url" | "model_ref" | "backend" | "device" | "state" | "slots_total" | "api_key"
+> &
   Partial<Pick<WorkerInfo, "last_tokens_per_second">>;
 
 export interface NodeStateSummary {
@@ -150,7 +170,10 @@ export class Registry {
     try {
       mkdirSync(path.dirname(resolved), { recursive: true, mode: 0o700 });
     } catch (e) {
-      throw new RegistryError("REGISTRY_IO", `cannot create the registry folder ${path.dirname(resolved)}: ${(e as Error).message}`);
+      throw new RegistryError(
+        "REGISTRY_IO",
+        `cannot create the registry folder ${path.dirname(resolved)}: ${(e as Error).message}`,
+      );
     }
     const registry = new Registry(resolved, SQL, opts);
     try {
@@ -222,7 +245,11 @@ export class Registry {
    * Records the outcome of contacting a node. "online" stamps last_seen and clears last_error unless
    * an error is given; other statuses keep the previous error unless a new one is given.
    */
-  setNodeStatus(alias: string, status: NodeStatus, opts: { error?: string | null; agent_version?: string; at?: number } = {}): Promise<NodeRecord> {
+  setNodeStatus(
+    alias: string,
+    status: NodeStatus,
+    opts: { error?: string | null; agent_version?: string; at?: number } = {},
+  ): Promise<NodeRecord> {
     return this.mutate((db) => {
       const stored = this.requireNode(db, alias, "setNodeStatus");
       const at = opts.at ?? Date.now();
@@ -304,7 +331,10 @@ export class Registry {
     return this.mutate((db) => {
       const stored = this.workerIn(db, id);
       if (!stored) return false;
-      const next = validateWorker({ ...stored, last_health_at: Math.max(stored.last_health_at ?? 0, at), state: state ?? stored.state }, stored.created_at);
+      const next = validateWorker(
+        { ...stored, last_health_at: Math.max(stored.last_health_at ?? 0, at), state: state ?? stored.state },
+        stored.created_at,
+      );
       db.run("UPDATE workers SET last_health_at = ?, state = ? WHERE id = ?", [next.last_health_at, next.state, id]);
       return true;
     });
@@ -362,7 +392,12 @@ export class Registry {
    * last_health_at: a hive's list is not a health check of ours, so a rebuilt worker stays stale
    * until the keeper checks it.
    */
-  replaceNodeState(node: string, workers: readonly ReportedWorker[], models: readonly ModelEntry[], opts: { at?: number } = {}): Promise<NodeStateSummary> {
+  replaceNodeState(
+    node: string,
+    workers: readonly ReportedWorker[],
+    models: readonly ModelEntry[],
+    opts: { at?: number } = {},
+  ): Promise<NodeStateSummary> {
     return this.mutate((db) => {
       const at = opts.at ?? Date.now();
       this.requireNode(db, node, "replaceNodeState");
@@ -391,7 +426,14 @@ export class Registry {
         );
       }
       db.run("DELETE FROM models WHERE node = ?", [node]);
-      for (const m of models) this.writeModel(db, { node, model_ref: m.model_ref, local_path: m.local_path, size_bytes: m.size_bytes, sha256: m.sha256 });
+      for (const m of models)
+        this.writeModel(db, {
+          node,
+          model_ref: m.model_ref,
+          local_path: m.local_path,
+          size_bytes: m.size_bytes,
+          sha256: m.sha256,
+        });
       return { workers: workers.length, models: models.length, removed_workers: removed };
     });
   }
@@ -434,7 +476,11 @@ export class Registry {
   private requireNode(db: SqlDatabase, alias: string, what: string): NodeRecord {
     const node = this.nodeIn(db, alias);
     if (!node)
-      throw new RegistryError("REGISTRY_UNKNOWN_NODE", `${what}: node "${alias}" is not in the registry; register it first with upsertNode`, { node: alias });
+      throw new RegistryError(
+        "REGISTRY_UNKNOWN_NODE",
+        `${what}: node "${alias}" is not in the registry; register it first with upsertNode`,
+        { node: alias },
+      );
     return node;
   }
 
@@ -453,7 +499,20 @@ export class Registry {
        ON CONFLICT(id) DO UPDATE SET model_ref = excluded.model_ref, url = excluded.url, backend = excluded.backend,
          device = excluded.device, state = excluded.state, slots_total = excluded.slots_total, api_key = excluded.api_key,
          last_health_at = excluded.last_health_at, created_at = excluded.created_at, last_tokens_per_second = excluded.last_tokens_per_second`,
-      [w.id, w.node, w.model_ref, w.url, w.backend, w.device, w.state, w.slots_total, w.api_key, w.last_health_at, w.created_at, w.last_tokens_per_second],
+      [
+        w.id,
+        w.node,
+        w.model_ref,
+        w.url,
+        w.backend,
+        w.device,
+        w.state,
+        w.slots_total,
+        w.api_key,
+        w.last_health_at,
+        w.created_at,
+        w.last_tokens_per_second,
+      ],
     );
     return w;
   }
@@ -472,7 +531,11 @@ export class Registry {
   // Keeping the in-memory copy in step with the file
 
   private assertOpen(): void {
-    if (this.closed) throw new RegistryError("REGISTRY_CLOSED", `the registry ${this.path} was closed; open it again with Registry.open`);
+    if (this.closed)
+      throw new RegistryError(
+        "REGISTRY_CLOSED",
+        `the registry ${this.path} was closed; open it again with Registry.open`,
+      );
   }
 
   /** Runs a query on the latest file content; no lock unless the file needs repair or migration. */
@@ -537,8 +600,17 @@ export class Registry {
     const onDisk = this.readDisk();
     if (!onDisk) {
       const vanished = this.pinned !== null;
-      if (vanished) this.log("warn", `the registry ${this.path} disappeared; started a fresh one (workers will be re-learnt from the hives)`);
-      this.adopt(this.freshDatabase(vanished ? { reason: "the registry file disappeared", since: Date.now(), moved_to: null } : null), null);
+      if (vanished)
+        this.log(
+          "warn",
+          `the registry ${this.path} disappeared; started a fresh one (workers will be re-learnt from the hives)`,
+        );
+      this.adopt(
+        this.freshDatabase(
+          vanished ? { reason: "the registry file disappeared", since: Date.now(), moved_to: null } : null,
+        ),
+        null,
+      );
       this.persist();
       return;
     }
@@ -553,7 +625,10 @@ export class Registry {
     }
     this.adopt(loaded.db, onDisk.pin);
     if (loaded.migrated.length) {
-      this.log("info", `migrated the registry ${this.path} to schema version ${SCHEMA_VERSION} (applied ${loaded.migrated.join(", ")})`);
+      this.log(
+        "info",
+        `migrated the registry ${this.path} to schema version ${SCHEMA_VERSION} (applied ${loaded.migrated.join(", ")})`,
+      );
       this.persist();
     }
   }
@@ -581,7 +656,9 @@ export class Registry {
     return new RegistryError(
       "REGISTRY_IO",
       `cannot ${action} the registry ${this.path}: ${err.message}. ` +
-        (action === "write" ? `Check free disk space and the permissions of ${path.dirname(this.path)}.` : "Check that it is a file this user can read."),
+        (action === "write"
+          ? `Check free disk space and the permissions of ${path.dirname(this.path)}.`
+          : "Check that it is a file this user can read."),
       { path: this.path, errno: err.code },
     );
   }
@@ -591,10 +668,16 @@ export class Registry {
     try {
       movedTo = moveAside(this.path);
     } catch (e) {
-      throw new RegistryError("REGISTRY_IO", `the registry ${this.path} is corrupt (${reason}) and cannot be moved aside: ${(e as Error).message}`);
+      throw new RegistryError(
+        "REGISTRY_IO",
+        `the registry ${this.path} is corrupt (${reason}) and cannot be moved aside: ${(e as Error).message}`,
+      );
     }
     const info: RebuildNeeded = { reason, since: Date.now(), moved_to: movedTo };
-    this.log("warn", `the registry ${this.path} is corrupt (${reason}); moved it to ${movedTo} and started a fresh one. Workers and models will be re-learnt from the hives.`);
+    this.log(
+      "warn",
+      `the registry ${this.path} is corrupt (${reason}); moved it to ${movedTo} and started a fresh one. Workers and models will be re-learnt from the hives.`,
+    );
     this.adopt(this.freshDatabase(info), null);
     this.persist();
     this.opts.onCorruption?.(info);
@@ -602,7 +685,8 @@ export class Registry {
 
   /** Parses and checks a file's bytes; throws CorruptRegistry for anything that is not a sound registry. */
   private load(bytes: Uint8Array): { db: SqlDatabase; migrated: number[] } {
-    if (!hasSqliteHeader(bytes)) throw new CorruptRegistry(bytes.length === 0 ? "the file is empty" : "not an SQLite database");
+    if (!hasSqliteHeader(bytes))
+      throw new CorruptRegistry(bytes.length === 0 ? "the file is empty" : "not an SQLite database");
     let db: SqlDatabase;
     try {
       db = new this.SQL.Database(bytes);

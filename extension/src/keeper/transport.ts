@@ -58,7 +58,11 @@ export function loopbackTransport(opts: TransportOptions = {}): Transport {
   const dispatcher = new Agent({ connect: { timeout }, keepAliveTimeout, pipelining: 0 });
   const eps = endpoints((address, key) => {
     const socketPath = socketPathOf(address);
-    if (socketPath !== undefined) return { origin: SOCKET_ORIGIN, dispatcher: new Agent({ connect: { socketPath, timeout }, keepAliveTimeout, pipelining: 0 }) };
+    if (socketPath !== undefined)
+      return {
+        origin: SOCKET_ORIGIN,
+        dispatcher: new Agent({ connect: { socketPath, timeout }, keepAliveTimeout, pipelining: 0 }),
+      };
     const u = tcpAddress(address);
     return {
       origin: u.origin,
@@ -66,12 +70,20 @@ export function loopbackTransport(opts: TransportOptions = {}): Transport {
         keepAliveTimeout,
         pipelining: 0,
         connect: (_o, callback) => {
-          provenSocket(Number(u.port), key, timeout).then((s) => callback(null, s), (e) => callback(e, null));
+          provenSocket(Number(u.port), key, timeout).then(
+            (s) => callback(null, s),
+            (e) => callback(e, null),
+          );
         },
       }),
     };
   });
-  return { dispatcher, description: "localhost", endpoint: eps.endpoint, close: async () => void (await Promise.all([dispatcher.close(), eps.close()])) };
+  return {
+    dispatcher,
+    description: "localhost",
+    endpoint: eps.endpoint,
+    close: async () => void (await Promise.all([dispatcher.close(), eps.close()])),
+  };
 }
 
 /**
@@ -91,24 +103,38 @@ export function streamTransport(
       keepAliveTimeout,
       pipelining: 0,
       connect: (_o, callback) => {
-        open().then((stream) => callback(null, stream as any), (err) => callback(err, null));
+        open().then(
+          (stream) => callback(null, stream as any),
+          (err) => callback(err, null),
+        );
       },
     });
   const dispatcher = new Agent({
     keepAliveTimeout,
     pipelining: 0,
     connect: (options, callback) => {
-      openTcp(options.hostname, Number(options.port) || 80).then((stream) => callback(null, stream as any), (err) => callback(err, null));
+      openTcp(options.hostname, Number(options.port) || 80).then(
+        (stream) => callback(null, stream as any),
+        (err) => callback(err, null),
+      );
     },
   });
   const eps = endpoints((address) => {
     const socketPath = socketPathOf(address);
     if (socketPath === undefined || !opts.openSocket)
-      throw new RbeeError("INVALID_REQUEST", `${description}: refusing to connect to ${address}; a node's hive and workers are reached on their Unix sockets only`);
+      throw new RbeeError(
+        "INVALID_REQUEST",
+        `${description}: refusing to connect to ${address}; a node's hive and workers are reached on their Unix sockets only`,
+      );
     const open = opts.openSocket;
     return { origin: SOCKET_ORIGIN, dispatcher: agent(() => open(socketPath)) };
   });
-  return { dispatcher, description, endpoint: eps.endpoint, close: async () => void (await Promise.all([dispatcher.close(), eps.close()])) };
+  return {
+    dispatcher,
+    description,
+    endpoint: eps.endpoint,
+    close: async () => void (await Promise.all([dispatcher.close(), eps.close()])),
+  };
 }
 
 function tcpAddress(address: string): URL {
@@ -119,6 +145,9 @@ function tcpAddress(address: string): URL {
     throw new RbeeError("INVALID_REQUEST", `not an rbee address: ${address.slice(0, 200)}`);
   }
   if (u.protocol !== "http:" || u.hostname !== "127.0.0.1" || !u.port || u.pathname !== "/")
-    throw new RbeeError("INVALID_REQUEST", `refusing to connect to ${address.slice(0, 200)}: only unix:<path> or http://127.0.0.1:<port> are rbee addresses`);
+    throw new RbeeError(
+      "INVALID_REQUEST",
+      `refusing to connect to ${address.slice(0, 200)}: only unix:<path> or http://127.0.0.1:<port> are rbee addresses`,
+    );
   return u;
 }

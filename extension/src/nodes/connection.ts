@@ -12,7 +12,13 @@ import { NodeError, isNodeError } from "./errors";
 import type { SshNodeSpec } from "./ssh-config";
 import { ChannelStream, collectExec, failChannel, short } from "./ssh-channels";
 import { connectOnce, requestInteractive } from "./ssh-handshake";
-import { DEFAULT_RETRY_DELAYS_MS, describeSpec, type ExecOptions, type ExecResult, type SshConnectOptions } from "./ssh-options";
+import {
+  DEFAULT_RETRY_DELAYS_MS,
+  describeSpec,
+  type ExecOptions,
+  type ExecResult,
+  type SshConnectOptions,
+} from "./ssh-options";
 
 export type { ExecOptions, ExecResult, PassphraseRequest, SshConnectOptions, UnknownHostKey } from "./ssh-options";
 
@@ -78,7 +84,9 @@ export class SshConnection extends EventEmitter {
     const client = await this.connect();
     const channel = await new Promise<ClientChannel>((resolve, reject) => {
       try {
-        client.forwardOut("127.0.0.1", 0, host, port, (err, ch) => (err ? reject(this.channelError(err, `a connection to ${host}:${port}`)) : resolve(ch)));
+        client.forwardOut("127.0.0.1", 0, host, port, (err, ch) =>
+          err ? reject(this.channelError(err, `a connection to ${host}:${port}`)) : resolve(ch),
+        );
       } catch (err) {
         reject(this.lostError(`opening a connection to ${host}:${port}`, err));
       }
@@ -93,7 +101,9 @@ export class SshConnection extends EventEmitter {
     const client = await this.connect();
     const channel = await new Promise<ClientChannel>((resolve, reject) => {
       try {
-        client.openssh_forwardOutStreamLocal(socketPath, (err, ch) => (err ? reject(this.channelError(err, `a connection to ${socketPath}`)) : resolve(ch)));
+        client.openssh_forwardOutStreamLocal(socketPath, (err, ch) =>
+          err ? reject(this.channelError(err, `a connection to ${socketPath}`)) : resolve(ch),
+        );
       } catch (err) {
         reject(this.lostError(`opening a connection to ${socketPath}`, err));
       }
@@ -159,7 +169,10 @@ export class SshConnection extends EventEmitter {
         : err.reason === 2
           ? "; nothing answered at that address on the node"
           : "";
-    return new NodeError("SSH_CHANNEL_FAILED", `${this.alias} refused ${what}: ${err.message}${hint}`, { alias: this.alias, reason: err.reason });
+    return new NodeError("SSH_CHANNEL_FAILED", `${this.alias} refused ${what}: ${err.message}${hint}`, {
+      alias: this.alias,
+      reason: err.reason,
+    });
   }
 
   private async connectWithRetries(): Promise<Client> {
@@ -177,12 +190,22 @@ export class SshConnection extends EventEmitter {
           this.adopt(client);
           return client;
         } catch (err) {
-          throw isNodeError(err) ? err : new NodeError("SSH_FAILED", `SSH to ${this.alias} failed: ${(err as Error)?.message ?? err}`, { alias: this.alias }, { cause: err });
+          throw isNodeError(err)
+            ? err
+            : new NodeError(
+                "SSH_FAILED",
+                `SSH to ${this.alias} failed: ${(err as Error)?.message ?? err}`,
+                { alias: this.alias },
+                { cause: err },
+              );
         }
       },
       { delaysMs: delays.slice(1) },
       {
-        onRetry: (err, attempt) => this.opts.log?.(`ssh ${this.alias}: attempt ${attempt} of ${delays.length} failed (${(err as NodeError).code}): ${(err as NodeError).message}`),
+        onRetry: (err, attempt) =>
+          this.opts.log?.(
+            `ssh ${this.alias}: attempt ${attempt} of ${delays.length} failed (${(err as NodeError).code}): ${(err as NodeError).message}`,
+          ),
       },
     );
   }

@@ -24,10 +24,13 @@ export class Deadline {
   resume(): void {
     if (this.done || this.timer) return;
     this.startedAt = Date.now();
-    this.timer = setTimeout(() => {
-      this.done = true;
-      this.onExpire();
-    }, Math.max(0, this.remaining));
+    this.timer = setTimeout(
+      () => {
+        this.done = true;
+        this.onExpire();
+      },
+      Math.max(0, this.remaining),
+    );
   }
   clear(): void {
     this.done = true;

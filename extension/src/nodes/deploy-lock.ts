@@ -26,10 +26,20 @@ export async function withDeployLock<T>(ctx: DeployContext, fn: (lock: DeployLoc
   const lock: DeployLock = { owner: randomBytes(12).toString("hex"), lost: false };
   const r = await runScript(conn, "lock-acquire", [lock.owner, LOCK_STALE_MINUTES], { timeoutMs: 11 * 60_000 });
   if (r.code !== 0) {
-    throw new NodeError("REMOTE_COMMAND_FAILED", `another deploy to ${conn.alias} has held ~/.rbee/deploy.lock for 10 minutes; if none runs, remove that folder on the node`, { alias: conn.alias });
+    throw new NodeError(
+      "REMOTE_COMMAND_FAILED",
+      `another deploy to ${conn.alias} has held ~/.rbee/deploy.lock for 10 minutes; if none runs, remove that folder on the node`,
+      { alias: conn.alias },
+    );
   }
-  if (r.stdout.includes("waiting")) emit({ step: "probe", status: "warning", message: `waited for another deploy to ${conn.alias} to finish` });
-  if (r.stdout.includes("broke=stale")) emit({ step: "probe", status: "warning", message: `removed a deploy lock on ${conn.alias} left by a deploy that stopped` });
+  if (r.stdout.includes("waiting"))
+    emit({ step: "probe", status: "warning", message: `waited for another deploy to ${conn.alias} to finish` });
+  if (r.stdout.includes("broke=stale"))
+    emit({
+      step: "probe",
+      status: "warning",
+      message: `removed a deploy lock on ${conn.alias} left by a deploy that stopped`,
+    });
   const refresh = setInterval(() => {
     runScript(conn, "lock-refresh", [lock.owner])
       .then((x) => {
@@ -49,6 +59,10 @@ export async function withDeployLock<T>(ctx: DeployContext, fn: (lock: DeployLoc
 
 export function assertLockHeld(conn: SshConnection, lock: DeployLock): void {
   if (lock.lost) {
-    throw new NodeError("REMOTE_COMMAND_FAILED", `another deploy took over ~/.rbee/deploy.lock on ${conn.alias} while this one ran; nothing was changed, deploy again`, { alias: conn.alias });
+    throw new NodeError(
+      "REMOTE_COMMAND_FAILED",
+      `another deploy took over ~/.rbee/deploy.lock on ${conn.alias} while this one ran; nothing was changed, deploy again`,
+      { alias: conn.alias },
+    );
   }
 }

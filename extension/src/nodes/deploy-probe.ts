@@ -50,9 +50,19 @@ export interface NodeState {
 }
 
 /** The node's rbee state for `version`; `nodeVersion: false` skips asking its own Node.js (a process start). */
-export async function probeState(conn: SshConnection, version: string, nodeCommand: string, opts: { nodeVersion?: boolean } = {}): Promise<NodeState> {
-  const r = await runScript(conn, "probe-state", [version, nodeCommand, opts.nodeVersion === false ? "no" : "yes"], { timeoutMs: 60_000 });
-  if (r.code !== 0) throw new NodeError("REMOTE_COMMAND_FAILED", `probing ${conn.alias} failed (exit ${r.code}): ${r.stderr.trim()}`, { alias: conn.alias });
+export async function probeState(
+  conn: SshConnection,
+  version: string,
+  nodeCommand: string,
+  opts: { nodeVersion?: boolean } = {},
+): Promise<NodeState> {
+  const r = await runScript(conn, "probe-state", [version, nodeCommand, opts.nodeVersion === false ? "no" : "yes"], {
+    timeoutMs: 60_000,
+  });
+  if (r.code !== 0)
+    throw new NodeError("REMOTE_COMMAND_FAILED", `probing ${conn.alias} failed (exit ${r.code}): ${r.stderr.trim()}`, {
+      alias: conn.alias,
+    });
   const kv = parseKv(r.stdout);
   const one = (k: string) => kv.get(k)?.[0] || undefined;
   const root = one("root") ?? "";
@@ -81,14 +91,20 @@ export function requireNodeJs(conn: SshConnection, state: NodeState, nodeCommand
     `\`${nodeCommand}\` is on the PATH of non-interactive SSH sessions (check with: ssh ${conn.alias} 'command -v node; node --version'); ` +
     `a node installed with nvm is often only on interactive shells' PATH — link it into /usr/local/bin, or deploy with the Node.js rbee brings (the default: --node-runtime pinned)`;
   if (!state.nodePath) {
-    throw new NodeError("NODE_JS_MISSING", `${conn.alias} has no \`${nodeCommand}\` on its PATH: ${fix}`, { alias: conn.alias });
+    throw new NodeError("NODE_JS_MISSING", `${conn.alias} has no \`${nodeCommand}\` on its PATH: ${fix}`, {
+      alias: conn.alias,
+    });
   }
   const m = /^v(\d+)\./.exec(state.nodeVersion ?? "");
   if (!m || Number(m[1]) < MIN_NODE_MAJOR) {
-    throw new NodeError("NODE_JS_MISSING", `${conn.alias} has Node.js ${state.nodeVersion || "of unknown version"} at ${state.nodePath}, but rbee needs ${MIN_NODE_MAJOR} or newer: ${fix}`, {
-      alias: conn.alias,
-      node_version: state.nodeVersion,
-    });
+    throw new NodeError(
+      "NODE_JS_MISSING",
+      `${conn.alias} has Node.js ${state.nodeVersion || "of unknown version"} at ${state.nodePath}, but rbee needs ${MIN_NODE_MAJOR} or newer: ${fix}`,
+      {
+        alias: conn.alias,
+        node_version: state.nodeVersion,
+      },
+    );
   }
   return state.nodePath;
 }
@@ -105,7 +121,14 @@ export async function probePlatform(conn: SshConnection): Promise<ProbedPlatform
   const gpus = (kv.get("gpu") ?? []) as GpuKind[];
   if (os === "darwin" && (kv.get("machine")?.[0] ?? "") === "arm64") gpus.push("metal");
   const musl = kv.get("musl")?.[0] === "yes";
-  return { os, machine: kv.get("machine")?.[0] ?? "", musl, glibc: musl ? undefined : kv.get("glibc")?.[0] || undefined, gpus, missingTools: kv.get("missing") ?? [] };
+  return {
+    os,
+    machine: kv.get("machine")?.[0] ?? "",
+    musl,
+    glibc: musl ? undefined : kv.get("glibc")?.[0] || undefined,
+    gpus,
+    missingTools: kv.get("missing") ?? [],
+  };
 }
 
 /**

@@ -5,7 +5,8 @@ import type { SshConnection } from "./connection";
 import type { RuntimeCache } from "./runtime-cache";
 import type { RuntimePins } from "./runtime-packages";
 
-export type DeployStep = "connect" | "probe" | "fetch" | "upload" | "runtime" | "stop" | "activate" | "token" | "start" | "health" | "cleanup";
+export type DeployStep =
+  "connect" | "probe" | "fetch" | "upload" | "runtime" | "stop" | "activate" | "token" | "start" | "health" | "cleanup";
 
 export type DeployEvent =
   | { step: DeployStep; status: "started" | "done" | "skipped"; message: string }

@@ -36,7 +36,15 @@ import { hiveAnswers, startHive, stopHive, writeToken } from "./hive-lifecycle";
 import { runScript } from "./remote-scripts";
 import { loadRuntimePins, runtimeSetFor } from "./runtime-packages";
 
-export type { DeployEvent, DeployOptions, DeployResult, DeployStep, NodeRuntime, RemoteHiveStatus, RuntimeInstall } from "./deploy-types";
+export type {
+  DeployEvent,
+  DeployOptions,
+  DeployResult,
+  DeployStep,
+  NodeRuntime,
+  RemoteHiveStatus,
+  RuntimeInstall,
+} from "./deploy-types";
 export { LOCK_REFRESH_MS, LOCK_STALE_MINUTES } from "./deploy-lock";
 export { MIN_NODE_MAJOR } from "./deploy-probe";
 export { hiveLogs, hiveStatus, readHiveToken, uninstallHive } from "./hive-admin";
@@ -59,7 +67,11 @@ export async function deployHive(conn: SshConnection, opts: DeployOptions = {}):
   emit({ step: "probe", status: "started", message: `checking ${conn.alias}` });
   const systemNode = (opts.runtimeInstall ?? "pinned") === "copy" || opts.nodeRuntime === "system";
   const state = await probeState(conn, local.version, nodeCommand, { nodeVersion: systemNode });
-  emit({ step: "probe", status: "done", message: `${conn.alias}: agent ${local.version} ${state.installed ? "installed" : "not installed (or not intact)"}` });
+  emit({
+    step: "probe",
+    status: "done",
+    message: `${conn.alias}: agent ${local.version} ${state.installed ? "installed" : "not installed (or not intact)"}`,
+  });
 
   const upToDate = await upToDateResult(ctx, state);
   if (upToDate) return upToDate;
@@ -78,7 +90,15 @@ export async function deployHive(conn: SshConnection, opts: DeployOptions = {}):
 async function upToDateResult(ctx: DeployContext, state: NodeState): Promise<DeployResult | undefined> {
   const { conn, local } = ctx;
   const hive = state.hive;
-  if (!(state.installed && state.agentSha === ctx.localSha && hive.running && hive.address && hive.version === local.version && state.token)) return undefined;
+  if (!(
+    state.installed &&
+    state.agentSha === ctx.localSha &&
+    hive.running &&
+    hive.address &&
+    hive.version === local.version &&
+    state.token
+  ))
+    return undefined;
   if (!(await hiveAnswers(conn, hive.address, state.token, local.version))) return undefined;
   ctx.emit({ step: "health", status: "done", message: `hive ${local.version} on ${conn.alias} is up to date` });
   return {
@@ -105,9 +125,13 @@ async function installAndStart(ctx: DeployContext, state: NodeState, lock: Deplo
 
   const platform = await probePlatform(conn);
   if (platform.missingTools.length) {
-    throw new NodeError("UNSUPPORTED_PLATFORM", `${conn.alias} lacks ${platform.missingTools.join(" and ")}, which rbee needs to unpack its runtime there; install them with the node's package manager`, {
-      alias: conn.alias,
-    });
+    throw new NodeError(
+      "UNSUPPORTED_PLATFORM",
+      `${conn.alias} lacks ${platform.missingTools.join(" and ")}, which rbee needs to unpack its runtime there; install them with the node's package manager`,
+      {
+        alias: conn.alias,
+      },
+    );
   }
   const pins = mode === "pinned" ? (opts.pins ?? loadRuntimePins()) : undefined;
   const set = pins ? runtimeSetFor(platform, pins, { withNode: nodeRuntime === "pinned" }) : copySet(local, platform);
@@ -122,12 +146,27 @@ async function installAndStart(ctx: DeployContext, state: NodeState, lock: Deplo
   const files: { name: string; data: Buffer }[] = [
     { name: "hive-agent.js", data: readFileSync(local.script) },
     ...(local.sourceMap ? [{ name: "hive-agent.js.map", data: readFileSync(local.sourceMap) }] : []),
-    { name: "package.json", data: Buffer.from(agentPackageJson(local.version, pins?.llamaVersion ?? local.nodeLlamaCppVersion, set.prebuilts)) },
+    {
+      name: "package.json",
+      data: Buffer.from(
+        agentPackageJson(local.version, pins?.llamaVersion ?? local.nodeLlamaCppVersion, set.prebuilts),
+      ),
+    },
   ];
   const manifest = files.map((f) => `${f.name === "hive-agent.js" ? localSha : sha256(f.data)}  ${f.name}\n`).join("");
   const mk = await runScript(conn, "agent-tmp", [tmp]);
-  if (mk.code !== 0) throw new NodeError("RUNTIME_INSTALL_FAILED", `creating ${tmp} on ${conn.alias} failed: ${mk.stderr.trim()}`, { alias: conn.alias });
-  uploadedBytes += await uploadFiles(ctx, [...files.map((f) => ({ content: f.data, remote: `${tmp}/${f.name}` })), { content: Buffer.from(manifest), remote: `${tmp}/.manifest` }], "upload");
+  if (mk.code !== 0)
+    throw new NodeError("RUNTIME_INSTALL_FAILED", `creating ${tmp} on ${conn.alias} failed: ${mk.stderr.trim()}`, {
+      alias: conn.alias,
+    });
+  uploadedBytes += await uploadFiles(
+    ctx,
+    [
+      ...files.map((f) => ({ content: f.data, remote: `${tmp}/${f.name}` })),
+      { content: Buffer.from(manifest), remote: `${tmp}/.manifest` },
+    ],
+    "upload",
+  );
   emit({ step: "upload", status: "done", message: `uploaded hive-agent ${local.version}` });
 
   // 2. The runtime set, unless the node has it intact already (another version used the same set).
@@ -147,7 +186,12 @@ async function installAndStart(ctx: DeployContext, state: NodeState, lock: Deplo
   // 3. Finish the temp folder: verify what arrived, link the runtime, mark it complete.
   const complete = `backends=${set.backends.join(" ")}\nruntime=${set.id}\nnode=${nodePath}\n`;
   const fin = await runScript(conn, "agent-finish", [tmp, set.id, complete]);
-  if (fin.code !== 0) throw new NodeError("RUNTIME_INSTALL_FAILED", `preparing ${local.version} on ${conn.alias} failed: ${fin.stderr.trim()}`, { alias: conn.alias });
+  if (fin.code !== 0)
+    throw new NodeError(
+      "RUNTIME_INSTALL_FAILED",
+      `preparing ${local.version} on ${conn.alias} failed: ${fin.stderr.trim()}`,
+      { alias: conn.alias },
+    );
 
   // Past this point the running hive is touched: no cancel, and only while we still own the lock.
   opts.signal?.throwIfAborted();
@@ -157,12 +201,25 @@ async function installAndStart(ctx: DeployContext, state: NodeState, lock: Deplo
   emit({ step: "activate", status: "started", message: `activating ${local.version}` });
   const backup = `${state.root}/agent/.old-${lock.owner}`;
   const act = await runScript(conn, "agent-activate", [agentDir, backup, tmp]);
-  if (act.code !== 0) throw new NodeError("RUNTIME_INSTALL_FAILED", `activating ${local.version} on ${conn.alias} failed: ${act.stderr.trim()}`, { alias: conn.alias });
-  emit({ step: "activate", status: "done", message: runtime === "reused" ? `installed ${local.version} (runtime reused)` : `installed ${local.version}` });
+  if (act.code !== 0)
+    throw new NodeError(
+      "RUNTIME_INSTALL_FAILED",
+      `activating ${local.version} on ${conn.alias} failed: ${act.stderr.trim()}`,
+      { alias: conn.alias },
+    );
+  emit({
+    step: "activate",
+    status: "done",
+    message: runtime === "reused" ? `installed ${local.version} (runtime reused)` : `installed ${local.version}`,
+  });
 
   emit({ step: "token", status: "started", message: "preparing the hive token" });
   const token = state.token ?? (await writeToken(conn));
-  emit({ step: "token", status: "done", message: state.token ? "kept the node's token" : "generated a new token (mode 0600)" });
+  emit({
+    step: "token",
+    status: "done",
+    message: state.token ? "kept the node's token" : "generated a new token (mode 0600)",
+  });
 
   let info: HiveInfo;
   try {
@@ -171,7 +228,11 @@ async function installAndStart(ctx: DeployContext, state: NodeState, lock: Deplo
     emit({ step: "start", status: "done", message: `hive started (pid ${info.pid}, listening on ${info.address})` });
     emit({ step: "health", status: "started", message: "checking /v1/health through SSH" });
     if (!(await hiveAnswers(conn, info.address, token, local.version, 5))) {
-      throw new NodeError("HIVE_START_FAILED", `the hive on ${conn.alias} started (pid ${info.pid}) but /v1/health did not answer through SSH; see rbee logs --node ${conn.alias}`, { alias: conn.alias });
+      throw new NodeError(
+        "HIVE_START_FAILED",
+        `the hive on ${conn.alias} started (pid ${info.pid}) but /v1/health did not answer through SSH; see rbee logs --node ${conn.alias}`,
+        { alias: conn.alias },
+      );
     }
   } catch (err) {
     // A failed upgrade puts the previous version back and starts it again.
@@ -203,7 +264,11 @@ async function installAndStart(ctx: DeployContext, state: NodeState, lock: Deplo
 }
 
 /** After a failed start: the previous version's folder back in place and its hive started; says what happened. */
-async function restorePrevious(ctx: DeployContext, state: NodeState, previous: { version: string; backup: string }): Promise<string> {
+async function restorePrevious(
+  ctx: DeployContext,
+  state: NodeState,
+  previous: { version: string; backup: string },
+): Promise<string> {
   const { conn, opts, local } = ctx;
   const prevVersion = previous.version;
   try {

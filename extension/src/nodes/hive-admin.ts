@@ -12,7 +12,10 @@ import { runScript, scriptCommand } from "./remote-scripts";
 export async function hiveStatus(conn: SshConnection, opts: { nodeCommand?: string } = {}): Promise<RemoteHiveStatus> {
   const state = await probeState(conn, "-", opts.nodeCommand ?? "node");
   const hive = state.hive;
-  const healthy = hive.running && hive.address !== "" && state.token !== undefined ? await hiveAnswers(conn, hive.address, state.token, hive.version) : false;
+  const healthy =
+    hive.running && hive.address !== "" && state.token !== undefined
+      ? await hiveAnswers(conn, hive.address, state.token, hive.version)
+      : false;
   return {
     alias: conn.alias,
     installedVersions: state.agentDirs,
@@ -35,13 +38,23 @@ export async function readHiveToken(conn: SshConnection): Promise<string | undef
  * Stops the hive and removes the agent, its runtime, token, hive.json and log. The model catalog stays
  * unless `purgeModels` (models are often large downloads).
  */
-export async function uninstallHive(conn: SshConnection, opts: { purgeModels?: boolean; onProgress?: (e: DeployEvent) => void } = {}): Promise<{ removed: boolean }> {
+export async function uninstallHive(
+  conn: SshConnection,
+  opts: { purgeModels?: boolean; onProgress?: (e: DeployEvent) => void } = {},
+): Promise<{ removed: boolean }> {
   const emit = opts.onProgress ?? (() => {});
   const state = await probeState(conn, "-", "node");
   if (state.hive.running) await stopHive(conn, state.hive.pid, emit);
   const r = await runScript(conn, "uninstall", [opts.purgeModels ? "yes" : "no"]);
-  if (r.code !== 0 && !/found=/.test(r.stdout)) throw new NodeError("REMOTE_COMMAND_FAILED", `uninstall on ${conn.alias} failed: ${r.stderr.trim()}`, { alias: conn.alias });
-  emit({ step: "cleanup", status: "done", message: `removed rbee from ${conn.alias}${opts.purgeModels ? " (models too)" : "; models kept"}` });
+  if (r.code !== 0 && !/found=/.test(r.stdout))
+    throw new NodeError("REMOTE_COMMAND_FAILED", `uninstall on ${conn.alias} failed: ${r.stderr.trim()}`, {
+      alias: conn.alias,
+    });
+  emit({
+    step: "cleanup",
+    status: "done",
+    message: `removed rbee from ${conn.alias}${opts.purgeModels ? " (models too)" : "; models kept"}`,
+  });
   return { removed: r.stdout.includes("found=1") };
 }
 
@@ -49,12 +62,17 @@ export async function uninstallHive(conn: SshConnection, opts: { purgeModels?: b
  * The hive's log on the node: its last `lines` lines, then (with `follow`) what it appends until
  * the signal aborts. Yields text chunks as they arrive.
  */
-export async function* hiveLogs(conn: SshConnection, opts: { follow?: boolean; lines?: number; signal?: AbortSignal } = {}): AsyncGenerator<string> {
+export async function* hiveLogs(
+  conn: SshConnection,
+  opts: { follow?: boolean; lines?: number; signal?: AbortSignal } = {},
+): AsyncGenerator<string> {
   const lines = Math.max(0, Math.floor(opts.lines ?? 200));
   const channel = await conn.execStream(scriptCommand("hive-log", [lines, opts.follow ? "yes" : "no"]));
   let stderr = "";
   channel.stderr.on("data", (d: Buffer) => (stderr += d));
-  const closed = new Promise<number | null | undefined>((resolve) => channel.once("close", (c?: number | null) => resolve(c)));
+  const closed = new Promise<number | null | undefined>((resolve) =>
+    channel.once("close", (c?: number | null) => resolve(c)),
+  );
   const stop = () => {
     // Ask the remote tail to end (sshd forwards the signal), then close our side.
     channel.signal("TERM");
@@ -71,5 +89,10 @@ export async function* hiveLogs(conn: SshConnection, opts: { follow?: boolean; l
     if (!channel.destroyed) stop();
   }
   const exitCode = opts.signal?.aborted ? undefined : await closed;
-  if (exitCode === 3) throw new NodeError("HIVE_NOT_DEPLOYED", `${conn.alias} has no hive log (${stderr.trim()}); deploy first: rbee nodes deploy ${conn.alias}`, { alias: conn.alias });
+  if (exitCode === 3)
+    throw new NodeError(
+      "HIVE_NOT_DEPLOYED",
+      `${conn.alias} has no hive log (${stderr.trim()}); deploy first: rbee nodes deploy ${conn.alias}`,
+      { alias: conn.alias },
+    );
 }

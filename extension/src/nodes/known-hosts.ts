@@ -11,7 +11,12 @@ import { errorCode } from "@rbee/hive-agent/util/coded-error";
 
 export type HostKeyCheck =
   | { status: "match"; keyType: string; fingerprint: string; file: string; line: number }
-  | { status: "unknown"; keyType: string; fingerprint: string; /** key types this host is known by */ otherKeyTypes: string[] }
+  | {
+      status: "unknown";
+      keyType: string;
+      fingerprint: string;
+      /** key types this host is known by */ otherKeyTypes: string[];
+    }
   | { status: "changed"; keyType: string; fingerprint: string; knownFingerprints: string[]; file: string; line: number }
   | { status: "revoked"; keyType: string; fingerprint: string; file: string; line: number };
 
@@ -138,13 +143,25 @@ export function checkHostKeyText(files: { path: string; text: string }[], name: 
     }
   }
   if (match) return match;
-  if (changed) return { status: "changed", keyType, fingerprint, knownFingerprints: changed.fps, file: changed.file, line: changed.line };
+  if (changed)
+    return {
+      status: "changed",
+      keyType,
+      fingerprint,
+      knownFingerprints: changed.fps,
+      file: changed.file,
+      line: changed.line,
+    };
   return { status: "unknown", keyType, fingerprint, otherKeyTypes: [...otherKeyTypes] };
 }
 
 /** Checks a host key against known_hosts files on disk (missing files count as empty). */
 export function checkHostKey(files: string[], host: string, port: number, keyBlob: Buffer): HostKeyCheck {
-  return checkHostKeyText(files.map((p) => ({ path: p, text: readIfExists(p) })), knownHostName(host, port), keyBlob);
+  return checkHostKeyText(
+    files.map((p) => ({ path: p, text: readIfExists(p) })),
+    knownHostName(host, port),
+    keyBlob,
+  );
 }
 
 /** The key types known for a host, so the handshake can prefer a key type we can verify. */
@@ -177,7 +194,13 @@ export function knownHostsLine(host: string, port: number, keyBlob: Buffer, hash
 }
 
 /** Appends a host key to a known_hosts file (creating it and its folder as OpenSSH would). */
-export function recordHostKey(file: string, host: string, port: number, keyBlob: Buffer, opts: { hashed?: boolean } = {}): void {
+export function recordHostKey(
+  file: string,
+  host: string,
+  port: number,
+  keyBlob: Buffer,
+  opts: { hashed?: boolean } = {},
+): void {
   mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   const prefix = endsWithoutNewline(file) ? "\n" : "";
   appendFileSync(file, prefix + knownHostsLine(host, port, keyBlob, opts.hashed ?? false) + "\n", { mode: 0o644 });

@@ -11,7 +11,9 @@ export class NodeRouter implements NodeConnector {
   ) {}
 
   connect(node: string, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal): Promise<NodeHandle> {
-    return node === LOCALHOST ? this.local.connect(node, onEvent, signal) : this.remote().connect(node, onEvent, signal);
+    return node === LOCALHOST
+      ? this.local.connect(node, onEvent, signal)
+      : this.remote().connect(node, onEvent, signal);
   }
 
   invalidate(node: string): void {

@@ -120,7 +120,8 @@ export class NpmConfig {
       if (auth) return `Basic ${auth}`;
       const user = this.settings.get(`${prefix}:username`);
       const pass = this.settings.get(`${prefix}:_password`);
-      if (user && pass) return `Basic ${Buffer.from(`${user}:${Buffer.from(pass, "base64").toString("utf8")}`).toString("base64")}`;
+      if (user && pass)
+        return `Basic ${Buffer.from(`${user}:${Buffer.from(pass, "base64").toString("utf8")}`).toString("base64")}`;
       if (prefix === `//${u.host}/`) break;
       dart = prefix.slice(0, -1);
     }
@@ -152,7 +153,10 @@ export class NpmConfig {
   /** Everything needed to GET a tarball of name@version. */
   request(name: string, version: string): RegistryRequest {
     const url = this.tarballUrl(name, version);
-    const headers: Record<string, string> = { "user-agent": "rbee (npm registry client)", accept: "application/octet-stream" };
+    const headers: Record<string, string> = {
+      "user-agent": "rbee (npm registry client)",
+      accept: "application/octet-stream",
+    };
     const auth = this.authorization(url);
     if (auth) headers.authorization = auth;
     const cafile = this.settings.get("cafile");

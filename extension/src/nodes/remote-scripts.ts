@@ -48,11 +48,13 @@ const loaded = new Map<string, string>();
 function scriptText(name: ScriptName | "common"): string {
   if (typeof __RBEE_NODE_SCRIPTS__ !== "undefined") {
     const text = __RBEE_NODE_SCRIPTS__[name];
-    if (text === undefined) throw new Error(`this build has no node script ${name}.sh (esbuild.mjs bundles extension/src/nodes/scripts)`);
+    if (text === undefined)
+      throw new Error(`this build has no node script ${name}.sh (esbuild.mjs bundles extension/src/nodes/scripts)`);
     return text;
   }
   let text = loaded.get(name);
-  if (text === undefined) loaded.set(name, (text = readFileSync(path.join(__dirname, "scripts", `${name}.sh`), "utf8")));
+  if (text === undefined)
+    loaded.set(name, (text = readFileSync(path.join(__dirname, "scripts", `${name}.sh`), "utf8")));
   return text;
 }
 
@@ -63,7 +65,12 @@ export function scriptCommand(name: ScriptName, args: readonly (string | number)
 }
 
 /** Runs a script on the node and collects its output (a non-zero exit is the caller's to judge). */
-export function runScript(conn: SshConnection, name: ScriptName, args: readonly (string | number)[] = [], opts: ExecOptions = {}): Promise<ExecResult> {
+export function runScript(
+  conn: SshConnection,
+  name: ScriptName,
+  args: readonly (string | number)[] = [],
+  opts: ExecOptions = {},
+): Promise<ExecResult> {
   return conn.exec(scriptCommand(name, args), opts);
 }
 

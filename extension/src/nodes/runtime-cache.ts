@@ -6,7 +6,18 @@
 // Where it lives: the extension's global storage in VS Code, ~/.rbee/cache/runtime for the CLI.
 
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, copyFileSync, writeFileSync } from "node:fs";
+import {
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  copyFileSync,
+  writeFileSync,
+} from "node:fs";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Transform } from "node:stream";
@@ -119,7 +130,8 @@ export class RuntimeCache {
   private async fromFallback(pin: PinnedTarball): Promise<string | undefined> {
     for (const dir of this.opts.fallbackDirs ?? []) {
       const src = path.join(dir, tarballFileName(pin));
-      if (path.resolve(dir) === path.resolve(this.dir) || !existsSync(src) || !(await fileMatches(src, pin.integrity))) continue;
+      if (path.resolve(dir) === path.resolve(this.dir) || !existsSync(src) || !(await fileMatches(src, pin.integrity)))
+        continue;
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
       const tmp = `${this.file(pin)}.tmp-${randomBytes(4).toString("hex")}`;
       copyFileSync(src, tmp);
@@ -131,7 +143,10 @@ export class RuntimeCache {
   }
 
   /** Makes every tarball available, fetching the missing ones from the registry. */
-  async ensure(pins: PinnedTarball[], opts: { onProgress?: (p: CacheProgress) => void; signal?: AbortSignal } = {}): Promise<EnsureResult> {
+  async ensure(
+    pins: PinnedTarball[],
+    opts: { onProgress?: (p: CacheProgress) => void; signal?: AbortSignal } = {},
+  ): Promise<EnsureResult> {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const files: string[] = new Array(pins.length);
     const missing: number[] = [];
@@ -144,17 +159,25 @@ export class RuntimeCache {
       if (f) files[i] = f;
       else missing.push(i);
     }
-    const progress: CacheProgress = { done: firstOfFile.size - missing.length, total: firstOfFile.size, fetchedBytes: 0 };
+    const progress: CacheProgress = {
+      done: firstOfFile.size - missing.length,
+      total: firstOfFile.size,
+      fetchedBytes: 0,
+    };
     opts.onProgress?.({ ...progress });
     let next = 0;
     const worker = async () => {
       while (next < missing.length) {
         const i = missing[next++];
         opts.signal?.throwIfAborted();
-        files[i] = await this.fetch(pins[i], (n) => {
-          progress.fetchedBytes += n;
-          opts.onProgress?.({ ...progress, name: pins[i].name });
-        }, opts.signal);
+        files[i] = await this.fetch(
+          pins[i],
+          (n) => {
+            progress.fetchedBytes += n;
+            opts.onProgress?.({ ...progress, name: pins[i].name });
+          },
+          opts.signal,
+        );
         progress.done++;
         opts.onProgress?.({ ...progress, name: pins[i].name });
       }
@@ -199,8 +222,15 @@ export class RuntimeCache {
         }
         if (res.statusCode !== 200) {
           res.body.resume();
-          const hint = res.statusCode === 401 || res.statusCode === 403 ? "; the registry refused the credentials of this machine's .npmrc" : "";
-          throw new NodeError("RUNTIME_INSTALL_FAILED", `the registry answered ${res.statusCode} for ${pin.name}@${pin.version} (${url})${hint}`, { package: pin.name, status: res.statusCode });
+          const hint =
+            res.statusCode === 401 || res.statusCode === 403
+              ? "; the registry refused the credentials of this machine's .npmrc"
+              : "";
+          throw new NodeError(
+            "RUNTIME_INSTALL_FAILED",
+            `the registry answered ${res.statusCode} for ${pin.name}@${pin.version} (${url})${hint}`,
+            { package: pin.name, status: res.statusCode },
+          );
         }
         const hash = createHash(want.algorithm);
         const count = new Transform({
@@ -232,7 +262,11 @@ export class RuntimeCache {
    * Copies tarballs into `dir` for an air-gapped keeper, with a list of what they are. Fetches
    * what is not cached yet.
    */
-  async exportTo(pins: PinnedTarball[], dir: string, opts: { onProgress?: (p: CacheProgress) => void } = {}): Promise<{ files: string[]; bytes: number }> {
+  async exportTo(
+    pins: PinnedTarball[],
+    dir: string,
+    opts: { onProgress?: (p: CacheProgress) => void } = {},
+  ): Promise<{ files: string[]; bytes: number }> {
     const got = await this.ensure(pins, opts);
     mkdirSync(dir, { recursive: true });
     const names: string[] = [];
@@ -241,7 +275,21 @@ export class RuntimeCache {
       copyFileSync(f, path.join(dir, name));
       names.push(name);
     }
-    writeFileSync(path.join(dir, "rbee-runtime.json"), JSON.stringify({ tarballs: pins.map((p) => ({ file: tarballFileName(p), name: p.name, version: p.version, integrity: p.integrity })) }, null, 2) + "\n");
+    writeFileSync(
+      path.join(dir, "rbee-runtime.json"),
+      JSON.stringify(
+        {
+          tarballs: pins.map((p) => ({
+            file: tarballFileName(p),
+            name: p.name,
+            version: p.version,
+            integrity: p.integrity,
+          })),
+        },
+        null,
+        2,
+      ) + "\n",
+    );
     return { files: names, bytes: got.totalBytes };
   }
 
@@ -249,13 +297,18 @@ export class RuntimeCache {
    * Takes the tarballs of `dir` that this build pins (by name, version and hash) into the cache.
    * A file that is pinned but whose bytes differ is refused; files this build does not pin are skipped.
    */
-  async importFrom(dir: string, pins: RuntimePins): Promise<{ imported: string[]; skipped: string[]; refused: string[] }> {
+  async importFrom(
+    dir: string,
+    pins: RuntimePins,
+  ): Promise<{ imported: string[]; skipped: string[]; refused: string[] }> {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const byFile = new Map(allPinnedTarballs(pins).map((p) => [tarballFileName(p), p]));
     const out = { imported: [] as string[], skipped: [] as string[], refused: [] as string[] };
     let entries: string[];
     try {
-      entries = readdirSync(dir).filter((n) => n.endsWith(".tgz")).sort();
+      entries = readdirSync(dir)
+        .filter((n) => n.endsWith(".tgz"))
+        .sort();
     } catch (err) {
       throw new NodeError("RUNTIME_INSTALL_FAILED", `cannot read ${dir}: ${(err as Error).message}`, {});
     }

@@ -27,7 +27,9 @@ export interface NodePlatform {
 
 /** Node.js's names for the node's platform (process.platform / process.arch). */
 export function nodeJsPlatform(p: NodePlatform): { platform: string; arch: string } {
-  const arch = { x86_64: "x64", amd64: "x64", aarch64: "arm64", arm64: "arm64", armv7l: "arm", riscv64: "riscv64" }[p.machine] ?? p.machine;
+  const arch =
+    { x86_64: "x64", amd64: "x64", aarch64: "arm64", arm64: "arm64", armv7l: "arm", riscv64: "riscv64" }[p.machine] ??
+    p.machine;
   return { platform: p.os, arch };
 }
 
@@ -38,10 +40,14 @@ export function nodeJsPlatform(p: NodePlatform): { platform: string; arch: strin
 export function prebuiltPackagesFor(p: NodePlatform): { packages: string[]; backends: string[] } {
   const { platform, arch } = nodeJsPlatform(p);
   const unsupported = (why: string) =>
-    new NodeError("UNSUPPORTED_PLATFORM", `${why}; rbee runs on Linux (x64, arm64, armv7l, riscv64 with glibc) and macOS (Apple silicon, x64): use such a machine as the node`, {
-      os: p.os,
-      machine: p.machine,
-    });
+    new NodeError(
+      "UNSUPPORTED_PLATFORM",
+      `${why}; rbee runs on Linux (x64, arm64, armv7l, riscv64 with glibc) and macOS (Apple silicon, x64): use such a machine as the node`,
+      {
+        os: p.os,
+        machine: p.machine,
+      },
+    );
   if (platform === "linux") {
     if (p.musl)
       throw unsupported(
@@ -121,7 +127,11 @@ export function runtimeClosure(nodeModules: string, prebuilts: string[]): string
     const dir = resolvePackageDir(pkg, fromDir, root);
     if (!dir) {
       if (optional) return;
-      throw new NodeError("DEPLOY_BUNDLE_MISSING", `${pkg} is not installed under ${root}; run npm install there (it is needed to copy the runtime to a node)`, { package: pkg });
+      throw new NodeError(
+        "DEPLOY_BUNDLE_MISSING",
+        `${pkg} is not installed under ${root}; run npm install there (it is needed to copy the runtime to a node)`,
+        { package: pkg },
+      );
     }
     const rel = path.relative(root, dir);
     if (found.has(rel)) return;
@@ -137,7 +147,9 @@ export function runtimeClosure(nodeModules: string, prebuilts: string[]): string
   visit("node-llama-cpp", root, false);
   for (const p of prebuilts) visit(p, root, false);
   // A package nested inside another (x/node_modules/y) travels with its parent folder.
-  return [...found].filter((rel) => ![...found].some((other) => other !== rel && rel.startsWith(other + path.sep))).sort();
+  return [...found]
+    .filter((rel) => ![...found].some((other) => other !== rel && rel.startsWith(other + path.sep)))
+    .sort();
 }
 
 /** Like require.resolve for a package folder: node_modules/<pkg> in fromDir or above, within root. */
@@ -158,7 +170,11 @@ function resolvePackageDir(pkg: string, fromDir: string, root: string): string |
  * Paths inside node-llama-cpp that only a source build uses (the llama.cpp checkout and its git
  * bundle, ~240 MB); the hive never builds, so they are not copied.
  */
-export const RUNTIME_COPY_EXCLUDES = ["node-llama-cpp/llama/llama.cpp", "node-llama-cpp/llama/gitRelease.bundle", "node-llama-cpp/llama/localBuilds"];
+export const RUNTIME_COPY_EXCLUDES = [
+  "node-llama-cpp/llama/llama.cpp",
+  "node-llama-cpp/llama/gitRelease.bundle",
+  "node-llama-cpp/llama/localBuilds",
+];
 
 /** Total size in bytes of what would be copied (for progress). */
 export function closureSize(nodeModules: string, rels: string[]): number {
@@ -198,11 +214,21 @@ export const RUNTIME_PINS_FILE = "runtime-pins.json";
 
 /** The pins shipped next to the bundle ($RBEE_RUNTIME_PINS, else found above this module, as dist/ in a checkout). */
 export function loadRuntimePins(file?: string): RuntimePins {
-  const candidates = file ? [file] : [process.env.RBEE_RUNTIME_PINS, path.join(__dirname, RUNTIME_PINS_FILE), path.join(__dirname, "..", "..", "..", "dist", RUNTIME_PINS_FILE)];
+  const candidates = file
+    ? [file]
+    : [
+        process.env.RBEE_RUNTIME_PINS,
+        path.join(__dirname, RUNTIME_PINS_FILE),
+        path.join(__dirname, "..", "..", "..", "dist", RUNTIME_PINS_FILE),
+      ];
   for (const c of candidates) {
     if (c && existsSync(c)) return JSON.parse(readFileSync(c, "utf8")) as RuntimePins;
   }
-  throw new NodeError("DEPLOY_BUNDLE_MISSING", `the runtime pins (${RUNTIME_PINS_FILE}) are missing next to ${__dirname}; rebuild with npm run build (or reinstall rbee)`, {});
+  throw new NodeError(
+    "DEPLOY_BUNDLE_MISSING",
+    `the runtime pins (${RUNTIME_PINS_FILE}) are missing next to ${__dirname}; rebuild with npm run build (or reinstall rbee)`,
+    {},
+  );
 }
 
 /** "linux-x64", "darwin-arm64", "win32-x64": the key of the Node.js packages in the pins. */
@@ -258,7 +284,10 @@ export function runtimeSetFor(p: NodePlatform, pins: RuntimePins, opts: { withNo
   }
   const prebuilts = names.map((n) => {
     const pin = pins.prebuilts[n];
-    if (!pin) throw new NodeError("DEPLOY_BUNDLE_MISSING", `${n} is not in the runtime pins of this build; rebuild rbee`, { package: n });
+    if (!pin)
+      throw new NodeError("DEPLOY_BUNDLE_MISSING", `${n} is not in the runtime pins of this build; rebuild rbee`, {
+        package: n,
+      });
     return pin;
   });
   const packages = [...pins.closure, ...prebuilts];

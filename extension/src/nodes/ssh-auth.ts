@@ -25,7 +25,8 @@ export class AuthSequence {
     private readonly opts: SshConnectOptions,
     private readonly deadline: Deadline,
   ) {
-    const agentPath = spec.identityAgent === null ? undefined : (spec.identityAgent ?? opts.agentSocket ?? process.env.SSH_AUTH_SOCK);
+    const agentPath =
+      spec.identityAgent === null ? undefined : (spec.identityAgent ?? opts.agentSocket ?? process.env.SSH_AUTH_SOCK);
     if (agentPath) this.steps.push(() => this.agentStep(agentPath));
     for (const file of spec.identityFiles) this.steps.push(() => this.keyStep(file));
   }
@@ -67,7 +68,8 @@ export class AuthSequence {
     try {
       data = readFileSync(file);
     } catch (err) {
-      if (this.spec.identityFilesConfigured) this.notes.push(`${file}: ${errorCode(err) === "ENOENT" ? "no such file" : (err as Error).message}`);
+      if (this.spec.identityFilesConfigured)
+        this.notes.push(`${file}: ${errorCode(err) === "ENOENT" ? "no such file" : (err as Error).message}`);
       return undefined;
     }
     const parsed = utils.parseKey(data);
@@ -80,7 +82,9 @@ export class AuthSequence {
       return undefined;
     }
     if (!this.opts.askPassphrase) {
-      this.notes.push(`${file} is encrypted and no passphrase can be asked here; load it into ssh-agent (ssh-add ${file})`);
+      this.notes.push(
+        `${file} is encrypted and no passphrase can be asked here; load it into ssh-agent (ssh-add ${file})`,
+      );
       return undefined;
     }
     for (let attempt = 1; attempt <= 3; attempt++) {
@@ -132,7 +136,10 @@ class FilteredAgent extends OpenSSHAgent {
   override getIdentities(cb: IdentityCallback<ParsedKey>): void {
     super.getIdentities((err, keys) => {
       if (err || !keys) return cb(err, keys);
-      cb(err, keys.filter((k) => "getPublicSSH" in k && this.allowed.some((b) => b.equals(k.getPublicSSH()))));
+      cb(
+        err,
+        keys.filter((k) => "getPublicSSH" in k && this.allowed.some((b) => b.equals(k.getPublicSSH()))),
+      );
     });
   }
 }

@@ -8,7 +8,13 @@ import { NodeError } from "./errors";
 import type { ExecOptions, ExecResult } from "./ssh-options";
 
 /** Runs an opened exec channel to its end: stdout and stderr (each cut at maxOutputBytes), exit status or signal. */
-export function collectExec(channel: ClientChannel, command: string, alias: string, opts: ExecOptions, lost: (during: string) => Error): Promise<ExecResult> {
+export function collectExec(
+  channel: ClientChannel,
+  command: string,
+  alias: string,
+  opts: ExecOptions,
+  lost: (during: string) => Error,
+): Promise<ExecResult> {
   const max = opts.maxOutputBytes ?? 16 * 1024 * 1024;
   return new Promise<ExecResult>((resolve, reject) => {
     const out: Buffer[] = [];
@@ -20,7 +26,13 @@ export function collectExec(channel: ClientChannel, command: string, alias: stri
     let timer: NodeJS.Timeout | undefined;
     if (opts.timeoutMs) {
       timer = setTimeout(() => {
-        failChannel(channel, new NodeError("REMOTE_COMMAND_FAILED", `command on ${alias} did not finish in ${opts.timeoutMs} ms: ${short(command)}`));
+        failChannel(
+          channel,
+          new NodeError(
+            "REMOTE_COMMAND_FAILED",
+            `command on ${alias} did not finish in ${opts.timeoutMs} ms: ${short(command)}`,
+          ),
+        );
       }, opts.timeoutMs);
     }
     channel.on("exit", (c: number | null, s?: string) => {
@@ -50,7 +62,12 @@ export function collectExec(channel: ClientChannel, command: string, alias: stri
         reject(lost(`while running: ${short(command)}`));
         return;
       }
-      resolve({ code, signal, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") });
+      resolve({
+        code,
+        signal,
+        stdout: Buffer.concat(out).toString("utf8"),
+        stderr: Buffer.concat(err).toString("utf8"),
+      });
     });
     if (opts.stdin !== undefined) channel.end(opts.stdin);
     else channel.end();

@@ -72,7 +72,12 @@ export function loadSshConfig(opts: SshConfigOptions = {}): SshConfigIndex {
     text = readFileSync(configPath, "utf8");
   } catch (err) {
     if (errorCode(err) === "ENOENT") text = "";
-    else throw new NodeError("SSH_CONFIG_INVALID", `cannot read ssh config ${configPath}: ${(err as Error)?.message ?? err}`, { path: configPath });
+    else
+      throw new NodeError(
+        "SSH_CONFIG_INVALID",
+        `cannot read ssh config ${configPath}: ${(err as Error)?.message ?? err}`,
+        { path: configPath },
+      );
   }
   return parseSshConfig(text, { ...opts, configPath });
 }
@@ -116,18 +121,34 @@ export class SshConfigIndex {
   /** Like resolve(), but refuses a name that is not a concrete alias of the config. */
   node(alias: string): SshNodeSpec {
     if (!this.has(alias)) {
-      const known = this.aliases.length ? `known nodes: ${this.aliases.join(", ")}` : "the ssh config defines no Host aliases";
-      throw new NodeError("NODE_UNKNOWN", `no Host "${alias}" in the ssh config (${known}); add a Host section for it to ~/.ssh/config`, { alias });
+      const known = this.aliases.length
+        ? `known nodes: ${this.aliases.join(", ")}`
+        : "the ssh config defines no Host aliases";
+      throw new NodeError(
+        "NODE_UNKNOWN",
+        `no Host "${alias}" in the ssh config (${known}); add a Host section for it to ~/.ssh/config`,
+        { alias },
+      );
     }
     return this.resolve(alias);
   }
 
-  private resolveHop(host: string, chain: string[], override: { user?: string; port?: number } | undefined): SshNodeSpec {
+  private resolveHop(
+    host: string,
+    chain: string[],
+    override: { user?: string; port?: number } | undefined,
+  ): SshNodeSpec {
     if (chain.includes(host)) {
-      throw new NodeError("SSH_CONFIG_INVALID", `ProxyJump loop: ${[...chain, host].join(" -> ")}; fix the ProxyJump lines in the ssh config`, { alias: host });
+      throw new NodeError(
+        "SSH_CONFIG_INVALID",
+        `ProxyJump loop: ${[...chain, host].join(" -> ")}; fix the ProxyJump lines in the ssh config`,
+        { alias: host },
+      );
     }
     if (chain.length >= MAX_JUMP_DEPTH) {
-      throw new NodeError("SSH_CONFIG_INVALID", `ProxyJump chain longer than ${MAX_JUMP_DEPTH} hops at "${host}"`, { alias: host });
+      throw new NodeError("SSH_CONFIG_INVALID", `ProxyJump chain longer than ${MAX_JUMP_DEPTH} hops at "${host}"`, {
+        alias: host,
+      });
     }
     const c = this.config.compute(host, { ignoreCase: true, matchExec: false }) as Record<string, string | string[]>;
     const hostnameRaw = first(c.hostname) ?? host;
@@ -172,11 +193,15 @@ export class SshConfigIndex {
       userKnownHostsFiles: (all(c.userknownhostsfile).length
         ? all(c.userknownhostsfile)
         : ["~/.ssh/known_hosts", "~/.ssh/known_hosts2"]
-      ).filter((p) => p.toLowerCase() !== "none").map((p) => expandPath(p, "UserKnownHostsFile")),
+      )
+        .filter((p) => p.toLowerCase() !== "none")
+        .map((p) => expandPath(p, "UserKnownHostsFile")),
       globalKnownHostsFiles: (all(c.globalknownhostsfile).length
         ? all(c.globalknownhostsfile)
         : ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"]
-      ).filter((p) => p.toLowerCase() !== "none").map((p) => expandPath(p, "GlobalKnownHostsFile")),
+      )
+        .filter((p) => p.toLowerCase() !== "none")
+        .map((p) => expandPath(p, "GlobalKnownHostsFile")),
       strictHostKeyChecking: parseStrict(first(c.stricthostkeychecking)),
       hashKnownHosts: yesNo(first(c.hashknownhosts), false, "HashKnownHosts"),
       connectTimeoutMs: optSeconds(first(c.connecttimeout), "ConnectTimeout"),
@@ -188,18 +213,29 @@ export class SshConfigIndex {
     if (jump && jump.toLowerCase() !== "none") {
       if (first(c.proxycommand)) {
         // OpenSSH uses whichever of the two comes first; we only implement ProxyJump, so say so.
-        throw new NodeError("SSH_CONFIG_INVALID", `Host "${host}" sets both ProxyJump and ProxyCommand; keep only ProxyJump (ProxyCommand is not supported)`, { alias: host });
+        throw new NodeError(
+          "SSH_CONFIG_INVALID",
+          `Host "${host}" sets both ProxyJump and ProxyCommand; keep only ProxyJump (ProxyCommand is not supported)`,
+          { alias: host },
+        );
       }
       spec.proxyJump = this.resolveJumpChain(jump, [...chain, host]);
     } else if (first(c.proxycommand) && first(c.proxycommand)!.toLowerCase() !== "none") {
-      throw new NodeError("SSH_CONFIG_INVALID", `Host "${host}" uses ProxyCommand, which rbee does not run; use ProxyJump instead`, { alias: host });
+      throw new NodeError(
+        "SSH_CONFIG_INVALID",
+        `Host "${host}" uses ProxyCommand, which rbee does not run; use ProxyJump instead`,
+        { alias: host },
+      );
     }
     return spec;
   }
 
   /** "a,b,c": connect to a, through it to b, through b to c; the target goes through c. */
   private resolveJumpChain(value: string, chain: string[]): SshNodeSpec {
-    const hops = value.split(",").map((h) => h.trim()).filter(Boolean);
+    const hops = value
+      .split(",")
+      .map((h) => h.trim())
+      .filter(Boolean);
     let previous: SshNodeSpec | undefined;
     for (const hop of hops) {
       const { host, user, port } = parseJumpHop(hop);
@@ -215,10 +251,19 @@ export class SshConfigIndex {
   private expandPath(p: string): string {
     const withEnv = p.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => {
       const v = process.env[name];
-      if (v === undefined) throw new NodeError("SSH_CONFIG_INVALID", `ssh config refers to \${${name}}, which is not set in the environment`);
+      if (v === undefined)
+        throw new NodeError(
+          "SSH_CONFIG_INVALID",
+          `ssh config refers to \${${name}}, which is not set in the environment`,
+        );
       return v;
     });
-    const home = withEnv === "~" ? this.ctx.homeDir : withEnv.startsWith("~/") ? path.join(this.ctx.homeDir, withEnv.slice(2)) : withEnv;
+    const home =
+      withEnv === "~"
+        ? this.ctx.homeDir
+        : withEnv.startsWith("~/")
+          ? path.join(this.ctx.homeDir, withEnv.slice(2))
+          : withEnv;
     return path.isAbsolute(home) ? home : path.join(this.ctx.homeDir, home);
   }
 }
@@ -241,7 +286,9 @@ function parseText(text: string, source: string): Line[] {
   try {
     return [...parse(text)];
   } catch (err) {
-    throw new NodeError("SSH_CONFIG_INVALID", `cannot parse ssh config ${source}: ${(err as Error)?.message ?? err}`, { path: source });
+    throw new NodeError("SSH_CONFIG_INVALID", `cannot parse ssh config ${source}: ${(err as Error)?.message ?? err}`, {
+      path: source,
+    });
   }
 }
 
@@ -304,18 +351,26 @@ function expandSection(section: Section, ctx: ExpandContext, depth: number): Lin
 
 function readIncludes(patterns: string[], ctx: ExpandContext, depth: number): Line[] {
   if (depth + 1 > MAX_INCLUDE_DEPTH) {
-    throw new NodeError("SSH_CONFIG_INVALID", `ssh config Include nested more than ${MAX_INCLUDE_DEPTH} deep (an Include loop?)`);
+    throw new NodeError(
+      "SSH_CONFIG_INVALID",
+      `ssh config Include nested more than ${MAX_INCLUDE_DEPTH} deep (an Include loop?)`,
+    );
   }
   const out: Line[] = [];
   for (const pattern of patterns) {
-    let p = pattern === "~" ? ctx.homeDir : pattern.startsWith("~/") ? path.join(ctx.homeDir, pattern.slice(2)) : pattern;
+    let p =
+      pattern === "~" ? ctx.homeDir : pattern.startsWith("~/") ? path.join(ctx.homeDir, pattern.slice(2)) : pattern;
     if (!path.isAbsolute(p)) p = path.join(ctx.homeDir, ".ssh", p);
     for (const file of globFiles(p)) {
       let text: string;
       try {
         text = readFileSync(file, "utf8");
       } catch (err) {
-        throw new NodeError("SSH_CONFIG_INVALID", `cannot read included ssh config ${file}: ${(err as Error)?.message ?? err}`, { path: file });
+        throw new NodeError(
+          "SSH_CONFIG_INVALID",
+          `cannot read included ssh config ${file}: ${(err as Error)?.message ?? err}`,
+          { path: file },
+        );
       }
       out.push(...expandIncludes(parseText(text, file), ctx, depth + 1));
     }
@@ -363,7 +418,10 @@ function segmentRegex(seg: string): RegExp {
       const end = seg.indexOf("]", i + 1);
       if (end < 0) re += "\\[";
       else {
-        const body = seg.slice(i + 1, end).replace(/^!/, "^").replace(/\\/g, "\\\\");
+        const body = seg
+          .slice(i + 1, end)
+          .replace(/^!/, "^")
+          .replace(/\\/g, "\\\\");
         re += `[${body}]`;
         i = end;
       }
@@ -412,7 +470,11 @@ function all(v: string | string[] | undefined): string[] {
 function expandTokens(value: string, tokens: Record<string, string>, directive: string): string {
   return value.replace(/%(.)/g, (m, t: string) => {
     const v = tokens[t];
-    if (v === undefined) throw new NodeError("SSH_CONFIG_INVALID", `${directive} "${value}" uses %${t}, which rbee does not expand; write the value out instead`);
+    if (v === undefined)
+      throw new NodeError(
+        "SSH_CONFIG_INVALID",
+        `${directive} "${value}" uses %${t}, which rbee does not expand; write the value out instead`,
+      );
     return v;
   });
 }
@@ -420,7 +482,9 @@ function expandTokens(value: string, tokens: Record<string, string>, directive: 
 function parsePort(v: string, host: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1 || n > 65535) {
-    throw new NodeError("SSH_CONFIG_INVALID", `Port "${v}" for Host "${host}" is not a port number (1-65535)`, { alias: host });
+    throw new NodeError("SSH_CONFIG_INVALID", `Port "${v}" for Host "${host}" is not a port number (1-65535)`, {
+      alias: host,
+    });
   }
   return n;
 }
@@ -449,7 +513,8 @@ function optSeconds(v: string | undefined, directive: string): number | undefine
 function optInt(v: string | undefined, directive: string): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new NodeError("SSH_CONFIG_INVALID", `${directive} must be a whole number, not "${v}"`);
+  if (!Number.isInteger(n) || n < 0)
+    throw new NodeError("SSH_CONFIG_INVALID", `${directive} must be a whole number, not "${v}"`);
   return n;
 }
 

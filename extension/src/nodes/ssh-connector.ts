@@ -60,7 +60,8 @@ export class SshConnector implements NodeConnector {
   private async openNode(node: string, onEvent: (e: KeeperEvent) => void): Promise<Open> {
     const conn = this.pool.get(node);
     const narrate = (e: DeployEvent) => {
-      if (e.status === "started" || e.status === "warning") onEvent({ kind: "phase", phase: "node", status: "started", message: e.message });
+      if (e.status === "started" || e.status === "warning")
+        onEvent({ kind: "phase", phase: "node", status: "started", message: e.message });
     };
     let address: string;
     let token: string;
@@ -72,7 +73,9 @@ export class SshConnector implements NodeConnector {
       const s = await hiveStatus(conn, { nodeCommand: this.opts.deploy?.nodeCommand });
       const t = s.running ? await readHiveToken(conn) : undefined;
       if (!s.running || s.address === undefined || !t) {
-        throw new NodeError("HIVE_NOT_DEPLOYED", `no hive runs on ${node}; deploy it with: rbee nodes deploy ${node}`, { alias: node });
+        throw new NodeError("HIVE_NOT_DEPLOYED", `no hive runs on ${node}; deploy it with: rbee nodes deploy ${node}`, {
+          alias: node,
+        });
       }
       address = s.address;
       token = t;

@@ -13,7 +13,13 @@ import { AuthSequence } from "./ssh-auth";
 import type { SshNodeSpec } from "./ssh-config";
 import { Deadline } from "./deadline";
 import { hostKeyPreference, knownHostKeyTypes, verifyHostKey } from "./ssh-host-key";
-import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_KEEPALIVE_COUNT, DEFAULT_KEEPALIVE_MS, describeSpec, type SshConnectOptions } from "./ssh-options";
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_KEEPALIVE_COUNT,
+  DEFAULT_KEEPALIVE_MS,
+  describeSpec,
+  type SshConnectOptions,
+} from "./ssh-options";
 
 /** What a connect attempt needs from the pooled connection: its hop's connection, when behind a ProxyJump. */
 export interface JumpHop {
@@ -46,7 +52,10 @@ export async function connectOnce(spec: SshNodeSpec, opts: SshConnectOptions, ju
   try {
     const opening = openSocket(spec, opts, timeoutMs, jump);
     // A socket that arrives after the attempt failed is closed at once.
-    opening.then((s) => finished && s.destroy(), () => {});
+    opening.then(
+      (s) => finished && s.destroy(),
+      () => {},
+    );
     sock = await Promise.race([opening, expired]);
     await Promise.race([handshake(client, sock, spec, opts, deadline), expired]);
     return client;
@@ -63,20 +72,40 @@ export async function connectOnce(spec: SshNodeSpec, opts: SshConnectOptions, ju
 }
 
 /** The ssh2 handshake on an open socket; resolves when the client is ready. */
-function handshake(client: Client, sock: Duplex, spec: SshNodeSpec, opts: SshConnectOptions, deadline: Deadline): Promise<void> {
+function handshake(
+  client: Client,
+  sock: Duplex,
+  spec: SshNodeSpec,
+  opts: SshConnectOptions,
+  deadline: Deadline,
+): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     // Why the server side ended the handshake, as found by our host key check or authentication;
     // ssh2's own error for it says less.
     let verdict: NodeError | undefined;
     client.once("ready", () => resolve());
-    client.on("error", (err: Error & { level?: string; code?: string }) => reject(verdict ?? mapClientError(spec, err)));
-    client.on("close", () => reject(verdict ?? new NodeError("SSH_FAILED", `${spec.alias} closed the SSH connection during the handshake; see the node's sshd log`, { alias: spec.alias })));
+    client.on("error", (err: Error & { level?: string; code?: string }) =>
+      reject(verdict ?? mapClientError(spec, err)),
+    );
+    client.on("close", () =>
+      reject(
+        verdict ??
+          new NodeError(
+            "SSH_FAILED",
+            `${spec.alias} closed the SSH connection during the handshake; see the node's sshd log`,
+            { alias: spec.alias },
+          ),
+      ),
+    );
 
     const auth = new AuthSequence(spec, opts, deadline);
     const hostVerifier = (key: Buffer, verify: (ok: boolean) => void) => {
       deadline.pause();
       verifyHostKey(spec, opts, key)
-        .then(() => true, (err: NodeError) => ((verdict = err), false))
+        .then(
+          () => true,
+          (err: NodeError) => ((verdict = err), false),
+        )
         .then((ok) => {
           deadline.resume();
           verify(ok);
@@ -106,13 +135,25 @@ function handshake(client: Client, sock: Duplex, spec: SshNodeSpec, opts: SshCon
         authHandler: authHandler as any,
       });
     } catch (err) {
-      reject(new NodeError("SSH_FAILED", `SSH to ${spec.alias} could not start: ${(err as Error).message}`, { alias: spec.alias }, { cause: err }));
+      reject(
+        new NodeError(
+          "SSH_FAILED",
+          `SSH to ${spec.alias} could not start: ${(err as Error).message}`,
+          { alias: spec.alias },
+          { cause: err },
+        ),
+      );
     }
   });
 }
 
 /** A connected byte stream to the node's SSH port: TCP, or a channel through the jump host. */
-async function openSocket(spec: SshNodeSpec, opts: SshConnectOptions, timeoutMs: number, jump?: JumpHop): Promise<Duplex> {
+async function openSocket(
+  spec: SshNodeSpec,
+  opts: SshConnectOptions,
+  timeoutMs: number,
+  jump?: JumpHop,
+): Promise<Duplex> {
   if (jump) {
     try {
       return await jump.forwardOut(spec.hostname, spec.port);
@@ -192,7 +233,11 @@ export function requestInteractive(client: Client): Promise<void> {
 
 function mapClientError(spec: SshNodeSpec, err: Error & { level?: string; code?: string | number }): NodeError {
   if (err.level === "client-authentication") {
-    return new NodeError("SSH_AUTH_FAILED", `SSH authentication to ${spec.alias} (${describeSpec(spec)}) failed: ${err.message}`, { alias: spec.alias });
+    return new NodeError(
+      "SSH_AUTH_FAILED",
+      `SSH authentication to ${spec.alias} (${describeSpec(spec)}) failed: ${err.message}`,
+      { alias: spec.alias },
+    );
   }
   if (err.level === "client-timeout") {
     return new NodeError("SSH_TIMEOUT", `SSH to ${spec.alias} timed out: ${err.message}`, { alias: spec.alias });
@@ -200,7 +245,12 @@ function mapClientError(spec: SshNodeSpec, err: Error & { level?: string; code?:
   if (err.level === "client-socket" && typeof err.code === "string") {
     return socketError(spec, spec.hostname, err as NodeJS.ErrnoException);
   }
-  return new NodeError("SSH_FAILED", `SSH to ${spec.alias} (${describeSpec(spec)}) failed: ${err.message}`, { alias: spec.alias }, { cause: err });
+  return new NodeError(
+    "SSH_FAILED",
+    `SSH to ${spec.alias} (${describeSpec(spec)}) failed: ${err.message}`,
+    { alias: spec.alias },
+    { cause: err },
+  );
 }
 
 function socketError(spec: SshNodeSpec, address: string, err: NodeJS.ErrnoException): NodeError {
@@ -214,14 +264,34 @@ function socketError(spec: SshNodeSpec, address: string, err: NodeJS.ErrnoExcept
         { cause: err },
       );
     case "ETIMEDOUT":
-      return new NodeError("SSH_TIMEOUT", `TCP connect to ${spec.alias} (${at}) timed out; check that the host is up`, { alias: spec.alias }, { cause: err });
+      return new NodeError(
+        "SSH_TIMEOUT",
+        `TCP connect to ${spec.alias} (${at}) timed out; check that the host is up`,
+        { alias: spec.alias },
+        { cause: err },
+      );
     case "EHOSTUNREACH":
     case "ENETUNREACH":
-      return new NodeError("SSH_CONNECTION_REFUSED", `${spec.alias} (${at}) is unreachable (${err.code}); check the network route to it`, { alias: spec.alias }, { cause: err });
+      return new NodeError(
+        "SSH_CONNECTION_REFUSED",
+        `${spec.alias} (${at}) is unreachable (${err.code}); check the network route to it`,
+        { alias: spec.alias },
+        { cause: err },
+      );
     case "ECONNRESET":
     case "EPIPE":
-      return new NodeError("SSH_FAILED", `${spec.alias} (${at}) reset the connection during the SSH handshake`, { alias: spec.alias }, { cause: err });
+      return new NodeError(
+        "SSH_FAILED",
+        `${spec.alias} (${at}) reset the connection during the SSH handshake`,
+        { alias: spec.alias },
+        { cause: err },
+      );
     default:
-      return new NodeError("SSH_FAILED", `connection to ${spec.alias} (${at}) failed: ${err.message}`, { alias: spec.alias }, { cause: err });
+      return new NodeError(
+        "SSH_FAILED",
+        `connection to ${spec.alias} (${at}) failed: ${err.message}`,
+        { alias: spec.alias },
+        { cause: err },
+      );
   }
 }

@@ -27,7 +27,12 @@ export async function verifyHostKey(spec: SshNodeSpec, opts: SshConnectOptions, 
   try {
     check = checkHostKey(files, name, port, key);
   } catch (err) {
-    throw new NodeError("SSH_FAILED", `cannot check the host key of ${spec.alias}: ${(err as Error).message}`, { alias: spec.alias }, { cause: err });
+    throw new NodeError(
+      "SSH_FAILED",
+      `cannot check the host key of ${spec.alias}: ${(err as Error).message}`,
+      { alias: spec.alias },
+      { cause: err },
+    );
   }
   const where = knownHostName(name, port);
   switch (check.status) {
@@ -45,7 +50,13 @@ export async function verifyHostKey(spec: SshNodeSpec, opts: SshConnectOptions, 
         `HOST KEY CHANGED for ${spec.alias} (${where}): it now presents ${check.keyType} ${check.fingerprint}, but ${check.file}:${check.line} ` +
           `records ${check.knownFingerprints.join(", ")}. Someone may be intercepting the connection, or the host was reinstalled. ` +
           `If you trust the change, remove the old key with: ssh-keygen -R '${where}' -f ${check.file}`,
-        { alias: spec.alias, fingerprint: check.fingerprint, known_fingerprints: check.knownFingerprints, file: check.file, line: check.line },
+        {
+          alias: spec.alias,
+          fingerprint: check.fingerprint,
+          known_fingerprints: check.knownFingerprints,
+          file: check.file,
+          line: check.line,
+        },
       );
     case "unknown": {
       const recordTo = spec.userKnownHostsFiles[0];
@@ -67,7 +78,12 @@ export async function verifyHostKey(spec: SshNodeSpec, opts: SshConnectOptions, 
           "SSH_HOST_KEY_CHANGED",
           `the host key of ${spec.alias} (${where}) is ${check.keyType} ${check.fingerprint}, but known_hosts records it only with ${check.otherKeyTypes.join(", ")} keys; ` +
             `refusing to connect: an attacker who cannot present the recorded key may offer another type. If the node really changed its keys, verify the new fingerprint on it and record it with: ssh ${spec.alias}`,
-          { alias: spec.alias, fingerprint: check.fingerprint, key_type: check.keyType, known_key_types: check.otherKeyTypes },
+          {
+            alias: spec.alias,
+            fingerprint: check.fingerprint,
+            key_type: check.keyType,
+            known_key_types: check.otherKeyTypes,
+          },
         );
       const accepted = check.otherKeyTypes.length
         ? policy !== "yes" && (await opts.onUnknownHostKey!(question))
@@ -88,7 +104,12 @@ export async function verifyHostKey(spec: SshNodeSpec, opts: SshConnectOptions, 
         try {
           recordHostKey(recordTo, name, port, key, { hashed: spec.hashKnownHosts });
         } catch (err) {
-          throw new NodeError("SSH_FAILED", `cannot record the host key of ${spec.alias} in ${recordTo}: ${(err as Error).message}`, { alias: spec.alias }, { cause: err });
+          throw new NodeError(
+            "SSH_FAILED",
+            `cannot record the host key of ${spec.alias} in ${recordTo}: ${(err as Error).message}`,
+            { alias: spec.alias },
+            { cause: err },
+          );
         }
       }
       opts.log?.(`ssh ${spec.alias}: recorded new host key ${check.keyType} ${check.fingerprint} in ${recordTo}`);
@@ -99,7 +120,11 @@ export async function verifyHostKey(spec: SshNodeSpec, opts: SshConnectOptions, 
 
 export function knownHostKeyTypes(spec: SshNodeSpec): string[] {
   const name = spec.hostKeyAlias ?? spec.hostname;
-  return knownKeyTypes([...spec.userKnownHostsFiles, ...spec.globalKnownHostsFiles], name, spec.hostKeyAlias ? 22 : spec.port);
+  return knownKeyTypes(
+    [...spec.userKnownHostsFiles, ...spec.globalKnownHostsFiles],
+    name,
+    spec.hostKeyAlias ? 22 : spec.port,
+  );
 }
 
 /** Prefers the host key types known_hosts has for this host, so a known host verifies (as OpenSSH does). */
@@ -107,7 +132,8 @@ export function hostKeyPreference(knownTypes: string[]): string[] {
   const preferred: string[] = [];
   for (const t of knownTypes) {
     const algos = t === "ssh-rsa" ? ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] : [t];
-    for (const a of algos) if ((HOST_KEY_ALGORITHMS as readonly string[]).includes(a) && !preferred.includes(a)) preferred.push(a);
+    for (const a of algos)
+      if ((HOST_KEY_ALGORITHMS as readonly string[]).includes(a) && !preferred.includes(a)) preferred.push(a);
   }
   return [...preferred, ...HOST_KEY_ALGORITHMS.filter((a) => !preferred.includes(a))];
 }

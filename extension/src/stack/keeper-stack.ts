@@ -91,7 +91,10 @@ export interface KeeperStack {
 }
 
 /** The local hive (and its runtime), for commands that need nothing else (`rbee hive`, `rbee logs`). */
-export function createLocalHive(setup: LocalHiveSetup, cache: () => RuntimeCache = runtimeCacheOf(setup)): { local: LocalHive; runtime: LocalRuntime | undefined } {
+export function createLocalHive(
+  setup: LocalHiveSetup,
+  cache: () => RuntimeCache = runtimeCacheOf(setup),
+): { local: LocalHive; runtime: LocalRuntime | undefined } {
   const home = setup.home ?? rbeeHome();
   const daemonArgs = setup.daemonArgs ?? (() => []);
   const hiveHome = path.join(home, "hive");
@@ -127,19 +130,27 @@ function runtimeCacheOf(setup: LocalHiveSetup): () => RuntimeCache {
   let cache: RuntimeCache | undefined;
   return () => {
     if (!cache) {
-      const { RuntimeCache, defaultRuntimeCacheDir } = require("../nodes/runtime-cache") as typeof import("../nodes/runtime-cache");
-      cache = setup.runtimeCache ? new RuntimeCache(setup.runtimeCache.dir, { fallbackDirs: setup.runtimeCache.fallbackDirs }) : new RuntimeCache(defaultRuntimeCacheDir());
+      const { RuntimeCache, defaultRuntimeCacheDir } =
+        require("../nodes/runtime-cache") as typeof import("../nodes/runtime-cache");
+      cache = setup.runtimeCache
+        ? new RuntimeCache(setup.runtimeCache.dir, { fallbackDirs: setup.runtimeCache.fallbackDirs })
+        : new RuntimeCache(defaultRuntimeCacheDir());
     }
     return cache;
   };
 }
 
 export async function openKeeperStack(opts: KeeperStackOptions): Promise<KeeperStack> {
-  const registry = await Registry.open(opts.registry.path, { logger: opts.registry.logger, onCorruption: opts.registry.onCorruption });
+  const registry = await Registry.open(opts.registry.path, {
+    logger: opts.registry.logger,
+    onCorruption: opts.registry.onCorruption,
+  });
   const runtimeCache = runtimeCacheOf(opts);
   const { local, runtime } = createLocalHive(opts, runtimeCache);
   const localConnector = new LocalConnector(local, registry, { autoStart: opts.autoStart });
-  const localNodes: NodeConnector = runtime ? new LocalNodeConnector(localConnector, local, runtime, opts.onRuntimeLine ?? (() => {})) : localConnector;
+  const localNodes: NodeConnector = runtime
+    ? new LocalNodeConnector(localConnector, local, runtime, opts.onRuntimeLine ?? (() => {}))
+    : localConnector;
 
   let config: SshConfigIndex | undefined;
   const sshConfig = (): SshConfigIndex => {
@@ -159,7 +170,10 @@ export async function openKeeperStack(opts: KeeperStackOptions): Promise<KeeperS
       const { SshPool } = require("../nodes/connection") as typeof import("../nodes/connection");
       const { SshConnector } = require("../nodes/ssh-connector") as typeof import("../nodes/ssh-connector");
       const pool = new SshPool((alias) => sshConfig().node(alias), { log: opts.ssh.log, ...opts.ssh.connect });
-      ssh = { pool, connector: new SshConnector(pool, { registry, autoDeploy: opts.autoStart, deploy: deployOptions() }) };
+      ssh = {
+        pool,
+        connector: new SshConnector(pool, { registry, autoDeploy: opts.autoStart, deploy: deployOptions() }),
+      };
     }
     return ssh;
   };
@@ -181,7 +195,11 @@ export async function openKeeperStack(opts: KeeperStackOptions): Promise<KeeperS
     probePool() {
       if (!probe) {
         const { SshPool } = require("../nodes/connection") as typeof import("../nodes/connection");
-        probe = new SshPool((alias) => sshConfig().node(alias), { log: opts.ssh.log, onUnknownHostKey: async () => false, askPassphrase: async () => undefined });
+        probe = new SshPool((alias) => sshConfig().node(alias), {
+          log: opts.ssh.log,
+          onUnknownHostKey: async () => false,
+          askPassphrase: async () => undefined,
+        });
       }
       return probe;
     },

@@ -17,7 +17,12 @@ export class LocalNodeConnector implements NodeConnector {
 
   async connect(node: string, onEvent: (e: KeeperEvent) => void, signal?: AbortSignal): Promise<NodeHandle> {
     if (node === LOCALHOST && !this.runtime.ready() && !(await this.local.connectExisting())) {
-      onEvent({ kind: "phase", phase: "node", status: "started", message: "installing the llama.cpp runtime for the local hive (once)" });
+      onEvent({
+        kind: "phase",
+        phase: "node",
+        status: "started",
+        message: "installing the llama.cpp runtime for the local hive (once)",
+      });
       await this.runtime.prepare(this.onLine);
     }
     return this.inner.connect(node, onEvent, signal);

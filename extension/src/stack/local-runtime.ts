@@ -10,13 +10,28 @@
 //      editor's (or the CLI's) own Node.js, so no Node.js tarball is needed here.
 
 import { spawn } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import path from "node:path";
 import { RbeeError } from "@rbee/hive-agent/protocol";
 import { FileLock } from "../keeper/registry-lock";
 import { detectLocalPlatform } from "../nodes/local-platform";
 import { RuntimeCache } from "../nodes/runtime-cache";
-import { findNodeModulesWith, loadRuntimePins, runtimeSetFor, type NodePlatform, type RuntimePins } from "../nodes/runtime-packages";
+import {
+  findNodeModulesWith,
+  loadRuntimePins,
+  runtimeSetFor,
+  type NodePlatform,
+  type RuntimePins,
+} from "../nodes/runtime-packages";
 
 export const AGENT_BUNDLE = "hive-agent.js";
 const RUNTIME_PACKAGE = "node-llama-cpp";
@@ -60,7 +75,11 @@ export class LocalRuntime {
   /** The script to run without installing anything, or undefined when an install is needed. */
   ready(): string | undefined {
     const bundled = path.join(this.opts.bundleDir, AGENT_BUNDLE);
-    if (!existsSync(bundled)) throw new RbeeError("NODE_UNREACHABLE", `the hive-agent program is missing at ${bundled}; reinstall the rbee extension`);
+    if (!existsSync(bundled))
+      throw new RbeeError(
+        "NODE_UNREACHABLE",
+        `the hive-agent program is missing at ${bundled}; reinstall the rbee extension`,
+      );
     if (findLlamaRuntime(this.opts.bundleDir)) return bundled;
     const installed = path.join(this.installDir, AGENT_BUNDLE);
     if (existsSync(path.join(this.installDir, COMPLETE)) && sameFile(installed, bundled)) return installed;
@@ -73,7 +92,10 @@ export class LocalRuntime {
     if (now) return (this.script = now);
     mkdirSync(this.installDir, { recursive: true, mode: 0o700 });
     // Two windows starting the hive at once must not unpack twice into one folder.
-    return new FileLock(path.join(this.opts.home, "agent", `${this.opts.version}.install.lock`), { timeoutMs: 15 * 60_000, staleMs: 15 * 60_000 }).withLock(async () => {
+    return new FileLock(path.join(this.opts.home, "agent", `${this.opts.version}.install.lock`), {
+      timeoutMs: 15 * 60_000,
+      staleMs: 15 * 60_000,
+    }).withLock(async () => {
       const again = this.ready();
       if (again) return (this.script = again);
       const pins = this.opts.pins ?? loadRuntimePins(path.join(this.opts.bundleDir, "runtime-pins.json"));
@@ -82,18 +104,31 @@ export class LocalRuntime {
       try {
         set = runtimeSetFor(platform, pins, { withNode: false });
       } catch (e) {
-        throw new RbeeError("BACKEND_UNAVAILABLE", `the local hive cannot run on this machine: ${(e as Error).message}`);
+        throw new RbeeError(
+          "BACKEND_UNAVAILABLE",
+          `the local hive cannot run on this machine: ${(e as Error).message}`,
+        );
       }
-      onLine(`preparing node-llama-cpp ${pins.llamaVersion} (${set.prebuilts.join(", ")}) for the local hive from ${this.opts.cache.dir} (once per rbee version)`);
+      onLine(
+        `preparing node-llama-cpp ${pins.llamaVersion} (${set.prebuilts.join(", ")}) for the local hive from ${this.opts.cache.dir} (once per rbee version)`,
+      );
       let got;
       try {
         got = await this.opts.cache.ensure(set.packages, {
-          onProgress: (p) => (p.done === p.total || p.done % 20 === 0 ? onLine(`runtime packages ${p.done} / ${p.total}`) : undefined),
+          onProgress: (p) =>
+            p.done === p.total || p.done % 20 === 0 ? onLine(`runtime packages ${p.done} / ${p.total}`) : undefined,
         });
       } catch (e) {
-        throw new RbeeError("BACKEND_UNAVAILABLE", `${(e as Error).message} (the local hive needs node-llama-cpp; on a machine without registry access use "rbee runtime import DIR")`);
+        throw new RbeeError(
+          "BACKEND_UNAVAILABLE",
+          `${(e as Error).message} (the local hive needs node-llama-cpp; on a machine without registry access use "rbee runtime import DIR")`,
+        );
       }
-      onLine(got.fetched ? `fetched ${got.fetched} packages (${(got.fetchedBytes / 1e6).toFixed(1)} MB), verified` : "every package was in the cache, verified");
+      onLine(
+        got.fetched
+          ? `fetched ${got.fetched} packages (${(got.fetchedBytes / 1e6).toFixed(1)} MB), verified`
+          : "every package was in the cache, verified",
+      );
       // Unpacked beside the final folder, then renamed: a half-unpacked runtime is never used.
       const tmp = `${this.installDir}.tmp-${process.pid}`;
       rmSync(tmp, { recursive: true, force: true });
@@ -103,7 +138,10 @@ export class LocalRuntime {
         await untar(got.files[i], dest);
       }
       copyFileSync(path.join(this.opts.bundleDir, AGENT_BUNDLE), path.join(tmp, AGENT_BUNDLE));
-      writeFileSync(path.join(tmp, "package.json"), JSON.stringify({ name: "rbee-hive-agent", version: this.opts.version, private: true }, null, 2));
+      writeFileSync(
+        path.join(tmp, "package.json"),
+        JSON.stringify({ name: "rbee-hive-agent", version: this.opts.version, private: true }, null, 2),
+      );
       writeFileSync(path.join(tmp, COMPLETE), `runtime=${set.id}\nbackends=${set.backends.join(" ")}\n`);
       rmSync(this.installDir, { recursive: true, force: true });
       renameSync(tmp, this.installDir);
@@ -126,10 +164,29 @@ function sameFile(a: string, b: string): boolean {
 /** Unpacks one npm tarball (its single top folder stripped) with the system tar (also on Windows 10+). */
 function untar(file: string, dest: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn("tar", ["-xzf", file, "-C", dest, "--strip-components=1"], { stdio: ["ignore", "ignore", "pipe"], windowsHide: true });
+    const child = spawn("tar", ["-xzf", file, "-C", dest, "--strip-components=1"], {
+      stdio: ["ignore", "ignore", "pipe"],
+      windowsHide: true,
+    });
     let err = "";
     child.stderr.on("data", (d) => (err += d));
-    child.once("error", (e) => reject(new RbeeError("BACKEND_UNAVAILABLE", `unpacking ${path.basename(file)} needs the tar program, which failed to run: ${e.message}`)));
-    child.once("exit", (code) => (code === 0 ? resolve() : reject(new RbeeError("BACKEND_UNAVAILABLE", `unpacking ${path.basename(file)} failed (tar exit ${code}): ${err.trim()}`))));
+    child.once("error", (e) =>
+      reject(
+        new RbeeError(
+          "BACKEND_UNAVAILABLE",
+          `unpacking ${path.basename(file)} needs the tar program, which failed to run: ${e.message}`,
+        ),
+      ),
+    );
+    child.once("exit", (code) =>
+      code === 0
+        ? resolve()
+        : reject(
+            new RbeeError(
+              "BACKEND_UNAVAILABLE",
+              `unpacking ${path.basename(file)} failed (tar exit ${code}): ${err.trim()}`,
+            ),
+          ),
+    );
   });
 }

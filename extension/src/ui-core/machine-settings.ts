@@ -3,4 +3,12 @@
 // package.json and listed in its untrusted-workspace restrictedConfigurations, and settings.ts reads
 // them from the user's settings only, so a cloned repository's .vscode/settings.json cannot set them.
 
-export const MACHINE_SETTINGS = ["completion.node", "completion.model", "infer.node", "infer.model", "chat.node", "chat.model", "nodes.sshConfigPath"] as const;
+export const MACHINE_SETTINGS = [
+  "completion.node",
+  "completion.model",
+  "infer.node",
+  "infer.model",
+  "chat.node",
+  "chat.model",
+  "nodes.sshConfigPath",
+] as const;

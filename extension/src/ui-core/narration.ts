@@ -13,7 +13,8 @@ export function eventLogLine(e: KeeperEvent): string | undefined {
     case "download": {
       const d = e.event;
       if (d.stage === "downloading") return undefined; // many per second; the notification shows them
-      if (d.stage === "retrying") return `[model] download attempt ${d.attempt}/${d.max_attempts} failed (${d.message}); retrying in ${(d.delay_ms / 1000).toFixed(1)} s`;
+      if (d.stage === "retrying")
+        return `[model] download attempt ${d.attempt}/${d.max_attempts} failed (${d.message}); retrying in ${(d.delay_ms / 1000).toFixed(1)} s`;
       if (d.stage === "verifying") return "[model] verifying the checksum";
       if (d.stage === "complete") return `[model] downloaded to ${d.local_path} (${mib(d.size_bytes)})`;
       return `[model] download failed: ${d.message} [${d.code}]`;
@@ -47,7 +48,8 @@ export function progressStep(e: KeeperEvent): ProgressStep | undefined {
             `${mib(d.bytes_downloaded)}${d.bytes_total ? ` of ${mib(d.bytes_total)}` : ""} at ${mib(d.speed_bps)}/s`,
         };
       if (d.stage === "verifying") return { message: "verifying the download" };
-      if (d.stage === "retrying") return { message: `download attempt ${d.attempt}/${d.max_attempts} failed (${d.message}); retrying` };
+      if (d.stage === "retrying")
+        return { message: `download attempt ${d.attempt}/${d.max_attempts} failed (${d.message}); retrying` };
       return undefined;
     }
     case "loading":

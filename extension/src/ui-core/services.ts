@@ -47,7 +47,6 @@ export interface ServicesOptions {
   idleTimeoutSeconds?: () => number;
 }
 
-
 export interface KeeperStack {
   registry: Registry;
   keeper: Keeper;
@@ -99,13 +98,16 @@ export class RbeeServices {
     const { defaultRuntimeCacheDir } = require("../nodes/runtime-cache") as typeof import("../nodes/runtime-cache");
     const { LocalNodeController } = require("./nodes/local-node") as typeof import("./nodes/local-node");
     const { log } = this.opts;
-    const manifest = JSON.parse(readFileSync(path.join(this.opts.extensionDir, "package.json"), "utf8")) as { version: string };
+    const manifest = JSON.parse(readFileSync(path.join(this.opts.extensionDir, "package.json"), "utf8")) as {
+      version: string;
+    };
     const idle = this.opts.idleTimeoutSeconds;
     const core = await openKeeperStack({
       registry: {
         path: path.join(this.opts.storageDir, "registry.sqlite"),
         logger: (level, message) => (level === "warn" ? log.warn(message) : log.info(message)),
-        onCorruption: (info) => log.warn(`the registry was unreadable (${info.reason}); started a fresh one and re-learning the nodes`),
+        onCorruption: (info) =>
+          log.warn(`the registry was unreadable (${info.reason}); started a fresh one and re-learning the nodes`),
       },
       autoStart: true,
       runtime: { bundleDir: this.opts.bundleDir, version: manifest.version },
@@ -137,7 +139,11 @@ export class RbeeServices {
       async controller(node) {
         if (node === LOCALHOST_ENTRY.name) return localController;
         const entry = (await nodeList.list()).nodes.find((n) => n.name === node);
-        if (!entry) throw new RbeeError("NODE_UNREACHABLE", `unknown node "${node}": use "localhost" or a Host of your ssh config (${nodeList.describeSources()})`);
+        if (!entry)
+          throw new RbeeError(
+            "NODE_UNREACHABLE",
+            `unknown node "${node}": use "localhost" or a Host of your ssh config (${nodeList.describeSources()})`,
+          );
         return ssh.controller(entry);
       },
       async close() {

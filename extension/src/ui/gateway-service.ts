@@ -35,10 +35,12 @@ export class GatewayService implements vscode.Disposable {
 
   /** Starts, stops or restarts the gateway to match the settings; calls run one after another. */
   sync(): Promise<void> {
-    this.syncing = this.syncing.then(() => this.apply()).catch((e) => {
-      this.log.error(`[gateway] ${(e as Error).message}`);
-      void vscode.window.showErrorMessage(`rbee gateway: ${(e as Error).message}`);
-    });
+    this.syncing = this.syncing
+      .then(() => this.apply())
+      .catch((e) => {
+        this.log.error(`[gateway] ${(e as Error).message}`);
+        void vscode.window.showErrorMessage(`rbee gateway: ${(e as Error).message}`);
+      });
     return this.syncing;
   }
 
@@ -52,11 +54,16 @@ export class GatewayService implements vscode.Disposable {
     if (!s.enabled || this.running) return;
     const { Gateway } = require("../gateway/server") as typeof import("../gateway/server");
     const { loadGatewayToken } = require("../gateway/token") as typeof import("../gateway/token");
-    const { parseGatewayConfig, DEFAULT_GATEWAY_HOST } = require("../gateway/config") as typeof import("../gateway/config");
+    const { parseGatewayConfig, DEFAULT_GATEWAY_HOST } =
+      require("../gateway/config") as typeof import("../gateway/config");
     const stack = await this.services.get();
     const config = () => {
       const g = gatewaySettings();
-      return parseGatewayConfig({ aliases: g.aliases, defaultModel: g.defaultModel || undefined, queue: { size: g.queueSize, waitMs: g.queueWaitMs } });
+      return parseGatewayConfig({
+        aliases: g.aliases,
+        defaultModel: g.defaultModel || undefined,
+        queue: { size: g.queueSize, waitMs: g.queueWaitMs },
+      });
     };
     const nodeList = this.services.nodeList;
     const gateway = new Gateway({
@@ -73,13 +80,22 @@ export class GatewayService implements vscode.Disposable {
       this.log.info(`[gateway] listening on ${address.url}`);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "EADDRINUSE")
-        throw new Error(`port ${s.port} is in use (another window or "rbee serve" may run the gateway already); change "rbee.gateway.port" or stop the other one`);
+        throw new Error(
+          `port ${s.port} is in use (another window or "rbee serve" may run the gateway already); change "rbee.gateway.port" or stop the other one`,
+        );
       throw e;
     }
   }
 
   private async copyConfig(kind?: SnippetKind): Promise<string | undefined> {
-    const pick = kind ?? (await vscode.window.showQuickPick(SNIPPET_KINDS.map((k) => ({ label: SNIPPET_LABELS[k], snippet: k })), { title: "Copy a config snippet for" }))?.snippet;
+    const pick =
+      kind ??
+      (
+        await vscode.window.showQuickPick(
+          SNIPPET_KINDS.map((k) => ({ label: SNIPPET_LABELS[k], snippet: k })),
+          { title: "Copy a config snippet for" },
+        )
+      )?.snippet;
     if (!pick) return undefined;
     const { loadGatewayToken } = require("../gateway/token") as typeof import("../gateway/token");
     const s = gatewaySettings();
@@ -88,7 +104,9 @@ export class GatewayService implements vscode.Disposable {
     const text = configSnippet(pick, { url, token: loadGatewayToken(), model });
     await vscode.env.clipboard.writeText(text);
     void vscode.window.showInformationMessage(
-      s.enabled ? `rbee: the ${pick} snippet (with the gateway's token) is on the clipboard.` : `rbee: the ${pick} snippet is on the clipboard; turn on "rbee.gateway.enabled" (or run "rbee serve") to serve it.`,
+      s.enabled
+        ? `rbee: the ${pick} snippet (with the gateway's token) is on the clipboard.`
+        : `rbee: the ${pick} snippet is on the clipboard; turn on "rbee.gateway.enabled" (or run "rbee serve") to serve it.`,
     );
     return pick;
   }

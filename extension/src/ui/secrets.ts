@@ -10,7 +10,8 @@ export class NodeTokenStore {
   constructor(private readonly secrets: vscode.SecretStorage) {}
 
   private key(node: string): string {
-    if (!node || node === "localhost") throw new Error(`no stored token for "${node}": localhost uses the local hive's token file`);
+    if (!node || node === "localhost")
+      throw new Error(`no stored token for "${node}": localhost uses the local hive's token file`);
     return KEY_PREFIX + node;
   }
 
@@ -19,7 +20,8 @@ export class NodeTokenStore {
   }
 
   async set(node: string, token: string): Promise<void> {
-    if (!/^[A-Za-z0-9._~+/=-]{16,512}$/.test(token)) throw new Error(`refusing to store a malformed token for ${node} (expected 16–512 token characters)`);
+    if (!/^[A-Za-z0-9._~+/=-]{16,512}$/.test(token))
+      throw new Error(`refusing to store a malformed token for ${node} (expected 16–512 token characters)`);
     await this.secrets.store(this.key(node), token);
   }
 

@@ -19,7 +19,8 @@ function getUser<T>(key: (typeof MACHINE_SETTINGS)[number], fallback: T, valid: 
   return value !== undefined && value !== null && valid(value) ? (value as T) : fallback;
 }
 
-const isInt = (min: number, max: number) => (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= min && v <= max;
+const isInt = (min: number, max: number) => (v: unknown) =>
+  typeof v === "number" && Number.isInteger(v) && v >= min && v <= max;
 const isNum = (min: number, max: number) => (v: unknown) => typeof v === "number" && v >= min && v <= max;
 const isString = (v: unknown) => typeof v === "string";
 
@@ -27,7 +28,8 @@ function isLanguageOverrides(v: unknown): boolean {
   if (typeof v !== "object" || v === null || Array.isArray(v)) return false;
   return Object.values(v).every(
     (o) =>
-      typeof o === "object" && o !== null &&
+      typeof o === "object" &&
+      o !== null &&
       (o.enabled === undefined || typeof o.enabled === "boolean") &&
       (o.maxTokens === undefined || isInt(1, 1024)(o.maxTokens)) &&
       (o.multiline === undefined || ["auto", "always", "never"].includes(o.multiline)),
@@ -41,7 +43,11 @@ export function completionSettings(): EngineSettings {
     debounceMs: get("completion.debounceMs", d.debounceMs, isInt(0, 5000)),
     maxTokens: get("completion.maxTokens", d.maxTokens, isInt(1, 1024)),
     temperature: get("completion.temperature", d.temperature, isNum(0, 2)),
-    disabledLanguages: get("completion.disabledLanguages", d.disabledLanguages as string[], (v) => Array.isArray(v) && v.every(isString)),
+    disabledLanguages: get(
+      "completion.disabledLanguages",
+      d.disabledLanguages as string[],
+      (v) => Array.isArray(v) && v.every(isString),
+    ),
     node: getUser("completion.node", d.node, isString).trim(),
     model: getUser("completion.model", d.model, isString).trim(),
     window: {
@@ -79,7 +85,11 @@ export function chatSettings() {
     model: getUser("chat.model", "", isString).trim(),
     maxTokens: get("chat.maxTokens", 512, isInt(1, 32768)),
     temperature: get("chat.temperature", 0.7, isNum(0, 2)),
-    systemPrompt: get("chat.systemPrompt", "You are a helpful coding assistant. Answer concisely, with code in fenced blocks.", isString),
+    systemPrompt: get(
+      "chat.systemPrompt",
+      "You are a helpful coding assistant. Answer concisely, with code in fenced blocks.",
+      isString,
+    ),
   };
 }
 
@@ -95,18 +105,29 @@ export function nodesSettings() {
 }
 
 export function gatewaySettings() {
-  const aliases = get<Record<string, unknown>>("gateway.aliases", {}, (v) => typeof v === "object" && !Array.isArray(v));
+  const aliases = get<Record<string, unknown>>(
+    "gateway.aliases",
+    {},
+    (v) => typeof v === "object" && !Array.isArray(v),
+  );
   return {
     enabled: get("gateway.enabled", false, (v) => typeof v === "boolean"),
     port: get("gateway.port", 7437, isInt(1, 65535)),
     /** Only string values: a bad entry is skipped, not fatal. */
-    aliases: Object.fromEntries(Object.entries(aliases).filter(([, v]) => typeof v === "string" && v.trim())) as Record<string, string>,
+    aliases: Object.fromEntries(Object.entries(aliases).filter(([, v]) => typeof v === "string" && v.trim())) as Record<
+      string,
+      string
+    >,
     defaultModel: get("gateway.defaultModel", "", isString).trim(),
     queueSize: get("gateway.queueSize", 64, isInt(0, 100_000)),
     queueWaitMs: get("gateway.queueWaitMs", 30_000, isInt(1, 24 * 3600_000)),
   };
 }
 
-export async function setSetting(key: string, value: unknown, target = vscode.ConfigurationTarget.Global): Promise<void> {
+export async function setSetting(
+  key: string,
+  value: unknown,
+  target = vscode.ConfigurationTarget.Global,
+): Promise<void> {
   await vscode.workspace.getConfiguration(SECTION).update(key, value, target);
 }

@@ -8,10 +8,15 @@ import type { PassphraseRequest, SshConnectOptions, UnknownHostKey } from "../no
 export const sshPrompts: Pick<SshConnectOptions, "onUnknownHostKey" | "askPassphrase"> = {
   async onUnknownHostKey(k: UnknownHostKey): Promise<boolean> {
     const trust = "Trust and Connect";
-    const other = k.otherKeyTypes.length ? `\nknown_hosts has other key types for this host: ${k.otherKeyTypes.join(", ")}.` : "";
+    const other = k.otherKeyTypes.length
+      ? `\nknown_hosts has other key types for this host: ${k.otherKeyTypes.join(", ")}.`
+      : "";
     const choice = await vscode.window.showWarningMessage(
       `rbee: the host key of ${k.alias} (${k.host}:${k.port}) is not known.`,
-      { modal: true, detail: `${k.keyType} key fingerprint ${k.fingerprint}.${other}\nCheck it with the machine's owner. If trusted, it is added to ${k.knownHostsFile}.` },
+      {
+        modal: true,
+        detail: `${k.keyType} key fingerprint ${k.fingerprint}.${other}\nCheck it with the machine's owner. If trusted, it is added to ${k.knownHostsFile}.`,
+      },
       trust,
     );
     return choice === trust;

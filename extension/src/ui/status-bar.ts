@@ -15,10 +15,17 @@ export function statusText(s: EngineState): { text: string; tooltip: string } {
       const ms = last ? last.latencyMs : s.lastLatencyMs;
       // Before any worker answered, "on" alone would promise ghost text that cannot come yet.
       if (!s.target && ms === undefined)
-        return { text: "$(sparkle) rbee", tooltip: "rbee inline completions: on, but no worker has served one yet. Set the completion model (rbee starts its worker when you type), or start a worker in Remote Nodes. Click to switch off." };
+        return {
+          text: "$(sparkle) rbee",
+          tooltip:
+            "rbee inline completions: on, but no worker has served one yet. Set the completion model (rbee starts its worker when you type), or start a worker in Remote Nodes. Click to switch off.",
+        };
       const latency = ms !== undefined ? ` ${Math.round(ms)} ms` : "";
       const from = last && last.source !== "worker" ? (last.source === "reused" ? " (running)" : " (cache)") : "";
-      const tokens = last?.contextTokens !== undefined ? `; ${last.contextTokens} tokens of context, ${last.evaluatedTokens ?? 0} evaluated` : "";
+      const tokens =
+        last?.contextTokens !== undefined
+          ? `; ${last.contextTokens} tokens of context, ${last.evaluatedTokens ?? 0} evaluated`
+          : "";
       const target = s.target ? `${modelShortName(s.target.model)} on ${s.target.node}` : "the first ready worker";
       return {
         text: `$(sparkle) rbee${latency}${from}`,
@@ -26,7 +33,10 @@ export function statusText(s: EngineState): { text: string; tooltip: string } {
       };
     }
     case "requesting":
-      return { text: "$(loading~spin) rbee", tooltip: `rbee: asking ${s.target ? modelShortName(s.target.model) : "the worker"}…` };
+      return {
+        text: "$(loading~spin) rbee",
+        tooltip: `rbee: asking ${s.target ? modelShortName(s.target.model) : "the worker"}…`,
+      };
     case "no-worker":
       return { text: "$(debug-disconnect) rbee", tooltip: `rbee: ${s.reason}` };
     case "warming":
@@ -50,7 +60,8 @@ export class CompletionStatusBar implements vscode.Disposable {
     const { text, tooltip } = statusText(s);
     this.item.text = text;
     this.item.tooltip = tooltip;
-    this.item.backgroundColor = s.kind === "error" ? new vscode.ThemeColor("statusBarItem.warningBackground") : undefined;
+    this.item.backgroundColor =
+      s.kind === "error" ? new vscode.ThemeColor("statusBarItem.warningBackground") : undefined;
   }
 
   dispose() {

@@ -32,16 +32,32 @@ export interface MeasureResult {
 
 export async function measureBinary(opts: MeasureOptions): Promise<MeasureResult> {
   const modelPath = ensureCalibrationModel(opts.modelDir);
-  if (opts.binary.startsWith("prebuilt:")) prepareVariant(opts.variantsDir, opts.binary.slice("prebuilt:".length), installedPackageDir());
+  if (opts.binary.startsWith("prebuilt:"))
+    prepareVariant(opts.variantsDir, opts.binary.slice("prebuilt:".length), installedPackageDir());
   const { LlamaLogLevel } = await import("node-llama-cpp");
-  const loaded = await loadLlama({ dir: opts.nativeDir, threads: opts.threads, binary: opts.binary, variantsDir: opts.variantsDir, llamaOptions: { logLevel: LlamaLogLevel.error } });
+  const loaded = await loadLlama({
+    dir: opts.nativeDir,
+    threads: opts.threads,
+    binary: opts.binary,
+    variantsDir: opts.variantsDir,
+    llamaOptions: { logLevel: LlamaLogLevel.error },
+  });
   // A worker would fall back to the prebuilt; a measurement of the fallback under this name would lie.
-  if (loaded.binary !== opts.binary) throw new Error(`${opts.binary} did not load: ${loaded.fallbackReason ?? `got ${loaded.binary}`}`);
+  if (loaded.binary !== opts.binary)
+    throw new Error(`${opts.binary} did not load: ${loaded.fallbackReason ?? `got ${loaded.binary}`}`);
   const model = await loaded.llama.loadModel({ modelPath, gpuLayers: 0 });
-  const context = await model.createContext({ contextSize: 512, sequences: 1, threads: { ideal: opts.threads, min: 1 }, flashAttention: true });
+  const context = await model.createContext({
+    contextSize: 512,
+    sequences: 1,
+    threads: { ideal: opts.threads, min: 1 },
+    flashAttention: true,
+  });
   const sequence = context.getSequence();
   // A short fixed prompt of word pieces; then greedy decoding, counted, never stopped by the model.
-  const prompt = [CALIBRATION_TOKENS.bos, ...Array.from({ length: 16 }, (_, i) => CALIBRATION_TOKENS.firstNormal + 7 * i)] as unknown as Token[];
+  const prompt = [
+    CALIBRATION_TOKENS.bos,
+    ...Array.from({ length: 16 }, (_, i) => CALIBRATION_TOKENS.firstNormal + 7 * i),
+  ] as unknown as Token[];
   let count = 0;
   let started = 0;
   const total = opts.warmup + opts.tokens;

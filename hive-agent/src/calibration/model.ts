@@ -25,7 +25,14 @@ export interface CalibrationModelShape {
   contextLength: number;
 }
 
-export const CALIBRATION_MODEL: CalibrationModelShape = { nEmbd: 512, nLayer: 6, nHead: 8, nFf: 1536, nVocab: 4096, contextLength: 1024 };
+export const CALIBRATION_MODEL: CalibrationModelShape = {
+  nEmbd: 512,
+  nLayer: 6,
+  nHead: 8,
+  nFf: 1536,
+  nVocab: 4096,
+  contextLength: 1024,
+};
 
 /** mulberry32: a tiny seeded PRNG; same seed, same stream, on every platform. */
 export function prng(seed: number): () => number {
@@ -40,7 +47,10 @@ export function prng(seed: number): () => number {
 }
 
 // llama.cpp token types.
-const NORMAL = 1, UNKNOWN = 2, CONTROL = 3, BYTE = 6;
+const NORMAL = 1,
+  UNKNOWN = 2,
+  CONTROL = 3,
+  BYTE = 6;
 /** Ids of the special tokens, as SentencePiece (llama.cpp's "llama" tokenizer) numbers them. */
 export const CALIBRATION_TOKENS = { unk: 0, bos: 1, eos: 2, firstByte: 3, firstNormal: 3 + 256 };
 
@@ -99,8 +109,18 @@ export function buildCalibrationModel(shape: CalibrationModelShape = CALIBRATION
     for (let i = 0; i < n; i++) a[i] = (rand() * 2 - 1) * scale;
     return a;
   };
-  const matrix = (name: string, ne0: number, ne1: number, values: Float32Array): Tensor => ({ name, dims: [ne0, ne1], type: TensorType.Q8_0, data: encodeQ8_0(values) });
-  const norm = (name: string, n: number): Tensor => ({ name, dims: [n], type: TensorType.F32, data: new Uint8Array(new Float32Array(n).fill(1).buffer) });
+  const matrix = (name: string, ne0: number, ne1: number, values: Float32Array): Tensor => ({
+    name,
+    dims: [ne0, ne1],
+    type: TensorType.Q8_0,
+    data: encodeQ8_0(values),
+  });
+  const norm = (name: string, n: number): Tensor => ({
+    name,
+    dims: [n],
+    type: TensorType.F32,
+    data: new Uint8Array(new Float32Array(n).fill(1).buffer),
+  });
   const layerScale = 0.5 / Math.sqrt(nEmbd);
 
   const embd = uniform(nEmbd * nVocab, 0.1);
@@ -108,7 +128,11 @@ export function buildCalibrationModel(shape: CalibrationModelShape = CALIBRATION
   const out = uniform(nEmbd * nVocab, 0.5);
   for (let t = 0; t < nVocab; t++) out[t * nEmbd] = vocab.types[t] === CONTROL || vocab.types[t] === UNKNOWN ? -30 : 0;
 
-  const tensors: Tensor[] = [matrix("token_embd.weight", nEmbd, nVocab, embd), norm("output_norm.weight", nEmbd), matrix("output.weight", nEmbd, nVocab, out)];
+  const tensors: Tensor[] = [
+    matrix("token_embd.weight", nEmbd, nVocab, embd),
+    norm("output_norm.weight", nEmbd),
+    matrix("output.weight", nEmbd, nVocab, out),
+  ];
   for (let l = 0; l < nLayer; l++) {
     const b = `blk.${l}`;
     tensors.push(

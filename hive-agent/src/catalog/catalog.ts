@@ -3,7 +3,19 @@
 // which ref each file came from. GGUF files dropped into the folder by hand are listed by name.
 
 import { createHash } from "node:crypto";
-import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import path from "node:path";
 import { RbeeError, type ModelEntry } from "../protocol";
 import { catalogPathOf, parseModelRef } from "./model-ref";
@@ -42,13 +54,18 @@ export class Catalog {
   /** Absolute path inside the models folder for a relative catalog path, refusing any escape. */
   pathInside(rel: string): string {
     const abs = path.resolve(this.dir, rel);
-    if (!abs.startsWith(this.dir + path.sep)) throw new RbeeError("INVALID_REQUEST", `"${rel}" escapes the models folder`, { field: "model_ref" });
+    if (!abs.startsWith(this.dir + path.sep))
+      throw new RbeeError("INVALID_REQUEST", `"${rel}" escapes the models folder`, { field: "model_ref" });
     return abs;
   }
 
   record(modelRef: string, localPath: string, sha256?: string) {
     const index = this.readIndex();
-    index.entries[modelRef] = { local_path: localPath, size_bytes: statSync(localPath).size, ...(sha256 ? { sha256 } : {}) };
+    index.entries[modelRef] = {
+      local_path: localPath,
+      size_bytes: statSync(localPath).size,
+      ...(sha256 ? { sha256 } : {}),
+    };
     this.writeIndex(index);
   }
 
@@ -63,7 +80,11 @@ export class Catalog {
     }
     for (const file of walkGguf(this.dir)) {
       if (seen.has(file)) continue;
-      out.push({ model_ref: path.relative(this.dir, file).split(path.sep).join("/"), local_path: file, size_bytes: statSync(file).size });
+      out.push({
+        model_ref: path.relative(this.dir, file).split(path.sep).join("/"),
+        local_path: file,
+        size_bytes: statSync(file).size,
+      });
     }
     return out.sort((a, b) => a.model_ref.localeCompare(b.model_ref));
   }
@@ -76,7 +97,11 @@ export class Catalog {
       // The same answer for a missing file, something that is not a regular file (a device, a FIFO
       // that would block) and a file that is not GGUF: the hive tells nothing about other files.
       if (!isGgufFile(ref.path))
-        throw new RbeeError("MODEL_NOT_FOUND", `${modelRef} is not a GGUF model file on this node (missing, not a regular file, or not GGUF); check the path`, { model_ref: modelRef });
+        throw new RbeeError(
+          "MODEL_NOT_FOUND",
+          `${modelRef} is not a GGUF model file on this node (missing, not a regular file, or not GGUF); check the path`,
+          { model_ref: modelRef },
+        );
       return ref.path;
     } else {
       const indexed = this.readIndex().entries[modelRef];

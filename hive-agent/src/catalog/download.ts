@@ -1,7 +1,19 @@
 // Model downloads with progress, resume, retries and a stall limit (docs/protocol.md; docs/edge-cases.md, EC2).
 // Each download runs once per ref at a time; any number of listeners follow its progress events.
 
-import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { randomUUID } from "node:crypto";
@@ -78,10 +90,21 @@ export class Downloads {
   start(modelRef: string, sha256?: string): string {
     const ref = parseModelRef(modelRef);
     if (ref.kind === "file" || ref.kind === "catalog")
-      throw new RbeeError("INVALID_REQUEST", `model_ref "${modelRef}" names a local file; only hf: and https: refs can be downloaded`, { field: "model_ref" });
+      throw new RbeeError(
+        "INVALID_REQUEST",
+        `model_ref "${modelRef}" names a local file; only hf: and https: refs can be downloaded`,
+        { field: "model_ref" },
+      );
     const running = this.active.get(modelRef);
     if (running) return running.id;
-    const d: Download = { id: randomUUID(), modelRef, events: [], listeners: new Set(), done: false, abort: new AbortController() };
+    const d: Download = {
+      id: randomUUID(),
+      modelRef,
+      events: [],
+      listeners: new Set(),
+      done: false,
+      abort: new AbortController(),
+    };
     this.byId.set(d.id, d);
     this.active.set(modelRef, d);
     void this.run(d, ref, sha256).finally(() => {
@@ -142,7 +165,10 @@ export class Downloads {
       if (!startsWithMagic(dest + ".part")) {
         rmSync(dest + ".part", { force: true });
         rmSync(dest + ".part.json", { force: true });
-        throw new PermanentError("DOWNLOAD_FAILED", `${d.modelRef} is not a GGUF model (the file does not start with "GGUF"); nothing was stored`);
+        throw new PermanentError(
+          "DOWNLOAD_FAILED",
+          `${d.modelRef} is not a GGUF model (the file does not start with "GGUF"); nothing was stored`,
+        );
       }
       rmSync(dest + ".part.json", { force: true });
       renameSync(dest + ".part", dest);
@@ -151,29 +177,52 @@ export class Downloads {
       this.log.info(`downloaded ${d.modelRef} to ${dest}`);
     };
     try {
-      await retry(attempt, { attempts: this.opts.maxAttempts, baseMs: this.opts.backoffBaseMs, jitter: 0.2 }, {
-        // Cancel (DELETE on the download) ends the attempt in flight and the wait before the next.
-        signal: cancel,
-        retryIf: (e) => isRetriable(e) && !cancel.aborted,
-        onRetry: (e, n, delay) => {
-          const message = (e as Error).message;
-          this.log.warn(`download of ${d.modelRef}, attempt ${n}/${this.opts.maxAttempts} failed: ${message}; retrying in ${delay} ms`);
-          this.emit(d, { stage: "retrying", attempt: n, max_attempts: this.opts.maxAttempts, delay_ms: delay, message });
+      await retry(
+        attempt,
+        { attempts: this.opts.maxAttempts, baseMs: this.opts.backoffBaseMs, jitter: 0.2 },
+        {
+          // Cancel (DELETE on the download) ends the attempt in flight and the wait before the next.
+          signal: cancel,
+          retryIf: (e) => isRetriable(e) && !cancel.aborted,
+          onRetry: (e, n, delay) => {
+            const message = (e as Error).message;
+            this.log.warn(
+              `download of ${d.modelRef}, attempt ${n}/${this.opts.maxAttempts} failed: ${message}; retrying in ${delay} ms`,
+            );
+            this.emit(d, {
+              stage: "retrying",
+              attempt: n,
+              max_attempts: this.opts.maxAttempts,
+              delay_ms: delay,
+              message,
+            });
+          },
         },
-      });
+      );
     } catch (e) {
       if (cancel.aborted) {
         this.log.info(`download of ${d.modelRef} cancelled`);
-        this.emit(d, { stage: "error", code: "REQUEST_CANCELLED", message: `the download of ${d.modelRef} was cancelled` });
-      } else if (e instanceof RbeeError && !e.retriable) this.emit(d, { stage: "error", code: e.code, message: e.message });
-      else this.emit(d, { stage: "error", code: "DOWNLOAD_FAILED", message: `download of ${d.modelRef} failed after ${this.opts.maxAttempts} attempts: ${(e as Error).message}` });
+        this.emit(d, {
+          stage: "error",
+          code: "REQUEST_CANCELLED",
+          message: `the download of ${d.modelRef} was cancelled`,
+        });
+      } else if (e instanceof RbeeError && !e.retriable)
+        this.emit(d, { stage: "error", code: e.code, message: e.message });
+      else
+        this.emit(d, {
+          stage: "error",
+          code: "DOWNLOAD_FAILED",
+          message: `download of ${d.modelRef} failed after ${this.opts.maxAttempts} attempts: ${(e as Error).message}`,
+        });
     }
   }
 
   private headers(url: string): Record<string, string> {
     // The Hugging Face token goes only to the Hugging Face endpoint's own origin (scheme, host and
     // port): never to a look-alike host or another port, and never along a redirect elsewhere.
-    if (this.opts.hfToken && sameOrigin(url, this.opts.hfEndpoint)) return { authorization: `Bearer ${this.opts.hfToken}` };
+    if (this.opts.hfToken && sameOrigin(url, this.opts.hfEndpoint))
+      return { authorization: `Bearer ${this.opts.hfToken}` };
     return {};
   }
 
@@ -182,21 +231,32 @@ export class Downloads {
    * download started on loopback; no private or link-local address unless it started on one), and
    * headers (the token) are recomputed per hop.
    */
-  private async fetchChecked(url: string, init: { headers?: Record<string, string>; signal?: AbortSignal }): Promise<Response> {
+  private async fetchChecked(
+    url: string,
+    init: { headers?: Record<string, string>; signal?: AbortSignal },
+  ): Promise<Response> {
     const first = new URL(url);
     let current = first;
     for (let hop = 0; ; hop++) {
       await checkDestination(current, first);
-      const res = await fetch(current, { ...init, headers: { ...init.headers, ...this.headers(current.toString()) }, redirect: "manual" });
+      const res = await fetch(current, {
+        ...init,
+        headers: { ...init.headers, ...this.headers(current.toString()) },
+        redirect: "manual",
+      });
       if (res.status < 300 || res.status >= 400 || !res.headers.get("location")) return res;
       await res.body?.cancel();
-      if (hop >= MAX_REDIRECTS) throw new PermanentError("DOWNLOAD_FAILED", `${first}: more than ${MAX_REDIRECTS} redirects`);
+      if (hop >= MAX_REDIRECTS)
+        throw new PermanentError("DOWNLOAD_FAILED", `${first}: more than ${MAX_REDIRECTS} redirects`);
       current = new URL(res.headers.get("location")!, current);
     }
   }
 
   /** Turns a ref into the URL to fetch, the catalog path to store it at, and a known checksum. */
-  private async resolve(ref: Exclude<ModelRef, { kind: "file" | "catalog" }>, cancel: AbortSignal): Promise<{ url: string; file: string; sha256?: string }> {
+  private async resolve(
+    ref: Exclude<ModelRef, { kind: "file" | "catalog" }>,
+    cancel: AbortSignal,
+  ): Promise<{ url: string; file: string; sha256?: string }> {
     if (ref.kind === "url") return { url: ref.url.toString(), file: catalogPathOf(ref) };
     const base = this.opts.hfEndpoint.replace(/\/$/, "");
     const api = `${base}/api/models/${ref.owner}/${ref.repo}/revision/${ref.revision}?blobs=true`;
@@ -206,9 +266,16 @@ export class Downloads {
       if (cancel.aborted || e instanceof RbeeError) throw e;
       throw networkError(base, e, this.opts.headerTimeoutMs);
     });
-    if (res.status === 404) throw new PermanentError("MODEL_NOT_FOUND", `no repository ${ref.owner}/${ref.repo} (revision ${ref.revision}) at ${base}`);
+    if (res.status === 404)
+      throw new PermanentError(
+        "MODEL_NOT_FOUND",
+        `no repository ${ref.owner}/${ref.repo} (revision ${ref.revision}) at ${base}`,
+      );
     if (res.status === 401 || res.status === 403)
-      throw new PermanentError("DOWNLOAD_FAILED", `${base} refused access to ${ref.owner}/${ref.repo} (HTTP ${res.status}); set HF_TOKEN on the node for gated or private repositories`);
+      throw new PermanentError(
+        "DOWNLOAD_FAILED",
+        `${base} refused access to ${ref.owner}/${ref.repo} (HTTP ${res.status}); set HF_TOKEN on the node for gated or private repositories`,
+      );
     if (!res.ok) throw new RbeeError("DOWNLOAD_FAILED", `${api.split("?")[0]}: HTTP ${res.status}`);
     const info = (await res.json().catch((e) => {
       throw cancel.aborted ? e : networkError(base, e, this.opts.headerTimeoutMs);
@@ -217,7 +284,8 @@ export class Downloads {
     const file = ref.file ?? pickQuantization(siblings.map((s) => s.rfilename));
     if (!file) throw new PermanentError("MODEL_NOT_FOUND", `repository ${ref.owner}/${ref.repo} has no .gguf file`);
     const sibling = siblings.find((s) => s.rfilename === file);
-    if (!sibling) throw new PermanentError("MODEL_NOT_FOUND", `repository ${ref.owner}/${ref.repo} has no file ${file}`);
+    if (!sibling)
+      throw new PermanentError("MODEL_NOT_FOUND", `repository ${ref.owner}/${ref.repo} has no file ${file}`);
     return {
       url: `${base}/${ref.owner}/${ref.repo}/resolve/${ref.revision}/${file}`,
       file: catalogPathOf(ref, file),
@@ -238,10 +306,16 @@ export class Downloads {
     const onCancel = () => abort.abort(new Error("cancelled"));
     cancel.addEventListener("abort", onCancel, { once: true });
     // Until the headers arrive the header limit applies, then the stall limit between chunks.
-    let stallTimer = setTimeout(() => abort.abort(new Error(`no answer within ${this.opts.headerTimeoutMs / 1000} s`)), Math.min(this.opts.headerTimeoutMs, this.opts.stallTimeoutMs));
+    let stallTimer = setTimeout(
+      () => abort.abort(new Error(`no answer within ${this.opts.headerTimeoutMs / 1000} s`)),
+      Math.min(this.opts.headerTimeoutMs, this.opts.stallTimeoutMs),
+    );
     const resetStall = () => {
       clearTimeout(stallTimer);
-      stallTimer = setTimeout(() => abort.abort(new Error(`no data for ${this.opts.stallTimeoutMs / 1000} s`)), this.opts.stallTimeoutMs);
+      stallTimer = setTimeout(
+        () => abort.abort(new Error(`no data for ${this.opts.stallTimeoutMs / 1000} s`)),
+        this.opts.stallTimeoutMs,
+      );
     };
     try {
       const res = await this.fetchChecked(url, {
@@ -250,19 +324,33 @@ export class Downloads {
       });
       resetStall();
       if (res.status === 404) throw new PermanentError("MODEL_NOT_FOUND", `${url}: not found (HTTP 404)`);
-      if (res.status === 401 || res.status === 403) throw new PermanentError("DOWNLOAD_FAILED", `${url}: access refused (HTTP ${res.status}); set HF_TOKEN on the node if this is a gated repository`);
+      if (res.status === 401 || res.status === 403)
+        throw new PermanentError(
+          "DOWNLOAD_FAILED",
+          `${url}: access refused (HTTP ${res.status}); set HF_TOKEN on the node if this is a gated repository`,
+        );
       if (res.status === 416 && have) {
         // The part file is already complete (or the server disagrees): start over next attempt.
         rmSync(part, { force: true });
         throw new RbeeError("DOWNLOAD_FAILED", `${url}: range not satisfiable, restarting`);
       }
       if (!res.ok || !res.body) throw new RbeeError("DOWNLOAD_FAILED", `${url}: HTTP ${res.status}`);
-      const resumed = res.status === 206 && have > 0 && new RegExp(`^bytes ${have}-`).test(res.headers.get("content-range") ?? "");
-      if (res.status === 206 && !resumed) throw new RbeeError("DOWNLOAD_FAILED", `${url}: the server answered a range that does not continue the partial file; restarting`, undefined);
+      const resumed =
+        res.status === 206 && have > 0 && new RegExp(`^bytes ${have}-`).test(res.headers.get("content-range") ?? "");
+      if (res.status === 206 && !resumed)
+        throw new RbeeError(
+          "DOWNLOAD_FAILED",
+          `${url}: the server answered a range that does not continue the partial file; restarting`,
+          undefined,
+        );
       let downloaded = resumed ? have : 0;
       const length = Number(res.headers.get("content-length") ?? NaN);
       const total = Number.isFinite(length) ? length + downloaded : null;
-      const tooBig = () => new PermanentError("DOWNLOAD_FAILED", `${url} is larger than the limit of ${this.opts.maxBytes} bytes; nothing was stored`);
+      const tooBig = () =>
+        new PermanentError(
+          "DOWNLOAD_FAILED",
+          `${url} is larger than the limit of ${this.opts.maxBytes} bytes; nothing was stored`,
+        );
       if (total !== null && total > this.opts.maxBytes) throw tooBig();
       const validator = res.headers.get("etag") ?? res.headers.get("last-modified") ?? undefined;
       writeFileSync(part + ".json", JSON.stringify({ url, validator }));
@@ -292,7 +380,10 @@ export class Downloads {
       } catch (e) {
         if (abort.signal.aborted || e instanceof PermanentError) throw e;
         const cause = ((e as Error).cause as Error | undefined)?.message ?? (e as Error).message;
-        throw new RbeeError("DOWNLOAD_FAILED", `connection closed after ${downloaded} of ${total ?? "unknown"} bytes (${cause})`);
+        throw new RbeeError(
+          "DOWNLOAD_FAILED",
+          `connection closed after ${downloaded} of ${total ?? "unknown"} bytes (${cause})`,
+        );
       } finally {
         out.end();
         await once(out, "close");
@@ -302,7 +393,8 @@ export class Downloads {
         rmSync(part, { force: true });
         throw tooBig();
       }
-      if (total !== null && downloaded < total) throw new RbeeError("DOWNLOAD_FAILED", `connection closed after ${downloaded} of ${total} bytes`);
+      if (total !== null && downloaded < total)
+        throw new RbeeError("DOWNLOAD_FAILED", `connection closed after ${downloaded} of ${total} bytes`);
     } catch (e) {
       if (e instanceof PermanentError) {
         rmSync(part, { force: true });
@@ -310,7 +402,8 @@ export class Downloads {
         throw e;
       }
       if (cancel.aborted) throw e;
-      if (abort.signal.aborted) throw new RbeeError("DOWNLOAD_FAILED", `download stalled: ${(abort.signal.reason as Error).message}`);
+      if (abort.signal.aborted)
+        throw new RbeeError("DOWNLOAD_FAILED", `download stalled: ${(abort.signal.reason as Error).message}`);
       if (e instanceof RbeeError) throw e;
       throw networkError(new URL(url).origin, e, this.opts.headerTimeoutMs);
     } finally {
@@ -351,7 +444,15 @@ export function isInternalAddress(ip: string): boolean {
   const v4 = /^(?:::ffff:)?(\d+)\.(\d+)\.(\d+)\.(\d+)$/i.exec(ip);
   if (v4) {
     const [a, b] = [Number(v4[1]), Number(v4[2])];
-    return a === 0 || a === 10 || a === 127 || (a === 100 && b >= 64 && b < 128) || (a === 169 && b === 254) || (a === 172 && b >= 16 && b < 32) || (a === 192 && b === 168);
+    return (
+      a === 0 ||
+      a === 10 ||
+      a === 127 ||
+      (a === 100 && b >= 64 && b < 128) ||
+      (a === 169 && b === 254) ||
+      (a === 172 && b >= 16 && b < 32) ||
+      (a === 192 && b === 168)
+    );
   }
   const h = ip.toLowerCase();
   return h === "::" || h === "::1" || /^f[cd]/.test(h) || /^fe[89ab]/.test(h);
@@ -367,7 +468,8 @@ export async function checkDestination(url: URL, first: URL): Promise<void> {
   const refuse = (why: string): never => {
     throw new PermanentError("DOWNLOAD_FAILED", `refusing to download from ${url.origin}: ${why}`);
   };
-  if (url.protocol !== "https:" && !(url.protocol === "http:" && startedInternal && isLoopback(url.hostname))) refuse("only https (plain http to loopback for a loopback download)");
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && startedInternal && isLoopback(url.hostname)))
+    refuse("only https (plain http to loopback for a loopback download)");
   if (startedInternal) return;
   const host = url.hostname.replace(/^\[|\]$/g, "");
   const addresses = isIP(host) ? [host] : (await lookup(host, { all: true }).catch(() => [])).map((a) => a.address);
@@ -386,8 +488,13 @@ export function networkError(base: string, e: unknown, headerTimeoutMs: number):
     }
   })();
   if (code === "ENOTFOUND")
-    return new PermanentError("DOWNLOAD_FAILED", `cannot resolve ${host} (DNS lookup failed): check the node's network and DNS, or HF_ENDPOINT on the node`);
-  if (code === "EAI_AGAIN") return new RbeeError("DOWNLOAD_FAILED", `cannot resolve ${host} right now (temporary DNS failure)`);
-  if ((e as Error).name === "TimeoutError") return new RbeeError("DOWNLOAD_FAILED", `${base} did not answer within ${headerTimeoutMs / 1000} s`);
+    return new PermanentError(
+      "DOWNLOAD_FAILED",
+      `cannot resolve ${host} (DNS lookup failed): check the node's network and DNS, or HF_ENDPOINT on the node`,
+    );
+  if (code === "EAI_AGAIN")
+    return new RbeeError("DOWNLOAD_FAILED", `cannot resolve ${host} right now (temporary DNS failure)`);
+  if ((e as Error).name === "TimeoutError")
+    return new RbeeError("DOWNLOAD_FAILED", `${base} did not answer within ${headerTimeoutMs / 1000} s`);
   return new RbeeError("DOWNLOAD_FAILED", `cannot reach ${base}: ${cause?.message ?? (e as Error).message}`);
 }

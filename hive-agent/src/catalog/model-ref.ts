@@ -47,7 +47,8 @@ export function parseModelRef(ref: string): ModelRef {
     } catch {
       refuse(ref, "not a URL");
     }
-    if (url.protocol === "http:" && !isLoopback(url.hostname)) refuse(ref, "plain http is only allowed to loopback; use https");
+    if (url.protocol === "http:" && !isLoopback(url.hostname))
+      refuse(ref, "plain http is only allowed to loopback; use https");
     if (!url.pathname.endsWith(".gguf")) refuse(ref, "the URL must name a .gguf file");
     return { kind: "url", url };
   }
@@ -75,7 +76,12 @@ export function catalogPathOf(ref: ModelRef, resolvedFile?: string): string {
       return path.posix.join("hf", ref.owner, ref.repo, ref.file ?? resolvedFile ?? "model.gguf");
     case "url":
       // The whole URL's hash keeps two URLs with the same host and file name apart.
-      return path.posix.join("url", ref.url.hostname.replace(/[^A-Za-z0-9.-]/g, "_"), createHash("sha256").update(ref.url.toString()).digest("hex").slice(0, 16), path.posix.basename(ref.url.pathname));
+      return path.posix.join(
+        "url",
+        ref.url.hostname.replace(/[^A-Za-z0-9.-]/g, "_"),
+        createHash("sha256").update(ref.url.toString()).digest("hex").slice(0, 16),
+        path.posix.basename(ref.url.pathname),
+      );
     case "catalog":
       return ref.name;
     case "file":

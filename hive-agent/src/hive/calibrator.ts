@@ -96,7 +96,10 @@ export class Calibrator {
     const shipped = prebuiltCpuVariants(installedPackageDir());
     const wanted = this.opts.variants;
     const variants = wanted ? shipped.filter((v) => wanted.includes(v)) : shipped;
-    return [...variants.map((v): CpuBinary => `prebuilt:${v}`), ...(checkNativeBuild(this.opts.nativeDir).ok ? (["native"] as const) : [])];
+    return [
+      ...variants.map((v): CpuBinary => `prebuilt:${v}`),
+      ...(checkNativeBuild(this.opts.nativeDir).ok ? (["native"] as const) : []),
+    ];
   }
 
   /**
@@ -110,7 +113,10 @@ export class Calibrator {
       this.key = undefined;
       this.current = { state: "skipped", detail };
     };
-    if (this.opts.mode === "off") return skip("turned off (--calibrate off); CPU workers use the built-in rule (prebuilt at 1 thread, the native build from 2)");
+    if (this.opts.mode === "off")
+      return skip(
+        "turned off (--calibrate off); CPU workers use the built-in rule (prebuilt at 1 thread, the native build from 2)",
+      );
     const gpus = hardware.backends.filter((b) => b !== "cpu");
     if (gpus.length) return skip(`workers run on the GPU (${gpus.join(", ")}); calibration measures CPU binaries only`);
     let candidates: CpuBinary[];
@@ -121,7 +127,8 @@ export class Calibrator {
     } catch (e) {
       return skip(`cannot list the CPU binaries: ${(e as Error).message}`);
     }
-    if (candidates.length < 2) return skip(`only ${candidates[0] ?? "no binary"} can run CPU workers here: nothing to choose`);
+    if (candidates.length < 2)
+      return skip(`only ${candidates[0] ?? "no binary"} can run CPU workers here: nothing to choose`);
     if (key === this.key) return;
     this.stopRun();
     this.key = key;
@@ -129,17 +136,31 @@ export class Calibrator {
     if (cached && cached.key === key) {
       this.done = cached;
       this.current = statusOf(cached);
-      this.opts.log.info(`cached result for ${threads} thread(s) from ${new Date(cached.measured_at).toISOString()}: ${summary(cached)}`);
+      this.opts.log.info(
+        `cached result for ${threads} thread(s) from ${new Date(cached.measured_at).toISOString()}: ${summary(cached)}`,
+      );
       return;
     }
-    if (cached) this.opts.log.info("the cached result is for another node-llama-cpp version, binary set, CPU or thread count; measuring again");
+    if (cached)
+      this.opts.log.info(
+        "the cached result is for another node-llama-cpp version, binary set, CPU or thread count; measuring again",
+      );
     const abort = new AbortController();
     this.abort = abort;
-    this.current = { state: "measuring", detail: `measuring ${candidates.length} CPU binaries at ${threads} thread(s) in the background`, threads };
-    this.opts.log.info(`measuring ${candidates.join(", ")} at ${threads} thread(s), ${this.opts.rounds} rounds of ${this.opts.tokens} tokens`);
+    this.current = {
+      state: "measuring",
+      detail: `measuring ${candidates.length} CPU binaries at ${threads} thread(s) in the background`,
+      threads,
+    };
+    this.opts.log.info(
+      `measuring ${candidates.join(", ")} at ${threads} thread(s), ${this.opts.rounds} rounds of ${this.opts.tokens} tokens`,
+    );
     this.running = this.measure(key, candidates, threads, abort.signal).catch((e) => {
       if (abort.signal.aborted) return;
-      this.current = { state: "failed", detail: `calibration failed: ${(e as Error).message}; CPU workers use the built-in rule` };
+      this.current = {
+        state: "failed",
+        detail: `calibration failed: ${(e as Error).message}; CPU workers use the built-in rule`,
+      };
       this.opts.log.warn(`calibration failed: ${(e as Error).message}`);
     });
   }
@@ -168,7 +189,9 @@ export class Calibrator {
           const outcome = await this.runOnce(binary, threads, signal);
           if (signal.aborted) return;
           if ("interrupted" in outcome) {
-            this.opts.log.info(`run of ${binary} stopped (${outcome.interrupted}); it runs again once workers are idle`);
+            this.opts.log.info(
+              `run of ${binary} stopped (${outcome.interrupted}); it runs again once workers are idle`,
+            );
             continue;
           }
           if (outcome.ok) runs.get(binary)!.push(outcome.tokensPerSecond);
@@ -185,12 +208,23 @@ export class Calibrator {
       const r = runs.get(binary)!;
       return error ? { binary, error } : { binary, tokens_per_second: median(r), runs: r };
     });
-    const best = results.filter((r) => r.tokens_per_second !== undefined).sort((a, b) => b.tokens_per_second! - a.tokens_per_second!)[0];
-    const file: CacheFile = { key, threads, measured_at: Date.now(), ...(best ? { winner: best.binary } : {}), results };
+    const best = results
+      .filter((r) => r.tokens_per_second !== undefined)
+      .sort((a, b) => b.tokens_per_second! - a.tokens_per_second!)[0];
+    const file: CacheFile = {
+      key,
+      threads,
+      measured_at: Date.now(),
+      ...(best ? { winner: best.binary } : {}),
+      results,
+    };
     writeCache(path.join(this.opts.home, CALIBRATION_FILE), file);
     this.done = file;
     this.current = statusOf(file);
-    if (best) this.opts.log.info(`${best.binary} wins at ${threads} thread(s): ${summary(file)}; CPU workers of ${threads} thread(s) load it from now on`);
+    if (best)
+      this.opts.log.info(
+        `${best.binary} wins at ${threads} thread(s): ${summary(file)}; CPU workers of ${threads} thread(s) load it from now on`,
+      );
     else this.opts.log.warn(`no CPU binary ran (${summary(file)}); CPU workers use the built-in rule`);
   }
 
@@ -200,7 +234,12 @@ export class Calibrator {
       if (signal.aborted) return;
       const busy = await this.opts.busy();
       if (!busy) {
-        if (this.current.state === "waiting") this.current = { ...this.current, state: "measuring", detail: this.current.detail.replace(/^waiting[^;]*; /, "") };
+        if (this.current.state === "waiting")
+          this.current = {
+            ...this.current,
+            state: "measuring",
+            detail: this.current.detail.replace(/^waiting[^;]*; /, ""),
+          };
         return;
       }
       if (this.current.state !== "waiting") {
@@ -215,11 +254,28 @@ export class Calibrator {
   private runOnce(binary: CpuBinary, threads: number, signal: AbortSignal): Promise<RunOutcome> {
     return new Promise((resolve) => {
       const args = [
-        this.opts.agentScript, "calibrate-run", "--binary", binary, "--threads", String(threads), "--tokens", String(this.opts.tokens), "--warmup", String(WARMUP_TOKENS),
-        "--model-dir", this.opts.home, "--variants-dir", this.opts.variantsDir, "--native-dir", this.opts.nativeDir,
+        this.opts.agentScript,
+        "calibrate-run",
+        "--binary",
+        binary,
+        "--threads",
+        String(threads),
+        "--tokens",
+        String(this.opts.tokens),
+        "--warmup",
+        String(WARMUP_TOKENS),
+        "--model-dir",
+        this.opts.home,
+        "--variants-dir",
+        this.opts.variantsDir,
+        "--native-dir",
+        this.opts.nativeDir,
       ];
       // As a worker runs: one libuv thread (test/bench/FINDINGS.md §2a), the same environment basics.
-      const child = spawn(process.execPath, args, { env: childEnv(process.env, { UV_THREADPOOL_SIZE: "1" }), stdio: ["ignore", "pipe", "pipe"] });
+      const child = spawn(process.execPath, args, {
+        env: childEnv(process.env, { UV_THREADPOOL_SIZE: "1" }),
+        stdio: ["ignore", "pipe", "pipe"],
+      });
       try {
         if (child.pid) setPriority(child.pid, 19);
       } catch {
@@ -262,7 +318,9 @@ export class Calibrator {
           }
         }
         if (timedOut) return finish({ ok: false, error: `did not finish within ${RUN_TIMEOUT_MS / 1000} s` });
-        const why = sig ? `killed by ${sig}${sig === "SIGILL" ? " (an instruction this CPU does not have)" : ""}` : `exit ${code}`;
+        const why = sig
+          ? `killed by ${sig}${sig === "SIGILL" ? " (an instruction this CPU does not have)" : ""}`
+          : `exit ${code}`;
         finish({ ok: false, error: `${why}: ${lastLines(out)}` });
       });
       let finished = false;
@@ -279,24 +337,51 @@ export class Calibrator {
 }
 
 /** What must match for a stored result to be used: the binaries, the CPU, the thread count and the method. */
-export function calibrationKey(candidates: CpuBinary[], threads: number, opts: Pick<CalibratorOptions, "nativeDir" | "rounds" | "tokens">): string {
-  const version = (JSON.parse(readFileSync(path.join(installedPackageDir(), "package.json"), "utf8")) as { version: string }).version;
-  const cpu = createHash("sha256").update([...cpuFlags()].sort().join(" ")).digest("hex").slice(0, 16);
+export function calibrationKey(
+  candidates: CpuBinary[],
+  threads: number,
+  opts: Pick<CalibratorOptions, "nativeDir" | "rounds" | "tokens">,
+): string {
+  const version = (
+    JSON.parse(readFileSync(path.join(installedPackageDir(), "package.json"), "utf8")) as { version: string }
+  ).version;
+  const cpu = createHash("sha256")
+    .update([...cpuFlags()].sort().join(" "))
+    .digest("hex")
+    .slice(0, 16);
   // The native build's own stamp: a rebuild with other options is another candidate.
   let native: string | undefined;
   if (candidates.includes("native")) {
     const check = checkNativeBuild(opts.nativeDir);
-    native = check.ok ? createHash("sha256").update(JSON.stringify(check.cmakeOptions)).digest("hex").slice(0, 16) : undefined;
+    native = check.ok
+      ? createHash("sha256").update(JSON.stringify(check.cmakeOptions)).digest("hex").slice(0, 16)
+      : undefined;
   }
-  return JSON.stringify({ node_llama_cpp: version, candidates: [...candidates].sort(), native, cpu, threads, model: CALIBRATION_MODEL_VERSION, rounds: opts.rounds, tokens: opts.tokens });
+  return JSON.stringify({
+    node_llama_cpp: version,
+    candidates: [...candidates].sort(),
+    native,
+    cpu,
+    threads,
+    model: CALIBRATION_MODEL_VERSION,
+    rounds: opts.rounds,
+    tokens: opts.tokens,
+  });
 }
 
 function readCache(file: string): CacheFile | undefined {
   try {
     const x = JSON.parse(readFileSync(file, "utf8")) as Partial<CacheFile>;
-    const resultsOk = Array.isArray(x.results) && x.results.every((r) => typeof r?.binary === "string" && (typeof r.tokens_per_second === "number" || typeof r.error === "string"));
-    if (typeof x.key !== "string" || typeof x.threads !== "number" || typeof x.measured_at !== "number" || !resultsOk) return undefined;
-    if (x.winner !== undefined && !x.results!.some((r) => r.binary === x.winner && r.tokens_per_second !== undefined)) return undefined;
+    const resultsOk =
+      Array.isArray(x.results) &&
+      x.results.every(
+        (r) =>
+          typeof r?.binary === "string" && (typeof r.tokens_per_second === "number" || typeof r.error === "string"),
+      );
+    if (typeof x.key !== "string" || typeof x.threads !== "number" || typeof x.measured_at !== "number" || !resultsOk)
+      return undefined;
+    if (x.winner !== undefined && !x.results!.some((r) => r.binary === x.winner && r.tokens_per_second !== undefined))
+      return undefined;
     return x as CacheFile;
   } catch {
     return undefined; // missing or corrupt: measured again
@@ -312,7 +397,12 @@ function writeCache(file: string, data: CacheFile): void {
 function statusOf(f: CacheFile): CpuCalibration {
   const winner = f.results.find((r) => r.binary === f.winner);
   const base = { threads: f.threads, results: f.results, measured_at: f.measured_at };
-  if (!winner) return { state: "failed", detail: `no CPU binary ran here (${summary(f)}); CPU workers use the built-in rule`, ...base };
+  if (!winner)
+    return {
+      state: "failed",
+      detail: `no CPU binary ran here (${summary(f)}); CPU workers use the built-in rule`,
+      ...base,
+    };
   return {
     state: "ready",
     detail: `${winner.binary} is fastest at ${f.threads} thread(s) (${winner.tokens_per_second} tok/s); CPU workers of ${f.threads} thread(s) use it`,
@@ -324,7 +414,11 @@ function statusOf(f: CacheFile): CpuCalibration {
 
 /** "prebuilt:zen4 412 tok/s, native 388 tok/s, prebuilt:x64 unusable". */
 function summary(f: CacheFile): string {
-  return f.results.map((r) => (r.tokens_per_second !== undefined ? `${r.binary} ${r.tokens_per_second} tok/s` : `${r.binary} unusable`)).join(", ");
+  return f.results
+    .map((r) =>
+      r.tokens_per_second !== undefined ? `${r.binary} ${r.tokens_per_second} tok/s` : `${r.binary} unusable`,
+    )
+    .join(", ");
 }
 
 function median(xs: number[]): number {
@@ -335,6 +429,10 @@ function median(xs: number[]): number {
 
 /** The last few lines a failed run printed, for the log and the result (node-llama-cpp says why it did not load). */
 function lastLines(out: string): string {
-  const lines = out.replace(/\x1b\[[0-9;]*[A-Za-z]/g, "").split("\n").map((l) => l.trim()).filter(Boolean);
+  const lines = out
+    .replace(/\x1b\[[0-9;]*[A-Za-z]/g, "")
+    .split("\n")
+    .map((l) => l.trim())
+    .filter(Boolean);
   return lines.slice(-3).join(" | ").slice(0, 500) || "no output";
 }

@@ -15,7 +15,10 @@ import { usableCores } from "./usable-cores";
 const run = promisify(execFile);
 
 /** The variable that restricts (and pins) a backend's devices, as the worker's process takes it. */
-export const DEVICE_ENV: Partial<Record<Backend, string>> = { cuda: "CUDA_VISIBLE_DEVICES", vulkan: "GGML_VK_VISIBLE_DEVICES" };
+export const DEVICE_ENV: Partial<Record<Backend, string>> = {
+  cuda: "CUDA_VISIBLE_DEVICES",
+  vulkan: "GGML_VK_VISIBLE_DEVICES",
+};
 
 /** MemAvailable (what can be used without swapping) where Linux tells it; os.freemem() elsewhere. */
 export function availableRam(): number {
@@ -31,7 +34,10 @@ export function availableRam(): number {
 /** A comma-separated device list from the environment (CUDA_VISIBLE_DEVICES…), or undefined when unset. */
 export function visibleList(value: string | undefined): string[] | undefined {
   if (value === undefined || value.trim() === "") return undefined;
-  return value.split(",").map((s) => s.trim()).filter(Boolean);
+  return value
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
 }
 
 export interface NvidiaGpu {
@@ -50,7 +56,13 @@ export function parseNvidiaSmi(stdout: string): NvidiaGpu[] {
     .filter(Boolean)
     .map((line) => {
       const [index, uuid, name, total, free] = line.split(",").map((s) => s.trim());
-      return { index: Number(index), uuid, name, totalBytes: Number(total) * 2 ** 20, freeBytes: Number(free) * 2 ** 20 };
+      return {
+        index: Number(index),
+        uuid,
+        name,
+        totalBytes: Number(total) * 2 ** 20,
+        freeBytes: Number(free) * 2 ** 20,
+      };
     });
 }
 
@@ -62,16 +74,27 @@ export function parseNvidiaSmi(stdout: string): NvidiaGpu[] {
  */
 export function cudaDevices(gpus: NvidiaGpu[], visible: string[] | undefined): DeviceInfo[] {
   const chosen = visible
-    ? visible.map((id) => gpus.find((g) => (/^\d+$/.test(id) ? g.index === Number(id) : g.uuid.startsWith(id)))).filter((g): g is NvidiaGpu => !!g)
+    ? visible
+        .map((id) => gpus.find((g) => (/^\d+$/.test(id) ? g.index === Number(id) : g.uuid.startsWith(id))))
+        .filter((g): g is NvidiaGpu => !!g)
     : gpus;
   return chosen.map((g, index) => ({
-    backend: "cuda", index, name: g.name, vram_total_bytes: g.totalBytes, vram_free_bytes: g.freeBytes, pin_id: String(g.index),
+    backend: "cuda",
+    index,
+    name: g.name,
+    vram_total_bytes: g.totalBytes,
+    vram_free_bytes: g.freeBytes,
+    pin_id: String(g.index),
   }));
 }
 
 async function nvidiaSmi(): Promise<NvidiaGpu[]> {
   try {
-    const { stdout } = await run("nvidia-smi", ["--query-gpu=index,uuid,name,memory.total,memory.free", "--format=csv,noheader,nounits"], { timeout: 10_000 });
+    const { stdout } = await run(
+      "nvidia-smi",
+      ["--query-gpu=index,uuid,name,memory.total,memory.free", "--format=csv,noheader,nounits"],
+      { timeout: 10_000 },
+    );
     return parseNvidiaSmi(stdout);
   } catch {
     return [];
@@ -90,11 +113,19 @@ export interface BackendProbe {
  * compatible" and similar lines straight to the console; they are collected into `notes` (the hive
  * logs them) instead of reaching the user's terminal.
  */
-export async function probeBackend(gpu: "cuda" | "metal" | "vulkan", notes: string[]): Promise<BackendProbe | undefined> {
+export async function probeBackend(
+  gpu: "cuda" | "metal" | "vulkan",
+  notes: string[],
+): Promise<BackendProbe | undefined> {
   const nlc = await import("node-llama-cpp");
   return withConsoleCaptured(notes, async () => {
     try {
-      const llama = await nlc.getLlama({ gpu, build: "never", logLevel: nlc.LlamaLogLevel.disabled, skipDownload: true });
+      const llama = await nlc.getLlama({
+        gpu,
+        build: "never",
+        logLevel: nlc.LlamaLogLevel.disabled,
+        skipDownload: true,
+      });
       try {
         if (llama.gpu !== gpu) return undefined;
         const names = await llama.getGpuDeviceNames();
@@ -131,17 +162,25 @@ export type DeviceProber = (gpu: "vulkan", pinId: string) => Promise<BackendProb
  * ones unless they are listed: with no list, ids are found by probing 0, 1, … and matching names in
  * order; a listed id that is a CPU device (lavapipe in tests) stays usable, as the list asks.
  */
-export async function vulkanDevices(all: BackendProbe, visible: string[] | undefined, probe: DeviceProber): Promise<DeviceInfo[]> {
+export async function vulkanDevices(
+  all: BackendProbe,
+  visible: string[] | undefined,
+  probe: DeviceProber,
+): Promise<DeviceInfo[]> {
   const even = (name: string, index: number, pin: string | undefined): DeviceInfo => ({
-    backend: "vulkan", index, name,
-    vram_total_bytes: Math.floor(all.total / all.names.length), vram_free_bytes: Math.floor(all.free / all.names.length),
+    backend: "vulkan",
+    index,
+    name,
+    vram_total_bytes: Math.floor(all.total / all.names.length),
+    vram_free_bytes: Math.floor(all.free / all.names.length),
     ...(pin !== undefined ? { pin_id: pin } : {}),
   });
   if (all.names.length === 1) return [even(all.names[0], 0, visible?.[0])];
   const pins: string[] = [];
   // Each device is probed once: what the id matching saw is reused for the device's own figures.
   const seen = new Map<string, BackendProbe | undefined>();
-  const probeOnce = async (id: string) => (seen.has(id) ? seen.get(id) : (seen.set(id, await probe("vulkan", id)), seen.get(id)));
+  const probeOnce = async (id: string) =>
+    seen.has(id) ? seen.get(id) : (seen.set(id, await probe("vulkan", id)), seen.get(id));
   if (visible) pins.push(...visible.slice(0, all.names.length));
   else {
     // Match the default device list to driver ids: the list keeps the driver's order.
@@ -159,7 +198,15 @@ export async function vulkanDevices(all: BackendProbe, visible: string[] | undef
   const out: DeviceInfo[] = [];
   for (const [index, pin] of pins.entries()) {
     const one = await probeOnce(pin);
-    if (one && one.names.length === 1) out.push({ backend: "vulkan", index, name: one.names[0], vram_total_bytes: one.total, vram_free_bytes: one.free, pin_id: pin });
+    if (one && one.names.length === 1)
+      out.push({
+        backend: "vulkan",
+        index,
+        name: one.names[0],
+        vram_total_bytes: one.total,
+        vram_free_bytes: one.free,
+        pin_id: pin,
+      });
     else out.push(even(all.names[index], index, pin));
   }
   return out;
@@ -179,14 +226,25 @@ export async function detectCapabilities(probeDevice: DeviceProber, notes: strin
       found = smi.length
         ? smi
         : seen.names.map((name, index) => ({
-            backend: "cuda" as const, index, name,
-            vram_total_bytes: Math.floor(seen.total / seen.names.length), vram_free_bytes: Math.floor(seen.free / seen.names.length),
+            backend: "cuda" as const,
+            index,
+            name,
+            vram_total_bytes: Math.floor(seen.total / seen.names.length),
+            vram_free_bytes: Math.floor(seen.free / seen.names.length),
             ...(visible?.[index] !== undefined ? { pin_id: visible[index] } : {}),
           }));
     } else if (gpu === "vulkan") {
-      found = seen.names.length ? await vulkanDevices(seen, visibleList(process.env.GGML_VK_VISIBLE_DEVICES), probeDevice) : [];
+      found = seen.names.length
+        ? await vulkanDevices(seen, visibleList(process.env.GGML_VK_VISIBLE_DEVICES), probeDevice)
+        : [];
     } else {
-      found = seen.names.map((name, index) => ({ backend: gpu, index, name, vram_total_bytes: seen.total, vram_free_bytes: seen.free }));
+      found = seen.names.map((name, index) => ({
+        backend: gpu,
+        index,
+        name,
+        vram_total_bytes: seen.total,
+        vram_free_bytes: seen.free,
+      }));
     }
     if (!found.length) {
       notes.push(`${gpu}: the backend loads but offers no usable device; not used`);
@@ -209,6 +267,7 @@ export async function detectCapabilities(probeDevice: DeviceProber, notes: strin
 
 /** The backend a spawn uses when none is asked for: the fastest one with a usable device. */
 export function bestBackend(caps: NodeHardware): Backend {
-  for (const b of ["cuda", "metal", "vulkan"] as const) if (caps.backends.includes(b) && caps.devices.some((d) => d.backend === b)) return b;
+  for (const b of ["cuda", "metal", "vulkan"] as const)
+    if (caps.backends.includes(b) && caps.devices.some((d) => d.backend === b)) return b;
   return "cpu";
 }

@@ -7,12 +7,44 @@ import { chmodSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } f
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import path from "node:path";
 import {
-  AGENT_VERSION, API_VERSION, HIVE_PATHS, HIVE_SOCKET_NAME, RbeeError, WORKER_ID_HEADER, WORKER_SOCKET_DIR, socketPathOf, unixAddress, parseDownloadRequest, parseLoadFailedCallback, parseReadyCallback, parseSpawnRequest,
-  type Backend, type CapabilitiesResponse, type DownloadCancelResponse, type DownloadProgressEvent, type HealthResponse, type NodeHardware, type SpawnResponse,
+  AGENT_VERSION,
+  API_VERSION,
+  HIVE_PATHS,
+  HIVE_SOCKET_NAME,
+  RbeeError,
+  WORKER_ID_HEADER,
+  WORKER_SOCKET_DIR,
+  socketPathOf,
+  unixAddress,
+  parseDownloadRequest,
+  parseLoadFailedCallback,
+  parseReadyCallback,
+  parseSpawnRequest,
+  type Backend,
+  type CapabilitiesResponse,
+  type DownloadCancelResponse,
+  type DownloadProgressEvent,
+  type HealthResponse,
+  type NodeHardware,
+  type SpawnResponse,
 } from "../protocol";
 import { Catalog } from "../catalog/catalog";
 import { DEFAULT_DOWNLOAD_OPTIONS, Downloads, type DownloadOptions } from "../catalog/download";
-import { SERVER_OPTIONS, SERVER_LIMITS, answerHello, checkBearer, endSse, limitServer, listenOn, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
+import {
+  SERVER_OPTIONS,
+  SERVER_LIMITS,
+  answerHello,
+  checkBearer,
+  endSse,
+  limitServer,
+  listenOn,
+  matchPath,
+  readJson,
+  sendError,
+  sendJson,
+  startSse,
+  writeSse,
+} from "../util/http";
 import { createLogger, registerSecret, type Logger } from "../util/log";
 import { availableRam, bestBackend } from "./capabilities";
 import { checkBackend, checkRam, estimateBytes, readModelShape } from "./preflight";
@@ -112,7 +144,12 @@ export class HiveDaemon {
     this.catalog = new Catalog(opts.home);
     this.downloads = new Downloads(
       this.catalog,
-      { ...DEFAULT_DOWNLOAD_OPTIONS, hfEndpoint: process.env.HF_ENDPOINT ?? DEFAULT_DOWNLOAD_OPTIONS.hfEndpoint, hfToken: process.env.HF_TOKEN, ...opts.download },
+      {
+        ...DEFAULT_DOWNLOAD_OPTIONS,
+        hfEndpoint: process.env.HF_ENDPOINT ?? DEFAULT_DOWNLOAD_OPTIONS.hfEndpoint,
+        hfToken: process.env.HF_TOKEN,
+        ...opts.download,
+      },
       createLogger("download"),
     );
     if (process.env.HF_TOKEN) registerSecret(process.env.HF_TOKEN);
@@ -120,7 +157,10 @@ export class HiveDaemon {
       {
         agentScript: process.argv[1],
         hiveUrl: () => this.address,
-        workerAddress: (id) => socketPathOf(this.address) !== undefined ? unixAddress(path.join(opts.home, WORKER_SOCKET_DIR, `${id}.sock`)) : "http://127.0.0.1:0",
+        workerAddress: (id) =>
+          socketPathOf(this.address) !== undefined
+            ? unixAddress(path.join(opts.home, WORKER_SOCKET_DIR, `${id}.sock`))
+            : "http://127.0.0.1:0",
         healthIntervalMs: opts.healthIntervalMs,
         maxHealthFailures: 3,
         gracefulShutdownMs: opts.gracefulShutdownMs,
@@ -131,16 +171,24 @@ export class HiveDaemon {
     );
     this.server = createServer(SERVER_OPTIONS, (req, res) => {
       this.handle(req, res).catch((e) => {
-        if (!(e instanceof RbeeError) || e.code === "INTERNAL") this.log.error(`${req.method} ${req.url}: ${(e as Error).stack ?? e}`);
+        if (!(e instanceof RbeeError) || e.code === "INTERNAL")
+          this.log.error(`${req.method} ${req.url}: ${(e as Error).stack ?? e}`);
         sendError(res, e);
       });
     });
     limitServer(this.server, opts.limits);
     const calibrate = opts.calibrate ?? "auto";
     // A finished native build is a new candidate: calibration measures it against the prebuilt at once.
-    this.nativeBuilder = new NativeBuilder(nativeBuildDir(opts.home), opts.nativeBuild ?? "auto", createLogger("native-build"), calibrate === "auto", () => {
-      if (this.lastHardware && !this.stopping) this.calibrator.ensure(this.lastHardware, this.workerThreads(this.lastHardware));
-    });
+    this.nativeBuilder = new NativeBuilder(
+      nativeBuildDir(opts.home),
+      opts.nativeBuild ?? "auto",
+      createLogger("native-build"),
+      calibrate === "auto",
+      () => {
+        if (this.lastHardware && !this.stopping)
+          this.calibrator.ensure(this.lastHardware, this.workerThreads(this.lastHardware));
+      },
+    );
     this.calibrator = new Calibrator({
       home: opts.home,
       mode: calibrate,
@@ -166,7 +214,12 @@ export class HiveDaemon {
     // the first spawn does not wait for it.
     // The native build (where it pays off) is decided once the hardware is known.
     this.getCapabilities().catch((e) => this.log.warn((e as Error).message));
-    const info: HiveInfoFile = { pid: process.pid, address: this.address, version: AGENT_VERSION, api_version: API_VERSION };
+    const info: HiveInfoFile = {
+      pid: process.pid,
+      address: this.address,
+      version: AGENT_VERSION,
+      api_version: API_VERSION,
+    };
     const file = path.join(this.opts.home, HIVE_INFO_FILE);
     writeFileSync(file, JSON.stringify(info), { mode: 0o600 });
     this.log.info(`rbee hive ${AGENT_VERSION} listening on ${this.address} (home ${this.opts.home})`);
@@ -207,11 +260,15 @@ export class HiveDaemon {
     return this.opts.workerThreads ?? defaultThreads(hardware.cpu_cores);
   }
 
-
   /** What a new worker can have: each device's free VRAM less rbee's own claims, with its workers; RAM likewise. */
   private capabilitiesFrom(at: number, hardware: NodeHardware): CapabilitiesResponse {
     const devices = hardware.backends.flatMap((b) =>
-      this.rooms(at, hardware, b).map((r) => ({ ...r.device, vram_free_bytes: r.free, vram_reserved_bytes: r.reserved, workers: r.workers })),
+      this.rooms(at, hardware, b).map((r) => ({
+        ...r.device,
+        vram_free_bytes: r.free,
+        vram_reserved_bytes: r.reserved,
+        workers: r.workers,
+      })),
     );
     return {
       ...hardware,
@@ -268,7 +325,12 @@ export class HiveDaemon {
     if (this.stopping && method !== "GET") throw new RbeeError("SHUTTING_DOWN", "the hive is shutting down");
 
     if (method === "GET" && url === HIVE_PATHS.health) {
-      const body: HealthResponse = { status: "alive", version: AGENT_VERSION, api_version: API_VERSION, pid: process.pid };
+      const body: HealthResponse = {
+        status: "alive",
+        version: AGENT_VERSION,
+        api_version: API_VERSION,
+        pid: process.pid,
+      };
       return sendJson(res, 200, body);
     }
     if (method === "GET" && url === HIVE_PATHS.capabilities) return sendJson(res, 200, await this.getCapabilities());
@@ -306,7 +368,9 @@ export class HiveDaemon {
     const backend = r.backend ?? bestBackend(hardware);
     checkBackend(hardware, backend);
     const shape = await readModelShape(modelPath).catch((e) => {
-      throw new RbeeError("LOADING_FAILED", `${r.model_ref} is not a readable GGUF model: ${(e as Error).message}`, { model_ref: r.model_ref });
+      throw new RbeeError("LOADING_FAILED", `${r.model_ref} is not a readable GGUF model: ${(e as Error).message}`, {
+        model_ref: r.model_ref,
+      });
     });
     const slots = r.slots ?? (backend === "cpu" ? 2 : 4);
     const contextSize = r.context_size ?? Math.min(shape.trainContext, 4096);
@@ -318,8 +382,14 @@ export class HiveDaemon {
       checkRam(this.ramFree(), modelPath, needed);
       placement = { devices: [], pins: [], bytes: [needed] };
     } else {
-      const place = placeWorker({ backend, device: r.device, devices: r.devices, allowSplit: r.allow_split }, this.rooms(at, hardware, backend), needed);
-      const pins = place.devices.map((i) => hardware.devices.find((d) => d.backend === backend && d.index === i)?.pin_id);
+      const place = placeWorker(
+        { backend, device: r.device, devices: r.devices, allowSplit: r.allow_split },
+        this.rooms(at, hardware, backend),
+        needed,
+      );
+      const pins = place.devices.map(
+        (i) => hardware.devices.find((d) => d.backend === backend && d.index === i)?.pin_id,
+      );
       placement = { ...place, pins };
     }
     const threads = r.threads ?? this.workerThreads(hardware);
@@ -336,7 +406,9 @@ export class HiveDaemon {
       batchSize: r.batch_size,
       nativeDir: nativeBuildDir(this.opts.home),
       // The binary calibration measured fastest at this thread count; none yet: loadLlama's rule.
-      ...(backend === "cpu" ? { cpuBinary: this.calibrator.binaryFor(threads), variantsDir: variantsDir(this.opts.home) } : {}),
+      ...(backend === "cpu"
+        ? { cpuBinary: this.calibrator.binaryFor(threads), variantsDir: variantsDir(this.opts.home) }
+        : {}),
     });
     return { worker_id: w.id, url: w.url, state: "loading", api_key: w.api_key };
   }
@@ -361,7 +433,9 @@ function secureHome(home: string): void {
   if (process.platform === "win32") return;
   const st = statSync(home);
   if (typeof process.getuid === "function" && st.uid !== process.getuid())
-    throw new Error(`the hive home ${home} belongs to another user (uid ${st.uid}); use a folder of your own (RBEE_HOME)`);
+    throw new Error(
+      `the hive home ${home} belongs to another user (uid ${st.uid}); use a folder of your own (RBEE_HOME)`,
+    );
   if (st.mode & 0o077) chmodSync(home, 0o700);
 }
 
@@ -380,14 +454,19 @@ function readToken(file: string): string {
 /** Runs `hive-agent detect` in a child process and parses its JSON; what the GPU libraries said goes to the log. */
 function detectInChild(log: Logger): Promise<NodeHardware> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [process.argv[1], "detect", "--notes"], { timeout: 60_000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
-      for (const line of stderr.split("\n").filter(Boolean)) log.info(`detection: ${line}`);
-      if (err) return reject(new RbeeError("INTERNAL", `capability detection failed: ${err.message}`));
-      try {
-        resolve(JSON.parse(stdout) as NodeHardware);
-      } catch (e) {
-        reject(new RbeeError("INTERNAL", `capability detection printed bad JSON: ${(e as Error).message}`));
-      }
-    });
+    execFile(
+      process.execPath,
+      [process.argv[1], "detect", "--notes"],
+      { timeout: 60_000, maxBuffer: 1 << 20 },
+      (err, stdout, stderr) => {
+        for (const line of stderr.split("\n").filter(Boolean)) log.info(`detection: ${line}`);
+        if (err) return reject(new RbeeError("INTERNAL", `capability detection failed: ${err.message}`));
+        try {
+          resolve(JSON.parse(stdout) as NodeHardware);
+        } catch (e) {
+          reject(new RbeeError("INTERNAL", `capability detection printed bad JSON: ${(e as Error).message}`));
+        }
+      },
+    );
   });
 }

@@ -59,17 +59,35 @@ export function planNativeBuild(input: {
   if (input.existing.ok) return { build: false, status: { state: "ready", detail: readyDetail(input.calibration) } };
   if (input.mode === "off") return skipped(`turned off (--native-build off); build it with ${BY_HAND}`);
   const gpus = input.hardware.backends.filter((b) => b !== "cpu");
-  if (gpus.length) return skipped(`workers run on the GPU (${gpus.join(", ")}); for CPU workers of 2+ threads build it with ${BY_HAND}`);
+  if (gpus.length)
+    return skipped(
+      `workers run on the GPU (${gpus.join(", ")}); for CPU workers of 2+ threads build it with ${BY_HAND}`,
+    );
   if (input.threads < 2 && !input.calibration)
-    return skipped(`${input.hardware.cpu_cores} CPU cores: workers default to 1 thread, and with calibration off they use node-llama-cpp's prebuilt there`);
-  const missing = [!input.toolchain.cmake && "cmake", !input.toolchain.cxx && "a C++ compiler", !input.toolchain.npm && "npm"].filter((x): x is string => !!x);
-  if (missing.length) return skipped(`no ${words(missing, "or")} on this node; install ${words(missing, "and")}, then run ${BY_HAND}`);
+    return skipped(
+      `${input.hardware.cpu_cores} CPU cores: workers default to 1 thread, and with calibration off they use node-llama-cpp's prebuilt there`,
+    );
+  const missing = [
+    !input.toolchain.cmake && "cmake",
+    !input.toolchain.cxx && "a C++ compiler",
+    !input.toolchain.npm && "npm",
+  ].filter((x): x is string => !!x);
+  if (missing.length)
+    return skipped(`no ${words(missing, "or")} on this node; install ${words(missing, "and")}, then run ${BY_HAND}`);
   const then = input.calibration ? "; calibration then measures it against the prebuilt" : "";
-  return { build: true, status: { state: "building", detail: `building llama.cpp for this CPU in the background (minutes, lowest priority); workers use the prebuilt until it is ready${then}` } };
+  return {
+    build: true,
+    status: {
+      state: "building",
+      detail: `building llama.cpp for this CPU in the background (minutes, lowest priority); workers use the prebuilt until it is ready${then}`,
+    },
+  };
 }
 
 function readyDetail(calibration: boolean | undefined): string {
-  return calibration ? "this node's own build is ready; calibration decides whether CPU workers use it" : "CPU workers of 2+ threads use this node's own build";
+  return calibration
+    ? "this node's own build is ready; calibration decides whether CPU workers use it"
+    : "CPU workers of 2+ threads use this node's own build";
 }
 
 /** "a", "a or b", "a, b or c". */
@@ -112,17 +130,32 @@ export class NativeBuilder {
   start(hardware: NodeHardware, threads: number, toolchain = findToolchain()): void {
     if (this.decided) return;
     this.decided = true;
-    const plan = planNativeBuild({ mode: this.mode, hardware, threads, toolchain, existing: checkNativeBuild(this.dir), calibration: this.calibration });
+    const plan = planNativeBuild({
+      mode: this.mode,
+      hardware,
+      threads,
+      toolchain,
+      existing: checkNativeBuild(this.dir),
+      calibration: this.calibration,
+    });
     this.current = plan.status;
     if (!plan.build) {
       if (plan.status.state === "skipped") this.log.info(`native build skipped: ${plan.status.detail}`);
       return;
     }
     this.log.info(`native build: starting in ${this.dir}`);
-    this.running = buildNativeLlama({ dir: this.dir, niceness: 19, signal: this.abort.signal, log: (line) => this.log.debug(line) }).then(
+    this.running = buildNativeLlama({
+      dir: this.dir,
+      niceness: 19,
+      signal: this.abort.signal,
+      log: (line) => this.log.debug(line),
+    }).then(
       (r) => {
         this.current = r.ok
-          ? { state: "ready", detail: `built in ${Math.round(r.durationMs / 1000)} s; ${this.calibration ? "calibration measures it against the prebuilt now" : "CPU workers of 2+ threads started from now on use it"}` }
+          ? {
+              state: "ready",
+              detail: `built in ${Math.round(r.durationMs / 1000)} s; ${this.calibration ? "calibration measures it against the prebuilt now" : "CPU workers of 2+ threads started from now on use it"}`,
+            }
           : { state: "failed", detail: `${r.error}; workers use node-llama-cpp's prebuilt. Retry with ${BY_HAND}` };
         if (this.abort.signal.aborted) return;
         if (r.ok) {

@@ -30,7 +30,12 @@ export interface DeviceRoom {
  * even where a driver reports no usage (software Vulkan). The smaller of the two is what is left, and
  * never more than the node's per-device limit for rbee (`limitBytes`, for GPUs shared with others).
  */
-export function deviceRooms(devices: DeviceInfo[], backend: Backend, reservations: Reservation[], limitBytes = Infinity): DeviceRoom[] {
+export function deviceRooms(
+  devices: DeviceInfo[],
+  backend: Backend,
+  reservations: Reservation[],
+  limitBytes = Infinity,
+): DeviceRoom[] {
   return devices
     .filter((d) => d.backend === backend)
     .map((device) => {
@@ -45,7 +50,10 @@ export function deviceRooms(devices: DeviceInfo[], backend: Backend, reservation
         if (!r.seenByDriver) unseen += r.bytes[at];
         workers.push(r.workerId);
       }
-      const free = Math.max(0, Math.min(device.vram_free_bytes - unseen, device.vram_total_bytes - reserved, limitBytes - reserved));
+      const free = Math.max(
+        0,
+        Math.min(device.vram_free_bytes - unseen, device.vram_total_bytes - reserved, limitBytes - reserved),
+      );
       return { device, free, reserved, workers };
     });
 }
@@ -72,14 +80,26 @@ const label = (r: DeviceRoom) => `${r.device.backend}:${r.device.index} (${r.dev
 /** Splits `needed` over devices in proportion to their free memory, as llama.cpp's default split does. */
 function spread(rooms: DeviceRoom[], needed: number): Placement {
   const total = rooms.reduce((s, r) => s + r.free, 0);
-  return { devices: rooms.map((r) => r.device.index), bytes: rooms.map((r) => Math.ceil((needed * r.free) / (total || 1))) };
+  return {
+    devices: rooms.map((r) => r.device.index),
+    bytes: rooms.map((r) => Math.ceil((needed * r.free) / (total || 1))),
+  };
 }
 
 function exhausted(rooms: DeviceRoom[], needed: number, hint: string): RbeeError {
-  return new RbeeError("VRAM_EXHAUSTED", `not enough VRAM: the model needs about ${gib(needed)}; ${rooms.map(label).join(", ")}; ${hint}`, {
-    needed_bytes: needed,
-    devices: rooms.map((r) => ({ device: `${r.device.backend}:${r.device.index}`, name: r.device.name, free_bytes: r.free, total_bytes: r.device.vram_total_bytes })),
-  });
+  return new RbeeError(
+    "VRAM_EXHAUSTED",
+    `not enough VRAM: the model needs about ${gib(needed)}; ${rooms.map(label).join(", ")}; ${hint}`,
+    {
+      needed_bytes: needed,
+      devices: rooms.map((r) => ({
+        device: `${r.device.backend}:${r.device.index}`,
+        name: r.device.name,
+        free_bytes: r.free,
+        total_bytes: r.device.vram_total_bytes,
+      })),
+    },
+  );
 }
 
 const SMALLER = "use a smaller quantization (e.g. Q4_K_M), a smaller context_size, fewer slots, or backend cpu";
@@ -89,10 +109,14 @@ export function placeWorker(req: PlacementRequest, rooms: DeviceRoom[], needed: 
   const byIndex = (i: number) => {
     const r = rooms.find((x) => x.device.index === i);
     if (!r)
-      throw new RbeeError("BACKEND_UNAVAILABLE", `no ${req.backend} device ${i} on this node; it has ${rooms.map((x) => `${x.device.backend}:${x.device.index}`).join(", ") || "none"}`, {
-        requested: `${req.backend}:${i}`,
-        available: rooms.map((x) => `${x.device.backend}:${x.device.index} ${x.device.name}`),
-      });
+      throw new RbeeError(
+        "BACKEND_UNAVAILABLE",
+        `no ${req.backend} device ${i} on this node; it has ${rooms.map((x) => `${x.device.backend}:${x.device.index}`).join(", ") || "none"}`,
+        {
+          requested: `${req.backend}:${i}`,
+          available: rooms.map((x) => `${x.device.backend}:${x.device.index} ${x.device.name}`),
+        },
+      );
     return r;
   };
   if (req.devices?.length) {
@@ -105,18 +129,33 @@ export function placeWorker(req: PlacementRequest, rooms: DeviceRoom[], needed: 
     if (r.free < needed) throw exhausted([r], needed, `pick another device (or "auto"), or ${SMALLER}`);
     return { devices: [r.device.index], bytes: [needed] };
   }
-  if (!rooms.length) throw new RbeeError("BACKEND_UNAVAILABLE", `backend ${req.backend} has no usable device on this node`, { requested: req.backend });
+  if (!rooms.length)
+    throw new RbeeError("BACKEND_UNAVAILABLE", `backend ${req.backend} has no usable device on this node`, {
+      requested: req.backend,
+    });
   // Least loaded first: fewest workers, then most free memory, so two models land on two GPUs.
-  const fits = rooms.filter((r) => r.free >= needed).sort((a, b) => a.workers.length - b.workers.length || b.free - a.free);
+  const fits = rooms
+    .filter((r) => r.free >= needed)
+    .sort((a, b) => a.workers.length - b.workers.length || b.free - a.free);
   if (fits.length) return { devices: [fits[0].device.index], bytes: [needed] };
   if (req.allowSplit && rooms.length > 1) {
     const biggest = [...rooms].sort((a, b) => b.free - a.free);
     const chosen: DeviceRoom[] = [];
     for (const r of biggest) {
       chosen.push(r);
-      if (chosen.reduce((s, x) => s + x.free, 0) >= needed) return spread(chosen.sort((a, b) => a.device.index - b.device.index), needed);
+      if (chosen.reduce((s, x) => s + x.free, 0) >= needed)
+        return spread(
+          chosen.sort((a, b) => a.device.index - b.device.index),
+          needed,
+        );
     }
     throw exhausted(rooms, needed, `even all devices together are too small; ${SMALLER}`);
   }
-  throw exhausted(rooms, needed, rooms.length > 1 ? `no single device has room: allow the model to span devices (devices [${rooms.map((r) => r.device.index).join(",")}] or allow_split), or ${SMALLER}` : SMALLER);
+  throw exhausted(
+    rooms,
+    needed,
+    rooms.length > 1
+      ? `no single device has room: allow the model to span devices (devices [${rooms.map((r) => r.device.index).join(",")}] or allow_split), or ${SMALLER}`
+      : SMALLER,
+  );
 }

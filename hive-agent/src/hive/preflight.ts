@@ -22,7 +22,11 @@ export async function readModelShape(modelPath: string): Promise<ModelShape> {
   const headsKv = Number(a.attention?.head_count_kv ?? heads);
   const embd = Number(a.embedding_length ?? 0);
   const headDim = Number(a.attention?.key_length ?? embd / heads);
-  return { layers: Number(a.block_count ?? 0), embdKv: headDim * headsKv, trainContext: Number(a.context_length ?? 4096) };
+  return {
+    layers: Number(a.block_count ?? 0),
+    embdKv: headDim * headsKv,
+    trainContext: Number(a.context_length ?? 4096),
+  };
 }
 
 /** Bytes a worker needs: weights × 1.2 (compute buffers, fragmentation) + an f16 KV cache per slot. */
@@ -35,10 +39,14 @@ const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
 
 export function checkBackend(caps: Pick<NodeHardware, "backends">, backend: Backend) {
   if (!caps.backends.includes(backend))
-    throw new RbeeError("BACKEND_UNAVAILABLE", `backend ${backend} is not available on this node; available: ${caps.backends.join(", ")}`, {
-      requested: backend,
-      available: caps.backends,
-    });
+    throw new RbeeError(
+      "BACKEND_UNAVAILABLE",
+      `backend ${backend} is not available on this node; available: ${caps.backends.join(", ")}`,
+      {
+        requested: backend,
+        available: caps.backends,
+      },
+    );
 }
 
 /** RAM for a CPU worker; `available` already excludes what workers still loading have reserved. */

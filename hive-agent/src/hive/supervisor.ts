@@ -5,7 +5,16 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { createInterface } from "node:readline";
 import {
-  RbeeError, WORKER_PATHS, WorkerHealthSchema, parseReply, type Backend, type ErrorCode, type LoadFailedCallback, type ReadyCallback, type WorkerInfo, type WorkerState,
+  RbeeError,
+  WORKER_PATHS,
+  WorkerHealthSchema,
+  parseReply,
+  type Backend,
+  type ErrorCode,
+  type LoadFailedCallback,
+  type ReadyCallback,
+  type WorkerInfo,
+  type WorkerState,
 } from "../protocol";
 import type { Logger } from "../util/log";
 import { callJson } from "../util/http";
@@ -91,7 +100,11 @@ export class Supervisor {
     // UV_THREADPOOL_SIZE=1: node-llama-cpp runs every decode and sampling step as a libuv job; with one
     // pool thread they stay on one OS thread instead of hopping (test/bench/FINDINGS.md: 1.3x at 1 thread).
     // Only what the worker needs from the hive's environment (util/env.ts): no HF_TOKEN, no hive token.
-    const env: NodeJS.ProcessEnv = childEnv(process.env, { UV_THREADPOOL_SIZE: "1", RBEE_WORKER_KEY: apiKey, RBEE_WORKER_CALLBACK_KEY: callbackKey });
+    const env: NodeJS.ProcessEnv = childEnv(process.env, {
+      UV_THREADPOOL_SIZE: "1",
+      RBEE_WORKER_KEY: apiKey,
+      RBEE_WORKER_CALLBACK_KEY: callbackKey,
+    });
     // One process per GPU: the worker sees only the device(s) it was placed on, so it never spills
     // onto another user's GPU. CUDA numbers GPUs as nvidia-smi does (PCI order) only when asked.
     const pins = plan.placement.pins;
@@ -99,17 +112,28 @@ export class Supervisor {
     const pinVar = DEVICE_ENV[plan.backend];
     if (pinVar && pins.length && pins.every((p) => p !== undefined)) env[pinVar] = pins.join(",");
     const args = [
-      this.opts.agentScript, "worker",
-      "--id", id,
-      "--model-path", plan.modelPath,
-      "--model-ref", plan.modelRef,
-      "--backend", plan.backend,
-      "--device", String(plan.placement.devices[0] ?? 0),
-      "--context-size", String(plan.contextSize),
-      "--slots", String(plan.slots),
-      "--threads", String(plan.threads),
-      "--hive-url", this.opts.hiveUrl(),
-      "--listen", address,
+      this.opts.agentScript,
+      "worker",
+      "--id",
+      id,
+      "--model-path",
+      plan.modelPath,
+      "--model-ref",
+      plan.modelRef,
+      "--backend",
+      plan.backend,
+      "--device",
+      String(plan.placement.devices[0] ?? 0),
+      "--context-size",
+      String(plan.contextSize),
+      "--slots",
+      String(plan.slots),
+      "--threads",
+      String(plan.threads),
+      "--hive-url",
+      this.opts.hiveUrl(),
+      "--listen",
+      address,
       ...(plan.batchSize ? ["--batch-size", String(plan.batchSize)] : []),
       ...(plan.nativeDir ? ["--native-dir", plan.nativeDir] : []),
       ...(plan.cpuBinary ? ["--cpu-binary", plan.cpuBinary] : []),
@@ -119,8 +143,19 @@ export class Supervisor {
     const proc = spawn(process.execPath, args, { env, stdio: ["pipe", "pipe", "inherit"] });
     const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
     const w: Worker = {
-      id, plan, apiKey, callbackKey, proc, url: "", state: "loading", progress: 0, slotsBusy: 0,
-      lastActivity: Date.now(), healthFailures: 0, startedAt: Date.now(), exited,
+      id,
+      plan,
+      apiKey,
+      callbackKey,
+      proc,
+      url: "",
+      state: "loading",
+      progress: 0,
+      slotsBusy: 0,
+      lastActivity: Date.now(),
+      healthFailures: 0,
+      startedAt: Date.now(),
+      exited,
     };
     this.workers.set(id, w);
 
@@ -130,16 +165,27 @@ export class Supervisor {
       lines.on("line", (line) => {
         if (line.startsWith(LISTENING_PREFIX)) resolve(line.slice(LISTENING_PREFIX.length));
       });
-      proc.once("exit", () => reject(this.failures.get(id) ? new RbeeError(this.failures.get(id)!.code, this.failures.get(id)!.message) : new RbeeError("LOADING_FAILED", "the worker exited before it listened")));
+      proc.once("exit", () =>
+        reject(
+          this.failures.get(id)
+            ? new RbeeError(this.failures.get(id)!.code, this.failures.get(id)!.message)
+            : new RbeeError("LOADING_FAILED", "the worker exited before it listened"),
+        ),
+      );
     });
     // The worker listens where it was told; on TCP only the port is its choice.
-    if (listening !== address && !(address.startsWith("http://127.0.0.1:") && /^http:\/\/127\.0\.0\.1:\d+$/.test(listening))) {
+    if (
+      listening !== address &&
+      !(address.startsWith("http://127.0.0.1:") && /^http:\/\/127\.0\.0\.1:\d+$/.test(listening))
+    ) {
       w.state = "stopping";
       proc.kill("SIGKILL");
       throw new RbeeError("LOADING_FAILED", `worker ${id} announced ${listening} instead of ${address}`);
     }
     w.url = listening;
-    this.log.info(`worker ${id} started (pid ${proc.pid}) for ${plan.modelRef} on ${where(plan)}, listening on ${w.url}`);
+    this.log.info(
+      `worker ${id} started (pid ${proc.pid}) for ${plan.modelRef} on ${where(plan)}, listening on ${w.url}`,
+    );
     return this.info(w);
   }
 
@@ -164,7 +210,9 @@ export class Supervisor {
       const est = w.plan.placement.bytes.reduce((a, b) => a + b, 0) || 1;
       w.plan.placement.bytes = w.plan.placement.bytes.map((b) => Math.ceil((used * b) / est));
     }
-    this.log.info(`worker ${w.id} ready after ${Date.now() - w.startedAt} ms${cb.cpu_binary ? ` on the ${cb.cpu_binary} binary` : ""}`);
+    this.log.info(
+      `worker ${w.id} ready after ${Date.now() - w.startedAt} ms${cb.cpu_binary ? ` on the ${cb.cpu_binary} binary` : ""}`,
+    );
   }
 
   onLoadFailed(cb: LoadFailedCallback) {
@@ -215,7 +263,11 @@ export class Supervisor {
 
   /** Asks every ready worker for its state now, so a listing is never stale. */
   async refresh(): Promise<void> {
-    await Promise.all([...this.workers.values()].filter((w) => w.state !== "loading" && w.state !== "stopping").map((w) => this.checkHealth(w, 1000)));
+    await Promise.all(
+      [...this.workers.values()]
+        .filter((w) => w.state !== "loading" && w.state !== "stopping")
+        .map((w) => this.checkHealth(w, 1000)),
+    );
   }
 
   /**
@@ -297,7 +349,11 @@ export class Supervisor {
     if (this.failures.has(w.id)) return; // load failure already reported by the worker itself
     const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
     const message = `worker ${w.id} (${w.plan.modelRef}) ${how} while ${w.state}`;
-    this.failures.set(w.id, { code: w.state === "loading" ? "LOADING_FAILED" : "WORKER_CRASHED", message, at: Date.now() });
+    this.failures.set(w.id, {
+      code: w.state === "loading" ? "LOADING_FAILED" : "WORKER_CRASHED",
+      message,
+      at: Date.now(),
+    });
     this.log.error(message);
   }
 
@@ -307,7 +363,11 @@ export class Supervisor {
       if (w.state === "stopping") continue;
       if (w.state === "loading") {
         if (now - w.startedAt > this.opts.loadTimeoutMs) {
-          this.failures.set(w.id, { code: "LOADING_TIMEOUT", message: `worker ${w.id} did not finish loading ${w.plan.modelRef} within ${Math.round(this.opts.loadTimeoutMs / 1000)} s (reached ${Math.round(w.progress * 100)}%)`, at: now });
+          this.failures.set(w.id, {
+            code: "LOADING_TIMEOUT",
+            message: `worker ${w.id} did not finish loading ${w.plan.modelRef} within ${Math.round(this.opts.loadTimeoutMs / 1000)} s (reached ${Math.round(w.progress * 100)}%)`,
+            at: now,
+          });
           void this.shutdown(w.id, "loading timed out");
         }
         continue;
@@ -327,7 +387,9 @@ export class Supervisor {
       // Busy without a token for the stall limit: stuck mid-decode, however politely it answers.
       const stallMs = this.opts.stallLimitMs ?? DEFAULT_STALL_LIMIT_MS;
       if (h.state === "busy" && typeof h.last_progress === "number" && Date.now() - h.last_progress > stallMs)
-        throw new Error(`busy with no progress for ${Math.round((Date.now() - h.last_progress) / 1000)} s (stall limit ${Math.round(stallMs / 1000)} s)`);
+        throw new Error(
+          `busy with no progress for ${Math.round((Date.now() - h.last_progress) / 1000)} s (stall limit ${Math.round(stallMs / 1000)} s)`,
+        );
       if (w.state !== "stopping") w.state = h.state;
       w.slotsBusy = h.slots_busy;
       w.lastActivity = h.last_activity;
@@ -336,9 +398,15 @@ export class Supervisor {
     } catch (e) {
       if (w.state === "stopping" || !this.workers.has(w.id)) return;
       w.healthFailures++;
-      this.log.warn(`worker ${w.id} health check failed (${w.healthFailures}/${this.opts.maxHealthFailures}): ${(e as Error).message}`);
+      this.log.warn(
+        `worker ${w.id} health check failed (${w.healthFailures}/${this.opts.maxHealthFailures}): ${(e as Error).message}`,
+      );
       if (w.healthFailures >= this.opts.maxHealthFailures) {
-        this.failures.set(w.id, { code: "WORKER_CRASHED", message: `worker ${w.id} failed ${w.healthFailures} health checks in a row (last: ${(e as Error).message})`, at: Date.now() });
+        this.failures.set(w.id, {
+          code: "WORKER_CRASHED",
+          message: `worker ${w.id} failed ${w.healthFailures} health checks in a row (last: ${(e as Error).message})`,
+          at: Date.now(),
+        });
         w.state = "stopping";
         w.proc.kill("SIGKILL");
       }

@@ -33,7 +33,9 @@ export function cgroupCpuQuota(read: ReadFile = readIfPresent, root = "/sys/fs/c
       // v2: the quota may sit on this cgroup or any parent; the tightest one counts.
       let tightest: number | undefined;
       for (let dir = cgroupPath; ; dir = path.posix.dirname(dir)) {
-        const max = read(path.posix.join(root, dir, "cpu.max"))?.trim().split(/\s+/);
+        const max = read(path.posix.join(root, dir, "cpu.max"))
+          ?.trim()
+          .split(/\s+/);
         if (max && max[0] !== "max" && Number(max[1]) > 0) {
           const cores = Number(max[0]) / Number(max[1]);
           if (cores > 0 && (tightest === undefined || cores < tightest)) tightest = cores;

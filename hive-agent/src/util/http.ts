@@ -7,7 +7,15 @@ import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { connect, type AddressInfo } from "node:net";
 import { serverProof, provenSocket } from "./server-proof";
 import { request as httpRequest } from "node:http";
-import { HELLO_PATH, RbeeError, SERVER_CHALLENGE_HEADER, SERVER_PROOF_HEADER, SSE_DONE, socketPathOf, unixAddress } from "../protocol";
+import {
+  HELLO_PATH,
+  RbeeError,
+  SERVER_CHALLENGE_HEADER,
+  SERVER_PROOF_HEADER,
+  SSE_DONE,
+  socketPathOf,
+  unixAddress,
+} from "../protocol";
 
 /** Request bodies above this are refused (413): no request of the protocol needs more. */
 export const MAX_BODY_BYTES = 4 << 20;
@@ -17,7 +25,9 @@ export function checkBearer(req: IncomingMessage, expected: string[]): void {
   const header = req.headers.authorization ?? "";
   const m = /^Bearer\s+(\S+)$/i.exec(header);
   // Compare digests so the comparison takes the same time whatever the lengths.
-  const presented = createHash("sha256").update(m ? m[1] : "").digest();
+  const presented = createHash("sha256")
+    .update(m ? m[1] : "")
+    .digest();
   let ok = false;
   for (const e of expected) {
     if (timingSafeEqual(presented, createHash("sha256").update(e).digest()) && m) ok = true;
@@ -60,7 +70,9 @@ export async function listenOn(server: Server, address: string): Promise<string>
   const socketPath = socketPathOf(address);
   if (socketPath !== undefined) {
     if (Buffer.byteLength(socketPath) > 100)
-      throw new Error(`the socket path ${socketPath} is too long for a Unix socket (over 100 bytes); set RBEE_HOME to a shorter folder`);
+      throw new Error(
+        `the socket path ${socketPath} is too long for a Unix socket (over 100 bytes); set RBEE_HOME to a shorter folder`,
+      );
     await removeStaleSocket(socketPath);
     await listen(server, { path: socketPath });
     chmodSync(socketPath, 0o600);
@@ -103,10 +115,18 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
  * TCP fallback: answers GET /v1/hello (no bearer needed) with the proof that this server holds
  * `key`, so a client can tell it from a process that took over the port. Returns true if handled.
  */
-export function answerHello(req: IncomingMessage, res: ServerResponse, key: string | ((req: IncomingMessage) => string | undefined)): boolean {
+export function answerHello(
+  req: IncomingMessage,
+  res: ServerResponse,
+  key: string | ((req: IncomingMessage) => string | undefined),
+): boolean {
   if (req.method !== "GET" || (req.url ?? "").split("?")[0] !== HELLO_PATH) return false;
   const nonce = req.headers[SERVER_CHALLENGE_HEADER];
-  if (typeof nonce !== "string" || !/^[A-Za-z0-9_-]{16,128}$/.test(nonce)) throw new RbeeError("INVALID_REQUEST", `GET ${HELLO_PATH} needs a ${SERVER_CHALLENGE_HEADER} header of 16-128 base64url characters`);
+  if (typeof nonce !== "string" || !/^[A-Za-z0-9_-]{16,128}$/.test(nonce))
+    throw new RbeeError(
+      "INVALID_REQUEST",
+      `GET ${HELLO_PATH} needs a ${SERVER_CHALLENGE_HEADER} header of 16-128 base64url characters`,
+    );
   const k = typeof key === "string" ? key : key(req);
   if (k === undefined) throw new RbeeError("NOT_FOUND", `no key for ${HELLO_PATH} here`);
   res.writeHead(204, { [SERVER_PROOF_HEADER]: serverProof(k, nonce) });
@@ -192,11 +212,20 @@ export function matchPath(pattern: RegExp, path: string): string[] | null {
  * One JSON call from the hive to a worker or from a worker to its hive, on the node: over the
  * peer's Unix socket, or (TCP fallback) on a connection whose server proved it holds `key` first.
  */
-export async function callJson(address: string, method: "GET" | "POST", path: string, key: string, body: unknown, timeoutMs: number, extraHeaders: Record<string, string> = {}): Promise<{ status: number; json: unknown }> {
+export async function callJson(
+  address: string,
+  method: "GET" | "POST",
+  path: string,
+  key: string,
+  body: unknown,
+  timeoutMs: number,
+  extraHeaders: Record<string, string> = {},
+): Promise<{ status: number; json: unknown }> {
   const socketPath = socketPathOf(address);
   // No agent on a socket (one connection per call); none either with createConnection, or Node would
   // hand the request to an agent that opens its own TCP connection instead of the proven one.
-  const conn = socketPath !== undefined ? { socketPath, agent: false as const } : { createConnection: undefined as any };
+  const conn =
+    socketPath !== undefined ? { socketPath, agent: false as const } : { createConnection: undefined as any };
   if (socketPath === undefined) {
     const sock = await provenSocket(Number(new URL(address).port), key, timeoutMs, extraHeaders);
     conn.createConnection = () => sock;
@@ -204,13 +233,25 @@ export async function callJson(address: string, method: "GET" | "POST", path: st
   const data = body === undefined ? undefined : JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = httpRequest(
-      { ...conn, method, path, timeout: timeoutMs, headers: { ...extraHeaders, authorization: `Bearer ${key}`, connection: "close", ...(data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {}) } },
+      {
+        ...conn,
+        method,
+        path,
+        timeout: timeoutMs,
+        headers: {
+          ...extraHeaders,
+          authorization: `Bearer ${key}`,
+          connection: "close",
+          ...(data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {}),
+        },
+      },
       (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
         res.on("data", (c: Buffer) => {
           size += c.length;
-          if (size > MAX_BODY_BYTES) req.destroy(new Error(`the answer to ${method} ${path} is larger than ${MAX_BODY_BYTES} bytes`));
+          if (size > MAX_BODY_BYTES)
+            req.destroy(new Error(`the answer to ${method} ${path} is larger than ${MAX_BODY_BYTES} bytes`));
           else chunks.push(c);
         });
         res.on("end", () => {

@@ -34,7 +34,9 @@ export interface Logger {
 export function createLogger(component: string): Logger {
   const write = (level: Level, msg: string) => {
     if (ORDER[level] < ORDER[threshold]) return;
-    process.stderr.write(`${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} [${component}] ${redact(msg)}\n`);
+    process.stderr.write(
+      `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} [${component}] ${redact(msg)}\n`,
+    );
   };
   return {
     debug: (m) => write("debug", m),

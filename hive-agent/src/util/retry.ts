@@ -53,7 +53,11 @@ export interface RetryOptions {
  * Runs fn until it resolves, retrying the failures `retryIf` allows (by default the retriable ones) as the policy says. The last
  * failure, or the first one that may not be retried, is thrown as it is.
  */
-export async function retry<T>(fn: (attempt: number) => Promise<T>, policy: RetryPolicy | RetrySchedule, opts: RetryOptions = {}): Promise<T> {
+export async function retry<T>(
+  fn: (attempt: number) => Promise<T>,
+  policy: RetryPolicy | RetrySchedule,
+  opts: RetryOptions = {},
+): Promise<T> {
   const attempts = maxAttempts(policy);
   for (let attempt = 1; ; attempt++) {
     try {

@@ -27,7 +27,14 @@ const FLAG_TO_OPTION: ReadonlyArray<readonly [string, string]> = [
 
 export function cpuFlags(cpuinfo = readFileSync("/proc/cpuinfo", "utf8")): Set<string> {
   const line = cpuinfo.split("\n").find((l) => l.startsWith("flags"));
-  return new Set(line ? line.slice(line.indexOf(":") + 1).trim().split(/\s+/) : []);
+  return new Set(
+    line
+      ? line
+          .slice(line.indexOf(":") + 1)
+          .trim()
+          .split(/\s+/)
+      : [],
+  );
 }
 
 /** Release flags for a build with AMX: CMake's defaults plus the GCC workaround above. */

@@ -12,7 +12,19 @@
 // the variant's own library is copied (it is the one file that differs, and writing to it must never
 // reach the installed package, which other users may share).
 
-import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import path from "node:path";
 
 const STAMP = "rbee-variant.json";
@@ -52,8 +64,13 @@ function versionOf(packageDir: string): string {
 /** Whether `root` holds a finished private copy for `variant` made from this node-llama-cpp version. */
 export function variantReady(root: string, variant: string, packageDir: string): boolean {
   try {
-    const stamp = JSON.parse(readFileSync(path.join(root, variant, STAMP), "utf8")) as { version?: string; variant?: string };
-    return stamp.version === versionOf(packageDir) && stamp.variant === variant && existsSync(variantEntry(root, variant));
+    const stamp = JSON.parse(readFileSync(path.join(root, variant, STAMP), "utf8")) as {
+      version?: string;
+      variant?: string;
+    };
+    return (
+      stamp.version === versionOf(packageDir) && stamp.variant === variant && existsSync(variantEntry(root, variant))
+    );
   } catch {
     return false;
   }
@@ -85,7 +102,8 @@ export function prepareVariant(root: string, variant: string, packageDir: string
   const pkg = prebuiltPackageDir(packageDir);
   const binsName = platformName();
   const variantLib = pkg && path.join(pkg, "bins", binsName, `libggml-cpu-${variant}.so`);
-  if (!pkg || !variantLib || !existsSync(variantLib)) throw new Error(`node-llama-cpp's prebuilt has no CPU variant "${variant}"`);
+  if (!pkg || !variantLib || !existsSync(variantLib))
+    throw new Error(`node-llama-cpp's prebuilt has no CPU variant "${variant}"`);
   const final = path.join(root, variant);
   const staging = `${final}.${process.pid}.tmp`;
   rmSync(staging, { recursive: true, force: true });
@@ -98,7 +116,8 @@ export function prepareVariant(root: string, variant: string, packageDir: string
     else if (name === "package.json") copyFileSync(path.join(packageDir, name), path.join(nlc, name));
     else if (name !== "node_modules") symlinkSync(path.join(packageDir, name), path.join(nlc, name));
   }
-  if (existsSync(path.join(packageDir, "node_modules"))) symlinkSync(path.join(packageDir, "node_modules"), path.join(nlc, "node_modules"));
+  if (existsSync(path.join(packageDir, "node_modules")))
+    symlinkSync(path.join(packageDir, "node_modules"), path.join(nlc, "node_modules"));
   // Its dependencies: the installed ones.
   const siblings = path.dirname(packageDir);
   for (const name of readdirSync(siblings)) {

@@ -117,16 +117,27 @@ export class Engine {
         // The binary the node's calibration measured fastest (hive/calibrator.ts), else the native
         // build where it pays off, else the prebuilt: see native-build.ts and docs/cpu-calibration.md.
         const loaded = await loadLlama({
-          dir: opts.nativeDir, threads: opts.threads, binary: opts.cpuBinary, variantsDir: opts.variantsDir, llamaOptions: { logLevel: nlc.LlamaLogLevel.error },
+          dir: opts.nativeDir,
+          threads: opts.threads,
+          binary: opts.cpuBinary,
+          variantsDir: opts.variantsDir,
+          llamaOptions: { logLevel: nlc.LlamaLogLevel.error },
         });
         llama = loaded.llama;
         cpuBinary = loaded.binary;
         llamaBuild = `${loaded.binary}${loaded.fallbackReason ? ` (${loaded.fallbackReason})` : ""}`;
       } else {
-        llama = await nlc.getLlama({ gpu: BACKEND_TO_GPU[opts.backend], build: "never", logLevel: nlc.LlamaLogLevel.error });
+        llama = await nlc.getLlama({
+          gpu: BACKEND_TO_GPU[opts.backend],
+          build: "never",
+          logLevel: nlc.LlamaLogLevel.error,
+        });
       }
     } catch (e) {
-      throw new RbeeError("BACKEND_UNAVAILABLE", `backend ${opts.backend} cannot be used on this node: ${(e as Error).message}`);
+      throw new RbeeError(
+        "BACKEND_UNAVAILABLE",
+        `backend ${opts.backend} cannot be used on this node: ${(e as Error).message}`,
+      );
     }
     const gpu = opts.backend !== "cpu";
     const vramBefore = gpu ? (await llama.getVramState()).used : 0;
@@ -152,7 +163,17 @@ export class Engine {
     });
     const gpuDevices = gpu ? await llama.getGpuDeviceNames() : [];
     const vramUsed = gpu ? (await llama.getVramState()).used - vramBefore : 0;
-    const engine = new Engine(nlc, llama, model, context, opts.slots, llamaBuild, gpuDevices, vramUsed > 0 ? vramUsed : undefined, dispatch);
+    const engine = new Engine(
+      nlc,
+      llama,
+      model,
+      context,
+      opts.slots,
+      llamaBuild,
+      gpuDevices,
+      vramUsed > 0 ? vramUsed : undefined,
+      dispatch,
+    );
     engine.cpuBinary = cpuBinary;
     return engine;
   }
@@ -181,13 +202,17 @@ export class Engine {
    * one micro-batch: step-gate.ts). Fails at once with ALL_SLOTS_BUSY; the caller retries with backoff.
    */
   acquireSlot(prompt: readonly Token[] = [], signal?: AbortSignal): LlamaContextSequence {
-    if (this.freeSlots.length === 0) throw new RbeeError("ALL_SLOTS_BUSY", `all ${this.slotsTotal} slots of this worker are busy; retry shortly`);
+    if (this.freeSlots.length === 0)
+      throw new RbeeError("ALL_SLOTS_BUSY", `all ${this.slotsTotal} slots of this worker are busy; retry shortly`);
     let best = 0;
     let bestShared = -1;
     for (let i = 0; i < this.freeSlots.length; i++) {
       const slot = this.freeSlots[i];
       const shared = sharedPrefixLength(slot.contextTokens, prompt);
-      if (shared > bestShared || (shared === bestShared && this.slotIds.get(slot)! < this.slotIds.get(this.freeSlots[best])!)) {
+      if (
+        shared > bestShared ||
+        (shared === bestShared && this.slotIds.get(slot)! < this.slotIds.get(this.freeSlots[best])!)
+      ) {
         best = i;
         bestShared = shared;
       }
@@ -203,13 +228,18 @@ export class Engine {
    * free. That is the editor's case: each keystroke cancels the request before it and sends one
    * that extends it; taking another slot would evaluate the whole prompt again.
    */
-  async acquireSlotWarm(prompt: readonly Token[], signal?: AbortSignal, maxWaitMs = 2000): Promise<LlamaContextSequence> {
+  async acquireSlotWarm(
+    prompt: readonly Token[],
+    signal?: AbortSignal,
+    maxWaitMs = 2000,
+  ): Promise<LlamaContextSequence> {
     const deadline = performance.now() + maxWaitMs;
     for (;;) {
       let bestFree = -1;
       for (const slot of this.freeSlots) bestFree = Math.max(bestFree, sharedPrefixLength(slot.contextTokens, prompt));
       let bestCancelling = -1;
-      for (const [slot, s] of this.busy) if (s?.aborted) bestCancelling = Math.max(bestCancelling, sharedPrefixLength(slot.contextTokens, prompt));
+      for (const [slot, s] of this.busy)
+        if (s?.aborted) bestCancelling = Math.max(bestCancelling, sharedPrefixLength(slot.contextTokens, prompt));
       const worthWaiting = bestCancelling > bestFree + 16 || (bestFree < 0 && bestCancelling >= 0);
       const left = deadline - performance.now();
       if (!worthWaiting || left <= 0 || signal?.aborted) return this.acquireSlot(prompt, signal);
@@ -237,9 +267,18 @@ export class Engine {
     // Text this long cannot fit whatever the vocabulary: refuse it before tokenizing, which for a
     // multi-megabyte request would hold the worker's only thread for seconds.
     // (An infill's prefix and suffix are cut to fit instead.)
-    const chars = p.kind === "text" ? p.prompt.length : p.kind === "chat" ? p.messages.reduce((n, m) => n + m.content.length, 0) : 0;
+    const chars =
+      p.kind === "text"
+        ? p.prompt.length
+        : p.kind === "chat"
+          ? p.messages.reduce((n, m) => n + m.content.length, 0)
+          : 0;
     if (chars > contextPerSlot * MAX_CHARS_PER_TOKEN)
-      throw new RbeeError("PAYLOAD_TOO_LARGE", `the prompt has ${chars} characters, more than fit in this worker's context of ${contextPerSlot} tokens per slot; shorten it or spawn the worker with a larger context_size`, { field: "prompt" });
+      throw new RbeeError(
+        "PAYLOAD_TOO_LARGE",
+        `the prompt has ${chars} characters, more than fit in this worker's context of ${contextPerSlot} tokens per slot; shorten it or spawn the worker with a larger context_size`,
+        { field: "prompt" },
+      );
     const prepared = this.tokenizePrompt(p, maxTokens);
     if (prepared.tokens.length + maxTokens > contextPerSlot)
       throw new RbeeError(
@@ -258,7 +297,11 @@ export class Engine {
         return { tokens: [...bos, ...model.tokenize(p.prompt)], stopTokenSequences: [], stopTexts: [] };
       case "infill": {
         const vocab = this.resolveInfillVocab(bos);
-        if (!vocab) throw new RbeeError("INFILL_UNSUPPORTED", "this model has no fill-in-the-middle tokens; use a code model such as a Qwen2.5-Coder or DeepSeek-Coder GGUF");
+        if (!vocab)
+          throw new RbeeError(
+            "INFILL_UNSUPPORTED",
+            "this model has no fill-in-the-middle tokens; use a code model such as a Qwen2.5-Coder or DeepSeek-Coder GGUF",
+          );
         // Extra context first, capped suffix, prefix cut in steps: see infill-prompt.ts.
         const layout = layoutInfill(vocab, p, infillLimits(this.context.contextSize, maxTokens));
         return { tokens: layout.tokens, stopTokenSequences: [], stopTexts: [] };
@@ -266,7 +309,9 @@ export class Engine {
       case "chat": {
         this.chatWrapper ??= this.resolveChatWrapper();
         const chatHistory = p.messages.map((m) =>
-          m.role === "assistant" ? { type: "model" as const, response: [m.content] } : { type: m.role, text: m.content },
+          m.role === "assistant"
+            ? { type: "model" as const, response: [m.content] }
+            : { type: m.role, text: m.content },
         );
         chatHistory.push({ type: "model", response: [] });
         const state = this.chatWrapper.generateContextState({ chatHistory });
@@ -277,7 +322,9 @@ export class Engine {
         return {
           tokens: state.contextText.tokenize(model.tokenizer),
           stopTexts: textTriggers.map((t) => t.values.join("")).filter((t) => t.length > 0),
-          stopTokenSequences: tokenTriggers.map((t) => t.tokenize(model.tokenizer, "trimLeadingSpace")).filter((t) => t.length > 0),
+          stopTokenSequences: tokenTriggers
+            .map((t) => t.tokenize(model.tokenizer, "trimLeadingSpace"))
+            .filter((t) => t.length > 0),
         };
       }
     }
@@ -295,7 +342,15 @@ export class Engine {
     this.infillVocab =
       prefix == null || suffix == null
         ? null
-        : { tokenize: (text) => model.tokenize(text), bos, pre: prefix, suf: suffix, mid: middle, repoName: special("<|repo_name|>"), fileSep: special("<|file_sep|>") };
+        : {
+            tokenize: (text) => model.tokenize(text),
+            bos,
+            pre: prefix,
+            suf: suffix,
+            mid: middle,
+            repoName: special("<|repo_name|>"),
+            fileSep: special("<|file_sep|>"),
+          };
     return this.infillVocab;
   }
 
@@ -323,7 +378,13 @@ export class Engine {
     await slot.adaptStateToTokens(input.slice(0, -1), false);
     const cachedTokens = slot.nextTokenIndex;
     const counts = { promptTokens: input.length, cachedTokens };
-    const cancelled: GenerationResult = { tokensOut: 0, decodeMs: 0, firstTokenMs: 0, stopReason: "cancelled", ...counts };
+    const cancelled: GenerationResult = {
+      tokensOut: 0,
+      decodeMs: 0,
+      firstTokenMs: 0,
+      stopReason: "cancelled",
+      ...counts,
+    };
     const pending = input.slice(slot.nextTokenIndex);
     if (opts.max_tokens === 0) {
       // A warm-up: the whole prompt into the cache, nothing generated.
@@ -383,7 +444,11 @@ export class Engine {
         pendingTokens.push(token);
         // Detokenize with a few preceding tokens as context (leading-space rules of some tokenizers).
         const pendingStart = generated.length - pendingTokens.length;
-        const piece = this.model.detokenize(pendingTokens, false, generated.slice(Math.max(0, pendingStart - 8), pendingStart));
+        const piece = this.model.detokenize(
+          pendingTokens,
+          false,
+          generated.slice(Math.max(0, pendingStart - 8), pendingStart),
+        );
         let text = "";
         if (!piece.endsWith("\uFFFD")) {
           pendingTokens = [];

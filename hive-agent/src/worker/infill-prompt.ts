@@ -91,7 +91,11 @@ export function layoutInfill(v: InfillVocab, parts: InfillParts, limits: InfillL
  * plain header line. The newest chunks (the end of the list) are kept whole; older ones that do
  * not fit are left out whole, never cut in the middle.
  */
-function extraBlock(v: InfillVocab, chunks: readonly { text: string; filename?: string }[], budget: number): { tokens: Token[]; dropped: number } {
+function extraBlock(
+  v: InfillVocab,
+  chunks: readonly { text: string; filename?: string }[],
+  budget: number,
+): { tokens: Token[]; dropped: number } {
   if (!chunks.length || budget <= 0) return { tokens: [], dropped: chunks.length };
   const repo = v.repoName != null && v.fileSep != null;
   const head = repo ? [v.repoName!, ...v.tokenize("project\n")] : [];
@@ -101,7 +105,9 @@ function extraBlock(v: InfillVocab, chunks: readonly { text: string; filename?: 
   for (let i = chunks.length - 1; i >= 0; i--) {
     const c = chunks[i];
     const name = c.filename || "snippet";
-    const body = repo ? [v.fileSep!, ...v.tokenize(`${name}\n${ensureNewline(c.text)}`)] : v.tokenize(`\n--- ${name} ---\n${ensureNewline(c.text)}`);
+    const body = repo
+      ? [v.fileSep!, ...v.tokenize(`${name}\n${ensureNewline(c.text)}`)]
+      : v.tokenize(`\n--- ${name} ---\n${ensureNewline(c.text)}`);
     if (body.length > left) break;
     left -= body.length;
     kept.unshift(body);

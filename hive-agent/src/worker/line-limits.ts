@@ -31,7 +31,14 @@ export class LineLimits {
         continue;
       }
       this.line += ch;
-      if (this.sawNewline && minIndent > 0 && ch !== " " && ch !== "\t" && this.line.trim().length === 1 && this.line.length - 1 < minIndent)
+      if (
+        this.sawNewline &&
+        minIndent > 0 &&
+        ch !== " " &&
+        ch !== "\t" &&
+        this.line.trim().length === 1 &&
+        this.line.length - 1 < minIndent
+      )
         return Math.max(0, i - (this.line.length - 1)); // the line may have begun in earlier text
     }
     return -1;

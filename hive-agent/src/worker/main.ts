@@ -2,7 +2,14 @@
 // It listens first (so loading progress can be followed), announces its port on stdout for the hive,
 // loads the model, then calls the hive back with /v1/workers/ready (or /v1/workers/load-failed).
 
-import { HIVE_PATHS, RbeeError, BACKENDS, WORKER_ID_HEADER, type LoadFailedCallback, type ReadyCallback } from "../protocol";
+import {
+  HIVE_PATHS,
+  RbeeError,
+  BACKENDS,
+  WORKER_ID_HEADER,
+  type LoadFailedCallback,
+  type ReadyCallback,
+} from "../protocol";
 import { createLogger, registerSecret } from "../util/log";
 import { callJson } from "../util/http";
 import { LISTENING_PREFIX, type WorkerArgs } from "./spawn-plan";
@@ -14,7 +21,8 @@ export async function runWorker(args: WorkerArgs): Promise<void> {
   const apiKey = process.env.RBEE_WORKER_KEY ?? "";
   // Its own secret for calling the hive back: a worker never holds the hive token.
   const callbackKey = process.env.RBEE_WORKER_CALLBACK_KEY ?? "";
-  if (apiKey.length < 16 || callbackKey.length < 16) throw new Error("RBEE_WORKER_KEY and RBEE_WORKER_CALLBACK_KEY must be set by the hive");
+  if (apiKey.length < 16 || callbackKey.length < 16)
+    throw new Error("RBEE_WORKER_KEY and RBEE_WORKER_CALLBACK_KEY must be set by the hive");
   delete process.env.RBEE_WORKER_KEY;
   delete process.env.RBEE_WORKER_CALLBACK_KEY;
   registerSecret(apiKey);
@@ -63,17 +71,30 @@ export async function runWorker(args: WorkerArgs): Promise<void> {
     });
     if (stopping) return;
     server.setReady(engine);
-    log.info(`loaded ${args.modelRef} in ${Date.now() - t0} ms (${args.backend}, ${engine.build}, ${args.slots} slots, ${args.threads} threads, context ${engine.context.contextSize}) on ${url}`);
+    log.info(
+      `loaded ${args.modelRef} in ${Date.now() - t0} ms (${args.backend}, ${engine.build}, ${args.slots} slots, ${args.threads} threads, context ${engine.context.contextSize}) on ${url}`,
+    );
     if (engine.gpuDevices.length) log.info(`running on ${engine.gpuDevices.join(", ")}`);
     await callHive(HIVE_PATHS.ready, {
-      worker_id: args.id, url, model_ref: args.modelRef, backend: args.backend, device: args.device,
-      gpu_devices: engine.gpuDevices, ...(engine.cpuBinary ? { cpu_binary: engine.cpuBinary } : {}), ...(engine.vramUsedBytes !== undefined ? { vram_used_bytes: engine.vramUsedBytes } : {}),
+      worker_id: args.id,
+      url,
+      model_ref: args.modelRef,
+      backend: args.backend,
+      device: args.device,
+      gpu_devices: engine.gpuDevices,
+      ...(engine.cpuBinary ? { cpu_binary: engine.cpuBinary } : {}),
+      ...(engine.vramUsedBytes !== undefined ? { vram_used_bytes: engine.vramUsedBytes } : {}),
     });
   } catch (e) {
-    const err = e instanceof RbeeError ? e : new RbeeError("LOADING_FAILED", `loading ${args.modelRef} failed: ${(e as Error).message}`);
+    const err =
+      e instanceof RbeeError
+        ? e
+        : new RbeeError("LOADING_FAILED", `loading ${args.modelRef} failed: ${(e as Error).message}`);
     log.error(err.message);
     server.setLoadFailed(err);
-    await callHive(HIVE_PATHS.loadFailed, { worker_id: args.id, code: err.code, message: err.message }).catch((c) => log.error(String(c)));
+    await callHive(HIVE_PATHS.loadFailed, { worker_id: args.id, code: err.code, message: err.message }).catch((c) =>
+      log.error(String(c)),
+    );
     await server.stop();
     process.exit(1);
   }

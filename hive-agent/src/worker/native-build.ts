@@ -15,7 +15,21 @@
 
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, closeSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
+import {
+  chmodSync,
+  closeSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { availableParallelism, setPriority } from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -89,7 +103,10 @@ export function nativeBuildStamp(cmakeOptions: Record<string, string>): string {
 
 /** What must match for a finished build to be reused: package version, options, CPU. */
 function stampFor(packageDir: string, cmakeOptions: Record<string, string>): string {
-  const cpu = createHash("sha256").update([...cpuFlags()].sort().join(" ")).digest("hex").slice(0, 16);
+  const cpu = createHash("sha256")
+    .update([...cpuFlags()].sort().join(" "))
+    .digest("hex")
+    .slice(0, 16);
   return JSON.stringify({ version: packageVersion(packageDir), cmakeOptions, cpu });
 }
 
@@ -110,12 +127,15 @@ function preparePackageCopy(packageDir: string, dir: string): void {
       dereference: true,
       filter: (src) => {
         const rel = path.relative(path.join(packageDir, "llama"), src);
-        return !["llama.cpp", "localBuilds", "build", "lastBuild.json"].some((skip) => rel === skip || rel.startsWith(skip + path.sep));
+        return !["llama.cpp", "localBuilds", "build", "lastBuild.json"].some(
+          (skip) => rel === skip || rel.startsWith(skip + path.sep),
+        );
       },
     });
   }
   // The package's own nested dependencies, if npm put any there.
-  if (existsSync(path.join(packageDir, "node_modules"))) symlinkSync(path.join(packageDir, "node_modules"), path.join(staging, "node_modules"));
+  if (existsSync(path.join(packageDir, "node_modules")))
+    symlinkSync(path.join(packageDir, "node_modules"), path.join(staging, "node_modules"));
   const siblings = path.dirname(packageDir);
   for (const name of readdirSync(siblings)) {
     if (name === "node-llama-cpp" || name.startsWith(".")) continue;
@@ -135,7 +155,9 @@ function preparePackageCopy(packageDir: string, dir: string): void {
 function linkCmakeJs(siblings: string, binDir: string): void {
   const pkgDir = path.join(siblings, "cmake-js");
   if (!existsSync(path.join(pkgDir, "package.json"))) return; // the build will say what is missing
-  const bin = (JSON.parse(readFileSync(path.join(pkgDir, "package.json"), "utf8")) as { bin?: string | Record<string, string> }).bin;
+  const bin = (
+    JSON.parse(readFileSync(path.join(pkgDir, "package.json"), "utf8")) as { bin?: string | Record<string, string> }
+  ).bin;
   const rel = typeof bin === "string" ? bin : bin?.["cmake-js"];
   if (!rel) return;
   mkdirSync(binDir, { recursive: true });
@@ -189,7 +211,10 @@ function runNode(
       chunks.push(d);
       // node-llama-cpp's own messages, once each: progress bars redraw the same line many times.
       for (const raw of d.toString().split(/[\r\n]+/)) {
-        const line = raw.replace(/\x1b\[[0-9;]*[A-Za-z]/g, "").replace(/\s+\d+%$/, "").trim();
+        const line = raw
+          .replace(/\x1b\[[0-9;]*[A-Za-z]/g, "")
+          .replace(/\s+\d+%$/, "")
+          .trim();
         if (line !== last && /^\[node-llama-cpp\]|^rbee:/.test(line)) log(line);
         if (line) last = line;
       }
@@ -219,7 +244,13 @@ export async function buildNativeLlama(opts: NativeBuildOptions): Promise<Native
   const log = opts.log ?? (() => {});
   const entry = nativeEntry(opts.dir);
   const stampFile = path.join(opts.dir, STAMP);
-  const result = (ok: boolean, error?: string): NativeBuildResult => ({ ok, entry, cmakeOptions, durationMs: Date.now() - started, error });
+  const result = (ok: boolean, error?: string): NativeBuildResult => ({
+    ok,
+    entry,
+    cmakeOptions,
+    durationMs: Date.now() - started,
+    error,
+  });
   let wanted: string;
   try {
     wanted = stampFor(packageDir, cmakeOptions);
@@ -264,7 +295,8 @@ export async function buildNativeLlama(opts: NativeBuildOptions): Promise<Native
       onSpawn: (pid) => writeFileSync(path.join(opts.dir, LOCK), String(pid)),
     });
     if (opts.signal?.aborted) return result(false, "the native build was stopped");
-    if (code !== 0) return result(false, `the native build failed (exit ${code}); see ${path.join(opts.dir, "build.log")}`);
+    if (code !== 0)
+      return result(false, `the native build failed (exit ${code}); see ${path.join(opts.dir, "build.log")}`);
     writeFileSync(stampFile, wanted);
     return result(true);
   } finally {
@@ -287,7 +319,8 @@ function takeBuildLock(dir: string): (() => void) | string {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") return `cannot lock ${file}: ${(err as Error).message}`;
       const pid = Number(readFileSync(file, "utf8").trim());
-      if (Number.isInteger(pid) && pid > 0 && isPidAlive(pid)) return `another native build is running in ${dir} (pid ${pid}); wait for it to finish`;
+      if (Number.isInteger(pid) && pid > 0 && isPidAlive(pid))
+        return `another native build is running in ${dir} (pid ${pid}); wait for it to finish`;
       rmSync(file, { force: true });
     }
   }
@@ -295,9 +328,12 @@ function takeBuildLock(dir: string): (() => void) | string {
 }
 
 /** Whether `dir` holds a finished native build that this package version and CPU can use. */
-export function checkNativeBuild(dir: string): { ok: true; cmakeOptions: Record<string, string> } | { ok: false; reason: string } {
+export function checkNativeBuild(
+  dir: string,
+): { ok: true; cmakeOptions: Record<string, string> } | { ok: false; reason: string } {
   const stampFile = path.join(dir, STAMP);
-  if (!existsSync(stampFile) || !existsSync(nativeEntry(dir))) return { ok: false, reason: `no native build in ${dir}` };
+  if (!existsSync(stampFile) || !existsSync(nativeEntry(dir)))
+    return { ok: false, reason: `no native build in ${dir}` };
   const text = readFileSync(stampFile, "utf8");
   let stamp: { cmakeOptions?: Record<string, string> };
   try {
@@ -367,14 +403,17 @@ export async function loadLlama(opts: LoadLlamaOptions): Promise<LoadedLlama> {
     return { llama: await getLlama(base), kind: "prebuilt", binary: "prebuilt", fallbackReason };
   };
   const { dir, threads, binary } = opts;
-  if (binary?.startsWith("prebuilt:")) return loadVariant(binary.slice("prebuilt:".length), opts.variantsDir, base, prebuilt);
+  if (binary?.startsWith("prebuilt:"))
+    return loadVariant(binary.slice("prebuilt:".length), opts.variantsDir, base, prebuilt);
   if (binary === "prebuilt") return prebuilt();
   if (!dir) return prebuilt();
-  if (binary !== "native" && threads < 2) return prebuilt("one thread: the prebuilt (no calibration figures for this thread count)");
+  if (binary !== "native" && threads < 2)
+    return prebuilt("one thread: the prebuilt (no calibration figures for this thread count)");
   const check = checkNativeBuild(dir);
   if (!check.ok) return prebuilt(check.reason);
   const entry = nativeEntry(dir);
-  if (threads === availableParallelism() && process.env.OMP_PROC_BIND === undefined) process.env.OMP_PROC_BIND = "spread";
+  if (threads === availableParallelism() && process.env.OMP_PROC_BIND === undefined)
+    process.env.OMP_PROC_BIND = "spread";
   try {
     const { getLlama }: typeof import("node-llama-cpp") = await import(pathToFileURL(entry).href);
     const llama = await getLlama({ ...base, cmakeOptions: check.cmakeOptions, usePrebuiltBinaries: false });
@@ -395,9 +434,12 @@ async function loadVariant(
   base: LlamaOptions,
   prebuilt: (reason: string) => Promise<LoadedLlama>,
 ): Promise<LoadedLlama> {
-  if (!variantsDir || !variantReady(variantsDir, variant, installedPackageDir())) return prebuilt(`no private copy of the prebuilt's ${variant} variant`);
+  if (!variantsDir || !variantReady(variantsDir, variant, installedPackageDir()))
+    return prebuilt(`no private copy of the prebuilt's ${variant} variant`);
   try {
-    const { getLlama }: typeof import("node-llama-cpp") = await import(pathToFileURL(variantEntry(variantsDir, variant)).href);
+    const { getLlama }: typeof import("node-llama-cpp") = await import(
+      pathToFileURL(variantEntry(variantsDir, variant)).href
+    );
     return { llama: await getLlama(base), kind: "prebuilt", binary: `prebuilt:${variant}` };
   } catch (err) {
     return prebuilt(`the prebuilt's ${variant} variant did not load: ${(err as Error).message}`);

@@ -4,14 +4,34 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { randomUUID } from "node:crypto";
 import {
-  parseChatRequest, parseInferenceRequest, parseInfillRequest, RbeeError, WORKER_PATHS,
-  type LoadingProgressEvent, type ReadyResponse, type StreamEvent, type WorkerHealth, type WorkerState,
+  parseChatRequest,
+  parseInferenceRequest,
+  parseInfillRequest,
+  RbeeError,
+  WORKER_PATHS,
+  type LoadingProgressEvent,
+  type ReadyResponse,
+  type StreamEvent,
+  type WorkerHealth,
+  type WorkerState,
 } from "../protocol";
-import { SERVER_OPTIONS, answerHello, checkBearer, endSse, limitServer, listenOn, matchPath, readJson, sendError, sendJson, startSse, writeSse } from "../util/http";
+import {
+  SERVER_OPTIONS,
+  answerHello,
+  checkBearer,
+  endSse,
+  limitServer,
+  listenOn,
+  matchPath,
+  readJson,
+  sendError,
+  sendJson,
+  startSse,
+  writeSse,
+} from "../util/http";
 import type { Logger } from "../util/log";
 import type { Engine, GenerationOptions, Prompt } from "./engine";
 import { TokenFrames, tokenFrame } from "./token-frames";
-
 
 export class WorkerServer {
   private server: Server;
@@ -92,7 +112,11 @@ export class WorkerServer {
 
     if (method === "GET" && path === WORKER_PATHS.health) return sendJson(res, 200, this.health());
     if (method === "GET" && path === WORKER_PATHS.ready) {
-      const body: ReadyResponse = { ready: this.engine !== undefined && this.state !== "stopping", state: this.state, ...(this.state === "loading" ? { progress: this.progress } : {}) };
+      const body: ReadyResponse = {
+        ready: this.engine !== undefined && this.state !== "stopping",
+        state: this.state,
+        ...(this.state === "loading" ? { progress: this.progress } : {}),
+      };
       return sendJson(res, 200, body);
     }
     if (method === "GET" && path === WORKER_PATHS.loadingProgress) return this.streamLoadingProgress(res);
@@ -138,10 +162,12 @@ export class WorkerServer {
 
   private async generate(req: IncomingMessage, res: ServerResponse, opts: GenerationOptions, prompt: Prompt) {
     const engine = this.engine;
-    if (!engine || this.state === "loading") throw new RbeeError("WORKER_NOT_READY", "the model is still loading; wait for /v1/ready");
+    if (!engine || this.state === "loading")
+      throw new RbeeError("WORKER_NOT_READY", "the model is still loading; wait for /v1/ready");
     if (this.state === "stopping") throw new RbeeError("SHUTTING_DOWN", "this worker is shutting down");
     const requestId = opts.request_id ?? randomUUID();
-    if (this.active.has(requestId)) throw new RbeeError("INVALID_REQUEST", `request_id "${requestId}" is already running`, { field: "request_id" });
+    if (this.active.has(requestId))
+      throw new RbeeError("INVALID_REQUEST", `request_id "${requestId}" is already running`, { field: "request_id" });
     const prepared = engine.prepare(prompt, opts.max_tokens);
     const abort = new AbortController();
     // A client that hangs up cancels its generation (the response closes before we end it).
@@ -169,10 +195,16 @@ export class WorkerServer {
         frames.queue(res, tokenFrame(t.text, t.index));
       });
       frames.take(res);
-      if (result.decodeMs > 0 && result.tokensOut > 1) this.lastTokensPerSecond = Math.round(((result.tokensOut - 1) / result.decodeMs) * 1000 * 10) / 10;
+      if (result.decodeMs > 0 && result.tokensOut > 1)
+        this.lastTokensPerSecond = Math.round(((result.tokensOut - 1) / result.decodeMs) * 1000 * 10) / 10;
       send({
-        type: "end", tokens_out: result.tokensOut, decode_ms: Math.round(result.decodeMs), stop_reason: result.stopReason, first_token_ms: Math.round(result.firstTokenMs * 10) / 10,
-        tokens_in: prepared.tokens.length, cached_tokens: result.cachedTokens,
+        type: "end",
+        tokens_out: result.tokensOut,
+        decode_ms: Math.round(result.decodeMs),
+        stop_reason: result.stopReason,
+        first_token_ms: Math.round(result.firstTokenMs * 10) / 10,
+        tokens_in: prepared.tokens.length,
+        cached_tokens: result.cachedTokens,
       });
       endSse(res);
       this.log.debug(`request ${requestId}: ${result.tokensOut} tokens, ${result.stopReason}`);

@@ -24,8 +24,17 @@ async function main() {
   const home = mkdtempSync(path.join(tmpdir(), "rbee-gpu-"));
   const token = randomBytes(24).toString("base64url");
   writeFileSync(path.join(home, "token"), token, { mode: 0o600 });
-  const hiveProc = spawn(process.execPath, [agent, "daemon", "--token-file", path.join(home, "token"), "--home", home, "--native-build", "off"], { stdio: ["ignore", "pipe", "inherit"] });
-  const address = await new Promise<string>((resolve) => hiveProc.stdout!.on("data", (d) => { const m = /listening on (\S+)/.exec(String(d)); if (m) resolve(m[1]); }));
+  const hiveProc = spawn(
+    process.execPath,
+    [agent, "daemon", "--token-file", path.join(home, "token"), "--home", home, "--native-build", "off"],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const address = await new Promise<string>((resolve) =>
+    hiveProc.stdout!.on("data", (d) => {
+      const m = /listening on (\S+)/.exec(String(d));
+      if (m) resolve(m[1]);
+    }),
+  );
   const transport = loopbackTransport();
   const hive = new HiveClient({ transport, baseUrl: address, token, nodeName: "gpu" });
   const out: Record<string, unknown> = {};
@@ -42,38 +51,82 @@ async function main() {
     const t0 = performance.now();
     const s = await hive.spawn({ model_ref: `file:${modelPath}`, backend: BACKEND, slots: 4, context_size: 2048 });
     let w = await hive.worker(s.worker_id);
-    while (w.state === "loading") { await new Promise((r) => setTimeout(r, 50)); w = await hive.worker(s.worker_id); }
+    while (w.state === "loading") {
+      await new Promise((r) => setTimeout(r, 50));
+      w = await hive.worker(s.worker_id);
+    }
     out.worker_load_ms = round(performance.now() - t0, 0);
     // Placement: the worker went to a GPU by itself and sees only that one.
     out.worker_devices = w.devices;
     out.worker_gpu_devices = w.gpu_devices;
     const client = hive.workerClient(w);
-    const stream = () => timeStream(() => client.inference({ prompt: PROMPT, max_tokens: TOKENS, temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 }), TOKENS);
-    const engine = await inProcessEngine({ modelPath, threads: 4, gpu: BACKEND === "cpu" ? undefined : BACKEND, contextSize: 2048 });
+    const stream = () =>
+      timeStream(
+        () =>
+          client.inference({ prompt: PROMPT, max_tokens: TOKENS, temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 }),
+        TOKENS,
+      );
+    const engine = await inProcessEngine({
+      modelPath,
+      threads: 4,
+      gpu: BACKEND === "cpu" ? undefined : BACKEND,
+      contextSize: 2048,
+    });
     await stream();
     await engine.run(TOKENS);
-    const ws: number[] = [], is: number[] = [], wf: number[] = [], inf: number[] = [];
+    const ws: number[] = [],
+      is: number[] = [],
+      wf: number[] = [],
+      inf: number[] = [];
     for (let i = 0; i < RUNS; i++) {
-      const a = await engine.run(TOKENS); is.push(a.tokensPerSecond); inf.push(a.firstTokenMs);
-      const b = await stream(); ws.push(b.tokensPerSecond); wf.push(b.firstTokenMs);
+      const a = await engine.run(TOKENS);
+      is.push(a.tokensPerSecond);
+      inf.push(a.firstTokenMs);
+      const b = await stream();
+      ws.push(b.tokensPerSecond);
+      wf.push(b.firstTokenMs);
     }
     await engine.dispose();
     Object.assign(out, {
-      worker_sse_tok_s: round(median(ws), 1), in_process_tok_s: round(median(is), 1), ratio: round(median(ws) / median(is), 3),
-      first_token_ms_worker: round(median(wf), 2), first_token_ms_in_process: round(median(inf), 2),
+      worker_sse_tok_s: round(median(ws), 1),
+      in_process_tok_s: round(median(is), 1),
+      ratio: round(median(ws) / median(is), 3),
+      first_token_ms_worker: round(median(wf), 2),
+      first_token_ms_in_process: round(median(inf), 2),
     });
     for (const n of [1, 2, 4]) {
       const t = performance.now();
-      const rs = await Promise.all(Array.from({ length: n }, (_, k) => timeStream(() => client.inference({ prompt: PROMPT, max_tokens: TOKENS, seed: k + 1 }), TOKENS)));
+      const rs = await Promise.all(
+        Array.from({ length: n }, (_, k) =>
+          timeStream(() => client.inference({ prompt: PROMPT, max_tokens: TOKENS, seed: k + 1 }), TOKENS),
+        ),
+      );
       out[`aggregate_tok_s_${n}`] = round((rs.reduce((x, r) => x + r.tokens, 0) / (performance.now() - t)) * 1000, 1);
     }
     // The same model on the machine's CPU, through a worker too: what the GPU buys.
     await hive.shutdown(w.id);
-    const c = await hive.spawn({ model_ref: `file:${modelPath}`, backend: "cpu", slots: 1, context_size: 2048, threads: 8 });
+    const c = await hive.spawn({
+      model_ref: `file:${modelPath}`,
+      backend: "cpu",
+      slots: 1,
+      context_size: 2048,
+      threads: 8,
+    });
     let cw = await hive.worker(c.worker_id);
-    while (cw.state === "loading") { await new Promise((r) => setTimeout(r, 50)); cw = await hive.worker(c.worker_id); }
+    while (cw.state === "loading") {
+      await new Promise((r) => setTimeout(r, 50));
+      cw = await hive.worker(c.worker_id);
+    }
     const cpuRuns: number[] = [];
-    for (let i = 0; i < 3; i++) cpuRuns.push((await timeStream(() => hive.workerClient(cw).inference({ prompt: PROMPT, max_tokens: TOKENS, seed: 7 }), TOKENS)).tokensPerSecond);
+    for (let i = 0; i < 3; i++)
+      cpuRuns.push(
+        (
+          await timeStream(
+            () => hive.workerClient(cw).inference({ prompt: PROMPT, max_tokens: TOKENS, seed: 7 }),
+            TOKENS,
+          )
+        ).tokensPerSecond,
+      );
     out.cpu_worker_tok_s = round(median(cpuRuns), 1);
     out.gpu_over_cpu = round(median(ws) / median(cpuRuns), 2);
   } catch (e) {
@@ -83,7 +136,9 @@ async function main() {
     await transport.close();
   }
   console.log(JSON.stringify(out, null, 2));
-  const devices = (out.capabilities as { devices?: { backend: string }[] } | undefined)?.devices?.filter((d) => d.backend === BACKEND).length ?? 0;
+  const devices =
+    (out.capabilities as { devices?: { backend: string }[] } | undefined)?.devices?.filter((d) => d.backend === BACKEND)
+      .length ?? 0;
   console.log(
     `SUMMARY backend=${BACKEND} devices=${devices} placed_on=${JSON.stringify(out.worker_devices)} sees=${(out.worker_gpu_devices as string[] | undefined)?.length ?? 0} ` +
       `worker=${out.worker_sse_tok_s} tok/s in_process=${out.in_process_tok_s} ratio=${out.ratio} cpu_worker=${out.cpu_worker_tok_s} gpu/cpu=${out.gpu_over_cpu}` +

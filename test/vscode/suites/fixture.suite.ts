@@ -47,7 +47,8 @@ export async function run(): Promise<void> {
         const expected = `${GREETING}\ttyped`;
         await waitUntil(
           () => doc().getText() === expected && editor!.selection.active.character === expected.length,
-          () => `${JSON.stringify(expected)} with the cursor at its end; document holds ${JSON.stringify(doc().getText())}, cursor at ${editor!.selection.active.character}`,
+          () =>
+            `${JSON.stringify(expected)} with the cursor at its end; document holds ${JSON.stringify(doc().getText())}, cursor at ${editor!.selection.active.character}`,
         );
       },
     },
@@ -74,7 +75,7 @@ export async function run(): Promise<void> {
         await workbench.click("#ping", inWebview);
         let pings = 0;
         await waitUntil(
-          async () => (pings = (await vscode.commands.executeCommand<number>("rbeeFixture.pingCount"))) === 1,
+          async () => (pings = await vscode.commands.executeCommand<number>("rbeeFixture.pingCount")) === 1,
           () => `the webview's click to reach the extension (pings: ${pings})`,
         );
         await workbench.screenshot("fixture-webview");

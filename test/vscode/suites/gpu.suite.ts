@@ -13,7 +13,6 @@ import { ensureModel } from "../../fixtures/models";
 import { softwareGpus } from "../../helpers/lavapipe";
 import { modelShortName } from "../../../extension/src/ui-core/nodes/node-format";
 
-
 export async function run(): Promise<void> {
   const suite = await openSuiteHome("rbee-vscode-gpu-home-");
   const { extension } = suite;
@@ -31,7 +30,10 @@ export async function run(): Promise<void> {
           const ids: string[] = [];
           for (const model of models) {
             // Options given: the picker's questions are skipped; "auto" is what the picker offers first.
-            const id = await vscode.commands.executeCommand<string | undefined>("rbee.startWorker", undefined, model, { contextSize: 512, slots: 1 });
+            const id = await vscode.commands.executeCommand<string | undefined>("rbee.startWorker", undefined, model, {
+              contextSize: 512,
+              slots: 1,
+            });
             assert.ok(id, `Start Worker for ${model} failed (see the rbee log)`);
             ids.push(id);
           }
@@ -39,8 +41,15 @@ export async function run(): Promise<void> {
           await api.nodes.refresh({ all: true });
           const s = api.nodes.snapshot("localhost");
           assert.equal(s?.status, "running", s?.reason);
-          assert.deepEqual(s.devices.map((d) => `${d.backend}:${d.index}`), ["vulkan:0", "vulkan:1"]);
-          assert.deepEqual(s.devices.map((d) => d.workers?.length), [1, 1], JSON.stringify(s.devices));
+          assert.deepEqual(
+            s.devices.map((d) => `${d.backend}:${d.index}`),
+            ["vulkan:0", "vulkan:1"],
+          );
+          assert.deepEqual(
+            s.devices.map((d) => d.workers?.length),
+            [1, 1],
+            JSON.stringify(s.devices),
+          );
           assert.deepEqual(new Set(s.workers.map((w) => w.device)), new Set([0, 1]));
 
           for (const i of [0, 1]) await workbench.waitFor(`.monaco-list-row:has-text("VULKAN ${i}: llvmpipe")`);
@@ -51,12 +60,20 @@ export async function run(): Promise<void> {
           // Each worker's row follows its GPU's row (it is that GPU's child in the tree).
           for (const w of s.workers) {
             const gpuAt = rows.findIndex((r) => r.includes(`VULKAN ${w.device}: llvmpipe`));
-            assert.ok(rows[gpuAt + 1]?.includes(modelShortName(w.model_ref)), `worker ${w.id} is not under GPU ${w.device}: ${JSON.stringify(rows)}`);
+            assert.ok(
+              rows[gpuAt + 1]?.includes(modelShortName(w.model_ref)),
+              `worker ${w.id} is not under GPU ${w.device}: ${JSON.stringify(rows)}`,
+            );
           }
           await workbench.screenshot("rbee-nodes-gpus");
-          for (const id of ids) await (await api.services.controller("localhost")).hive(false).then((h) => h.shutdown(id));
+          for (const id of ids)
+            await (await api.services.controller("localhost")).hive(false).then((h) => h.shutdown(id));
           await api.nodes.refresh({ all: true });
-          await waitUntil(() => (api!.nodes.snapshot("localhost")?.workers.length ?? -1) === 0, () => "the workers to stop", 30_000);
+          await waitUntil(
+            () => (api!.nodes.snapshot("localhost")?.workers.length ?? -1) === 0,
+            () => "the workers to stop",
+            30_000,
+          );
         },
       },
     ]);

@@ -42,7 +42,8 @@ export async function run(): Promise<void> {
   const suite = await openSuiteHome("rbee-vscode-home-");
   const { extension, home, config } = suite;
   // The outer test generates the model; under run-electron.mjs the file is found in the repository's cache.
-  const modelPath = process.env.RBEE_TEST_MODEL ?? ensureModel("tiny", 42, path.join(extension.extensionPath, ".cache", "models"));
+  const modelPath =
+    process.env.RBEE_TEST_MODEL ?? ensureModel("tiny", 42, path.join(extension.extensionPath, ".cache", "models"));
   const model = `file:${modelPath}`;
   const short = modelShortName(model);
   let api: RbeeApi | undefined;
@@ -59,7 +60,19 @@ export async function run(): Promise<void> {
           api = await extension.activate();
           assert.equal(extension.isActive, true);
           const commands = await vscode.commands.getCommands(true);
-          for (const c of ["rbee.infer", "rbee.toggleInline", "rbee.inline.nextCandidate", "rbee.refreshNodes", "rbee.deployNode", "rbee.startWorker", "rbee.stopWorker", "rbee.downloadModel", "rbee.showLogs", "rbee.chat.focus", "rbee.nodes.focus"])
+          for (const c of [
+            "rbee.infer",
+            "rbee.toggleInline",
+            "rbee.inline.nextCandidate",
+            "rbee.refreshNodes",
+            "rbee.deployNode",
+            "rbee.startWorker",
+            "rbee.stopWorker",
+            "rbee.downloadModel",
+            "rbee.showLogs",
+            "rbee.chat.focus",
+            "rbee.nodes.focus",
+          ])
             assert.ok(commands.includes(c), `${c} is not registered`);
           assert.equal(api.services.loaded, false, "activation must not open the registry or load the keeper");
           bench("activation_ms", api.activationMs);
@@ -70,12 +83,18 @@ export async function run(): Promise<void> {
         fn: async () => {
           const edits: number[] = [];
           const sub = vscode.workspace.onDidChangeTextDocument((e) => {
-            if (e.document.uri.scheme === "untitled" && e.contentChanges.length) edits.push(e.document.getText().length);
+            if (e.document.uri.scheme === "untitled" && e.contentChanges.length)
+              edits.push(e.document.getText().length);
           });
           const t0 = Date.now();
           let result: InferOutcome | undefined;
           try {
-            result = await vscode.commands.executeCommand<InferOutcome>("rbee.infer", { node: "localhost", model, prompt: "def fibonacci(n):", maxTokens: 400 });
+            result = await vscode.commands.executeCommand<InferOutcome>("rbee.infer", {
+              node: "localhost",
+              model,
+              prompt: "def fibonacci(n):",
+              maxTokens: 400,
+            });
           } finally {
             sub.dispose();
           }
@@ -89,7 +108,10 @@ export async function run(): Promise<void> {
           assert.ok(result.text.length > 0);
           // Streamed, not written at the end: the document grew in several edits.
           assert.ok(edits.length >= 2, `the answer arrived in ${edits.length} edit(s)`);
-          assert.ok(edits.every((n, i) => i === 0 || n >= edits[i - 1]), "the document only grows while streaming");
+          assert.ok(
+            edits.every((n, i) => i === 0 || n >= edits[i - 1]),
+            "the document only grows while streaming",
+          );
           bench("infer_cold_start_ms", Date.now() - t0);
           await workbench.screenshot("rbee-infer-result");
         },
@@ -101,9 +123,20 @@ export async function run(): Promise<void> {
           const sub = vscode.workspace.onDidChangeTextDocument((e) => {
             if (e.document.uri.scheme === "untitled") grown = e.document.getText().length;
           });
-          const pending = Promise.resolve(vscode.commands.executeCommand<InferOutcome>("rbee.infer", { node: "localhost", model, prompt: "Once upon a time", maxTokens: 3500 }));
+          const pending = Promise.resolve(
+            vscode.commands.executeCommand<InferOutcome>("rbee.infer", {
+              node: "localhost",
+              model,
+              prompt: "Once upon a time",
+              maxTokens: 3500,
+            }),
+          );
           try {
-            await waitUntil(() => grown > 0, () => "the answer to start streaming", 30_000);
+            await waitUntil(
+              () => grown > 0,
+              () => "the answer to start streaming",
+              30_000,
+            );
             await workbench.click('.notification-toast .monaco-button:has-text("Cancel")');
             const result = await pending;
             assert.ok(result);
@@ -115,7 +148,11 @@ export async function run(): Promise<void> {
           // The worker is free again: its slot was released by the cancellation.
           const stack = await rbee().services.get();
           const hive = await (await rbee().services.controller("localhost")).hive(false);
-          await waitUntil(async () => (await hive.workers()).every((w) => w.slots_busy === 0), () => "the worker's slots to be free", 5000);
+          await waitUntil(
+            async () => (await hive.workers()).every((w) => w.slots_busy === 0),
+            () => "the worker's slots to be free",
+            5000,
+          );
           assert.ok((await stack.registry.listWorkers({ node: "localhost" })).length === 1);
         },
       },
@@ -128,7 +165,11 @@ export async function run(): Promise<void> {
             const doc = await vscode.workspace.openTextDocument({ language: "python", content: `${prompt}\n# end` });
             const editor = await vscode.window.showTextDocument(doc);
             editor.selection = new vscode.Selection(0, 0, 0, prompt.length);
-            const result = await vscode.commands.executeCommand<InferOutcome>("rbee.infer", { node: "localhost", model, maxTokens: 16 });
+            const result = await vscode.commands.executeCommand<InferOutcome>("rbee.infer", {
+              node: "localhost",
+              model,
+              maxTokens: 16,
+            });
             assert.ok(result);
             assert.equal(result.tokensOut, 16);
             assert.equal(result.document, doc.uri.toString(), "written into the active editor, not a new one");
@@ -142,14 +183,25 @@ export async function run(): Promise<void> {
         name: "the status bar toggle switches inline completions off and on",
         fn: async () => {
           assert.equal(await vscode.commands.executeCommand<boolean>("rbee.toggleInline"), false);
-          await waitUntil(() => rbee().engine.currentState.kind === "off", () => `completions off (state ${rbee().engine.currentState.kind})`);
+          await waitUntil(
+            () => rbee().engine.currentState.kind === "off",
+            () => `completions off (state ${rbee().engine.currentState.kind})`,
+          );
           const doc = await vscode.workspace.openTextDocument({ language: "python", content: "x = " });
           const token = new vscode.CancellationTokenSource().token;
-          const list = await rbee().inline.provideInlineCompletionItems(doc, doc.positionAt(4), { triggerKind: vscode.InlineCompletionTriggerKind.Invoke, selectedCompletionInfo: undefined }, token);
+          const list = await rbee().inline.provideInlineCompletionItems(
+            doc,
+            doc.positionAt(4),
+            { triggerKind: vscode.InlineCompletionTriggerKind.Invoke, selectedCompletionInfo: undefined },
+            token,
+          );
           assert.equal(list, undefined);
           assert.equal(rbee().inline.lastOutcome?.reason, "disabled");
           assert.equal(await vscode.commands.executeCommand<boolean>("rbee.toggleInline"), true);
-          await waitUntil(() => rbee().engine.currentState.kind === "idle", () => `completions on (state ${rbee().engine.currentState.kind})`);
+          await waitUntil(
+            () => rbee().engine.currentState.kind === "idle",
+            () => `completions on (state ${rbee().engine.currentState.kind})`,
+          );
         },
       },
       {
@@ -167,16 +219,26 @@ export async function run(): Promise<void> {
             const sub = rbee().inline.onOutcome((o) => outcomes.push(o.source));
             try {
               await vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
-              await waitUntil(() => outcomes.includes("worker") || outcomes.includes("skipped"), () => `a completion (outcomes so far: ${outcomes.join(", ")})`, 30_000);
+              await waitUntil(
+                () => outcomes.includes("worker") || outcomes.includes("skipped"),
+                () => `a completion (outcomes so far: ${outcomes.join(", ")})`,
+                30_000,
+              );
             } finally {
               sub.dispose();
             }
             const suggestion = rbee().inline.lastOutcome?.text;
             if (!suggestion) continue; // the model repeated the suffix: try another context
-            await workbench.waitFor(".monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text", { timeoutMs: 10_000 });
+            await workbench.waitFor(".monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text", {
+              timeoutMs: 10_000,
+            });
             await workbench.screenshot("rbee-ghost-text");
             await workbench.press("Tab");
-            await waitUntil(() => doc.getText() === before + suggestion, () => `the suggestion accepted: document is ${JSON.stringify(doc.getText())}, expected ${JSON.stringify(before + suggestion)}`);
+            await waitUntil(
+              () => doc.getText() === before + suggestion,
+              () =>
+                `the suggestion accepted: document is ${JSON.stringify(doc.getText())}, expected ${JSON.stringify(before + suggestion)}`,
+            );
             accepted = true;
           }
           assert.ok(accepted, "no suggestion to accept in 3 contexts");
@@ -199,26 +261,49 @@ export async function run(): Promise<void> {
             try {
               const prefetches = engine.counters.prefetches;
               await vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
-              await waitUntil(() => outcomes.some((o) => o.source === "worker" || o.source === "skipped"), () => `a completion (outcomes so far: ${outcomes.map((o) => o.source).join(", ")})`, 30_000);
+              await waitUntil(
+                () => outcomes.some((o) => o.source === "worker" || o.source === "skipped"),
+                () => `a completion (outcomes so far: ${outcomes.map((o) => o.source).join(", ")})`,
+                30_000,
+              );
               const suggestion = rbee().inline.lastOutcome?.text;
               if (!suggestion) continue;
               // The next suggestion is fetched while this one is shown.
-              await waitUntil(() => engine.counters.prefetches > prefetches && !engine.prefetching(doc.uri.toString()), () => "the prefetch to finish", 30_000);
-              await workbench.waitFor(".monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text", { timeoutMs: 10_000 });
+              await waitUntil(
+                () => engine.counters.prefetches > prefetches && !engine.prefetching(doc.uri.toString()),
+                () => "the prefetch to finish",
+                30_000,
+              );
+              await workbench.waitFor(".monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text", {
+                timeoutMs: 10_000,
+              });
               const requests = engine.counters.requests;
               outcomes.length = 0;
               await workbench.press("Tab");
-              await waitUntil(() => doc.getText() === before + suggestion, () => `the suggestion accepted: ${JSON.stringify(doc.getText())}`);
+              await waitUntil(
+                () => doc.getText() === before + suggestion,
+                () => `the suggestion accepted: ${JSON.stringify(doc.getText())}`,
+              );
               // VS Code asks again after the accept; the answer is the prefetched suggestion.
               const next = () => outcomes.find((o) => o.text);
-              await waitUntil(async () => {
-                if (!next()) await vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
-                return next() !== undefined;
-              }, () => `a suggestion after the accept (outcomes: ${outcomes.map((o) => o.source).join(", ")})`, 15_000);
+              await waitUntil(
+                async () => {
+                  if (!next()) await vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+                  return next() !== undefined;
+                },
+                () => `a suggestion after the accept (outcomes: ${outcomes.map((o) => o.source).join(", ")})`,
+                15_000,
+              );
               if (next()!.source !== "cache") continue; // the prefetched text was blank after cleaning: another context
-              await workbench.waitFor(".monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text", { timeoutMs: 10_000 });
+              await workbench.waitFor(".monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text", {
+                timeoutMs: 10_000,
+              });
               await workbench.screenshot("rbee-prefetched-ghost-text");
-              assert.equal(engine.counters.requests, requests, "no request was sent for the suggestion after the accept");
+              assert.equal(
+                engine.counters.requests,
+                requests,
+                "no request was sent for the suggestion after the accept",
+              );
               shown = true;
             } finally {
               sub.dispose();
@@ -233,8 +318,13 @@ export async function run(): Promise<void> {
         fn: async () => {
           await config().update("completion.debounceMs", 0, vscode.ConfigurationTarget.Global);
           await config().update("completion.maxTokens", 24, vscode.ConfigurationTarget.Global);
-          const file = "import os\n\n" + Array.from({ length: 40 }, (_, i) => `def helper_${i}(x):\n    return x * ${i}\n`).join("\n");
-          const context = { triggerKind: vscode.InlineCompletionTriggerKind.Automatic, selectedCompletionInfo: undefined } as vscode.InlineCompletionContext;
+          const file =
+            "import os\n\n" +
+            Array.from({ length: 40 }, (_, i) => `def helper_${i}(x):\n    return x * ${i}\n`).join("\n");
+          const context = {
+            triggerKind: vscode.InlineCompletionTriggerKind.Automatic,
+            selectedCompletionInfo: undefined,
+          } as vscode.InlineCompletionContext;
           const overhead: number[] = [];
           for (let i = 0; i < 45; i++) {
             const text = `${file}\ndef f_${i}(a, b):\n    return `;
@@ -255,7 +345,12 @@ export async function run(): Promise<void> {
           if (rbee().inline.lastOutcome?.text) {
             for (let i = 0; i < 200; i++) {
               const t0 = performance.now();
-              const list = await rbee().inline.provideInlineCompletionItems(doc, doc.positionAt(text.length), context, token);
+              const list = await rbee().inline.provideInlineCompletionItems(
+                doc,
+                doc.positionAt(text.length),
+                context,
+                token,
+              );
               hits.push(performance.now() - t0);
               assert.equal(rbee().inline.lastOutcome?.source, "cache");
               assert.ok(list?.items.length === 1);
@@ -276,7 +371,11 @@ export async function run(): Promise<void> {
           await vscode.commands.executeCommand("rbee.chat.focus");
           for (let i = 0; i < 8; i++) await vscode.commands.executeCommand("workbench.action.decreaseViewWidth");
           await workbench.waitFor("#input", { ...WEBVIEW, timeoutMs: 30_000 });
-          await waitUntil(async () => (await workbench.text("#model option", WEBVIEW)).includes(short), () => `the model picker to offer ${short}`, 15_000);
+          await waitUntil(
+            async () => (await workbench.text("#model option", WEBVIEW)).includes(short),
+            () => `the model picker to offer ${short}`,
+            15_000,
+          );
           const controller = rbee().chat.controller;
           const before = controller.turns.length;
           await workbench.click("#input", WEBVIEW);
@@ -305,7 +404,8 @@ export async function run(): Promise<void> {
               if (last?.status === "error") throw new Error(`the long reply failed: ${last.error}`);
               return (last?.content.length ?? 0) > 0 && controller.busy;
             },
-            () => `the long reply to start streaming (last turn: ${JSON.stringify({ ...controller.turns.at(-1), content: controller.turns.at(-1)?.content.slice(0, 40) })})`,
+            () =>
+              `the long reply to start streaming (last turn: ${JSON.stringify({ ...controller.turns.at(-1), content: controller.turns.at(-1)?.content.slice(0, 40) })})`,
             30_000,
           );
           await workbench.click("#stop", WEBVIEW);
@@ -331,7 +431,11 @@ export async function run(): Promise<void> {
           await config().update("gateway.port", port, vscode.ConfigurationTarget.Global);
           await config().update("gateway.enabled", true, vscode.ConfigurationTarget.Global);
           try {
-            await waitUntil(() => rbee().gateway.url === `http://127.0.0.1:${port}`, () => `the gateway to listen on ${port} (${rbee().gateway.url})`, 30_000);
+            await waitUntil(
+              () => rbee().gateway.url === `http://127.0.0.1:${port}`,
+              () => `the gateway to listen on ${port} (${rbee().gateway.url})`,
+              30_000,
+            );
             const token = readFileSync(path.join(home, "gateway", "token"), "utf8").trim();
             const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
               method: "POST",
@@ -342,13 +446,20 @@ export async function run(): Promise<void> {
             assert.equal(((await res.json()) as any).usage.completion_tokens, 6);
             assert.equal(await vscode.commands.executeCommand("rbee.gateway.copyConfig", "openai-sdk"), "openai-sdk");
             const snippet = await vscode.env.clipboard.readText();
-            assert.ok(snippet.includes(`http://127.0.0.1:${port}/v1`) && snippet.includes(token) && snippet.includes('"tiny"'), snippet);
+            assert.ok(
+              snippet.includes(`http://127.0.0.1:${port}/v1`) && snippet.includes(token) && snippet.includes('"tiny"'),
+              snippet,
+            );
           } finally {
             await config().update("gateway.enabled", undefined, vscode.ConfigurationTarget.Global);
             await config().update("gateway.port", undefined, vscode.ConfigurationTarget.Global);
             await config().update("gateway.aliases", undefined, vscode.ConfigurationTarget.Global);
           }
-          await waitUntil(() => rbee().gateway.url === undefined, () => "the gateway to stop when the setting goes off", 30_000);
+          await waitUntil(
+            () => rbee().gateway.url === undefined,
+            () => "the gateway to stop when the setting goes off",
+            30_000,
+          );
         },
       },
       {
@@ -358,18 +469,31 @@ export async function run(): Promise<void> {
           await rbee().nodes.refresh();
           const snapshot = rbee().nodes.snapshot("localhost");
           assert.equal(snapshot?.status, "running", snapshot?.reason);
-          assert.deepEqual(snapshot.workers.map((w) => w.model_ref), [model]);
+          assert.deepEqual(
+            snapshot.workers.map((w) => w.model_ref),
+            [model],
+          );
           const workerRow = `.monaco-list-row[role="treeitem"]:has-text("${short}")`; // not a notification naming the model
           await workbench.waitFor('.monaco-list-row:has-text("localhost")');
           await workbench.waitFor(workerRow);
           const rows = await workbench.text(".monaco-list-row", {});
-          assert.ok(rows.some((r) => r.includes("localhost") && r.includes("running")), JSON.stringify(rows));
-          assert.ok(rows.some((r) => r.includes(short) && /idle|busy/.test(r) && r.includes("slots")), JSON.stringify(rows));
+          assert.ok(
+            rows.some((r) => r.includes("localhost") && r.includes("running")),
+            JSON.stringify(rows),
+          );
+          assert.ok(
+            rows.some((r) => r.includes(short) && /idle|busy/.test(r) && r.includes("slots")),
+            JSON.stringify(rows),
+          );
           await workbench.screenshot("rbee-nodes-tree");
 
           await workbench.click(workerRow);
           await workbench.click(`${workerRow} .action-label[aria-label*="Stop Worker"]`);
-          await waitUntil(() => (rbee().nodes.snapshot("localhost")?.workers.length ?? -1) === 0, () => "the worker to disappear from the tree's snapshot", 30_000);
+          await waitUntil(
+            () => (rbee().nodes.snapshot("localhost")?.workers.length ?? -1) === 0,
+            () => "the worker to disappear from the tree's snapshot",
+            30_000,
+          );
           await workbench.waitFor(workerRow, { state: "detached" });
           const { registry } = await rbee().services.get();
           assert.deepEqual(await registry.listWorkers(), []);

@@ -21,7 +21,9 @@ const WEBVIEW = { webview: EXTENSION_ID };
 const QUESTION = "What is a closure?";
 
 function untitledTabs(): number {
-  return vscode.window.tabGroups.all.flatMap((g) => g.tabs).filter((t) => t.input instanceof vscode.TabInputText && t.input.uri.scheme === "untitled").length;
+  return vscode.window.tabGroups.all
+    .flatMap((g) => g.tabs)
+    .filter((t) => t.input instanceof vscode.TabInputText && t.input.uri.scheme === "untitled").length;
 }
 
 async function closeAllEditors() {
@@ -42,7 +44,8 @@ function offered(menus: { command: string; when: string }[], command: string, vi
 export async function run(): Promise<void> {
   const suite = await openSuiteHome("rbee-vscode-home-");
   const { extension, config } = suite;
-  const modelPath = process.env.RBEE_TEST_MODEL ?? ensureModel("tiny", 42, path.join(extension.extensionPath, ".cache", "models"));
+  const modelPath =
+    process.env.RBEE_TEST_MODEL ?? ensureModel("tiny", 42, path.join(extension.extensionPath, ".cache", "models"));
   const model = `file:${modelPath}`;
   const short = modelShortName(model);
   let api: RbeeApi | undefined;
@@ -56,7 +59,11 @@ export async function run(): Promise<void> {
     for (const w of await h.workers()) await h.shutdown(w.id).catch(() => undefined);
     const { registry } = await rbee().services.get();
     for (const w of await registry.listWorkers()) await registry.removeWorker(w.id);
-    await waitUntil(async () => (await h.workers()).every((w) => w.state === "stopping"), () => "the workers to stop", 30_000);
+    await waitUntil(
+      async () => (await h.workers()).every((w) => w.state === "stopping"),
+      () => "the workers to stop",
+      30_000,
+    );
   };
 
   try {
@@ -66,14 +73,22 @@ export async function run(): Promise<void> {
         fn: async () => {
           api = await extension.activate();
           await vscode.commands.executeCommand("rbee.nodes.focus");
-          await workbench.waitFor('.welcome-view-content .monaco-button:has-text("Try a model")', { timeoutMs: 30_000 });
+          await workbench.waitFor('.welcome-view-content .monaco-button:has-text("Try a model")', {
+            timeoutMs: 30_000,
+          });
           await workbench.waitFor('.welcome-view-content .monaco-button:has-text("Set the completion model")');
           assert.match(statusText(rbee().engine.currentState).tooltip, /no worker has served one yet/);
           // Start Worker is offered on a node whose hive does not run yet (it starts the hive); Deploy only where it does something.
           const menus = extension.packageJSON.contributes.menus["view/item/context"];
-          assert.ok(offered(menus, "rbee.startWorker", "rbee.node.not-deployed.loopback"), "Start Worker before the hive runs");
+          assert.ok(
+            offered(menus, "rbee.startWorker", "rbee.node.not-deployed.loopback"),
+            "Start Worker before the hive runs",
+          );
           assert.ok(!offered(menus, "rbee.deployNode", "rbee.node.running.loopback"), "no Deploy on a running hive");
-          assert.ok(offered(menus, "rbee.stopHive", "rbee.node.running.loopback"), "Stop Local Hive on the running local hive");
+          assert.ok(
+            offered(menus, "rbee.stopHive", "rbee.node.running.loopback"),
+            "Stop Local Hive on the running local hive",
+          );
           await vscode.commands.executeCommand("rbee.chat.focus");
           await workbench.waitFor("#empty", { ...WEBVIEW, timeoutMs: 30_000 });
           // No model anywhere yet: the send is refused, and the question must stay in the box.
@@ -90,13 +105,22 @@ export async function run(): Promise<void> {
         fn: async () => {
           const tabs = untitledTabs();
           const bad = "file:/nonexistent/missing-model.gguf";
-          const failed = await vscode.commands.executeCommand<InferOutcome | undefined>("rbee.infer", { node: "localhost", model: bad, prompt: "hi" });
+          const failed = await vscode.commands.executeCommand<InferOutcome | undefined>("rbee.infer", {
+            node: "localhost",
+            model: bad,
+            prompt: "hi",
+          });
           assert.equal(failed, undefined);
           assert.ok(!rbee().recentModels().includes(bad), "a failed ref must not become recent");
           assert.equal(untitledTabs(), tabs, "the failed Infer closed its empty editor");
           await vscode.commands.executeCommand("notifications.clearAll");
 
-          const pending = Promise.resolve(vscode.commands.executeCommand<InferOutcome | undefined>("rbee.tryModel", { node: "localhost", prompt: "def add(a, b):" }));
+          const pending = Promise.resolve(
+            vscode.commands.executeCommand<InferOutcome | undefined>("rbee.tryModel", {
+              node: "localhost",
+              prompt: "def add(a, b):",
+            }),
+          );
           await workbench.waitFor('.quick-input-list .monaco-list-row:has-text("suggested")', { timeoutMs: 30_000 });
           await workbench.type(model);
           await workbench.waitFor(`.quick-input-list .monaco-list-row:has-text("Use ${short}")`);
@@ -107,8 +131,14 @@ export async function run(): Promise<void> {
           await workbench.waitFor(`.notification-toast:has-text("tokens from ${short}")`, { timeoutMs: 10_000 });
           // The tree and the chat's model list catch up with the new worker before the picture is taken.
           await rbee().nodes.refresh({ all: true });
-          await waitUntil(async () => (await workbench.text("#model option", WEBVIEW)).includes(short), () => `the chat's model list to offer ${short} without a Clear`, 30_000);
-          await workbench.waitFor(`.notification-toast .notification-list-item-message:has-text("tokens from ${short}")`);
+          await waitUntil(
+            async () => (await workbench.text("#model option", WEBVIEW)).includes(short),
+            () => `the chat's model list to offer ${short} without a Clear`,
+            30_000,
+          );
+          await workbench.waitFor(
+            `.notification-toast .notification-list-item-message:has-text("tokens from ${short}")`,
+          );
           await workbench.screenshot("rbee-infer-finished");
           await vscode.commands.executeCommand("notifications.clearAll");
         },
@@ -117,7 +147,11 @@ export async function run(): Promise<void> {
         name: "the chat's model list follows the workers, the refused question is still there to send, and Clear can be undone",
         fn: async () => {
           await vscode.commands.executeCommand("rbee.chat.focus");
-          await waitUntil(async () => (await workbench.text("#model option", WEBVIEW)).includes(short), () => `the chat's model list to offer ${short} without a Clear`, 30_000);
+          await waitUntil(
+            async () => (await workbench.text("#model option", WEBVIEW)).includes(short),
+            () => `the chat's model list to offer ${short} without a Clear`,
+            30_000,
+          );
           const controller = rbee().chat.controller;
           await workbench.click("#input", WEBVIEW);
           await workbench.press("Enter"); // sends what the refused send left in the box
@@ -126,7 +160,10 @@ export async function run(): Promise<void> {
           assert.equal(await vscode.commands.executeCommand("rbee.chat.clear"), true);
           assert.equal(controller.turns.length, 0);
           await workbench.click('.notification-toast .monaco-button:has-text("Undo")');
-          await waitUntil(() => controller.turns.length === 2, () => `the conversation back after Undo (${controller.turns.length} turns)`);
+          await waitUntil(
+            () => controller.turns.length === 2,
+            () => `the conversation back after Undo (${controller.turns.length} turns)`,
+          );
           await workbench.waitFor(".turn.user", WEBVIEW);
         },
       },
@@ -138,20 +175,42 @@ export async function run(): Promise<void> {
           const sub = vscode.workspace.onDidChangeTextDocument((e) => {
             if (e.document.uri.scheme === "untitled") length = e.document.getText().length;
           });
-          const pending = Promise.resolve(vscode.commands.executeCommand<InferOutcome>("rbee.infer", { node: "localhost", model, prompt: "Once upon a time", maxTokens: 3500 }));
+          const pending = Promise.resolve(
+            vscode.commands.executeCommand<InferOutcome>("rbee.infer", {
+              node: "localhost",
+              model,
+              prompt: "Once upon a time",
+              maxTokens: 3500,
+            }),
+          );
           try {
-            await waitUntil(() => length > 0, () => "the answer to start streaming", 30_000);
+            await waitUntil(
+              () => length > 0,
+              () => "the answer to start streaming",
+              30_000,
+            );
             await workbench.press("Control+Home");
             await workbench.type("NOTE: ");
             const doc = vscode.window.activeTextEditor!.document;
-            await waitUntil(() => doc.getText().startsWith("NOTE: "), () => `the typed text in the output: ${JSON.stringify(doc.getText().slice(0, 40))}`);
+            await waitUntil(
+              () => doc.getText().startsWith("NOTE: "),
+              () => `the typed text in the output: ${JSON.stringify(doc.getText().slice(0, 40))}`,
+            );
             const afterTyping = doc.getText().length;
-            await waitUntil(() => doc.getText().length > afterTyping + 20, () => "the answer to go on after the user's edit", 30_000);
+            await waitUntil(
+              () => doc.getText().length > afterTyping + 20,
+              () => "the answer to go on after the user's edit",
+              30_000,
+            );
             await workbench.click('.notification-toast .monaco-button:has-text("Cancel")');
             const result = await pending;
             assert.ok(result, "Infer returned nothing (see the rbee log)");
             assert.equal(result.stopReason, "cancelled");
-            assert.equal(doc.getText(), "NOTE: " + result.text, "the typed text stays in front, the whole answer after it");
+            assert.equal(
+              doc.getText(),
+              "NOTE: " + result.text,
+              "the typed text stays in front, the whole answer after it",
+            );
           } finally {
             sub.dispose();
           }
@@ -161,7 +220,12 @@ export async function run(): Promise<void> {
       {
         name: "max tokens beyond the worker's context is lowered to fit, with a note that says how to get more",
         fn: async () => {
-          const result = await vscode.commands.executeCommand<InferOutcome>("rbee.infer", { node: "localhost", model, prompt: "Hi", maxTokens: 30000 });
+          const result = await vscode.commands.executeCommand<InferOutcome>("rbee.infer", {
+            node: "localhost",
+            model,
+            prompt: "Hi",
+            maxTokens: 30000,
+          });
           assert.ok(result, "Infer failed instead of capping (see the rbee log)");
           assert.ok(result.maxTokensCapped, "the outcome says max tokens was capped");
           assert.equal(result.maxTokensCapped.requested, 30000);
@@ -175,7 +239,14 @@ export async function run(): Promise<void> {
         fn: async () => {
           await stopAllWorkers();
           await closeAllEditors();
-          const pending = Promise.resolve(vscode.commands.executeCommand<InferOutcome>("rbee.infer", { node: "localhost", model, prompt: "Hello", maxTokens: 16 }));
+          const pending = Promise.resolve(
+            vscode.commands.executeCommand<InferOutcome>("rbee.infer", {
+              node: "localhost",
+              model,
+              prompt: "Hello",
+              maxTokens: 16,
+            }),
+          );
           await workbench.waitFor('.notification-toast:has-text("starting a worker")', { timeoutMs: 30_000 });
           await workbench.click('.notification-toast .monaco-button:has-text("Cancel")');
           const result = await pending;
@@ -184,7 +255,11 @@ export async function run(): Promise<void> {
           assert.equal(result.tokensOut, 0);
           await workbench.waitFor('.notification-toast:has-text("cancelled")', { timeoutMs: 10_000 });
           const h = await hive();
-          await waitUntil(async () => (await h.workers()).every((w) => w.state === "stopping"), () => "the half-started worker to be stopped", 30_000);
+          await waitUntil(
+            async () => (await h.workers()).every((w) => w.state === "stopping"),
+            () => "the half-started worker to be stopped",
+            30_000,
+          );
           assert.equal(untitledTabs(), 0, "no empty output editor is left");
           await vscode.commands.executeCommand("notifications.clearAll");
         },
@@ -205,11 +280,23 @@ export async function run(): Promise<void> {
             editor.selection = new vscode.Selection(end, end);
             await workbench.press("Control+End");
             await workbench.type(" "); // as a user types: VS Code asks for a completion by itself
-            await waitUntil(() => outcomes.includes("skipped"), () => `the first request to find no worker yet (outcomes: ${outcomes.join(", ")})`, 30_000);
+            await waitUntil(
+              () => outcomes.includes("skipped"),
+              () => `the first request to find no worker yet (outcomes: ${outcomes.join(", ")})`,
+              30_000,
+            );
             // From here nobody types: the worker's readiness must bring the completion.
-            await waitUntil(() => rbee().inline.lastOutcome?.workerMs !== undefined, () => `a completion from the worker once it is ready (outcomes: ${outcomes.join(", ")}; state ${rbee().engine.currentState.kind})`, 90_000);
+            await waitUntil(
+              () => rbee().inline.lastOutcome?.workerMs !== undefined,
+              () =>
+                `a completion from the worker once it is ready (outcomes: ${outcomes.join(", ")}; state ${rbee().engine.currentState.kind})`,
+              90_000,
+            );
             assert.notEqual(rbee().engine.currentState.kind, "warming", "the status bar no longer spins");
-            if (rbee().inline.lastOutcome?.text) await workbench.waitFor(".monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text", { timeoutMs: 10_000 });
+            if (rbee().inline.lastOutcome?.text)
+              await workbench.waitFor(".monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text", {
+                timeoutMs: 10_000,
+              });
           } finally {
             sub.dispose();
             await config().update("completion.model", undefined, vscode.ConfigurationTarget.Global);
@@ -235,7 +322,13 @@ export async function run(): Promise<void> {
           const [worker] = await tree.getChildren(cpu);
           assert.match(String(tree.getTreeItem(worker).tooltip), /a slot is one request served at a time/);
           // A download's progress shows under its node while it runs.
-          tree.downloadEvent("localhost", "hf:someone/repo/big-model.gguf", { stage: "downloading", bytes_downloaded: 1 << 29, bytes_total: 1 << 30, speed_bps: 1, attempt: 1 });
+          tree.downloadEvent("localhost", "hf:someone/repo/big-model.gguf", {
+            stage: "downloading",
+            bytes_downloaded: 1 << 29,
+            bytes_total: 1 << 30,
+            speed_bps: 1,
+            attempt: 1,
+          });
           await workbench.waitFor('.monaco-list-row:has-text("big-model.gguf"):has-text("50% of 1.0 GiB")');
           await workbench.screenshot("rbee-nodes-download");
           tree.downloadEvent("localhost", "hf:someone/repo/big-model.gguf", undefined);
@@ -245,7 +338,11 @@ export async function run(): Promise<void> {
           const { local, registry } = await rbee().services.get();
           assert.equal((await local.status()).running, false);
           assert.deepEqual(await registry.listWorkers({ node: "localhost" }), []);
-          await waitUntil(() => tree.snapshot("localhost")?.status === "not-deployed", () => `the tree to show the hive stopped (${tree.snapshot("localhost")?.status})`, 30_000);
+          await waitUntil(
+            () => tree.snapshot("localhost")?.status === "not-deployed",
+            () => `the tree to show the hive stopped (${tree.snapshot("localhost")?.status})`,
+            30_000,
+          );
         },
       },
     ]);

@@ -34,7 +34,12 @@ export async function run(): Promise<void> {
       name: "rbee: Infer on a bare node deploys the pinned runtime over SSH and streams the answer",
       fn: async () => {
         const model = process.env.RBEE_TEST_MODEL_URL!;
-        const result = await vscode.commands.executeCommand<InferOutcome>("rbee.infer", { node: "node1", model, prompt: "def add(a, b):", maxTokens: 8 });
+        const result = await vscode.commands.executeCommand<InferOutcome>("rbee.infer", {
+          node: "node1",
+          model,
+          prompt: "def add(a, b):",
+          maxTokens: 8,
+        });
         assert.ok(result, "rbee.infer returned nothing (see the rbee log)");
         assert.equal(result.tokensOut, 8);
         assert.equal(vscode.window.activeTextEditor?.document.getText(), result.text);

@@ -33,14 +33,22 @@ export function invalid(field: string, want: string): never {
 }
 
 export function obj(x: unknown): Record<string, any> {
-  if (typeof x !== "object" || x === null || Array.isArray(x)) throw new RbeeError("INVALID_REQUEST", "request body must be a JSON object");
+  if (typeof x !== "object" || x === null || Array.isArray(x))
+    throw new RbeeError("INVALID_REQUEST", "request body must be a JSON object");
   return x as Record<string, any>;
 }
 
-export function optNum(o: Record<string, any>, f: string, min: number, max: number, integer = false): number | undefined {
+export function optNum(
+  o: Record<string, any>,
+  f: string,
+  min: number,
+  max: number,
+  integer = false,
+): number | undefined {
   const v = o[f];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) invalid(f, `${integer ? "an integer" : "a number"} between ${min} and ${max}`);
+  if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v)))
+    invalid(f, `${integer ? "an integer" : "a number"} between ${min} and ${max}`);
   return v;
 }
 
@@ -55,7 +63,8 @@ export function optStr(o: Record<string, any>, f: string): string | undefined {
 export function stopList(v: unknown, field = "stop"): string[] | undefined {
   if (v === undefined || v === null) return undefined;
   const list = typeof v === "string" ? [v] : v;
-  if (!Array.isArray(list) || !list.every((s) => typeof s === "string")) invalid(field, "a string or an array of strings");
+  if (!Array.isArray(list) || !list.every((s) => typeof s === "string"))
+    invalid(field, "a string or an array of strings");
   const out = (list as string[]).filter((s) => s.length > 0);
   if (out.length > 16) invalid(field, "at most 16 sequences");
   return out.length ? out : undefined;
@@ -86,8 +95,10 @@ export function chatMessages(x: unknown): ChatMessage[] {
   if (!Array.isArray(x) || !x.length) invalid("messages", "a non-empty array");
   return x.map((m, i) => {
     const role = m?.role === "developer" ? "system" : m?.role;
-    if (role !== "system" && role !== "user" && role !== "assistant") invalid(`messages[${i}].role`, "system, user or assistant (tool messages are not supported)");
-    if (Array.isArray(m.images) && m.images.length) invalid(`messages[${i}].images`, "absent: rbee workers take text only");
+    if (role !== "system" && role !== "user" && role !== "assistant")
+      invalid(`messages[${i}].role`, "system, user or assistant (tool messages are not supported)");
+    if (Array.isArray(m.images) && m.images.length)
+      invalid(`messages[${i}].images`, "absent: rbee workers take text only");
     return { role, content: messageText(m.content, `messages[${i}].content`) };
   });
 }
@@ -103,7 +114,12 @@ export function writeJson(res: ServerResponse, status: number, body: unknown, he
 }
 
 export function openSse(res: ServerResponse, contentType = "text/event-stream") {
-  res.writeHead(200, { "content-type": contentType, "cache-control": "no-cache", connection: "keep-alive", "x-accel-buffering": "no" });
+  res.writeHead(200, {
+    "content-type": contentType,
+    "cache-control": "no-cache",
+    connection: "keep-alive",
+    "x-accel-buffering": "no",
+  });
   res.socket?.setNoDelay(true);
 }
 

@@ -3,11 +3,26 @@
 
 import type { ServerResponse } from "node:http";
 import type { RunResult } from "../scheduler";
-import { budget, describeError, invalid, obj, openSse, optNum, optStr, stopList, writeJson, type Call, type Responder } from "./common";
+import {
+  budget,
+  describeError,
+  invalid,
+  obj,
+  openSse,
+  optNum,
+  optStr,
+  stopList,
+  writeJson,
+  type Call,
+  type Responder,
+} from "./common";
 
 function sampling(o: Record<string, any>, defaultMax: number) {
   return {
-    max_tokens: budget(optNum(o, "n_predict", -2, 1 << 30, true) ?? optNum(o, "max_tokens", -2, 1 << 30, true), defaultMax),
+    max_tokens: budget(
+      optNum(o, "n_predict", -2, 1 << 30, true) ?? optNum(o, "max_tokens", -2, 1 << 30, true),
+      defaultMax,
+    ),
     temperature: optNum(o, "temperature", 0, 10),
     top_p: optNum(o, "top_p", 0, 1),
     top_k: optNum(o, "top_k", 0, 100000, true),
@@ -53,8 +68,13 @@ export function parseInfill(body: unknown, defaultMax: number): Call {
     model: optStr(o, "model")?.trim() || undefined,
     stream: o.stream === true,
     gen: {
-      kind: "infill", prefix, suffix: optStr(o, "input_suffix") ?? "", ...sampling(o, defaultMax),
-      ...(extra?.length ? { input_extra: extra } : {}), ...(nIndent ? { n_indent: nIndent } : {}), ...(tMax ? { t_max_predict_ms: tMax } : {}),
+      kind: "infill",
+      prefix,
+      suffix: optStr(o, "input_suffix") ?? "",
+      ...sampling(o, defaultMax),
+      ...(extra?.length ? { input_extra: extra } : {}),
+      ...(nIndent ? { n_indent: nIndent } : {}),
+      ...(tMax ? { t_max_predict_ms: tMax } : {}),
     },
     ...limits(o),
   };
@@ -62,12 +82,29 @@ export function parseInfill(body: unknown, defaultMax: number): Call {
 
 export function parseCompletion(body: unknown, defaultMax: number): Call {
   const o = obj(body);
-  return { model: optStr(o, "model")?.trim() || undefined, stream: o.stream === true, gen: { kind: "inference", prompt: promptText(o.prompt), ...sampling(o, defaultMax) }, ...limits(o) };
+  return {
+    model: optStr(o, "model")?.trim() || undefined,
+    stream: o.stream === true,
+    gen: { kind: "inference", prompt: promptText(o.prompt), ...sampling(o, defaultMax) },
+    ...limits(o),
+  };
 }
 
 function stopFields(r: RunResult | undefined) {
-  const type = !r ? "limit" : r.stopReason === "max_tokens" || r.stopReason === "cancelled" ? "limit" : r.stopReason === "stop_sequence" ? "word" : "eos";
-  return { stop_type: type, stopped_eos: type === "eos", stopped_word: type === "word", stopped_limit: type === "limit", stopping_word: "" };
+  const type = !r
+    ? "limit"
+    : r.stopReason === "max_tokens" || r.stopReason === "cancelled"
+      ? "limit"
+      : r.stopReason === "stop_sequence"
+        ? "word"
+        : "eos";
+  return {
+    stop_type: type,
+    stopped_eos: type === "eos",
+    stopped_word: type === "word",
+    stopped_limit: type === "limit",
+    stopping_word: "",
+  };
 }
 
 function timings(r: RunResult | undefined) {
@@ -86,15 +123,29 @@ function timings(r: RunResult | undefined) {
 export function llamacppResponder(modelName: string): Responder {
   let n = 0;
   const final = (content: string, r: RunResult | undefined) => ({
-    index: 0, content, tokens: [], id_slot: 0, stop: true, model: modelName, tokens_predicted: r?.tokensOut ?? 0, tokens_evaluated: r?.tokensIn ?? 0,
-    tokens_cached: 0, truncated: false, has_new_line: content.includes("\n"), generation_settings: { model: modelName }, ...stopFields(r), timings: timings(r),
+    index: 0,
+    content,
+    tokens: [],
+    id_slot: 0,
+    stop: true,
+    model: modelName,
+    tokens_predicted: r?.tokensOut ?? 0,
+    tokens_evaluated: r?.tokensIn ?? 0,
+    tokens_cached: 0,
+    truncated: false,
+    has_new_line: content.includes("\n"),
+    generation_settings: { model: modelName },
+    ...stopFields(r),
+    timings: timings(r),
   });
   return {
     open(res) {
       openSse(res);
     },
     token(res, text) {
-      res.write(`data: ${JSON.stringify({ index: 0, content: text, tokens: [], stop: false, id_slot: 0, tokens_predicted: ++n, tokens_evaluated: 0 })}\n\n`);
+      res.write(
+        `data: ${JSON.stringify({ index: 0, content: text, tokens: [], stop: false, id_slot: 0, tokens_predicted: ++n, tokens_evaluated: 0 })}\n\n`,
+      );
     },
     end(res, r) {
       res.end(`data: ${JSON.stringify(final("", r))}\n\n`);
@@ -111,7 +162,16 @@ export function llamacppResponder(modelName: string): Responder {
 /** llama-server's error shape: { error: { code: <http status>, message, type } }. */
 export function llamacppError(err: unknown): { status: number; body: unknown } {
   const f = describeError(err);
-  const type = f.status === 401 ? "authentication_error" : f.status === 404 ? "not_found_error" : f.status === 429 || f.code === "ALL_SLOTS_BUSY" ? "unavailable_error" : f.status < 500 ? "invalid_request_error" : "server_error";
+  const type =
+    f.status === 401
+      ? "authentication_error"
+      : f.status === 404
+        ? "not_found_error"
+        : f.status === 429 || f.code === "ALL_SLOTS_BUSY"
+          ? "unavailable_error"
+          : f.status < 500
+            ? "invalid_request_error"
+            : "server_error";
   return { status: f.status, body: { error: { code: f.status, message: f.message, type } } };
 }
 

@@ -4,7 +4,20 @@
 
 import type { ServerResponse } from "node:http";
 import type { RunResult } from "../scheduler";
-import { budget, chatMessages, describeError, finishReason, obj, openSse, optNum, optStr, stopList, writeJson, type Call, type Responder } from "./common";
+import {
+  budget,
+  chatMessages,
+  describeError,
+  finishReason,
+  obj,
+  openSse,
+  optNum,
+  optStr,
+  stopList,
+  writeJson,
+  type Call,
+  type Responder,
+} from "./common";
 
 /**
  * What /api/version reports. Tools gate features on Ollama's version (e.g. `suffix` arrived in 0.3),
@@ -34,15 +47,28 @@ export function parseGenerate(body: unknown, defaultMax: number): Call {
   const model = optStr(o, "model")?.trim() || undefined;
   // An empty prompt is how Ollama clients ask for the model to be loaded: nothing to generate.
   if (!prompt && !suffix) return { model, stream, gen: { kind: "inference", prompt, ...s }, noGeneration: true };
-  if (suffix !== undefined && suffix !== "") return { model, stream, gen: { kind: "infill", prefix: prompt, suffix, ...s } };
+  if (suffix !== undefined && suffix !== "")
+    return { model, stream, gen: { kind: "infill", prefix: prompt, suffix, ...s } };
   // Like Ollama: `raw` sends the prompt as is; otherwise the model's template makes it a user turn.
   if (o.raw === true) return { model, stream, gen: { kind: "inference", prompt, ...s } };
-  return { model, stream, gen: { kind: "chat", messages: [...(system ? [{ role: "system" as const, content: system }] : []), { role: "user", content: prompt }], ...s } };
+  return {
+    model,
+    stream,
+    gen: {
+      kind: "chat",
+      messages: [...(system ? [{ role: "system" as const, content: system }] : []), { role: "user", content: prompt }],
+      ...s,
+    },
+  };
 }
 
 export function parseChat(body: unknown, defaultMax: number): Call {
   const o = obj(body);
-  return { model: optStr(o, "model")?.trim() || undefined, stream: o.stream !== false, gen: { kind: "chat", messages: chatMessages(o.messages), ...options(o, defaultMax) } };
+  return {
+    model: optStr(o, "model")?.trim() || undefined,
+    stream: o.stream !== false,
+    gen: { kind: "chat", messages: chatMessages(o.messages), ...options(o, defaultMax) },
+  };
 }
 
 const ns = (ms: number) => Math.round(ms * 1e6);
@@ -63,7 +89,8 @@ function finalFields(r: RunResult, startedAt: number) {
 export function ollamaResponder(kind: "generate" | "chat", modelName: string): Responder {
   const startedAt = Date.now();
   const base = () => ({ model: modelName, created_at: new Date().toISOString() });
-  const piece = (text: string) => (kind === "chat" ? { message: { role: "assistant", content: text } } : { response: text });
+  const piece = (text: string) =>
+    kind === "chat" ? { message: { role: "assistant", content: text } } : { response: text };
   const line = (x: unknown) => JSON.stringify(x) + "\n";
   return {
     open(res) {
@@ -73,13 +100,25 @@ export function ollamaResponder(kind: "generate" | "chat", modelName: string): R
       res.write(line({ ...base(), ...piece(text), done: false }));
     },
     end(res, r) {
-      res.end(line({ ...base(), ...piece(""), ...(kind === "generate" ? { context: [] } : {}), ...finalFields(r, startedAt) }));
+      res.end(
+        line({
+          ...base(),
+          ...piece(""),
+          ...(kind === "generate" ? { context: [] } : {}),
+          ...finalFields(r, startedAt),
+        }),
+      );
     },
     streamError(res, err) {
       res.end(line({ error: describeError(err).message }));
     },
     complete(res, text, r) {
-      writeJson(res, 200, { ...base(), ...piece(text), ...(kind === "generate" ? { context: [] } : {}), ...finalFields(r, startedAt) });
+      writeJson(res, 200, {
+        ...base(),
+        ...piece(text),
+        ...(kind === "generate" ? { context: [] } : {}),
+        ...finalFields(r, startedAt),
+      });
     },
   };
 }
@@ -95,7 +134,16 @@ function details() {
 }
 
 export function tags(models: { name: string; size: number }[]) {
-  return { models: models.map((m) => ({ name: m.name, model: m.name, modified_at: new Date(0).toISOString(), size: m.size, digest: "", details: details() })) };
+  return {
+    models: models.map((m) => ({
+      name: m.name,
+      model: m.name,
+      modified_at: new Date(0).toISOString(),
+      size: m.size,
+      digest: "",
+      details: details(),
+    })),
+  };
 }
 
 /**
@@ -107,7 +155,8 @@ export function show(name: string) {
   return {
     modelfile: "",
     parameters: "",
-    template: "{{ if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<|fim_middle|>{{ else }}{{ .Prompt }}{{ end }}",
+    template:
+      "{{ if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<|fim_middle|>{{ else }}{{ .Prompt }}{{ end }}",
     details: details(),
     model_info: { "general.name": name },
     capabilities: ["completion", "insert"],

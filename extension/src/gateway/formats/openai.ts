@@ -5,7 +5,21 @@
 import { randomUUID } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import type { RunResult } from "../scheduler";
-import { budget, chatMessages, describeError, finishReason, invalid, obj, openSse, optNum, optStr, stopList, writeJson, type Call, type Responder } from "./common";
+import {
+  budget,
+  chatMessages,
+  describeError,
+  finishReason,
+  invalid,
+  obj,
+  openSse,
+  optNum,
+  optStr,
+  stopList,
+  writeJson,
+  type Call,
+  type Responder,
+} from "./common";
 
 function sampling(o: Record<string, any>, defaultMax: number) {
   if (o.n !== undefined && o.n !== 1) invalid("n", "1 (one choice per request)");
@@ -26,7 +40,11 @@ function model(o: Record<string, any>): string | undefined {
 
 export function parseChat(body: unknown, defaultMax: number): Call {
   const o = obj(body);
-  return { model: model(o), stream: o.stream === true, gen: { kind: "chat", messages: chatMessages(o.messages), ...sampling(o, defaultMax) } };
+  return {
+    model: model(o),
+    stream: o.stream === true,
+    gen: { kind: "chat", messages: chatMessages(o.messages), ...sampling(o, defaultMax) },
+  };
 }
 
 export function parseCompletion(body: unknown): Call {
@@ -66,19 +84,41 @@ export function openaiResponder(kind: "chat" | "completion", modelName: string, 
       if (kind === "chat") res.write(chunk({ delta: { role: "assistant", content: "" }, finish_reason: null }));
     },
     token(res, text) {
-      res.write(chunk(kind === "chat" ? { delta: { content: text }, finish_reason: null } : { text, finish_reason: null }));
+      res.write(
+        chunk(kind === "chat" ? { delta: { content: text }, finish_reason: null } : { text, finish_reason: null }),
+      );
     },
     end(res, r) {
-      res.write(chunk(kind === "chat" ? { delta: {}, finish_reason: finishReason(r) } : { text: "", finish_reason: finishReason(r) }));
-      if (includeUsage) res.write(`data: ${JSON.stringify({ id, object, created, model: modelName, choices: [], usage: usage(r) })}\n\n`);
+      res.write(
+        chunk(
+          kind === "chat"
+            ? { delta: {}, finish_reason: finishReason(r) }
+            : { text: "", finish_reason: finishReason(r) },
+        ),
+      );
+      if (includeUsage)
+        res.write(
+          `data: ${JSON.stringify({ id, object, created, model: modelName, choices: [], usage: usage(r) })}\n\n`,
+        );
       res.end("data: [DONE]\n\n");
     },
     streamError(res, err) {
       res.end(`data: ${JSON.stringify(openaiError(err).body)}\n\n`);
     },
     complete(res, text, r) {
-      const choice = kind === "chat" ? { message: { role: "assistant", content: text, refusal: null }, finish_reason: finishReason(r) } : { text, finish_reason: finishReason(r) };
-      writeJson(res, 200, { id, object: kind === "chat" ? "chat.completion" : "text_completion", created, model: modelName, system_fingerprint: null, choices: [{ index: 0, ...choice, logprobs: null }], usage: usage(r) });
+      const choice =
+        kind === "chat"
+          ? { message: { role: "assistant", content: text, refusal: null }, finish_reason: finishReason(r) }
+          : { text, finish_reason: finishReason(r) };
+      writeJson(res, 200, {
+        id,
+        object: kind === "chat" ? "chat.completion" : "text_completion",
+        created,
+        model: modelName,
+        system_fingerprint: null,
+        choices: [{ index: 0, ...choice, logprobs: null }],
+        usage: usage(r),
+      });
     },
   };
 }
@@ -86,8 +126,24 @@ export function openaiResponder(kind: "chat" | "completion", modelName: string, 
 /** OpenAI's error shape: { error: { message, type, param, code } }. */
 export function openaiError(err: unknown): { status: number; body: unknown } {
   const f = describeError(err);
-  const type = f.status === 401 ? "authentication_error" : f.status === 404 ? "not_found_error" : f.status === 429 ? "rate_limit_error" : f.status < 500 ? "invalid_request_error" : "server_error";
-  const code = f.status === 429 ? "rate_limit_exceeded" : f.code === "INVALID_API_KEY" ? "invalid_api_key" : f.code === "MODEL_NOT_FOUND" ? "model_not_found" : f.code.toLowerCase();
+  const type =
+    f.status === 401
+      ? "authentication_error"
+      : f.status === 404
+        ? "not_found_error"
+        : f.status === 429
+          ? "rate_limit_error"
+          : f.status < 500
+            ? "invalid_request_error"
+            : "server_error";
+  const code =
+    f.status === 429
+      ? "rate_limit_exceeded"
+      : f.code === "INVALID_API_KEY"
+        ? "invalid_api_key"
+        : f.code === "MODEL_NOT_FOUND"
+          ? "model_not_found"
+          : f.code.toLowerCase();
   return { status: f.status, body: { error: { message: f.message, type, param: f.field ?? null, code } } };
 }
 

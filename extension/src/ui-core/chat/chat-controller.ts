@@ -19,7 +19,12 @@ export interface HistoryStore {
 }
 
 /** Streams a reply to `messages`; resolves when the stream ends (stop_reason "cancelled" after a Stop). */
-export type ChatGenerate = (model: string, messages: ChatMessage[], onToken: (t: string) => void, signal: AbortSignal) => Promise<{ stopReason: StopReason }>;
+export type ChatGenerate = (
+  model: string,
+  messages: ChatMessage[],
+  onToken: (t: string) => void,
+  signal: AbortSignal,
+) => Promise<{ stopReason: StopReason }>;
 
 export interface ChatLimits {
   /** Most turns kept in the stored history. */
@@ -34,7 +39,12 @@ export const DEFAULT_CHAT_LIMITS: ChatLimits = { maxTurns: 200, maxContextChars:
  * The messages sent for the next reply: the system prompt, then as many of the latest finished
  * turns as fit in maxContextChars (whole turns only, oldest dropped first), ending with the question.
  */
-export function contextMessages(history: readonly ChatTurn[], question: string, limits: ChatLimits = DEFAULT_CHAT_LIMITS, system?: string): ChatMessage[] {
+export function contextMessages(
+  history: readonly ChatTurn[],
+  question: string,
+  limits: ChatLimits = DEFAULT_CHAT_LIMITS,
+  system?: string,
+): ChatMessage[] {
   const picked: ChatMessage[] = [];
   let budget = limits.maxContextChars - question.length;
   for (let i = history.length - 1; i >= 0; i--) {
@@ -46,10 +56,15 @@ export function contextMessages(history: readonly ChatTurn[], question: string, 
   }
   // A conversation sent to a chat template starts with the user.
   while (picked.length && picked[0].role !== "user") picked.shift();
-  return [...(system ? [{ role: "system" as const, content: system }] : []), ...picked, { role: "user", content: question }];
+  return [
+    ...(system ? [{ role: "system" as const, content: system }] : []),
+    ...picked,
+    { role: "user", content: question },
+  ];
 }
 
-export type ChatChange = { kind: "turn"; index: number; turn: ChatTurn } | { kind: "reset" } | { kind: "busy"; busy: boolean };
+export type ChatChange =
+  { kind: "turn"; index: number; turn: ChatTurn } | { kind: "reset" } | { kind: "busy"; busy: boolean };
 
 export class ChatController {
   private turnList: ChatTurn[];
@@ -92,10 +107,15 @@ export class ChatController {
     const reply: ChatTurn = { role: "assistant", content: "", status: "streaming" };
     const index = this.push(reply);
     try {
-      const { stopReason } = await this.generate(model, messages, (t) => {
-        reply.content += t;
-        this.emit({ kind: "turn", index, turn: reply });
-      }, controller.signal);
+      const { stopReason } = await this.generate(
+        model,
+        messages,
+        (t) => {
+          reply.content += t;
+          this.emit({ kind: "turn", index, turn: reply });
+        },
+        controller.signal,
+      );
       reply.status = stopReason === "cancelled" || controller.signal.aborted ? "stopped" : "done";
     } catch (e) {
       reply.status = controller.signal.aborted ? "stopped" : "error";
@@ -117,7 +137,10 @@ export class ChatController {
   /** Empties the conversation; returns what it held, for restore() (Undo). */
   async clear(): Promise<ChatTurn[]> {
     this.stop();
-    const before = this.turnList.map((t) => ({ ...t, status: t.status === "streaming" ? ("stopped" as const) : t.status }));
+    const before = this.turnList.map((t) => ({
+      ...t,
+      status: t.status === "streaming" ? ("stopped" as const) : t.status,
+    }));
     this.turnList = [];
     this.emit({ kind: "reset" });
     await this.persist();

@@ -22,19 +22,30 @@ export class ChatService {
   ) {}
 
   /** Streams one reply; a cold start (hive, model load) is narrated through onEvent. */
-  readonly generate: ChatGenerate = (model, messages, onToken, signal) => this.generateNarrated(model, messages, onToken, signal, this.onEvent);
+  readonly generate: ChatGenerate = (model, messages, onToken, signal) =>
+    this.generateNarrated(model, messages, onToken, signal, this.onEvent);
 
   /** generate, with the cold start's narration going to `onEvent` as well. */
-  async generateNarrated(model: string, messages: ChatMessage[], onToken: (t: string) => void, signal: AbortSignal, onEvent: (e: KeeperEvent) => void): Promise<{ stopReason: StopReason }> {
+  async generateNarrated(
+    model: string,
+    messages: ChatMessage[],
+    onToken: (t: string) => void,
+    signal: AbortSignal,
+    onEvent: (e: KeeperEvent) => void,
+  ): Promise<{ stopReason: StopReason }> {
     const s = this.settings();
     const keeper = await this.services.keeper();
     const result = await keeper.generate(
       { node: s.node, model },
       { kind: "chat", messages, max_tokens: s.maxTokens, temperature: s.temperature },
-      { onEvent: (e) => {
-        if (onEvent !== this.onEvent) this.onEvent(e);
-        onEvent(e);
-      }, onToken, fitContext: true }, // rbee.chat.maxTokens beyond the worker's context: lowered to what fits
+      {
+        onEvent: (e) => {
+          if (onEvent !== this.onEvent) this.onEvent(e);
+          onEvent(e);
+        },
+        onToken,
+        fitContext: true,
+      }, // rbee.chat.maxTokens beyond the worker's context: lowered to what fits
       signal,
     );
     return { stopReason: result.stopReason };
@@ -47,7 +58,9 @@ export class ChatService {
     let catalog: string[] = [];
     try {
       const { registry } = await this.services.get();
-      running = (await registry.listWorkers({ node: s.node })).filter((w) => w.state === "idle" || w.state === "busy").map((w) => w.model_ref);
+      running = (await registry.listWorkers({ node: s.node }))
+        .filter((w) => w.state === "idle" || w.state === "busy")
+        .map((w) => w.model_ref);
       catalog = (await registry.listModels(s.node)).map((m) => m.model_ref);
     } catch {
       // no registry yet: recent and configured models still make a list

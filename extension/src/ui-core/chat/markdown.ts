@@ -58,7 +58,8 @@ function createParser(): MarkdownIt {
 
   // Code, fenced or indented, with the buttons the chat webview wires up (media/chat.js). The final
   // line break markdown-it keeps is dropped so the code is exactly what the reply wrote.
-  md.renderer.rules.fence = (tokens, idx) => codeBlock(tokens[idx].content.replace(/\n$/, ""), tokens[idx].info.trim().split(/\s+/)[0] ?? "");
+  md.renderer.rules.fence = (tokens, idx) =>
+    codeBlock(tokens[idx].content.replace(/\n$/, ""), tokens[idx].info.trim().split(/\s+/)[0] ?? "");
   md.renderer.rules.code_block = (tokens, idx) => codeBlock(tokens[idx].content.replace(/\n$/, ""), "");
   // GitHub tables align columns with style attributes, which the webview's policy refuses (no inline
   // styles): a class names the alignment instead (media/chat.css).

@@ -13,9 +13,15 @@ const STOP_TEXT: Record<GenerationResult["stopReason"], string> = {
   time_limit: "reached its time limit",
 };
 
-export function inferSummary(r: Pick<GenerationResult, "tokensOut" | "stopReason" | "decodeMs" | "spawned" | "maxTokensCapped">, model: string): string {
-  const speed = r.decodeMs > 0 && r.tokensOut > 1 ? ` at ${((r.tokensOut / r.decodeMs) * 1000).toFixed(1)} tokens/s` : "";
-  const parts = [`rbee: ${plural(r.tokensOut, "token")} from ${model}${speed}; ${STOP_TEXT[r.stopReason] ?? r.stopReason}${r.spawned ? " (after a cold start)" : ""}.`];
+export function inferSummary(
+  r: Pick<GenerationResult, "tokensOut" | "stopReason" | "decodeMs" | "spawned" | "maxTokensCapped">,
+  model: string,
+): string {
+  const speed =
+    r.decodeMs > 0 && r.tokensOut > 1 ? ` at ${((r.tokensOut / r.decodeMs) * 1000).toFixed(1)} tokens/s` : "";
+  const parts = [
+    `rbee: ${plural(r.tokensOut, "token")} from ${model}${speed}; ${STOP_TEXT[r.stopReason] ?? r.stopReason}${r.spawned ? " (after a cold start)" : ""}.`,
+  ];
   if (r.maxTokensCapped) parts.push(capNote(r.maxTokensCapped));
   return parts.join(" ");
 }

@@ -89,7 +89,8 @@ export class CompletionCache {
     while (at >= 0) {
       const typed = region.slice(at + e.prefixTail.length);
       const startsDocument = regionStart + at === 0;
-      if ((!e.prefixIsWhole || startsDocument) && e.completion.startsWith(typed)) return e.completion.slice(typed.length);
+      if ((!e.prefixIsWhole || startsDocument) && e.completion.startsWith(typed))
+        return e.completion.slice(typed.length);
       if (at === 0) break;
       at = region.lastIndexOf(e.prefixTail, at - 1);
     }

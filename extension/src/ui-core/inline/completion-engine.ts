@@ -13,7 +13,14 @@
 
 import type { InfillExtraChunk, StopReason } from "@rbee/hive-agent/protocol";
 import { CompletionCache, type CacheContext } from "./completion-cache";
-import { contextWindow, cursorAllowsCompletion, DEFAULT_WINDOW, indentOf, wantsMultiline, type WindowLimits } from "./context-window";
+import {
+  contextWindow,
+  cursorAllowsCompletion,
+  DEFAULT_WINDOW,
+  indentOf,
+  wantsMultiline,
+  type WindowLimits,
+} from "./context-window";
 import { DEFAULT_EXTRA_CONTEXT, ExtraContext, type ExtraContextLimits } from "./extra-context";
 import { debounce, RequestGate } from "./request-gate";
 import { cleanSuggestion, trimToIndent } from "./suggestion-filter";
@@ -75,8 +82,7 @@ export interface CompletionTarget {
 }
 
 export type TargetResolution =
-  | { target: CompletionTarget }
-  | { none: "no-worker" | "warming" | "error"; reason: string };
+  { target: CompletionTarget } | { none: "no-worker" | "warming" | "error"; reason: string };
 
 export interface InfillRequestBody {
   prefix: string;
@@ -111,7 +117,12 @@ export interface CompletionBackend {
    */
   resolveTarget(settings: EngineSettings, affinity?: string): Promise<TargetResolution>;
   /** Streams an infill; `onText` sees the text as it grows. */
-  infill(target: CompletionTarget, body: InfillRequestBody, signal: AbortSignal, onText?: (textSoFar: string) => void): Promise<InfillResult>;
+  infill(
+    target: CompletionTarget,
+    body: InfillRequestBody,
+    signal: AbortSignal,
+    onText?: (textSoFar: string) => void,
+  ): Promise<InfillResult>;
 }
 
 export type EngineState =
@@ -194,7 +205,15 @@ export interface EngineCounters {
 export class CompletionEngine {
   readonly cache: CompletionCache;
   readonly extra: ExtraContext;
-  readonly counters: EngineCounters = { requests: 0, cancelled: 0, prefetches: 0, warmups: 0, reused: 0, promptTokens: 0, evaluatedTokens: 0 };
+  readonly counters: EngineCounters = {
+    requests: 0,
+    cancelled: 0,
+    prefetches: 0,
+    warmups: 0,
+    reused: 0,
+    promptTokens: 0,
+    evaluatedTokens: 0,
+  };
   private readonly gate = new RequestGate();
   private state: EngineState = { kind: "idle" };
   private lastLatencyMs: number | undefined;
@@ -255,7 +274,12 @@ export class CompletionEngine {
   private settingsFor(languageId: string): EngineSettings & { multiline: MultilineMode } {
     const s = this.settings();
     const o = s.languages[languageId] ?? {};
-    return { ...s, enabled: s.enabled && o.enabled !== false, maxTokens: o.maxTokens ?? s.maxTokens, multiline: o.multiline ?? s.multiline };
+    return {
+      ...s,
+      enabled: s.enabled && o.enabled !== false,
+      maxTokens: o.maxTokens ?? s.maxTokens,
+      multiline: o.multiline ?? s.multiline,
+    };
   }
 
   async complete(req: CompletionRequest): Promise<CompletionOutcome> {
@@ -271,7 +295,8 @@ export class CompletionEngine {
       if (!this.settings().enabled) this.setState({ kind: "off", reason: "inline completions are switched off" });
       return done({ source: "skipped", reason: "disabled" });
     }
-    if (s.disabledLanguages.includes(req.languageId)) return done({ source: "skipped", reason: `disabled for ${req.languageId}` });
+    if (s.disabledLanguages.includes(req.languageId))
+      return done({ source: "skipped", reason: `disabled for ${req.languageId}` });
     const lineAfter = req.after.split("\n", 1)[0];
     if (!cursorAllowsCompletion(lineAfter)) return done({ source: "skipped", reason: "the cursor is inside a word" });
     this.scheduleIdle(req.editor);
@@ -282,23 +307,33 @@ export class CompletionEngine {
     if (!req.alternative) {
       const cached = this.cache.get(ctx);
       if (cached !== undefined) {
-        if (this.state.kind !== "idle") this.setState({ kind: "idle", lastLatencyMs: this.lastLatencyMs, last: this.last });
+        if (this.state.kind !== "idle")
+          this.setState({ kind: "idle", lastLatencyMs: this.lastLatencyMs, last: this.last });
         return done({ source: "cache", text: cached });
       }
     }
 
     // A generation running for this editor (or a prefetch) whose output the user is typing along,
     // or that was asked for this very context: wait for it instead of asking again.
-    const running = req.alternative ? undefined : [this.flights.get(req.editor), this.prefetches.get(req.editor)].find((f) => f && typedAlong(f, ctx) !== undefined);
+    const running = req.alternative
+      ? undefined
+      : [this.flights.get(req.editor), this.prefetches.get(req.editor)].find(
+          (f) => f && typedAlong(f, ctx) !== undefined,
+        );
     if (running) {
       running.adopted = true;
       const ticket = this.gate.begin(req.editor, req.signal);
       try {
         const result = await untilAborted(running.done, ticket.signal);
-        if (!result || result.stopReason === "cancelled" || ticket.signal.aborted) return done({ source: "cancelled", reason: "superseded" });
+        if (!result || result.stopReason === "cancelled" || ticket.signal.aborted)
+          return done({ source: "cancelled", reason: "superseded" });
         this.counters.reused++;
         const rest = this.cache.get(ctx);
-        return done(rest ? { source: "reused", text: rest, workerMs: result.workerMs } : { source: "skipped", reason: "the running suggestion ended where the user typed" });
+        return done(
+          rest
+            ? { source: "reused", text: rest, workerMs: result.workerMs }
+            : { source: "skipped", reason: "the running suggestion ended where the user typed" },
+        );
       } catch (e) {
         const message = (e as Error).message;
         this.setState({ kind: "error", message });
@@ -321,7 +356,11 @@ export class CompletionEngine {
 
       const resolution = await this.backend.resolveTarget(s, req.editor);
       if ("none" in resolution) {
-        this.setState(resolution.none === "error" ? { kind: "error", message: resolution.reason } : { kind: resolution.none, reason: resolution.reason });
+        this.setState(
+          resolution.none === "error"
+            ? { kind: "error", message: resolution.reason }
+            : { kind: resolution.none, reason: resolution.reason },
+        );
         return done({ source: "skipped", reason: resolution.reason }, debounced);
       }
       if (ticket.signal.aborted) return done({ source: "cancelled", reason: "superseded" }, debounced);
@@ -356,8 +395,18 @@ export class CompletionEngine {
         return done({ source: "cancelled", reason: "superseded", workerMs: result?.workerMs }, debounced);
       }
       const text = this.cache.get(ctx);
-      const counts = { workerMs: result.workerMs, promptTokens: result.promptTokens, cachedTokens: result.cachedTokens, tokensOut: result.tokensOut };
-      const outcome = done(text ? { source: "worker", text, ...counts } : { source: "skipped", reason: "the suggestion repeats the text after the cursor", ...counts }, debounced);
+      const counts = {
+        workerMs: result.workerMs,
+        promptTokens: result.promptTokens,
+        cachedTokens: result.cachedTokens,
+        tokensOut: result.tokensOut,
+      };
+      const outcome = done(
+        text
+          ? { source: "worker", text, ...counts }
+          : { source: "skipped", reason: "the suggestion repeats the text after the cursor", ...counts },
+        debounced,
+      );
       this.lastLatencyMs = outcome.totalMs - outcome.debounceMs;
       this.setState({ kind: "idle", lastLatencyMs: this.lastLatencyMs, target: resolution.target, last: this.last });
       if (text && s.prefetch) this.prefetch(req.editor, resolution.target, ctx, text, body);
@@ -382,8 +431,22 @@ export class CompletionEngine {
    * Starts a generation that belongs to the engine: its text is cached under `ctx` when it ends,
    * whoever is still waiting for it.
    */
-  private startFlight(registry: Map<string, Flight>, key: string, target: CompletionTarget, ctx: CacheContext, body: InfillRequestBody, lineBefore: string): Flight {
-    const flight: Flight = { ctx, text: "", controller: new AbortController(), adopted: false, done: Promise.resolve(undefined), target };
+  private startFlight(
+    registry: Map<string, Flight>,
+    key: string,
+    target: CompletionTarget,
+    ctx: CacheContext,
+    body: InfillRequestBody,
+    lineBefore: string,
+  ): Flight {
+    const flight: Flight = {
+      ctx,
+      text: "",
+      controller: new AbortController(),
+      adopted: false,
+      done: Promise.resolve(undefined),
+      target,
+    };
     this.counters.requests++;
     flight.done = this.backend
       .infill(target, body, flight.controller.signal, (t) => (flight.text = t))
@@ -395,7 +458,8 @@ export class CompletionEngine {
         }
         let text = cleanSuggestion(result.text, ctx.suffix);
         if (text && body.n_indent !== undefined) text = trimToIndent(text, indentOf(lineBefore));
-        if (text && result.stopReason === "time_limit" && text.includes("\n")) text = text.slice(0, text.lastIndexOf("\n"));
+        if (text && result.stopReason === "time_limit" && text.includes("\n"))
+          text = text.slice(0, text.lastIndexOf("\n"));
         if (text) this.cache.set(ctx, text);
         return result;
       })
@@ -431,7 +495,14 @@ export class CompletionEngine {
     const s = this.settings();
     const multiline = s.multiline === "always" || (s.multiline === "auto" && wantsMultiline(lineBefore, ""));
     const { stop: _stop, n_indent: _indent, seed: _seed, ...rest } = body;
-    this.startFlight(this.prefetches, editor, target, next, { ...rest, prefix: next.prefix, ...(multiline ? { n_indent: indentOf(lineBefore) } : { stop: ["\n"] }) }, lineBefore);
+    this.startFlight(
+      this.prefetches,
+      editor,
+      target,
+      next,
+      { ...rest, prefix: next.prefix, ...(multiline ? { n_indent: indentOf(lineBefore) } : { stop: ["\n"] }) },
+      lineBefore,
+    );
   }
 
   /** After a pause in typing: queued extra context enters the ring, and a warm-up fills the worker's cache. */
@@ -454,7 +525,11 @@ export class CompletionEngine {
     this.counters.warmups++;
     const controller = new AbortController();
     try {
-      const r = await this.backend.infill(resolution.target, { prefix: w.prefix, suffix: w.suffix, max_tokens: 0, temperature: s.temperature, ...this.extraBody() }, controller.signal);
+      const r = await this.backend.infill(
+        resolution.target,
+        { prefix: w.prefix, suffix: w.suffix, max_tokens: 0, temperature: s.temperature, ...this.extraBody() },
+        controller.signal,
+      );
       this.countTokens(r);
       return true;
     } catch {
@@ -463,8 +538,19 @@ export class CompletionEngine {
   }
 
   private noteShown(o: CompletionOutcome) {
-    this.last = { source: o.source, latencyMs: o.totalMs, contextTokens: o.promptTokens, evaluatedTokens: o.promptTokens !== undefined ? o.promptTokens - (o.cachedTokens ?? 0) : undefined };
-    if (o.source === "cache" || o.source === "reused") this.setState({ kind: "idle", lastLatencyMs: this.lastLatencyMs, target: this.state.kind === "idle" ? this.state.target : undefined, last: this.last });
+    this.last = {
+      source: o.source,
+      latencyMs: o.totalMs,
+      contextTokens: o.promptTokens,
+      evaluatedTokens: o.promptTokens !== undefined ? o.promptTokens - (o.cachedTokens ?? 0) : undefined,
+    };
+    if (o.source === "cache" || o.source === "reused")
+      this.setState({
+        kind: "idle",
+        lastLatencyMs: this.lastLatencyMs,
+        target: this.state.kind === "idle" ? this.state.target : undefined,
+        last: this.last,
+      });
   }
 
   private setState(s: EngineState) {

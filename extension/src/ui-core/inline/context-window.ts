@@ -22,7 +22,12 @@ export interface ContextWindow {
  * complete the wrong thing. The line holding the cursor is always kept whole up to the limit.
  * `beforeOffset` is the document offset where `before` starts (0: the document's start).
  */
-export function contextWindow(before: string, after: string, limits: WindowLimits = DEFAULT_WINDOW, beforeOffset = 0): ContextWindow {
+export function contextWindow(
+  before: string,
+  after: string,
+  limits: WindowLimits = DEFAULT_WINDOW,
+  beforeOffset = 0,
+): ContextWindow {
   let prefix = before;
   if (prefix.length > limits.maxPrefixChars) {
     // The front edge sits on a grid of document offsets a quarter of the limit apart, so it moves
@@ -34,7 +39,8 @@ export function contextWindow(before: string, after: string, limits: WindowLimit
     prefix = before.slice(cut);
     const firstBreak = prefix.indexOf("\n");
     // Drop the partial first line (unless the cut fell on a line start), never the cursor's own line.
-    if (before[cut - 1] !== "\n" && firstBreak >= 0 && firstBreak < prefix.length - 1) prefix = prefix.slice(firstBreak + 1);
+    if (before[cut - 1] !== "\n" && firstBreak >= 0 && firstBreak < prefix.length - 1)
+      prefix = prefix.slice(firstBreak + 1);
   }
   let suffix = after;
   if (suffix.length > limits.maxSuffixChars) {

@@ -12,7 +12,14 @@ import { createHash } from "node:crypto";
 import { RbeeError } from "@rbee/hive-agent/protocol";
 import type { WorkerRecord } from "../../keeper/registry";
 import type { Keeper, KeeperEvent } from "../../keeper/keeper";
-import type { CompletionBackend, CompletionTarget, EngineSettings, InfillRequestBody, InfillResult, TargetResolution } from "./completion-engine";
+import type {
+  CompletionBackend,
+  CompletionTarget,
+  EngineSettings,
+  InfillRequestBody,
+  InfillResult,
+  TargetResolution,
+} from "./completion-engine";
 
 /** How long a failed start of the configured model keeps us from trying again on every keystroke. */
 const WARM_RETRY_MS = 60_000;
@@ -32,7 +39,9 @@ export class KeeperCompletionBackend implements CompletionBackend {
 
   async resolveTarget(s: EngineSettings, affinity = ""): Promise<TargetResolution> {
     const keeper = await this.keeper();
-    const workers = (await keeper.registry.listWorkers(s.node ? { node: s.node } : {})).filter((w) => (w.state === "idle" || w.state === "busy") && w.url);
+    const workers = (await keeper.registry.listWorkers(s.node ? { node: s.node } : {})).filter(
+      (w) => (w.state === "idle" || w.state === "busy") && w.url,
+    );
     if (s.model) {
       const target = { node: s.node || LOCALHOST, model: s.model };
       const fleet = workers.filter((w) => w.model_ref === s.model && (!s.node || w.node === target.node));
@@ -47,14 +56,24 @@ export class KeeperCompletionBackend implements CompletionBackend {
       };
     // The first ready worker's model, then that model's workers as one fleet.
     const model = workers[0].model_ref;
-    return { target: toTarget(pickWorker(workers.filter((w) => w.model_ref === model), affinity)) };
+    return {
+      target: toTarget(
+        pickWorker(
+          workers.filter((w) => w.model_ref === model),
+          affinity,
+        ),
+      ),
+    };
   }
 
   /** Starts the configured model's worker once, in the background; completions resume when it is ready. */
   private warm(keeper: Keeper, target: CompletionTarget): TargetResolution {
     const key = `${target.node}\u0000${target.model}`;
     if (this.warmFailure?.key === key && Date.now() - this.warmFailure.at < WARM_RETRY_MS)
-      return { none: "error", reason: `starting ${target.model} on ${target.node} failed: ${this.warmFailure.message}` };
+      return {
+        none: "error",
+        reason: `starting ${target.model} on ${target.node} failed: ${this.warmFailure.message}`,
+      };
     if (this.warming?.key !== key) {
       const promise = keeper
         .ensureWorker({ node: target.node, model: target.model }, this.onWarmEvent)
@@ -73,13 +92,23 @@ export class KeeperCompletionBackend implements CompletionBackend {
     return { none: "warming", reason: `starting a worker for ${target.model} on ${target.node}` };
   }
 
-  async infill(target: CompletionTarget, body: InfillRequestBody, signal: AbortSignal, onText?: (textSoFar: string) => void): Promise<InfillResult> {
+  async infill(
+    target: CompletionTarget,
+    body: InfillRequestBody,
+    signal: AbortSignal,
+    onText?: (textSoFar: string) => void,
+  ): Promise<InfillResult> {
     const keeper = await this.keeper();
     // The file's own worker (affinity); else, or when it is gone, whichever the keeper finds. A
     // registered, recently checked worker comes back without any network round trip.
-    const chosen = target.workerId ? (await keeper.registry.listWorkers({ node: target.node })).find((w) => w.id === target.workerId) : undefined;
+    const chosen = target.workerId
+      ? (await keeper.registry.listWorkers({ node: target.node })).find((w) => w.id === target.workerId)
+      : undefined;
     const client0 = chosen ? await keeper.clientFor(chosen) : undefined;
-    const { worker, client } = chosen && client0 ? { worker: chosen, client: client0 } : await keeper.ensureWorker({ node: target.node, model: target.model }, undefined, signal);
+    const { worker, client } =
+      chosen && client0
+        ? { worker: chosen, client: client0 }
+        : await keeper.ensureWorker({ node: target.node, model: target.model }, undefined, signal);
     let text = "";
     try {
       for await (const e of client.infill(body, signal)) {
@@ -87,13 +116,23 @@ export class KeeperCompletionBackend implements CompletionBackend {
           text += e.t;
           if (e.t) onText?.(text);
         } else if (e.type === "end")
-          return { text, stopReason: e.stop_reason, workerMs: (e.first_token_ms ?? 0) + e.decode_ms, promptTokens: e.tokens_in, cachedTokens: e.cached_tokens, tokensOut: e.tokens_out };
+          return {
+            text,
+            stopReason: e.stop_reason,
+            workerMs: (e.first_token_ms ?? 0) + e.decode_ms,
+            promptTokens: e.tokens_in,
+            cachedTokens: e.cached_tokens,
+            tokensOut: e.tokens_out,
+          };
         else if (e.type === "error") throw new RbeeError(e.code, e.message);
       }
       throw new RbeeError("INTERNAL", "the infill stream ended without an end event");
     } catch (e) {
       // A worker that is gone must not be offered again: the next request finds or starts another.
-      if (e instanceof RbeeError && ["NODE_UNREACHABLE", "CONNECTION_TIMEOUT", "WORKER_CRASHED", "WORKER_NOT_FOUND"].includes(e.code))
+      if (
+        e instanceof RbeeError &&
+        ["NODE_UNREACHABLE", "CONNECTION_TIMEOUT", "WORKER_CRASHED", "WORKER_NOT_FOUND"].includes(e.code)
+      )
         await keeper.registry.removeWorker(worker.id).catch(() => {});
       throw e;
     }

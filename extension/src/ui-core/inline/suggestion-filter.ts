@@ -22,7 +22,10 @@ export function cleanSuggestion(completion: string, suffix: string): string | un
   const newline = suffix.indexOf("\n");
   const lineRest = (newline >= 0 ? suffix.slice(0, newline) : suffix).trim();
   if (newline >= 0) {
-    const nextLine = suffix.slice(newline + 1).split("\n", 1)[0].trim();
+    const nextLine = suffix
+      .slice(newline + 1)
+      .split("\n", 1)[0]
+      .trim();
     const firstLine = core.split("\n", 1)[0].trim();
     if (nextLine && firstLine === nextLine && !lineRest) return undefined;
   }

@@ -40,14 +40,24 @@ export class LocalNodeController implements NodeController {
     await this.hive(true, onEvent, onLine);
   }
 
-  async hive(start: boolean, onEvent: (e: KeeperEvent) => void = () => {}, onLine: (line: string) => void = () => {}): Promise<HiveClient> {
+  async hive(
+    start: boolean,
+    onEvent: (e: KeeperEvent) => void = () => {},
+    onLine: (line: string) => void = () => {},
+  ): Promise<HiveClient> {
     if (!start) {
       const existing = await this.local.connectExisting();
-      if (!existing) throw new RbeeError("NODE_UNREACHABLE", "the local hive is not running: start it from the Remote Nodes view (▶ on localhost)");
+      if (!existing)
+        throw new RbeeError(
+          "NODE_UNREACHABLE",
+          "the local hive is not running: start it from the Remote Nodes view (▶ on localhost)",
+        );
       return existing;
     }
     await this.runtime.prepare(onLine);
-    const { client } = await this.local.ensure(() => onEvent({ kind: "phase", phase: "node", status: "started", message: "starting the local hive" }));
+    const { client } = await this.local.ensure(() =>
+      onEvent({ kind: "phase", phase: "node", status: "started", message: "starting the local hive" }),
+    );
     return client;
   }
 

@@ -1,6 +1,11 @@
 // Labels, descriptions and tooltips of the Remote Nodes tree, as plain strings (unit-tested).
 
-import { calibrationSummary, type DeviceInfo, type DownloadProgressEvent, type ModelEntry } from "@rbee/hive-agent/protocol";
+import {
+  calibrationSummary,
+  type DeviceInfo,
+  type DownloadProgressEvent,
+  type ModelEntry,
+} from "@rbee/hive-agent/protocol";
 import type { NodeSnapshot, WorkerView } from "./node-snapshot";
 
 export function formatBytes(bytes: number): string {
@@ -79,13 +84,20 @@ export function modelDescription(m: ModelEntry): string {
 }
 
 export function nodeTooltip(s: NodeSnapshot): string {
-  const lines = [`${s.node.name} (${s.node.host}, ${s.node.transport === "loopback" ? "local" : "SSH"})`, `Status: ${nodeStatusText(s)}`];
+  const lines = [
+    `${s.node.name} (${s.node.host}, ${s.node.transport === "loopback" ? "local" : "SSH"})`,
+    `Status: ${nodeStatusText(s)}`,
+  ];
   if (s.reason) lines.push(s.reason);
   if (s.agentVersion) lines.push(`hive-agent ${s.agentVersion}`);
-  if (s.ramTotalBytes !== undefined && s.ramFreeBytes !== undefined) lines.push(`RAM: ${formatBytes(s.ramFreeBytes)} free of ${formatBytes(s.ramTotalBytes)}`);
+  if (s.ramTotalBytes !== undefined && s.ramFreeBytes !== undefined)
+    lines.push(`RAM: ${formatBytes(s.ramFreeBytes)} free of ${formatBytes(s.ramTotalBytes)}`);
   for (const d of s.devices) lines.push(`${deviceLabel(d)}: ${deviceDescription(d)}`);
   if (s.nativeBuild) lines.push(`CPU build: ${s.nativeBuild.state} (${s.nativeBuild.detail})`);
-  if (s.cpuCalibration) lines.push(`CPU binary: ${calibrationSummary(s.cpuCalibration)}${s.cpuCalibration.state === "ready" ? "" : ` (${s.cpuCalibration.detail})`}`);
+  if (s.cpuCalibration)
+    lines.push(
+      `CPU binary: ${calibrationSummary(s.cpuCalibration)}${s.cpuCalibration.state === "ready" ? "" : ` (${s.cpuCalibration.detail})`}`,
+    );
   lines.push(`Checked ${new Date(s.checkedAt).toLocaleTimeString()}`);
   return lines.join("\n");
 }
@@ -94,7 +106,9 @@ export function nodeTooltip(s: NodeSnapshot): string {
 export function downloadText(e: DownloadProgressEvent): string | undefined {
   switch (e.stage) {
     case "downloading":
-      return e.bytes_total ? `${Math.floor((e.bytes_downloaded / e.bytes_total) * 100)}% of ${formatBytes(e.bytes_total)}` : `${formatBytes(e.bytes_downloaded)} so far`;
+      return e.bytes_total
+        ? `${Math.floor((e.bytes_downloaded / e.bytes_total) * 100)}% of ${formatBytes(e.bytes_total)}`
+        : `${formatBytes(e.bytes_downloaded)} so far`;
     case "retrying":
       return `retrying (${e.attempt}/${e.max_attempts}): ${e.message}`;
     case "verifying":
@@ -141,6 +155,8 @@ export function workerTooltip(w: WorkerView): string {
     `Slots: ${w.slots_busy} of ${w.slots_total} busy — a slot is one request served at a time (completions, chat, Infer)`,
     `Context: ${w.context_size} tokens per slot (prompt + answer must fit; Start Worker sets it)`,
     `Runs on ${where} (shown as "${w.backend === "cpu" ? "cpu" : `${w.backend}:${(w.devices ?? [w.device]).join("+")}`}")`,
-    ...(w.last_tokens_per_second !== undefined ? [`Last request: ${w.last_tokens_per_second.toFixed(1)} tokens/s`] : []),
+    ...(w.last_tokens_per_second !== undefined
+      ? [`Last request: ${w.last_tokens_per_second.toFixed(1)} tokens/s`]
+      : []),
   ].join("\n");
 }

@@ -2,7 +2,14 @@
 // for when a probe must be written to the registry (only when it changed what the registry knows,
 // so an open view does not rewrite the shared file every few seconds).
 
-import type { Backend, CpuCalibration, DeviceInfo, ModelEntry, NativeBuildStatus, WorkerInfo } from "@rbee/hive-agent/protocol";
+import type {
+  Backend,
+  CpuCalibration,
+  DeviceInfo,
+  ModelEntry,
+  NativeBuildStatus,
+  WorkerInfo,
+} from "@rbee/hive-agent/protocol";
 import type { ModelRecord, WorkerRecord } from "../../keeper/registry-types";
 import type { NodeEntry } from "./node-list";
 
@@ -40,7 +47,10 @@ export function withoutKeys(workers: readonly WorkerInfo[]): WorkerView[] {
  * Whether the hive's report differs from the registry's rows for the node in anything the keeper
  * uses to pick a worker: the set of workers, their state and URL, or the set of models.
  */
-export function registryNeedsSync(stored: { workers: readonly WorkerRecord[]; models: readonly ModelRecord[] }, reported: { workers: readonly WorkerInfo[]; models: readonly ModelEntry[] }): boolean {
+export function registryNeedsSync(
+  stored: { workers: readonly WorkerRecord[]; models: readonly ModelRecord[] },
+  reported: { workers: readonly WorkerInfo[]; models: readonly ModelEntry[] },
+): boolean {
   if (stored.workers.length !== reported.workers.length || stored.models.length !== reported.models.length) return true;
   const byId = new Map(stored.workers.map((w) => [w.id, w]));
   for (const w of reported.workers) {
@@ -60,7 +70,9 @@ export function reconcileReported(stored: readonly WorkerRecord[], reported: rea
   const byId = new Map(stored.map((w) => [w.id, w]));
   return reported.map((w) => {
     const s = byId.get(w.id);
-    return w.state === "loading" && s && (s.state === "idle" || s.state === "busy") && s.url === w.url ? { ...w, state: s.state } : w;
+    return w.state === "loading" && s && (s.state === "idle" || s.state === "busy") && s.url === w.url
+      ? { ...w, state: s.state }
+      : w;
   });
 }
 
@@ -74,7 +86,12 @@ export const UNREACHABLE_RETRY_MS = 60_000;
  * would be rude; they are probed when the user refreshes or deploys. An unreachable node is retried
  * once a minute, not at every refresh.
  */
-export function shouldAutoProbe(node: NodeEntry, knownToRegistry: boolean, previous: NodeSnapshot | undefined, now: number): boolean {
+export function shouldAutoProbe(
+  node: NodeEntry,
+  knownToRegistry: boolean,
+  previous: NodeSnapshot | undefined,
+  now: number,
+): boolean {
   if (node.transport === "loopback") return true;
   if (!knownToRegistry) return false;
   return !(previous?.status === "unreachable" && now - previous.checkedAt < UNREACHABLE_RETRY_MS);
@@ -82,5 +99,14 @@ export function shouldAutoProbe(node: NodeEntry, knownToRegistry: boolean, previ
 
 /** What the view shows for a node it did not probe this time. */
 export function uncheckedSnapshot(node: NodeEntry, now: number): NodeSnapshot {
-  return { node, status: "unchecked", reason: "not checked yet: ⟳ checks it, ▶ deploys rbee there", backends: [], devices: [], workers: [], models: [], checkedAt: now };
+  return {
+    node,
+    status: "unchecked",
+    reason: "not checked yet: ⟳ checks it, ▶ deploys rbee there",
+    backends: [],
+    devices: [],
+    workers: [],
+    models: [],
+    checkedAt: now,
+  };
 }

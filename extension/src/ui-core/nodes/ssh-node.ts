@@ -55,7 +55,9 @@ export class SshNodeController implements NodeController {
       const status = await hiveStatus(conn);
       if (!status.running || status.address === undefined) {
         await this.dropStatusClient();
-        const reason = status.installedVersions.length ? `hive stopped (installed: ${status.installedVersions.join(", ")}); Deploy (▶) starts it` : "rbee is not installed there; Deploy (▶) installs it";
+        const reason = status.installedVersions.length
+          ? `hive stopped (installed: ${status.installedVersions.join(", ")}); Deploy (▶) starts it`
+          : "rbee is not installed there; Deploy (▶) installs it";
         return { ...base, status: "not-deployed", reason };
       }
       const hive = await this.statusClient(status.address);
@@ -97,7 +99,10 @@ export class SshNodeController implements NodeController {
     if (start) return (await this.deps.connector.connect(this.entry.name, () => {})).hive;
     const status = await hiveStatus(this.deps.probePool.get(this.entry.name));
     if (!status.running || status.address === undefined)
-      throw new RbeeError("NODE_UNREACHABLE", `no hive runs on ${this.entry.name}: deploy it from the Remote Nodes view (▶)`);
+      throw new RbeeError(
+        "NODE_UNREACHABLE",
+        `no hive runs on ${this.entry.name}: deploy it from the Remote Nodes view (▶)`,
+      );
     return this.statusClient(status.address);
   }
 
@@ -117,7 +122,11 @@ export class SshNodeController implements NodeController {
     const conn = this.deps.probePool.get(this.entry.name);
     const make = (token: string) => {
       const transport = sshTransport(conn);
-      return { address, transport, hive: new HiveClient({ transport, baseUrl: address, token, nodeName: this.entry.name }) };
+      return {
+        address,
+        transport,
+        hive: new HiveClient({ transport, baseUrl: address, token, nodeName: this.entry.name }),
+      };
     };
     const stored = await this.deps.tokens?.get(this.entry.name).catch(() => undefined);
     if (stored) {
@@ -132,7 +141,11 @@ export class SshNodeController implements NodeController {
       }
     }
     const token = await readHiveToken(conn);
-    if (!token) throw new RbeeError("INVALID_API_KEY", `${this.entry.name} has no hive token; deploy again from the Remote Nodes view (▶)`);
+    if (!token)
+      throw new RbeeError(
+        "INVALID_API_KEY",
+        `${this.entry.name} has no hive token; deploy again from the Remote Nodes view (▶)`,
+      );
     await this.deps.tokens?.set(this.entry.name, token).catch(() => undefined);
     this.status = make(token);
     return this.status.hive;

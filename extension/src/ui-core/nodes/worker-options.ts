@@ -6,12 +6,22 @@ import type { DeviceInfo } from "@rbee/hive-agent/protocol";
 import type { WorkerSpec } from "../../keeper/keeper";
 import { deviceLabel, formatBytes } from "./node-format";
 
-export type PlacementChoice = { label: string; description: string; spec: Pick<WorkerSpec, "backend" | "device" | "devices" | "allowSplit"> };
+export type PlacementChoice = {
+  label: string;
+  description: string;
+  spec: Pick<WorkerSpec, "backend" | "device" | "devices" | "allowSplit">;
+};
 
 /** Auto first; then every GPU (with its free memory and workers), all GPUs of a backend together, the CPU. */
 export function placementChoices(devices: readonly DeviceInfo[]): PlacementChoice[] {
   const out: PlacementChoice[] = [
-    { label: "Auto", description: devices.length ? "the GPU with room and the least load; spans GPUs only if no single one has room" : "the CPU (this node has no GPU)", spec: devices.length ? { allowSplit: true } : {} },
+    {
+      label: "Auto",
+      description: devices.length
+        ? "the GPU with room and the least load; spans GPUs only if no single one has room"
+        : "the CPU (this node has no GPU)",
+      spec: devices.length ? { allowSplit: true } : {},
+    },
   ];
   for (const d of devices)
     out.push({

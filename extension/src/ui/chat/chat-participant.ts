@@ -37,14 +37,25 @@ export function registerChatParticipant(
       stream.markdown("No chat model yet: start a worker in the **Remote Nodes** view, or set `rbee.chat.model`.");
       return {};
     }
-    const messages: ChatMessage[] = contextMessages(historyTurns(context), request.prompt, undefined, systemPrompt() || undefined);
+    const messages: ChatMessage[] = contextMessages(
+      historyTurns(context),
+      request.prompt,
+      undefined,
+      systemPrompt() || undefined,
+    );
     const abort = new AbortController();
     token.onCancellationRequested(() => abort.abort());
     try {
-      await service.generateNarrated(model, messages, (t) => stream.markdown(t), abort.signal, (e) => {
-        const step = progressStep(e);
-        if (step) stream.progress(step.message);
-      });
+      await service.generateNarrated(
+        model,
+        messages,
+        (t) => stream.markdown(t),
+        abort.signal,
+        (e) => {
+          const step = progressStep(e);
+          if (step) stream.progress(step.message);
+        },
+      );
       return {};
     } catch (e) {
       if (abort.signal.aborted) return {};
@@ -54,4 +65,3 @@ export function registerChatParticipant(
   participant.iconPath = vscode.Uri.joinPath(extensionUri, "extension", "media", "rbee.svg");
   return participant;
 }
-

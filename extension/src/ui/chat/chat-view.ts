@@ -10,7 +10,12 @@ import { recentModels, rememberModel } from "../infer/pickers";
 import { chatSettings } from "../settings";
 import { ChatController, type ChatTurn, type HistoryStore } from "../../ui-core/chat/chat-controller";
 import { chatPageHtml } from "../../ui-core/chat/chat-html";
-import { parseWebviewMessage, type HostMessage, type RenderedTurn, type WebviewMessage } from "../../ui-core/chat/chat-protocol";
+import {
+  parseWebviewMessage,
+  type HostMessage,
+  type RenderedTurn,
+  type WebviewMessage,
+} from "../../ui-core/chat/chat-protocol";
 import type { ChatService } from "../../ui-core/chat/chat-service";
 import { renderMarkdown, escapeHtml } from "../../ui-core/chat/markdown";
 
@@ -42,7 +47,11 @@ export class ChatView implements vscode.WebviewViewProvider, vscode.Disposable {
     const store: HistoryStore = {
       load: () => {
         const v = context.workspaceState.get<unknown>(HISTORY_KEY);
-        return Array.isArray(v) ? (v as ChatTurn[]).filter((t) => t && (t.role === "user" || t.role === "assistant") && typeof t.content === "string") : [];
+        return Array.isArray(v)
+          ? (v as ChatTurn[]).filter(
+              (t) => t && (t.role === "user" || t.role === "assistant") && typeof t.content === "string",
+            )
+          : [];
       },
       save: (turns) => context.workspaceState.update(HISTORY_KEY, turns),
     };
@@ -78,11 +87,15 @@ export class ChatView implements vscode.WebviewViewProvider, vscode.Disposable {
       scriptUri: view.webview.asWebviewUri(vscode.Uri.joinPath(media, "chat.js")).toString(),
       styleUri: view.webview.asWebviewUri(vscode.Uri.joinPath(media, "chat.css")).toString(),
     });
-    view.webview.onDidReceiveMessage((raw) => {
-      const m = parseWebviewMessage(raw);
-      if (m) void this.handle(m);
-      else this.log.warn("[chat] ignored a malformed message from the chat view");
-    }, undefined, this.disposables);
+    view.webview.onDidReceiveMessage(
+      (raw) => {
+        const m = parseWebviewMessage(raw);
+        if (m) void this.handle(m);
+        else this.log.warn("[chat] ignored a malformed message from the chat view");
+      },
+      undefined,
+      this.disposables,
+    );
     view.onDidDispose(() => (this.view = undefined), undefined, this.disposables);
     view.onDidChangeVisibility(() => view.visible && void this.postInit(), undefined, this.disposables);
   }
@@ -104,9 +117,14 @@ export class ChatView implements vscode.WebviewViewProvider, vscode.Disposable {
       case "ready":
         return this.postInit();
       case "send": {
-        if (this.controller.busy) return this.post({ type: "notice", text: "A reply is still streaming: Stop it first." });
+        if (this.controller.busy)
+          return this.post({ type: "notice", text: "A reply is still streaming: Stop it first." });
         const model = await this.currentModel();
-        if (!model) return this.post({ type: "notice", text: "No chat model yet: pick one above, run \"rbee: Try a Model\", or set rbee.chat.model." });
+        if (!model)
+          return this.post({
+            type: "notice",
+            text: 'No chat model yet: pick one above, run "rbee: Try a Model", or set rbee.chat.model.',
+          });
         this.post({ type: "accepted" });
         // The list shows the model the reply comes from while it streams (it may not be running yet).
         void this.postModels(model);
@@ -131,7 +149,8 @@ export class ChatView implements vscode.WebviewViewProvider, vscode.Disposable {
         return this.post({ type: "notice", text: "Copied to the clipboard." });
       case "insert": {
         const editor = vscode.window.activeTextEditor ?? this.lastEditor;
-        if (!editor || editor.document.isClosed) return this.post({ type: "notice", text: "Open an editor to insert the code into." });
+        if (!editor || editor.document.isClosed)
+          return this.post({ type: "notice", text: "Open an editor to insert the code into." });
         await editor.edit((b) => b.replace(editor.selection, m.code));
         return;
       }
@@ -142,7 +161,13 @@ export class ChatView implements vscode.WebviewViewProvider, vscode.Disposable {
     if (!this.view) return;
     const models = await this.service.models(recentModels(this.context.globalState));
     const model = await this.currentModel();
-    this.post({ type: "init", turns: this.controller.turns.map(renderTurn), models: withCurrent(models, model), model, busy: this.controller.busy });
+    this.post({
+      type: "init",
+      turns: this.controller.turns.map(renderTurn),
+      models: withCurrent(models, model),
+      model,
+      busy: this.controller.busy,
+    });
   }
 
   /** Sends the model list again (workers came or went, a reply started); `model` overrides the current one. */
@@ -158,9 +183,12 @@ export class ChatView implements vscode.WebviewViewProvider, vscode.Disposable {
     if (!this.controller.turns.length) return false;
     const before = await this.controller.clear();
     const turns = before.filter((t) => t.role === "user").length;
-    void vscode.window.showInformationMessage(`rbee: the chat was cleared (${turns} question${turns === 1 ? "" : "s"}).`, "Undo").then(async (choice) => {
-      if (choice === "Undo" && (await this.controller.restore(before))) this.log.info("[chat] the cleared conversation was restored");
-    });
+    void vscode.window
+      .showInformationMessage(`rbee: the chat was cleared (${turns} question${turns === 1 ? "" : "s"}).`, "Undo")
+      .then(async (choice) => {
+        if (choice === "Undo" && (await this.controller.restore(before)))
+          this.log.info("[chat] the cleared conversation was restored");
+      });
     return true;
   }
 

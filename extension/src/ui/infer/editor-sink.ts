@@ -71,7 +71,8 @@ export class DocumentAppender implements vscode.Disposable {
       return;
     }
     const end = c.rangeOffset + c.rangeLength;
-    if (end <= this.offset) this.offset += c.text.length - c.rangeLength; // before the insertion point
+    if (end <= this.offset)
+      this.offset += c.text.length - c.rangeLength; // before the insertion point
     else if (c.rangeOffset < this.offset) this.offset = c.rangeOffset + c.text.length; // replaced across it
     if (x && c.rangeOffset <= x.offset) this.expecting = { ...x, offset: this.offset };
   }
@@ -129,7 +130,11 @@ export class DocumentAppender implements vscode.Disposable {
         }
         if (written) this.tail = (this.tail + text).slice(-TAIL);
         if (!written) {
-          this.failed = new Error(this.document.isClosed ? "the output editor was closed" : `could not write into ${this.document.uri.toString()}`);
+          this.failed = new Error(
+            this.document.isClosed
+              ? "the output editor was closed"
+              : `could not write into ${this.document.uri.toString()}`,
+          );
           this.onFailed(this.failed);
         }
       }

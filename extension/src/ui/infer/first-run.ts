@@ -22,11 +22,18 @@ export class FirstRunCommands {
   async tryModel(args: { node?: string; model?: string; prompt?: string } = {}): Promise<InferOutcome | undefined> {
     const node = args.node ?? (await pickNode(this.nodes, "rbee: Try a model — on which node?"));
     if (!node) return undefined;
-    const model = args.model ?? (await pickModel(this.services, node, recentModels(this.memento), [], "rbee: Try a model — which one?"));
+    const model =
+      args.model ??
+      (await pickModel(this.services, node, recentModels(this.memento), [], "rbee: Try a model — which one?"));
     if (!model) return undefined;
     const prompt =
       args.prompt ??
-      (await vscode.window.showInputBox({ title: `rbee: Try ${modelShortName(model)}`, prompt: "A first prompt (the answer streams into a new editor)", value: FIRST_PROMPT, ignoreFocusOut: true }));
+      (await vscode.window.showInputBox({
+        title: `rbee: Try ${modelShortName(model)}`,
+        prompt: "A first prompt (the answer streams into a new editor)",
+        value: FIRST_PROMPT,
+        ignoreFocusOut: true,
+      }));
     if (!prompt) return undefined;
     return this.infer.run({ node, model, prompt, output: "newEditor" });
   }
@@ -34,12 +41,16 @@ export class FirstRunCommands {
   async setCompletionModel(args: { node?: string; model?: string } = {}): Promise<string | undefined> {
     const node = args.node ?? (await pickNode(this.nodes, "rbee: Completion model — on which node?"));
     if (!node) return undefined;
-    const model = args.model ?? (await pickModel(this.services, node, recentModels(this.memento), [], "rbee: Which model completes your code?"));
+    const model =
+      args.model ??
+      (await pickModel(this.services, node, recentModels(this.memento), [], "rbee: Which model completes your code?"));
     if (!model) return undefined;
     await setSetting("completion.model", model);
     await setSetting("completion.node", node === "localhost" ? "" : node);
     await setSetting("completion.enabled", true);
-    void vscode.window.showInformationMessage(`rbee: ghost text now comes from ${modelShortName(model)} on ${node}; its worker starts the next time you type.`);
+    void vscode.window.showInformationMessage(
+      `rbee: ghost text now comes from ${modelShortName(model)} on ${node}; its worker starts the next time you type.`,
+    );
     return model;
   }
 }

@@ -44,21 +44,42 @@ export class InferCommand {
     const settings = inferSettings();
     const node = args.node ?? (settings.node || (await pickNode(this.nodes, "rbee: Infer — on which node?")));
     if (!node) return undefined;
-    const model = args.model ?? (await pickModel(this.services, node, recentModels(this.memento), [settings.model], "rbee: Infer — which model?"));
+    const model =
+      args.model ??
+      (await pickModel(
+        this.services,
+        node,
+        recentModels(this.memento),
+        [settings.model],
+        "rbee: Infer — which model?",
+      ));
     if (!model) return undefined;
 
     const editor = vscode.window.activeTextEditor;
     const selection = editor && !editor.selection.isEmpty ? editor.document.getText(editor.selection) : "";
-    const prompt = args.prompt ?? (selection || (await vscode.window.showInputBox({ title: "rbee: Infer", prompt: `Prompt for ${modelShortName(model)} on ${node}`, ignoreFocusOut: true })));
+    const prompt =
+      args.prompt ??
+      (selection ||
+        (await vscode.window.showInputBox({
+          title: "rbee: Infer",
+          prompt: `Prompt for ${modelShortName(model)} on ${node}`,
+          ignoreFocusOut: true,
+        })));
     if (!prompt) return undefined;
 
     const output = args.output ?? settings.output;
     const target = await this.openTarget(output, editor);
     const maxTokens = args.maxTokens ?? settings.maxTokens;
-    this.log.info(`[infer] ${modelShortName(model)} on ${node}: ${prompt.length} characters of prompt, up to ${maxTokens} tokens`);
+    this.log.info(
+      `[infer] ${modelShortName(model)} on ${node}: ${prompt.length} characters of prompt, up to ${maxTokens} tokens`,
+    );
 
     return vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Notification, title: `rbee: ${modelShortName(model)} on ${node}`, cancellable: true },
+      {
+        location: vscode.ProgressLocation.Notification,
+        title: `rbee: ${modelShortName(model)} on ${node}`,
+        cancellable: true,
+      },
       async (progress, token) => {
         const abort = new AbortController();
         let started = false;
@@ -66,7 +87,10 @@ export class InferCommand {
         token.onCancellationRequested(() => {
           abort.abort();
           // The notification is gone at once; say what happens until the worker's start has stopped.
-          if (!started) cancelling = vscode.window.setStatusBarMessage("$(loading~spin) rbee: cancelling — stopping the worker's start…");
+          if (!started)
+            cancelling = vscode.window.setStatusBarMessage(
+              "$(loading~spin) rbee: cancelling — stopping the worker's start…",
+            );
         });
         let closed = false;
         const sink = new DocumentAppender(target.document, target.start, () => {
@@ -105,20 +129,38 @@ export class InferCommand {
           await sink.flush().catch(() => undefined);
           // Remembered only once it answered: a ref that fails to load must not become the default.
           await rememberModel(this.memento, model);
-          this.log.info(`[infer] ${result.tokensOut} tokens, ${result.stopReason}, ${result.decodeMs} ms decoding${result.spawned ? " (cold start)" : ""}`);
-          if (closed) void vscode.window.showInformationMessage(`rbee: the output editor was closed, so the answer stopped after ${plural(result.tokensOut, "token")}.`);
+          this.log.info(
+            `[infer] ${result.tokensOut} tokens, ${result.stopReason}, ${result.decodeMs} ms decoding${result.spawned ? " (cold start)" : ""}`,
+          );
+          if (closed)
+            void vscode.window.showInformationMessage(
+              `rbee: the output editor was closed, so the answer stopped after ${plural(result.tokensOut, "token")}.`,
+            );
           else {
             if (!result.text) await closeIfEmpty(target);
             void vscode.window.showInformationMessage(inferSummary(result, modelShortName(model)));
           }
-          return { text: result.text, tokensOut: result.tokensOut, stopReason: result.stopReason, document: target.document.uri.toString(), maxTokensCapped: result.maxTokensCapped };
+          return {
+            text: result.text,
+            tokensOut: result.tokensOut,
+            stopReason: result.stopReason,
+            document: target.document.uri.toString(),
+            maxTokensCapped: result.maxTokensCapped,
+          };
         } catch (e) {
           await sink.flush().catch(() => undefined);
           await closeIfEmpty(target);
           if (abort.signal.aborted) {
             this.log.info(`[infer] cancelled before the answer started: ${describeError(e)}`);
-            void vscode.window.showInformationMessage(`rbee: cancelled — ${describeError(e).replace(/ \[REQUEST_CANCELLED\]$/, "")}.`);
-            return { text: "", tokensOut: 0, stopReason: "cancelled" as const, document: target.document.uri.toString() };
+            void vscode.window.showInformationMessage(
+              `rbee: cancelled — ${describeError(e).replace(/ \[REQUEST_CANCELLED\]$/, "")}.`,
+            );
+            return {
+              text: "",
+              tokensOut: 0,
+              stopReason: "cancelled" as const,
+              document: target.document.uri.toString(),
+            };
           }
           void showError(this.log, "Infer failed", e);
           return undefined;
@@ -131,9 +173,13 @@ export class InferCommand {
   }
 
   private async openTarget(output: InferOutput, editor: vscode.TextEditor | undefined): Promise<InferTarget> {
-    if (output === "atCursor" && editor) return { document: editor.document, start: editor.selection.end, created: false };
+    if (output === "atCursor" && editor)
+      return { document: editor.document, start: editor.selection.end, created: false };
     const document = await vscode.workspace.openTextDocument({ language: "markdown", content: "" });
-    await vscode.window.showTextDocument(document, { preview: false, viewColumn: editor ? vscode.ViewColumn.Beside : vscode.ViewColumn.Active });
+    await vscode.window.showTextDocument(document, {
+      preview: false,
+      viewColumn: editor ? vscode.ViewColumn.Beside : vscode.ViewColumn.Active,
+    });
     return { document, start: new vscode.Position(0, 0), created: true };
   }
 }
@@ -149,6 +195,8 @@ interface InferTarget {
 async function closeIfEmpty(target: InferTarget) {
   if (!target.created || target.document.isClosed || target.document.getText() !== "") return;
   const uri = target.document.uri.toString();
-  const tabs = vscode.window.tabGroups.all.flatMap((g) => g.tabs).filter((t) => t.input instanceof vscode.TabInputText && t.input.uri.toString() === uri);
+  const tabs = vscode.window.tabGroups.all
+    .flatMap((g) => g.tabs)
+    .filter((t) => t.input instanceof vscode.TabInputText && t.input.uri.toString() === uri);
   if (tabs.length) await vscode.window.tabGroups.close(tabs, true);
 }

@@ -85,7 +85,8 @@ export class RbeeInlineProvider implements vscode.InlineCompletionItemProvider {
     const w = this.waiting;
     this.waiting = undefined;
     const editor = vscode.window.activeTextEditor;
-    if (!w || !editor || editor.document.uri.toString() !== w.uri || editor.document.version !== w.version) return false;
+    if (!w || !editor || editor.document.uri.toString() !== w.uri || editor.document.version !== w.version)
+      return false;
     // Same text: nothing was typed since. The position is not compared: the extension host's copy of the
     // cursor can lag a keystroke behind, and a request at wherever the cursor now is is never stale.
     if (!editor.selection.isEmpty) return false;
@@ -105,7 +106,9 @@ export class RbeeInlineProvider implements vscode.InlineCompletionItemProvider {
     const offset = document.offsetAt(position);
     const beforeOffset = Math.max(0, offset - s.window.maxPrefixChars - READ_SLACK);
     const before = document.getText(new vscode.Range(document.positionAt(beforeOffset), position));
-    const after = document.getText(new vscode.Range(position, document.positionAt(offset + s.window.maxSuffixChars + READ_SLACK)));
+    const after = document.getText(
+      new vscode.Range(position, document.positionAt(offset + s.window.maxSuffixChars + READ_SLACK)),
+    );
 
     const alternative = this.alternativeRequested;
     this.alternativeRequested = false;
@@ -124,10 +127,15 @@ export class RbeeInlineProvider implements vscode.InlineCompletionItemProvider {
         signal: abort.signal,
       });
       this.lastOutcome = outcome;
-      this.waiting = this.engine.currentState.kind === "warming" ? { uri: document.uri.toString(), version: document.version } : undefined;
+      this.waiting =
+        this.engine.currentState.kind === "warming"
+          ? { uri: document.uri.toString(), version: document.version }
+          : undefined;
       for (const l of this.outcomeListeners) l(outcome);
       if (!outcome.text || token.isCancellationRequested) return undefined;
-      return new vscode.InlineCompletionList([new vscode.InlineCompletionItem(outcome.text, new vscode.Range(position, position))]);
+      return new vscode.InlineCompletionList([
+        new vscode.InlineCompletionItem(outcome.text, new vscode.Range(position, position)),
+      ]);
     } finally {
       subscription.dispose();
     }

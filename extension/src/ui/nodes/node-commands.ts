@@ -28,9 +28,13 @@ export class NodeCommands {
       vscode.commands.registerCommand("rbee.refreshNodes", () => this.tree.refresh({ all: true })),
       vscode.commands.registerCommand("rbee.deployNode", (item?: TreeNode) => this.deploy(item)),
       vscode.commands.registerCommand("rbee.stopHive", () => this.stopLocalHive()),
-      vscode.commands.registerCommand("rbee.startWorker", (item?: TreeNode, model?: string, options?: WorkerOptions) => this.startWorker(item, model, options)),
+      vscode.commands.registerCommand("rbee.startWorker", (item?: TreeNode, model?: string, options?: WorkerOptions) =>
+        this.startWorker(item, model, options),
+      ),
       vscode.commands.registerCommand("rbee.stopWorker", (item?: TreeNode) => this.stopWorker(item)),
-      vscode.commands.registerCommand("rbee.downloadModel", (item?: TreeNode, model?: string) => this.downloadModel(item, model)),
+      vscode.commands.registerCommand("rbee.downloadModel", (item?: TreeNode, model?: string) =>
+        this.downloadModel(item, model),
+      ),
       vscode.commands.registerCommand("rbee.showLogs", (item?: TreeNode) => this.showLogs(item)),
     );
   }
@@ -42,11 +46,16 @@ export class NodeCommands {
   }
 
   private progress<T>(title: string, work: (p: Progress, signal: AbortSignal) => Promise<T>): Promise<T> {
-    return Promise.resolve(vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title, cancellable: true }, (p, token) => {
-      const abort = new AbortController();
-      token.onCancellationRequested(() => abort.abort());
-      return work(p, abort.signal);
-    }));
+    return Promise.resolve(
+      vscode.window.withProgress(
+        { location: vscode.ProgressLocation.Notification, title, cancellable: true },
+        (p, token) => {
+          const abort = new AbortController();
+          token.onCancellationRequested(() => abort.abort());
+          return work(p, abort.signal);
+        },
+      ),
+    );
   }
 
   /** `download` (node, model): the download's progress is also shown under the node in the tree. */
@@ -63,7 +72,13 @@ export class NodeCommands {
     const node = await this.nodeOf(item, "rbee: Deploy — which node?");
     if (!node) return false;
     const controller = await this.services.controller(node);
-    if (this.tree.snapshot(node)?.status === "running" && (await controller.hive(false).then(() => true, () => false))) {
+    if (
+      this.tree.snapshot(node)?.status === "running" &&
+      (await controller.hive(false).then(
+        () => true,
+        () => false,
+      ))
+    ) {
       // Nothing to do: say so instead of a progress toast that flashes by.
       void vscode.window.showInformationMessage(`rbee: the hive on ${node} is already running.`);
       return true;
@@ -98,17 +113,36 @@ export class NodeCommands {
   async startWorker(item?: TreeNode, modelArg?: string, optionsArg?: WorkerOptions): Promise<string | undefined> {
     const node = await this.nodeOf(item, "rbee: Start Worker — on which node?");
     if (!node) return undefined;
-    const model = modelArg ?? (await pickModel(this.services, node, recentModels(this.memento), [], `rbee: Start a worker on ${node}`));
+    const model =
+      modelArg ??
+      (await pickModel(this.services, node, recentModels(this.memento), [], `rbee: Start a worker on ${node}`));
     if (!model) return undefined;
-    const preset: WorkerOptions = item?.kind === "device" ? { backend: item.device.backend, device: item.device.index } : item?.kind === "cpu" ? { backend: "cpu" } : {};
-    const options = optionsArg ?? (await pickWorkerOptions(this.tree.snapshot(node)?.devices ?? [], `rbee: Start ${modelShortName(model)} on ${node}`, preset));
+    const preset: WorkerOptions =
+      item?.kind === "device"
+        ? { backend: item.device.backend, device: item.device.index }
+        : item?.kind === "cpu"
+          ? { backend: "cpu" }
+          : {};
+    const options =
+      optionsArg ??
+      (await pickWorkerOptions(
+        this.tree.snapshot(node)?.devices ?? [],
+        `rbee: Start ${modelShortName(model)} on ${node}`,
+        preset,
+      ));
     if (!options) return undefined;
     try {
       const worker = await this.tree.whileBusy(node, `starting a worker for ${modelShortName(model)}`, () =>
         this.progress(`rbee: starting ${modelShortName(model)} on ${node}`, async (p, signal) => {
           const keeper = await this.services.keeper();
           try {
-            return (await keeper.ensureWorker({ node, model, ...options }, this.narrate(p, `[${node}]`, { node, model }), signal)).worker;
+            return (
+              await keeper.ensureWorker(
+                { node, model, ...options },
+                this.narrate(p, `[${node}]`, { node, model }),
+                signal,
+              )
+            ).worker;
           } finally {
             this.tree.downloadEvent(node, model, undefined);
           }
@@ -135,7 +169,12 @@ export class NodeCommands {
       const { registry } = await this.services.get();
       const workers = await registry.listWorkers();
       const picked = await vscode.window.showQuickPick(
-        workers.map((w) => ({ label: modelShortName(w.model_ref), description: `${w.node} · ${w.state}`, detail: w.id, w })),
+        workers.map((w) => ({
+          label: modelShortName(w.model_ref),
+          description: `${w.node} · ${w.state}`,
+          detail: w.id,
+          w,
+        })),
         { title: "rbee: Stop which worker?" },
       );
       if (picked) target = { node: picked.w.node, id: picked.w.id, model: picked.w.model_ref };
@@ -173,7 +212,8 @@ export class NodeCommands {
           const keeper = await this.services.keeper();
           try {
             // The keeper records the model in the registry, and Cancel stops the download on the node.
-            return (await keeper.downloadModel(node, model, this.narrate(p, `[${node}]`, { node, model }), signal)).local_path;
+            return (await keeper.downloadModel(node, model, this.narrate(p, `[${node}]`, { node, model }), signal))
+              .local_path;
           } finally {
             this.tree.downloadEvent(node, model, undefined);
           }
@@ -183,7 +223,9 @@ export class NodeCommands {
       return path;
     } catch (e) {
       if (e instanceof RbeeError && e.code === "REQUEST_CANCELLED") {
-        void vscode.window.showInformationMessage(`rbee: the download of ${modelShortName(model)} to ${node} was cancelled and stopped on the node.`);
+        void vscode.window.showInformationMessage(
+          `rbee: the download of ${modelShortName(model)} to ${node} was cancelled and stopped on the node.`,
+        );
         return undefined;
       }
       void showError(this.log, `downloading ${model} to ${node} failed`, e);
@@ -200,7 +242,9 @@ export class NodeCommands {
         for (const w of await registry.listWorkers({ node: "localhost" })) await registry.removeWorker(w.id);
         return was;
       });
-      void vscode.window.showInformationMessage(stopped ? "rbee: the local hive and its workers are stopped." : "rbee: the local hive was not running.");
+      void vscode.window.showInformationMessage(
+        stopped ? "rbee: the local hive and its workers are stopped." : "rbee: the local hive was not running.",
+      );
       return stopped;
     } catch (e) {
       void showError(this.log, "stopping the local hive failed", e);
@@ -209,7 +253,12 @@ export class NodeCommands {
   }
 
   async showLogs(item?: TreeNode): Promise<void> {
-    const node = item?.kind === "node" ? item.snapshot.node.name : item && "node" in item && typeof item.node === "string" ? item.node : undefined;
+    const node =
+      item?.kind === "node"
+        ? item.snapshot.node.name
+        : item && "node" in item && typeof item.node === "string"
+          ? item.node
+          : undefined;
     if (!node) return this.log.show();
     try {
       const file = await (await this.services.controller(node)).logFile();

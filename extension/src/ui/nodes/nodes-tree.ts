@@ -8,8 +8,27 @@ import type { RbeeServices } from "../../ui-core/services";
 import type { RbeeLog } from "../log";
 import { nodesSettings } from "../settings";
 import type { NodeEntry } from "../../ui-core/nodes/node-list";
-import { deviceDescription, deviceLabel, downloadText, formatBytes, isFirstRun, modelDescription, modelsShown, modelShortName, nodeDescription, nodeTooltip, workerDescription, workersOn, workerTooltip } from "../../ui-core/nodes/node-format";
-import { shouldAutoProbe, uncheckedSnapshot, type NodeSnapshot, type WorkerView } from "../../ui-core/nodes/node-snapshot";
+import {
+  deviceDescription,
+  deviceLabel,
+  downloadText,
+  formatBytes,
+  isFirstRun,
+  modelDescription,
+  modelsShown,
+  modelShortName,
+  nodeDescription,
+  nodeTooltip,
+  workerDescription,
+  workersOn,
+  workerTooltip,
+} from "../../ui-core/nodes/node-format";
+import {
+  shouldAutoProbe,
+  uncheckedSnapshot,
+  type NodeSnapshot,
+  type WorkerView,
+} from "../../ui-core/nodes/node-snapshot";
 
 export type TreeNode =
   | { kind: "node"; snapshot: NodeSnapshot }
@@ -105,13 +124,23 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
         try {
           next.set(entry.name, await (await this.services.controller(entry.name)).probe());
         } catch (e) {
-          next.set(entry.name, { node: entry, status: "unreachable", reason: (e as Error).message, backends: [], devices: [], workers: [], models: [], checkedAt: Date.now() });
+          next.set(entry.name, {
+            node: entry,
+            status: "unreachable",
+            reason: (e as Error).message,
+            backends: [],
+            devices: [],
+            workers: [],
+            models: [],
+            checkedAt: Date.now(),
+          });
         }
       }),
     );
     for (const [name, s] of next) {
       const before = this.snapshots.get(name);
-      if (s.status === "unreachable" && before?.status !== "unreachable") this.log.warn(`[nodes] ${name} is unreachable: ${s.reason}`);
+      if (s.status === "unreachable" && before?.status !== "unreachable")
+        this.log.warn(`[nodes] ${name} is unreachable: ${s.reason}`);
     }
     this.snapshots = next;
     this.loaded = true;
@@ -156,28 +185,46 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
         item.tooltip = nodeTooltip(s);
         item.iconPath = new vscode.ThemeIcon(
           s.node.transport === "loopback" ? "vm" : "remote",
-          new vscode.ThemeColor(s.status === "running" ? "testing.iconPassed" : s.status === "unreachable" ? "testing.iconFailed" : "disabledForeground"),
+          new vscode.ThemeColor(
+            s.status === "running"
+              ? "testing.iconPassed"
+              : s.status === "unreachable"
+                ? "testing.iconFailed"
+                : "disabledForeground",
+          ),
         );
         item.contextValue = `rbee.node.${s.status}.${s.node.transport}`;
         return item;
       }
       case "device": {
-        const item = new vscode.TreeItem(deviceLabel(n.device), n.workers.length ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
+        const item = new vscode.TreeItem(
+          deviceLabel(n.device),
+          n.workers.length ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None,
+        );
         // A row VS Code first saw without children stays collapsed when it gains some: a new id when the
         // first worker arrives makes it a new row, shown expanded.
         item.id = `device:${n.node}:${n.device.backend}:${n.device.index}${n.workers.length ? "" : ":empty"}`;
         item.description = deviceDescription(n.device);
-        item.tooltip = `${deviceLabel(n.device)} — GPU ${n.device.index} as rbee numbers it (a worker "on ${n.device.backend}:${n.device.index}" runs here)\n${formatBytes(n.device.vram_free_bytes)} free for new workers of ${formatBytes(n.device.vram_total_bytes)}` +
-          (n.device.vram_reserved_bytes ? `\n${formatBytes(n.device.vram_reserved_bytes)} held by rbee's workers here` : "");
+        item.tooltip =
+          `${deviceLabel(n.device)} — GPU ${n.device.index} as rbee numbers it (a worker "on ${n.device.backend}:${n.device.index}" runs here)\n${formatBytes(n.device.vram_free_bytes)} free for new workers of ${formatBytes(n.device.vram_total_bytes)}` +
+          (n.device.vram_reserved_bytes
+            ? `\n${formatBytes(n.device.vram_reserved_bytes)} held by rbee's workers here`
+            : "");
         item.iconPath = new vscode.ThemeIcon("circuit-board");
         item.contextValue = "rbee.device";
         return item;
       }
       case "cpu": {
-        const item = new vscode.TreeItem(n.snapshot.devices.length ? "CPU" : "CPU only", n.workers.length ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
+        const item = new vscode.TreeItem(
+          n.snapshot.devices.length ? "CPU" : "CPU only",
+          n.workers.length ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None,
+        );
         item.id = `cpu:${n.node}${n.workers.length ? "" : ":empty"}`;
-        item.description = n.snapshot.ramFreeBytes !== undefined && n.snapshot.ramTotalBytes !== undefined ? `${formatBytes(n.snapshot.ramFreeBytes)} RAM free of ${formatBytes(n.snapshot.ramTotalBytes)}` : undefined;
-        item.tooltip = "The node's processor and RAM: workers without a GPU run here (shown as \"cpu\" on a worker).";
+        item.description =
+          n.snapshot.ramFreeBytes !== undefined && n.snapshot.ramTotalBytes !== undefined
+            ? `${formatBytes(n.snapshot.ramFreeBytes)} RAM free of ${formatBytes(n.snapshot.ramTotalBytes)}`
+            : undefined;
+        item.tooltip = 'The node\'s processor and RAM: workers without a GPU run here (shown as "cpu" on a worker).';
         item.iconPath = new vscode.ThemeIcon("chip");
         item.contextValue = "rbee.device";
         return item;
@@ -192,7 +239,10 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
         return item;
       }
       case "models": {
-        const item = new vscode.TreeItem(`Models (${n.models.length})`, n.models.length ? vscode.TreeItemCollapsibleState.Collapsed : vscode.TreeItemCollapsibleState.None);
+        const item = new vscode.TreeItem(
+          `Models (${n.models.length})`,
+          n.models.length ? vscode.TreeItemCollapsibleState.Collapsed : vscode.TreeItemCollapsibleState.None,
+        );
         item.id = `models:${n.node}`;
         item.iconPath = new vscode.ThemeIcon("library");
         item.contextValue = "rbee.models";
@@ -202,7 +252,9 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
         const item = new vscode.TreeItem(modelShortName(n.model.model_ref));
         item.id = `model:${n.node}:${n.model.model_ref}`;
         item.description = n.loadedFile ? "file, loaded by a worker" : modelDescription(n.model);
-        item.tooltip = n.loadedFile ? `${n.model.model_ref}\nA model file on the node, not in rbee's catalog (downloads go there); a worker runs it.` : `${n.model.model_ref}\n${n.model.local_path}`;
+        item.tooltip = n.loadedFile
+          ? `${n.model.model_ref}\nA model file on the node, not in rbee's catalog (downloads go there); a worker runs it.`
+          : `${n.model.model_ref}\n${n.model.local_path}`;
         item.iconPath = new vscode.ThemeIcon("file-binary");
         item.contextValue = "rbee.model";
         return item;
@@ -229,9 +281,11 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
     if (!n) {
       if (!this.loaded) await this.refresh();
       // Nothing set up yet: an empty tree lets VS Code show the welcome view (Try a model, …), which wraps at any width.
-      if (isFirstRun([...this.snapshots.values()], this.listingErrors.length, this.busy.size + this.downloads.size)) return [];
+      if (isFirstRun([...this.snapshots.values()], this.listingErrors.length, this.busy.size + this.downloads.size))
+        return [];
       const nodes: TreeNode[] = [...this.snapshots.values()].map((snapshot) => ({ kind: "node", snapshot }));
-      for (const e of this.listingErrors) nodes.push({ kind: "message", text: `${e.source}: could not be read`, tooltip: e.message });
+      for (const e of this.listingErrors)
+        nodes.push({ kind: "message", text: `${e.source}: could not be read`, tooltip: e.message });
       return nodes;
     }
     if (n.kind === "node") {
@@ -240,14 +294,24 @@ export class NodesTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disp
       const downloads = this.downloadsOn(name).map((d): TreeNode => ({ kind: "download", node: name, ...d }));
       if (s.status !== "running") return downloads;
       // Each GPU with the workers placed on it; the CPU with its workers (always on a GPU-less node).
-      const out: TreeNode[] = s.devices.map((device): TreeNode => ({ kind: "device", node: name, device, workers: workersOn(device, s.workers) }));
-      const cpuWorkers = s.workers.filter((w) => w.backend === "cpu" || !s.devices.some((d) => d.backend === w.backend));
-      if (!s.devices.length || cpuWorkers.length) out.push({ kind: "cpu", node: name, snapshot: s, workers: cpuWorkers });
+      const out: TreeNode[] = s.devices.map((device): TreeNode => ({
+        kind: "device",
+        node: name,
+        device,
+        workers: workersOn(device, s.workers),
+      }));
+      const cpuWorkers = s.workers.filter(
+        (w) => w.backend === "cpu" || !s.devices.some((d) => d.backend === w.backend),
+      );
+      if (!s.devices.length || cpuWorkers.length)
+        out.push({ kind: "cpu", node: name, snapshot: s, workers: cpuWorkers });
       out.push({ kind: "models", node: name, models: modelsShown(s) });
       return [...downloads, ...out];
     }
-    if (n.kind === "device" || n.kind === "cpu") return n.workers.map((worker): TreeNode => ({ kind: "worker", node: n.node, worker }));
-    if (n.kind === "models") return n.models.map((model) => ({ kind: "model", node: n.node, model, loadedFile: model.size_bytes < 0 }));
+    if (n.kind === "device" || n.kind === "cpu")
+      return n.workers.map((worker): TreeNode => ({ kind: "worker", node: n.node, worker }));
+    if (n.kind === "models")
+      return n.models.map((model) => ({ kind: "model", node: n.node, model, loadedFile: model.size_bytes < 0 }));
     return [];
   }
 
