@@ -4,7 +4,8 @@ import { execFile } from "node:child_process";
 import { parseArgs } from "node:util";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { AGENT_VERSION, type Backend } from "./protocol";
+import { AGENT_VERSION, DECODE_BATCHING, type Backend } from "./protocol";
+import { isDecodeBatching } from "./worker/decode-batching";
 import { DEFAULT_DAEMON_OPTIONS, HiveDaemon, defaultHiveAddress, nativeBuildDir } from "./hive/daemon";
 import { buildNativeLlama, isCpuBinary } from "./worker/native-build";
 import { CALIBRATION_RESULT_PREFIX, measureBinary } from "./calibration/measure";
@@ -36,6 +37,9 @@ commands:
              CPU and thread count (kept in DIR/cpu-calibration.json); CPU workers then load the winner
              [--calibrate-variants a,b]  only these prebuilt CPU variants (env RBEE_CALIBRATE_VARIANTS)
              [--calibrate-rounds N] [--calibrate-tokens N]  rounds (median) and tokens per run (3, 48)
+             [--decode-batching auto|together|one-at-a-time]  how a CPU worker's concurrent
+             streams share decodes: auto (default; env RBEE_DECODE_BATCHING) follows calibration,
+             which measures whether two batched streams beat one on this CPU
              [--worker-threads N]  decode threads of a CPU worker whose spawn does not say (default:
                                    the usable cores less one, at least 1); calibration measures at it
   worker   one model process (started by the daemon, not by hand)
@@ -131,6 +135,7 @@ async function daemon(argv: string[]) {
       "calibrate-rounds": { type: "string" },
       "calibrate-tokens": { type: "string" },
       "worker-threads": { type: "string" },
+      "decode-batching": { type: "string", default: process.env.RBEE_DECODE_BATCHING || "auto" },
       "vram-limit-mib": { type: "string" },
       "ram-limit-mib": { type: "string" },
     },
@@ -144,6 +149,9 @@ async function daemon(argv: string[]) {
   const calibrate = v.calibrate as CalibrationMode;
   if (!CALIBRATION_MODES.includes(calibrate))
     fail(`--calibrate must be one of ${CALIBRATION_MODES.join(", ")}, got "${calibrate}"`);
+  const decodeBatching = v["decode-batching"];
+  if (decodeBatching !== "auto" && !isDecodeBatching(decodeBatching))
+    fail(`--decode-batching must be one of auto, ${DECODE_BATCHING.join(", ")}, got "${decodeBatching}"`);
   const calibrateVariants = v["calibrate-variants"]
     ?.split(",")
     .map((s) => s.trim())
@@ -186,6 +194,7 @@ async function daemon(argv: string[]) {
       calibrateRounds: positive(v["calibrate-rounds"], "calibrate-rounds"),
       calibrateTokens: positive(v["calibrate-tokens"], "calibrate-tokens"),
       workerThreads: positive(v["worker-threads"], "worker-threads"),
+      ...(decodeBatching !== "auto" ? { decodeBatching } : {}),
       ...(v["vram-limit-mib"] ? { vramLimitBytes: int(v["vram-limit-mib"], "vram-limit-mib") * 2 ** 20 } : {}),
       ...(v["ram-limit-mib"] ? { ramLimitBytes: int(v["ram-limit-mib"], "ram-limit-mib") * 2 ** 20 } : {}),
     });
@@ -227,6 +236,7 @@ async function worker(argv: string[]) {
       "native-dir": { type: "string" },
       "cpu-binary": { type: "string" },
       "variants-dir": { type: "string" },
+      "decode-batching": { type: "string" },
       "hive-url": { type: "string" },
       listen: { type: "string" },
     },
@@ -237,6 +247,9 @@ async function worker(argv: string[]) {
   const cpuBinary = v["cpu-binary"];
   if (cpuBinary !== undefined && !isCpuBinary(cpuBinary))
     fail(`--cpu-binary must be native, prebuilt or prebuilt:<variant>, got "${cpuBinary}"`);
+  const decodeBatching = v["decode-batching"];
+  if (decodeBatching !== undefined && !isDecodeBatching(decodeBatching))
+    fail(`--decode-batching must be one of ${DECODE_BATCHING.join(", ")}, got "${decodeBatching}"`);
   await runWorker({
     id: v.id,
     modelPath: v["model-path"],
@@ -250,6 +263,7 @@ async function worker(argv: string[]) {
     nativeDir: v["native-dir"],
     cpuBinary,
     variantsDir: v["variants-dir"],
+    decodeBatching,
     hiveUrl: v["hive-url"],
     listen: v.listen,
   });
@@ -264,6 +278,7 @@ async function calibrateRun(argv: string[]) {
       threads: { type: "string" },
       tokens: { type: "string" },
       warmup: { type: "string" },
+      streams: { type: "string" },
       "model-dir": { type: "string" },
       "native-dir": { type: "string" },
       "variants-dir": { type: "string" },
@@ -277,6 +292,7 @@ async function calibrateRun(argv: string[]) {
     threads: int(v.threads, "threads"),
     tokens: int(v.tokens, "tokens", 48),
     warmup: Math.max(1, int(v.warmup, "warmup", 4)),
+    streams: Math.min(2, Math.max(1, int(v.streams, "streams", 1))),
     modelDir: v["model-dir"],
     nativeDir: v["native-dir"],
     variantsDir: v["variants-dir"],

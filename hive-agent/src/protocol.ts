@@ -207,6 +207,14 @@ export interface NativeBuildStatus {
 export const CALIBRATION_STATES = ["ready", "measuring", "waiting", "skipped", "failed"] as const;
 export type CalibrationState = (typeof CALIBRATION_STATES)[number];
 
+/**
+ * How a worker's concurrent streams share decodes (worker/decode-batching.ts): "together" puts their
+ * next tokens in one batch; "one-at-a-time" decodes one stream's token per batch, where the node's
+ * calibration measured that batching loses.
+ */
+export const DECODE_BATCHING = ["together", "one-at-a-time"] as const;
+export type DecodeBatching = (typeof DECODE_BATCHING)[number];
+
 /** One candidate binary's figures: decode tokens/s (median of the rounds), or why it is unusable. */
 export interface CalibrationResult {
   /** "native", "prebuilt:<ggml CPU variant>". */
@@ -229,6 +237,10 @@ export interface CpuCalibration {
   threads?: number;
   winner?: string;
   winner_tokens_per_second?: number;
+  /** The winner with two streams batched: their aggregate tokens/s (median of the rounds). */
+  two_streams_tokens_per_second?: number;
+  /** What CPU workers of `threads` threads do with concurrent streams, decided from the two figures above. */
+  decode_batching?: DecodeBatching;
   results?: CalibrationResult[];
   /** Epoch ms of the measurement. */
   measured_at?: number;
@@ -238,7 +250,9 @@ export interface CpuCalibration {
 export function calibrationSummary(c: CpuCalibration | undefined): string {
   if (!c) return "-";
   if (c.state === "ready" && c.winner)
-    return `${c.winner} ${c.winner_tokens_per_second ?? "?"} tok/s (${c.threads ?? "?"} thread${c.threads === 1 ? "" : "s"})`;
+    return `${c.winner} ${c.winner_tokens_per_second ?? "?"} tok/s (${c.threads ?? "?"} thread${c.threads === 1 ? "" : "s"})${
+      c.decode_batching === "one-at-a-time" ? ", streams decoded one at a time" : ""
+    }`;
   return c.state;
 }
 
@@ -278,6 +292,8 @@ export const CapabilitiesReplySchema = v.looseObject({
       threads: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
       winner: v.optional(v.string()),
       winner_tokens_per_second: v.optional(v.number()),
+      two_streams_tokens_per_second: v.optional(v.number()),
+      decode_batching: v.optional(v.picklist(DECODE_BATCHING)),
       results: v.optional(
         v.array(
           v.looseObject({
@@ -359,6 +375,8 @@ export const WorkerInfoSchema = v.object({
   gpu_devices: v.optional(v.array(str(256))),
   /** CPU workers: the llama.cpp binary it loaded ("native", "prebuilt:zen4", "prebuilt"), once it is ready. */
   cpu_binary: v.optional(str(128)),
+  /** How its concurrent streams share decodes, once it is ready. */
+  decode_batching: v.optional(oneOf(DECODE_BATCHING)),
   /** Memory the worker holds (RAM on the CPU, VRAM over its devices): estimated until it reports its use. */
   memory_bytes: num(0, Number.MAX_SAFE_INTEGER),
   /** Idle seconds before the hive stops it; 0 = never. */
@@ -447,6 +465,8 @@ export const ReadyCallbackSchema = v.object(
     ),
     /** CPU workers: the llama.cpp binary it loaded (native-build.ts CpuBinary). */
     cpu_binary: v.optional(str(128)),
+    /** How its concurrent streams share decodes (worker/decode-batching.ts). */
+    decode_batching: v.optional(oneOf(DECODE_BATCHING)),
     /** VRAM the worker's load took, measured by the worker (absent where the driver does not tell). */
     vram_used_bytes: v.optional(int(0, Number.MAX_SAFE_INTEGER)),
   },

@@ -1,7 +1,9 @@
 // Issue 2's benchmark: the worker through its SSE stream vs node-llama-cpp in-process, on the `small`
 // model with the same threads, prompt, sampling and token count; first-token overhead; aggregate
 // tokens/s with 1, 2 and 4 concurrent streams on one worker, against its own 1 stream (issue 16: more
-// streams must never give less). Every figure is a median of interleaved rounds, with its min–max:
+// streams must never give less), and 2 streams on a worker that decodes them one at a time (what
+// calibration picks where batching loses: it should give one stream's speed, ratio ≈ 1). Every figure
+// is a median of interleaved rounds, with its min–max:
 // on a shared 2-core machine one run of each can differ by a factor of two.
 
 import { ensureModel } from "../fixtures/models";
@@ -21,6 +23,8 @@ export async function benchWorker(
   const runs = opts.runs ?? 5;
   const modelPath = ensureModel("small");
   const hive = await startHive();
+  // A second hive whose workers decode their streams one at a time (hive --decode-batching).
+  const alternating = await startHive(["--decode-batching", "one-at-a-time"]);
   try {
     // Both sides on the binary a worker with these threads uses (the native build from 2 threads).
     const nativeDir = await nativeBuildForBench(hive.home, threads);
@@ -64,8 +68,21 @@ export async function benchWorker(
       (await hive.client.spawn({ model_ref: `file:${modelPath}`, slots: 4, threads, context_size: 1024 })).worker_id,
       120_000,
     );
-    const mc = hive.client.workerClient(multi);
-    const concurrent = async (n: number) => {
+    const oneAtATime = await waitReady(
+      alternating,
+      (
+        await alternating.client.spawn({
+          model_ref: `file:${modelPath}`,
+          slots: 4,
+          threads,
+          context_size: 1024,
+        })
+      ).worker_id,
+      120_000,
+    );
+    if (oneAtATime.decode_batching !== "one-at-a-time")
+      throw new Error(`the second hive's worker batches ${oneAtATime.decode_batching ?? "together"}`);
+    const concurrentOn = (mc: ReturnType<typeof hive.client.workerClient>) => async (n: number) => {
       const t0 = performance.now();
       const results = await Promise.all(
         Array.from({ length: n }, (_, k) =>
@@ -74,20 +91,24 @@ export async function benchWorker(
       );
       return (results.reduce((s, r) => s + r.tokens, 0) / (performance.now() - t0)) * 1000;
     };
-    const streams = [1, 2, 4];
+    const concurrent = concurrentOn(hive.client.workerClient(multi));
+    const concurrentOneAtATime = concurrentOn(alternating.client.workerClient(oneAtATime));
+    // -2: two streams on the one-at-a-time worker.
+    const streams = [1, 2, 4, -2];
     await concurrent(4);
-    const aggregate: Record<number, number[]> = { 1: [], 2: [], 4: [] };
-    const over1: Record<number, number[]> = { 2: [], 4: [] };
+    await concurrentOneAtATime(2);
+    const aggregate: Record<number, number[]> = { 1: [], 2: [], 4: [], [-2]: [] };
+    const over1: Record<number, number[]> = { 2: [], 4: [], [-2]: [] };
     const aggRounds = opts.aggregateRounds ?? 3;
     for (let r = 0; r < aggRounds; r++) {
       const inRound: Record<number, number> = {};
       for (let j = 0; j < streams.length; j++) {
         const n = streams[(r + j) % streams.length];
-        inRound[n] = await concurrent(n);
+        inRound[n] = n < 0 ? await concurrentOneAtATime(-n) : await concurrent(n);
         aggregate[n].push(inRound[n]);
       }
       // Each round's own ratio: what one round's load did to its 1-stream run it did to the others.
-      for (const n of [2, 4]) over1[n].push(inRound[n] / inRound[1]);
+      for (const n of [2, 4, -2]) over1[n].push(inRound[n] / inRound[1]);
     }
     return {
       threads,
@@ -104,10 +125,13 @@ export async function benchWorker(
       aggregate_tok_s_1_stream: spread(aggregate[1]),
       aggregate_tok_s_2_streams: spread(aggregate[2]),
       aggregate_tok_s_4_streams: spread(aggregate[4]),
-      ratio_2_streams_over_1: `${round(median(over1[2]), 2)} (${round(Math.min(...over1[2]), 2)}–${round(Math.max(...over1[2]), 2)})`,
-      ratio_4_streams_over_1: `${round(median(over1[4]), 2)} (${round(Math.min(...over1[4]), 2)}–${round(Math.max(...over1[4]), 2)})`,
+      ratio_2_streams_over_1: spread(over1[2], 2),
+      ratio_4_streams_over_1: spread(over1[4], 2),
+      aggregate_tok_s_2_streams_one_at_a_time: spread(aggregate[-2]),
+      ratio_2_streams_one_at_a_time_over_1: spread(over1[-2], 2),
     };
   } finally {
+    await alternating.stop();
     await hive.stop();
   }
 }

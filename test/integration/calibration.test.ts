@@ -13,6 +13,7 @@ import { newRbeeHome, runCli, startCli } from "../helpers/cli";
 import { HiveClient } from "../../extension/src/keeper/hive-client";
 import { loopbackTransport } from "../../extension/src/keeper/transport";
 import { prebuiltCpuVariants } from "../../hive-agent/src/worker/cpu-variants";
+import { decideDecodeBatching } from "../../hive-agent/src/worker/decode-batching";
 import {
   installedPackageDir,
   nativeBuildStamp,
@@ -96,9 +97,21 @@ describe(
       assert.ok(table.includes(`${file.winner} ${best.tokens_per_second} tok/s`), table);
       assert.match(hiveLog(), new RegExp(`${file.winner} wins at ${file.threads} thread`));
 
+      // Then the winner with two batched streams against one, paired rounds, and the decision from them.
+      const check = file.streams_check;
+      assert.ok(check.single_tokens_per_second > 0 && check.two_streams_tokens_per_second > 0, JSON.stringify(check));
+      assert.equal(
+        file.decode_batching,
+        decideDecodeBatching(check.single_tokens_per_second, check.two_streams_tokens_per_second),
+      );
+      assert.equal(row.cpu_calibration.decode_batching, file.decode_batching);
+      assert.equal(row.cpu_calibration.two_streams_tokens_per_second, check.two_streams_tokens_per_second);
+      assert.match(hiveLog(), /2 streams: [\d.]+ tok\/s against [\d.]+, (together|one-at-a-time)/);
+
       const worker = await cpuWorker(env());
       assert.equal(worker.backend, "cpu");
       assert.equal(worker.cpu_binary, file.winner, "the worker loaded the winning variant");
+      assert.equal(worker.decode_batching, file.decode_batching, "the worker shares decodes as calibration decided");
       assert.match(hiveLog(), new RegExp(`ready after \\d+ ms on the ${file.winner} binary`));
     });
 
@@ -115,6 +128,32 @@ describe(
         "measured once, on the first start only",
       );
       assert.match(hiveLog(), /\[calibration\] cached result for/);
+    });
+
+    test("a stored one-at-a-time decision reaches CPU workers; --decode-batching overrides it", async () => {
+      // This CPU batches well, so the decision a CPU like issue 16's gets is written into the stored
+      // result (same key, so the hive takes it as measured) to follow it to the workers.
+      await stop(env());
+      const measured = readFileSync(cacheFile, "utf8");
+      writeFileSync(cacheFile, JSON.stringify({ ...JSON.parse(measured), decode_batching: "one-at-a-time" }));
+      try {
+        await start(env());
+        const row = await calibrated(env());
+        assert.equal(row.cpu_calibration.decode_batching, "one-at-a-time");
+        assert.match((await runCli(["nodes", "list"], env())).stdout, /streams decoded one at a time/);
+        const worker = await cpuWorker(env());
+        assert.equal(worker.decode_batching, "one-at-a-time");
+        assert.match(hiveLog(), /ready after \d+ ms on the \S+ binary, decoding its streams one at a time/);
+
+        await stop(env());
+        await start(env("--decode-batching together"));
+        assert.equal((await cpuWorker(env("--decode-batching together"))).decode_batching, "together");
+      } finally {
+        // As the test before left it: the hive running on the measured result.
+        await stop(env());
+        writeFileSync(cacheFile, measured);
+        await start(env());
+      }
     });
 
     test("a native build appearing while the hive runs is measured too, but never while a worker is generating", async () => {

@@ -3,10 +3,10 @@
 // decodes (hive-agent/src/worker/token-frames.ts) — and concurrent streams still share every decode.
 //
 // The real engine and server on a generated model, in-process, with a real HTTP client on the
-// worker's Unix socket. To see the order of events the test wraps node-llama-cpp's internal addon
-// context (`context._ctx`: decodeBatch, sampleToken, addToBatch) and ServerResponse.write —
-// instrumentation only, nothing is faked. If a node-llama-cpp upgrade changes those internals this
-// test fails, and token-frames.ts must be checked again.
+// worker's Unix socket. To see the order of events the test watches the engine's decodes and samplings
+// (test/helpers/decode-spy.ts) and wraps ServerResponse.write — instrumentation only, nothing is
+// faked. If a node-llama-cpp upgrade changes the internals the spy wraps, this test fails, and
+// token-frames.ts must be checked again.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
@@ -17,6 +17,7 @@ import { Engine } from "../../hive-agent/src/worker/engine";
 import { WorkerServer } from "../../hive-agent/src/worker/server";
 import { createLogger } from "../../hive-agent/src/util/log";
 import { ensureModel } from "../fixtures/models";
+import { spyOnDecodes } from "../helpers/decode-spy";
 
 const KEY = "k".repeat(32);
 let engine: Engine;
@@ -40,26 +41,9 @@ before(async () => {
     threads: 1,
   });
   server.setReady(engine);
-  const context = engine.context as unknown as { _ctx: Record<string, unknown> };
-  const addon = context._ctx;
-  let batch: number[] = [];
-  context._ctx = new Proxy(addon, {
-    get(target, key) {
-      const value = target[key as string];
-      if (typeof value !== "function") return value;
-      if (key === "initBatch") return (...args: unknown[]) => ((batch = []), value.apply(target, args));
-      if (key === "addToBatch")
-        return (sequenceId: number, ...rest: unknown[]) => (
-          batch.push(sequenceId),
-          value.call(target, sequenceId, ...rest)
-        );
-      if (key === "decodeBatch")
-        return (...args: unknown[]) => (log.push({ kind: "decode", seqs: batch }), value.apply(target, args));
-      if (key === "sampleToken")
-        return (...args: unknown[]) =>
-          (value.apply(target, args) as Promise<unknown>).then((r) => (log.push({ kind: "sample" }), r));
-      return value.bind(target);
-    },
+  spyOnDecodes(engine, {
+    decode: (items) => log.push({ kind: "decode", seqs: items.map((i) => i.seq) }),
+    sample: () => log.push({ kind: "sample" }),
   });
   http.ServerResponse.prototype.write = function (this: http.ServerResponse, chunk: unknown, ...rest: unknown[]) {
     if (typeof chunk === "string" && chunk.startsWith('data: {"type":"token"'))

@@ -1,12 +1,15 @@
 // One calibration run, in its own process (`hive-agent calibrate-run`, started by hive/calibrator.ts):
 // loads one CPU binary the way a worker would (loadLlama, same thread count, UV_THREADPOOL_SIZE=1 from
-// the hive), decodes a fixed number of tokens of the calibration model and prints its speed. A binary
+// the hive), decodes a fixed number of tokens of the calibration model and prints its speed. With two
+// streams, both decode at once, lined up by the worker's step gate so each decode carries a token of
+// each (as a worker's concurrent requests do), and the speed is their aggregate. A binary
 // that does not load, crashes or dies of SIGILL takes only this process down, and the hive records it
 // as unusable.
 
 import type { Token } from "node-llama-cpp";
 import { installedPackageDir, loadLlama, type CpuBinary } from "../worker/native-build";
 import { prepareVariant } from "../worker/cpu-variants";
+import { StepGate } from "../worker/step-gate";
 import { CALIBRATION_TOKENS, ensureCalibrationModel } from "./model";
 
 /** The line the run prints its result on (the hive ignores everything else the libraries print). */
@@ -15,8 +18,10 @@ export const CALIBRATION_RESULT_PREFIX = "RBEE_CALIBRATION_RESULT ";
 export interface MeasureOptions {
   binary: CpuBinary;
   threads: number;
-  /** Tokens timed, after `warmup` untimed ones. */
+  /** Tokens timed per stream, after `warmup` untimed ones. */
   tokens: number;
+  /** Concurrent streams (1 or 2); the result is their aggregate tokens/s. */
+  streams?: number;
   warmup: number;
   /** Where the calibration model lives (made here on first use). */
   modelDir: string;
@@ -28,6 +33,7 @@ export interface MeasureResult {
   binary: CpuBinary;
   tokens_per_second: number;
   tokens: number;
+  streams: number;
 }
 
 export async function measureBinary(opts: MeasureOptions): Promise<MeasureResult> {
@@ -46,27 +52,47 @@ export async function measureBinary(opts: MeasureOptions): Promise<MeasureResult
   if (loaded.binary !== opts.binary)
     throw new Error(`${opts.binary} did not load: ${loaded.fallbackReason ?? `got ${loaded.binary}`}`);
   const model = await loaded.llama.loadModel({ modelPath, gpuLayers: 0 });
+  const streams = opts.streams ?? 1;
   const context = await model.createContext({
     contextSize: 512,
-    sequences: 1,
+    sequences: streams,
     threads: { ideal: opts.threads, min: 1 },
     flashAttention: true,
   });
-  const sequence = context.getSequence();
-  // A short fixed prompt of word pieces; then greedy decoding, counted, never stopped by the model.
-  const prompt = [
-    CALIBRATION_TOKENS.bos,
-    ...Array.from({ length: 16 }, (_, i) => CALIBRATION_TOKENS.firstNormal + 7 * i),
-  ] as unknown as Token[];
-  let count = 0;
+  const gate = new StepGate();
+  // Timing starts once every stream is past its warm-up and stops when the last timed token is in.
+  let warmedUp = 0;
   let started = 0;
-  const total = opts.warmup + opts.tokens;
-  for await (const token of sequence.evaluate(prompt, { temperature: 0 })) {
-    void token;
-    count++;
-    if (count === opts.warmup) started = performance.now();
-    if (count >= total) break;
-  }
+  const stream = async (index: number) => {
+    const sequence = context.getSequence();
+    // A short fixed prompt of word pieces (another one per stream); then greedy decoding, counted,
+    // never stopped by the model.
+    const prompt = [
+      CALIBRATION_TOKENS.bos,
+      ...Array.from({ length: 16 }, (_, i) => CALIBRATION_TOKENS.firstNormal + 7 * i + 3 * index),
+    ] as unknown as Token[];
+    const member = gate.join(index);
+    let count = 0;
+    try {
+      for await (const token of sequence.evaluate(prompt, { temperature: 0 })) {
+        void token;
+        count++;
+        if (count === opts.warmup && ++warmedUp === streams) started = performance.now();
+        if (count >= opts.warmup + opts.tokens) break;
+        const others = member.arrive();
+        if (others) await others;
+      }
+    } finally {
+      member.leave();
+    }
+  };
+  await Promise.all(Array.from({ length: streams }, (_, i) => stream(i)));
   const seconds = (performance.now() - started) / 1000;
-  return { binary: opts.binary, tokens: opts.tokens, tokens_per_second: Math.round((opts.tokens / seconds) * 10) / 10 };
+  const total = opts.tokens * streams;
+  return {
+    binary: opts.binary,
+    tokens: total,
+    streams,
+    tokens_per_second: Math.round((total / seconds) * 10) / 10,
+  };
 }

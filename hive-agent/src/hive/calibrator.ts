@@ -15,20 +15,31 @@
 // - the result is kept in the hive home, keyed by node-llama-cpp's version, the candidates (the
 //   native build's stamp included), the CPU's flags, the thread count and the measurement itself; a
 //   missing, corrupt or stale file is measured again. A finished native build changes the candidates,
-//   so it is measured against the others as soon as it is ready.
+//   so it is measured against the others as soon as it is ready;
+// - then the winner decodes two streams at once, in rounds paired with single-stream runs: where the
+//   two batched streams' aggregate is clearly below one stream's (llama.cpp's small-batch kernels lose
+//   on some CPUs), CPU workers decode their streams one at a time (worker/decode-batching.ts).
 // GPU workers are out of scope: their speed is the GPU's, and their binary is the GPU backend's.
 
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { setPriority } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 import path from "node:path";
-import type { CalibrationResult, CpuCalibration, NodeHardware } from "../protocol";
+import {
+  DECODE_BATCHING,
+  type CalibrationResult,
+  type CpuCalibration,
+  type DecodeBatching,
+  type NodeHardware,
+} from "../protocol";
 import type { Logger } from "../util/log";
 import { childEnv } from "../util/env";
 import { CALIBRATION_MODEL_VERSION } from "../calibration/model";
 import { CALIBRATION_RESULT_PREFIX } from "../calibration/measure";
 import { prebuiltCpuVariants } from "../worker/cpu-variants";
+import { decideDecodeBatching } from "../worker/decode-batching";
 import { cpuFlags } from "../worker/cpu-features";
 import { checkNativeBuild, installedPackageDir, isCpuBinary, type CpuBinary } from "../worker/native-build";
 
@@ -67,6 +78,9 @@ interface CacheFile {
   measured_at: number;
   winner?: string;
   results: CalibrationResult[];
+  /** The winner's single-stream and two-stream figures from the paired rounds, and the decision. */
+  streams_check?: { single_tokens_per_second: number; two_streams_tokens_per_second: number };
+  decode_batching?: DecodeBatching;
 }
 
 type RunOutcome = { ok: true; tokensPerSecond: number } | { ok: false; error: string } | { interrupted: string };
@@ -89,6 +103,11 @@ export class Calibrator {
   binaryFor(threads: number): CpuBinary | undefined {
     const winner = this.done?.winner;
     return this.done && this.done.threads === threads && winner && isCpuBinary(winner) ? winner : undefined;
+  }
+
+  /** How CPU workers of `threads` threads share decodes between streams, when calibration measured that thread count. */
+  decodeBatchingFor(threads: number): DecodeBatching | undefined {
+    return this.binaryFor(threads) ? this.done!.decode_batching : undefined;
   }
 
   /** The candidates on this node now: the prebuilt's CPU variants (as filtered), and the native build when it is ready. */
@@ -211,12 +230,23 @@ export class Calibrator {
     const best = results
       .filter((r) => r.tokens_per_second !== undefined)
       .sort((a, b) => b.tokens_per_second! - a.tokens_per_second!)[0];
+    const streamsCheck = best ? await this.measureStreams(best.binary as CpuBinary, threads, signal) : undefined;
+    if (signal.aborted) return;
     const file: CacheFile = {
       key,
       threads,
       measured_at: Date.now(),
       ...(best ? { winner: best.binary } : {}),
       results,
+      ...(streamsCheck
+        ? {
+            streams_check: streamsCheck,
+            decode_batching: decideDecodeBatching(
+              streamsCheck.single_tokens_per_second,
+              streamsCheck.two_streams_tokens_per_second,
+            ),
+          }
+        : {}),
     };
     writeCache(path.join(this.opts.home, CALIBRATION_FILE), file);
     this.done = file;
@@ -228,7 +258,40 @@ export class Calibrator {
     else this.opts.log.warn(`no CPU binary ran (${summary(file)}); CPU workers use the built-in rule`);
   }
 
-  /** Returns once no worker is generating or loading, checking every second. */
+  /**
+   * The winner with one stream and with two batched streams, in paired rounds (the pair's runs back to
+   * back, so other load hits both alike); undefined when a two-stream run fails (workers then batch).
+   */
+  private async measureStreams(
+    binary: CpuBinary,
+    threads: number,
+    signal: AbortSignal,
+  ): Promise<CacheFile["streams_check"]> {
+    const single: number[] = [];
+    const two: number[] = [];
+    for (let round = 0; round < this.opts.rounds; round++) {
+      for (const streams of round % 2 ? [2, 1] : [1, 2]) {
+        for (;;) {
+          await this.waitIdle(signal);
+          if (signal.aborted) return undefined;
+          const outcome = await this.runOnce(binary, threads, signal, streams);
+          if (signal.aborted) return undefined;
+          if ("interrupted" in outcome) continue;
+          if (!outcome.ok) {
+            this.opts.log.warn(
+              `${binary} with ${streams} streams did not run (${outcome.error}); workers batch their streams`,
+            );
+            return undefined;
+          }
+          (streams === 1 ? single : two).push(outcome.tokensPerSecond);
+          break;
+        }
+      }
+    }
+    return { single_tokens_per_second: median(single), two_streams_tokens_per_second: median(two) };
+  }
+
+  /** Returns once no worker is generating or loading (or on abort), checking every IDLE_POLL_MS. */
   private async waitIdle(signal: AbortSignal): Promise<void> {
     for (;;) {
       if (signal.aborted) return;
@@ -246,12 +309,13 @@ export class Calibrator {
         this.current = { ...this.current, state: "waiting", detail: `waiting: ${busy}; ${this.current.detail}` };
         this.opts.log.info(`waiting: ${busy}; runs resume once workers are idle`);
       }
-      await new Promise((r) => setTimeout(r, IDLE_POLL_MS));
+      // An abort (hive stopping, key changed) ends the wait at once; the loop then returns.
+      await sleep(IDLE_POLL_MS, undefined, { signal }).catch(() => undefined);
     }
   }
 
   /** One run of one binary in its own process at the lowest priority; killed when a worker gets busy meanwhile. */
-  private runOnce(binary: CpuBinary, threads: number, signal: AbortSignal): Promise<RunOutcome> {
+  private runOnce(binary: CpuBinary, threads: number, signal: AbortSignal, streams = 1): Promise<RunOutcome> {
     return new Promise((resolve) => {
       const args = [
         this.opts.agentScript,
@@ -264,6 +328,8 @@ export class Calibrator {
         String(this.opts.tokens),
         "--warmup",
         String(WARMUP_TOKENS),
+        "--streams",
+        String(streams),
         "--model-dir",
         this.opts.home,
         "--variants-dir",
@@ -364,6 +430,8 @@ export function calibrationKey(
     cpu,
     threads,
     model: CALIBRATION_MODEL_VERSION,
+    // 2: the winner's two-stream check (a result from before it has no decode_batching).
+    method: 2,
     rounds: opts.rounds,
     tokens: opts.tokens,
   });
@@ -382,6 +450,7 @@ function readCache(file: string): CacheFile | undefined {
       return undefined;
     if (x.winner !== undefined && !x.results!.some((r) => r.binary === x.winner && r.tokens_per_second !== undefined))
       return undefined;
+    if (x.decode_batching !== undefined && !DECODE_BATCHING.includes(x.decode_batching)) return undefined;
     return x as CacheFile;
   } catch {
     return undefined; // missing or corrupt: measured again
@@ -403,22 +472,34 @@ function statusOf(f: CacheFile): CpuCalibration {
       detail: `no CPU binary ran here (${summary(f)}); CPU workers use the built-in rule`,
       ...base,
     };
+  const check = f.streams_check;
+  const streams = check
+    ? f.decode_batching === "one-at-a-time"
+      ? `; 2 batched streams give ${check.two_streams_tokens_per_second} tok/s against one's ${check.single_tokens_per_second}, so they decode one at a time`
+      : `; 2 streams decode together (${check.two_streams_tokens_per_second} tok/s against one's ${check.single_tokens_per_second})`
+    : "";
   return {
     state: "ready",
-    detail: `${winner.binary} is fastest at ${f.threads} thread(s) (${winner.tokens_per_second} tok/s); CPU workers of ${f.threads} thread(s) use it`,
+    detail: `${winner.binary} is fastest at ${f.threads} thread(s) (${winner.tokens_per_second} tok/s); CPU workers of ${f.threads} thread(s) use it${streams}`,
     winner: winner.binary,
     winner_tokens_per_second: winner.tokens_per_second,
+    ...(check ? { two_streams_tokens_per_second: check.two_streams_tokens_per_second } : {}),
+    ...(f.decode_batching ? { decode_batching: f.decode_batching } : {}),
     ...base,
   };
 }
 
-/** "prebuilt:zen4 412 tok/s, native 388 tok/s, prebuilt:x64 unusable". */
+/** "prebuilt:zen4 412 tok/s, native 388 tok/s, prebuilt:x64 unusable; 2 streams: 530 tok/s, together". */
 function summary(f: CacheFile): string {
-  return f.results
+  const binaries = f.results
     .map((r) =>
       r.tokens_per_second !== undefined ? `${r.binary} ${r.tokens_per_second} tok/s` : `${r.binary} unusable`,
     )
     .join(", ");
+  const check = f.streams_check;
+  return check
+    ? `${binaries}; 2 streams: ${check.two_streams_tokens_per_second} tok/s against ${check.single_tokens_per_second}, ${f.decode_batching}`
+    : binaries;
 }
 
 function median(xs: number[]): number {

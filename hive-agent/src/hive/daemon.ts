@@ -23,10 +23,10 @@ import {
   type Backend,
   type CapabilitiesResponse,
   type DownloadCancelResponse,
-  type DownloadProgressEvent,
   type HealthResponse,
   type NodeHardware,
   type SpawnResponse,
+  type DecodeBatching,
 } from "../protocol";
 import { Catalog } from "../catalog/catalog";
 import { DEFAULT_DOWNLOAD_OPTIONS, Downloads, type DownloadOptions } from "../catalog/download";
@@ -78,6 +78,8 @@ export interface DaemonOptions {
   calibrateVariants?: string[];
   calibrateRounds?: number;
   calibrateTokens?: number;
+  /** How CPU workers' concurrent streams share decodes; absent: what calibration decided (else together). */
+  decodeBatching?: DecodeBatching;
   /** Decode threads a CPU worker gets when its spawn does not say (default: defaultThreads of the usable cores). */
   workerThreads?: number;
 }
@@ -405,9 +407,14 @@ export class HiveDaemon {
       threads,
       batchSize: r.batch_size,
       nativeDir: nativeBuildDir(this.opts.home),
-      // The binary calibration measured fastest at this thread count; none yet: loadLlama's rule.
+      // The binary calibration measured fastest at this thread count (none yet: loadLlama's rule), and
+      // whether its streams decode together or one at a time (the measured answer, unless --decode-batching says).
       ...(backend === "cpu"
-        ? { cpuBinary: this.calibrator.binaryFor(threads), variantsDir: variantsDir(this.opts.home) }
+        ? {
+            cpuBinary: this.calibrator.binaryFor(threads),
+            decodeBatching: this.opts.decodeBatching ?? this.calibrator.decodeBatchingFor(threads),
+            variantsDir: variantsDir(this.opts.home),
+          }
         : {}),
     });
     return { worker_id: w.id, url: w.url, state: "loading", api_key: w.api_key };

@@ -9,12 +9,12 @@ import {
   WORKER_PATHS,
   WorkerHealthSchema,
   parseReply,
-  type Backend,
   type ErrorCode,
   type LoadFailedCallback,
   type ReadyCallback,
   type WorkerInfo,
   type WorkerState,
+  type DecodeBatching,
 } from "../protocol";
 import type { Logger } from "../util/log";
 import { callJson } from "../util/http";
@@ -66,6 +66,8 @@ interface Worker {
   gpuDevices?: string[];
   /** The CPU binary the worker loaded, as it reported (CPU workers). */
   cpuBinary?: string;
+  /** How its concurrent streams share decodes, as it reported. */
+  decodeBatching?: DecodeBatching;
   exited: Promise<void>;
 }
 
@@ -137,6 +139,7 @@ export class Supervisor {
       ...(plan.batchSize ? ["--batch-size", String(plan.batchSize)] : []),
       ...(plan.nativeDir ? ["--native-dir", plan.nativeDir] : []),
       ...(plan.cpuBinary ? ["--cpu-binary", plan.cpuBinary] : []),
+      ...(plan.decodeBatching ? ["--decode-batching", plan.decodeBatching] : []),
       ...(plan.variantsDir ? ["--variants-dir", plan.variantsDir] : []),
     ];
     // stdin is a pipe the worker watches: if the hive dies, the worker sees EOF and exits.
@@ -204,6 +207,7 @@ export class Supervisor {
     w.readyAt = Date.now();
     w.gpuDevices = cb.gpu_devices;
     w.cpuBinary = cb.cpu_binary;
+    w.decodeBatching = cb.decode_batching;
     // What the load really took replaces the estimate, spread over the devices as the estimate was.
     const used = cb.vram_used_bytes;
     if (used && w.plan.backend !== "cpu") {
@@ -211,7 +215,9 @@ export class Supervisor {
       w.plan.placement.bytes = w.plan.placement.bytes.map((b) => Math.ceil((used * b) / est));
     }
     this.log.info(
-      `worker ${w.id} ready after ${Date.now() - w.startedAt} ms${cb.cpu_binary ? ` on the ${cb.cpu_binary} binary` : ""}`,
+      `worker ${w.id} ready after ${Date.now() - w.startedAt} ms${cb.cpu_binary ? ` on the ${cb.cpu_binary} binary` : ""}${
+        cb.decode_batching === "one-at-a-time" ? ", decoding its streams one at a time" : ""
+      }`,
     );
   }
 
@@ -325,6 +331,7 @@ export class Supervisor {
       devices: w.plan.placement.devices,
       ...(w.gpuDevices ? { gpu_devices: w.gpuDevices } : {}),
       ...(w.cpuBinary ? { cpu_binary: w.cpuBinary } : {}),
+      ...(w.decodeBatching ? { decode_batching: w.decodeBatching } : {}),
       memory_bytes: w.plan.placement.bytes.reduce((a, b) => a + b, 0),
       keep_alive_s: Math.round(w.plan.keepAliveMs / 1000),
       state: w.state,

@@ -2,12 +2,13 @@
 // a prompt, an infill (prefix/suffix) or a chat into a stream of tokens. No HTTP here.
 
 import type { Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token, ChatWrapper } from "node-llama-cpp";
-import type { Backend, ChatMessage, InfillExtraChunk, SamplingOptions, StopReason } from "../protocol";
+import type { Backend, ChatMessage, DecodeBatching, InfillExtraChunk, SamplingOptions, StopReason } from "../protocol";
 import { RbeeError } from "../protocol";
 import { StopMatcher } from "./stop-matcher";
 import { LineLimits } from "./line-limits";
 import { loadLlama, type CpuBinary } from "./native-build";
 import { StepGate, type StepGateMember } from "./step-gate";
+import { prioritizationFor } from "./decode-batching";
 import { infillLimits, layoutInfill, type InfillVocab } from "./infill-prompt";
 
 export interface EngineOptions {
@@ -23,6 +24,8 @@ export interface EngineOptions {
   /** The CPU binary the node's calibration chose (native-build.ts loadLlama), and where its variant copies are. */
   cpuBinary?: CpuBinary;
   variantsDir?: string;
+  /** How concurrent streams share decodes (decode-batching.ts); default "together". */
+  decodeBatching?: DecodeBatching;
   onLoadProgress?: (progress: number) => void;
 }
 
@@ -72,6 +75,8 @@ export class Engine {
   private freeSlots: LlamaContextSequence[] = [];
   /** The CPU binary this worker loaded (CPU workers only), reported to the hive. */
   cpuBinary?: CpuBinary;
+  /** How concurrent streams share decodes, reported to the hive. */
+  decodeBatching: DecodeBatching = "together";
   /**
    * Each slot's llama.cpp sequence id: node-llama-cpp hands out ids 0, 1, 2… in getSequence() order
    * and does not expose them, so the creation order stands for it.
@@ -150,7 +155,11 @@ export class Engine {
     const context = await model.createContext({
       contextSize: opts.contextSize, // per sequence: node-llama-cpp gives each slot its own cells
       // node-llama-cpp's own schedule (the next check phase), with a hook a turn after it: see DecodeDispatch.
-      batching: { dispatchSchedule: dispatch.schedule },
+      // Streams' tokens in one decode, or one at a time where the node measured that batching loses.
+      batching: {
+        dispatchSchedule: dispatch.schedule,
+        itemPrioritizationStrategy: prioritizationFor(opts.decodeBatching),
+      },
       sequences: opts.slots,
       threads: { ideal: opts.threads, min: 1 },
       batchSize: opts.batchSize,
@@ -175,6 +184,7 @@ export class Engine {
       dispatch,
     );
     engine.cpuBinary = cpuBinary;
+    engine.decodeBatching = opts.decodeBatching ?? "together";
     return engine;
   }
 

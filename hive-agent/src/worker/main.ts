@@ -67,6 +67,7 @@ export async function runWorker(args: WorkerArgs): Promise<void> {
       nativeDir: args.nativeDir,
       cpuBinary: args.cpuBinary,
       variantsDir: args.variantsDir,
+      decodeBatching: args.decodeBatching,
       onLoadProgress: (p) => server.setProgress(p),
     });
     if (stopping) return;
@@ -83,6 +84,7 @@ export async function runWorker(args: WorkerArgs): Promise<void> {
       device: args.device,
       gpu_devices: engine.gpuDevices,
       ...(engine.cpuBinary ? { cpu_binary: engine.cpuBinary } : {}),
+      decode_batching: engine.decodeBatching,
       ...(engine.vramUsedBytes !== undefined ? { vram_used_bytes: engine.vramUsedBytes } : {}),
     });
   } catch (e) {

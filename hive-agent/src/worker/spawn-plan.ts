@@ -2,7 +2,7 @@
 // and the line the worker announces its address with. The hive's supervisor and the worker's main
 // both import this module, and neither imports the other.
 
-import type { Backend } from "../protocol";
+import type { Backend, DecodeBatching } from "../protocol";
 import type { CpuBinary } from "./native-build";
 
 /** The line a worker prints once it listens; the hive reads the address from it. */
@@ -35,6 +35,8 @@ export interface SpawnPlan {
   nativeDir?: string;
   /** CPU workers: the binary the node's calibration measured fastest at these threads; absent: loadLlama's rule. */
   cpuBinary?: CpuBinary;
+  /** How concurrent streams share decodes (the calibration's decision or the hive's --decode-batching); absent: together. */
+  decodeBatching?: DecodeBatching;
   /** Where the private copies of the prebuilt's CPU variants are (worker/cpu-variants.ts). */
   variantsDir?: string;
 }
