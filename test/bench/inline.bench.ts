@@ -6,7 +6,6 @@
 // `npm run bench -- inline` runs it (tiny and small models); alone, after `npm run build`:
 // `node --import tsx test/bench/inline.bench.ts [tiny|small]`.
 
-import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { ensureModel, type PresetName } from "../fixtures/models";
 import { openTestServices } from "../helpers/services";

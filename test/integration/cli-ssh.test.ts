@@ -2,7 +2,6 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import path from "node:path";
 import { ensureModel } from "../fixtures/models";
 import { AGENT_VERSION } from "../../hive-agent/src/protocol";
 import { newRbeeHome, runCli } from "../helpers/cli";

@@ -1,6 +1,6 @@
 // The `rbee` CLI end to end on localhost: the embedded default, warm starts, and every edge case of
 // docs/edge-cases.md (EC1–EC10) provoked for real.
-import { test, describe, before, after } from "node:test";
+import { test, describe, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";

@@ -11,7 +11,8 @@
 
 import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { encodeQ8_0, f32, str, TensorType, u32, ValueType, writeGguf, type Tensor, type Value } from "../util/gguf";
+import { f32, str, TensorType, u32, ValueType, writeGguf, type Value } from "../util/gguf";
+import { randomLlamaTensors } from "../util/random-llama";
 
 /** Bumped whenever the output changes: it is part of the calibration key (and of the file name). */
 export const CALIBRATION_MODEL_VERSION = 1;
@@ -33,18 +34,6 @@ export const CALIBRATION_MODEL: CalibrationModelShape = {
   nVocab: 4096,
   contextLength: 1024,
 };
-
-/** mulberry32: a tiny seeded PRNG; same seed, same stream, on every platform. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // llama.cpp token types.
 const NORMAL = 1,
@@ -103,50 +92,18 @@ export function buildCalibrationModel(shape: CalibrationModelShape = CALIBRATION
     ["tokenizer.ggml.add_bos_token", { type: ValueType.BOOL, value: true }],
   ]);
 
-  const rand = prng(seed);
-  const uniform = (n: number, scale: number) => {
-    const a = new Float32Array(n);
-    for (let i = 0; i < n; i++) a[i] = (rand() * 2 - 1) * scale;
-    return a;
-  };
-  const matrix = (name: string, ne0: number, ne1: number, values: Float32Array): Tensor => ({
-    name,
-    dims: [ne0, ne1],
-    type: TensorType.Q8_0,
-    data: encodeQ8_0(values),
-  });
-  const norm = (name: string, n: number): Tensor => ({
-    name,
-    dims: [n],
-    type: TensorType.F32,
-    data: new Uint8Array(new Float32Array(n).fill(1).buffer),
-  });
-  const layerScale = 0.5 / Math.sqrt(nEmbd);
-
-  const embd = uniform(nEmbd * nVocab, 0.1);
-  for (let t = 0; t < nVocab; t++) embd[t * nEmbd] = 1; // the constant feature
-  const out = uniform(nEmbd * nVocab, 0.5);
-  for (let t = 0; t < nVocab; t++) out[t * nEmbd] = vocab.types[t] === CONTROL || vocab.types[t] === UNKNOWN ? -30 : 0;
-
-  const tensors: Tensor[] = [
-    matrix("token_embd.weight", nEmbd, nVocab, embd),
-    norm("output_norm.weight", nEmbd),
-    matrix("output.weight", nEmbd, nVocab, out),
-  ];
-  for (let l = 0; l < nLayer; l++) {
-    const b = `blk.${l}`;
-    tensors.push(
-      norm(`${b}.attn_norm.weight`, nEmbd),
-      matrix(`${b}.attn_q.weight`, nEmbd, nEmbd, uniform(nEmbd * nEmbd, layerScale)),
-      matrix(`${b}.attn_k.weight`, nEmbd, nEmbd, uniform(nEmbd * nEmbd, layerScale)),
-      matrix(`${b}.attn_v.weight`, nEmbd, nEmbd, uniform(nEmbd * nEmbd, layerScale)),
-      matrix(`${b}.attn_output.weight`, nEmbd, nEmbd, uniform(nEmbd * nEmbd, layerScale)),
-      norm(`${b}.ffn_norm.weight`, nEmbd),
-      matrix(`${b}.ffn_gate.weight`, nEmbd, nFf, uniform(nEmbd * nFf, layerScale)),
-      matrix(`${b}.ffn_up.weight`, nEmbd, nFf, uniform(nEmbd * nFf, layerScale)),
-      matrix(`${b}.ffn_down.weight`, nFf, nEmbd, uniform(nFf * nEmbd, 0.5 / Math.sqrt(nFf))),
-    );
-  }
+  const tensors = randomLlamaTensors(
+    {
+      nVocab,
+      nEmbd,
+      nEmbdKv: nEmbd,
+      nFf,
+      nLayer,
+      weightType: TensorType.Q8_0,
+      isSpecial: (t) => vocab.types[t] === CONTROL || vocab.types[t] === UNKNOWN,
+    },
+    seed,
+  );
   return writeGguf(kv, tensors);
 }
 
