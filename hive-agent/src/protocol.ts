@@ -237,9 +237,11 @@ export interface CpuCalibration {
   threads?: number;
   winner?: string;
   winner_tokens_per_second?: number;
-  /** The winner with two streams batched: their aggregate tokens/s (median of the rounds). */
+  /** The winner with two streams decoding together (batched): their aggregate tokens/s (median of the rounds). */
   two_streams_tokens_per_second?: number;
-  /** What CPU workers of `threads` threads do with concurrent streams, decided from the two figures above. */
+  /** The same two streams decoded one at a time. */
+  two_streams_one_at_a_time_tokens_per_second?: number;
+  /** What CPU workers of `threads` threads do with concurrent streams: the faster of the two above (a clear win needed to switch). */
   decode_batching?: DecodeBatching;
   results?: CalibrationResult[];
   /** Epoch ms of the measurement. */
@@ -293,6 +295,7 @@ export const CapabilitiesReplySchema = v.looseObject({
       winner: v.optional(v.string()),
       winner_tokens_per_second: v.optional(v.number()),
       two_streams_tokens_per_second: v.optional(v.number()),
+      two_streams_one_at_a_time_tokens_per_second: v.optional(v.number()),
       decode_batching: v.optional(v.picklist(DECODE_BATCHING)),
       results: v.optional(
         v.array(

@@ -2,7 +2,7 @@
 // model with the same threads, prompt, sampling and token count; first-token overhead; aggregate
 // tokens/s with 1, 2 and 4 concurrent streams on one worker, against its own 1 stream (issue 16: more
 // streams must never give less), and 2 streams on a worker that decodes them one at a time (what
-// calibration picks where batching loses: it should give one stream's speed, ratio ≈ 1). Every figure
+// calibration picks where that beats batching; here it shows what one at a time costs). Every figure
 // is a median of interleaved rounds, with its min–max:
 // on a shared 2-core machine one run of each can differ by a factor of two.
 

@@ -97,16 +97,28 @@ describe(
       assert.ok(table.includes(`${file.winner} ${best.tokens_per_second} tok/s`), table);
       assert.match(hiveLog(), new RegExp(`${file.winner} wins at ${file.threads} thread`));
 
-      // Then the winner with two batched streams against one, paired rounds, and the decision from them.
+      // Then the winner with one stream and two streams, batched and one at a time, and the decision.
       const check = file.streams_check;
-      assert.ok(check.single_tokens_per_second > 0 && check.two_streams_tokens_per_second > 0, JSON.stringify(check));
+      for (const figure of [
+        check.single_tokens_per_second,
+        check.two_streams_tokens_per_second,
+        check.two_streams_one_at_a_time_tokens_per_second,
+      ])
+        assert.ok(figure > 0, JSON.stringify(check));
       assert.equal(
         file.decode_batching,
-        decideDecodeBatching(check.single_tokens_per_second, check.two_streams_tokens_per_second),
+        decideDecodeBatching(check.two_streams_tokens_per_second, check.two_streams_one_at_a_time_tokens_per_second),
+      );
+      assert.equal(
+        row.cpu_calibration.two_streams_one_at_a_time_tokens_per_second,
+        check.two_streams_one_at_a_time_tokens_per_second,
       );
       assert.equal(row.cpu_calibration.decode_batching, file.decode_batching);
       assert.equal(row.cpu_calibration.two_streams_tokens_per_second, check.two_streams_tokens_per_second);
-      assert.match(hiveLog(), /2 streams: [\d.]+ tok\/s against [\d.]+, (together|one-at-a-time)/);
+      assert.match(
+        hiveLog(),
+        /2 streams: [\d.]+ tok\/s together, [\d.]+ one at a time \(1 stream [\d.]+\): (together|one-at-a-time)/,
+      );
 
       const worker = await cpuWorker(env());
       assert.equal(worker.backend, "cpu");

@@ -1,8 +1,9 @@
 // One calibration run, in its own process (`hive-agent calibrate-run`, started by hive/calibrator.ts):
 // loads one CPU binary the way a worker would (loadLlama, same thread count, UV_THREADPOOL_SIZE=1 from
 // the hive), decodes a fixed number of tokens of the calibration model and prints its speed. With two
-// streams, both decode at once, lined up by the worker's step gate so each decode carries a token of
-// each (as a worker's concurrent requests do), and the speed is their aggregate. A binary
+// streams, both decode at once as a worker's concurrent requests do — together (lined up by the
+// worker's step gate, so each decode carries a token of each) or one at a time
+// (worker/decode-batching.ts) — and the speed is their aggregate. A binary
 // that does not load, crashes or dies of SIGILL takes only this process down, and the hive records it
 // as unusable.
 
@@ -10,6 +11,8 @@ import type { Token } from "node-llama-cpp";
 import { installedPackageDir, loadLlama, type CpuBinary } from "../worker/native-build";
 import { prepareVariant } from "../worker/cpu-variants";
 import { StepGate } from "../worker/step-gate";
+import { prioritizationFor } from "../worker/decode-batching";
+import type { DecodeBatching } from "../protocol";
 import { CALIBRATION_TOKENS, ensureCalibrationModel } from "./model";
 
 /** The line the run prints its result on (the hive ignores everything else the libraries print). */
@@ -22,6 +25,8 @@ export interface MeasureOptions {
   tokens: number;
   /** Concurrent streams (1 or 2); the result is their aggregate tokens/s. */
   streams?: number;
+  /** How the streams share decodes, as a worker would (default together). */
+  decodeBatching?: DecodeBatching;
   warmup: number;
   /** Where the calibration model lives (made here on first use). */
   modelDir: string;
@@ -56,6 +61,7 @@ export async function measureBinary(opts: MeasureOptions): Promise<MeasureResult
   const context = await model.createContext({
     contextSize: 512,
     sequences: streams,
+    batching: { itemPrioritizationStrategy: prioritizationFor(opts.decodeBatching) },
     threads: { ideal: opts.threads, min: 1 },
     flashAttention: true,
   });
@@ -71,7 +77,7 @@ export async function measureBinary(opts: MeasureOptions): Promise<MeasureResult
       CALIBRATION_TOKENS.bos,
       ...Array.from({ length: 16 }, (_, i) => CALIBRATION_TOKENS.firstNormal + 7 * i + 3 * index),
     ] as unknown as Token[];
-    const member = gate.join(index);
+    const member = opts.decodeBatching === "one-at-a-time" ? undefined : gate.join(index);
     let count = 0;
     try {
       for await (const token of sequence.evaluate(prompt, { temperature: 0 })) {
@@ -79,11 +85,11 @@ export async function measureBinary(opts: MeasureOptions): Promise<MeasureResult
         count++;
         if (count === opts.warmup && ++warmedUp === streams) started = performance.now();
         if (count >= opts.warmup + opts.tokens) break;
-        const others = member.arrive();
+        const others = member?.arrive();
         if (others) await others;
       }
     } finally {
-      member.leave();
+      member?.leave();
     }
   };
   await Promise.all(Array.from({ length: streams }, (_, i) => stream(i)));

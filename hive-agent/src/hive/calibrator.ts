@@ -17,8 +17,9 @@
 //   missing, corrupt or stale file is measured again. A finished native build changes the candidates,
 //   so it is measured against the others as soon as it is ready;
 // - then the winner decodes two streams at once, in rounds paired with single-stream runs: where the
-//   two batched streams' aggregate is clearly below one stream's (llama.cpp's small-batch kernels lose
-//   on some CPUs), CPU workers decode their streams one at a time (worker/decode-batching.ts).
+//   two streams' aggregate is clearly higher decoded one at a time than batched (llama.cpp's
+//   small-batch kernels lose on some CPUs), CPU workers decode their streams one at a time
+//   (worker/decode-batching.ts).
 // GPU workers are out of scope: their speed is the GPU's, and their binary is the GPU backend's.
 
 import { spawn } from "node:child_process";
@@ -79,9 +80,24 @@ interface CacheFile {
   winner?: string;
   results: CalibrationResult[];
   /** The winner's single-stream and two-stream figures from the paired rounds, and the decision. */
-  streams_check?: { single_tokens_per_second: number; two_streams_tokens_per_second: number };
+  streams_check?: StreamsCheck;
   decode_batching?: DecodeBatching;
 }
+
+/** The winner's medians: one stream, and two streams batched (together) and one at a time. */
+interface StreamsCheck {
+  single_tokens_per_second: number;
+  two_streams_tokens_per_second: number;
+  two_streams_one_at_a_time_tokens_per_second: number;
+}
+
+/** The runs of the streams check: streams, and how two share decodes. */
+const STREAM_RUNS = [
+  { streams: 1 },
+  { streams: 2, decodeBatching: "together" },
+  { streams: 2, decodeBatching: "one-at-a-time" },
+] as const;
+type StreamRun = (typeof STREAM_RUNS)[number];
 
 type RunOutcome = { ok: true; tokensPerSecond: number } | { ok: false; error: string } | { interrupted: string };
 
@@ -242,8 +258,8 @@ export class Calibrator {
         ? {
             streams_check: streamsCheck,
             decode_batching: decideDecodeBatching(
-              streamsCheck.single_tokens_per_second,
               streamsCheck.two_streams_tokens_per_second,
+              streamsCheck.two_streams_one_at_a_time_tokens_per_second,
             ),
           }
         : {}),
@@ -259,36 +275,42 @@ export class Calibrator {
   }
 
   /**
-   * The winner with one stream and with two batched streams, in paired rounds (the pair's runs back to
-   * back, so other load hits both alike); undefined when a two-stream run fails (workers then batch).
+   * The winner with one stream, and with two streams batched and one at a time, in rounds (each round
+   * starting one run further along, so other load hits all three alike); undefined when a run fails
+   * (workers then batch).
    */
   private async measureStreams(
     binary: CpuBinary,
     threads: number,
     signal: AbortSignal,
-  ): Promise<CacheFile["streams_check"]> {
-    const single: number[] = [];
-    const two: number[] = [];
+  ): Promise<StreamsCheck | undefined> {
+    const figures = STREAM_RUNS.map(() => [] as number[]);
     for (let round = 0; round < this.opts.rounds; round++) {
-      for (const streams of round % 2 ? [2, 1] : [1, 2]) {
+      for (let k = 0; k < STREAM_RUNS.length; k++) {
+        const i = (k + round) % STREAM_RUNS.length;
+        const run: StreamRun = STREAM_RUNS[i];
         for (;;) {
           await this.waitIdle(signal);
           if (signal.aborted) return undefined;
-          const outcome = await this.runOnce(binary, threads, signal, streams);
+          const outcome = await this.runOnce(binary, threads, signal, run);
           if (signal.aborted) return undefined;
           if ("interrupted" in outcome) continue;
           if (!outcome.ok) {
             this.opts.log.warn(
-              `${binary} with ${streams} streams did not run (${outcome.error}); workers batch their streams`,
+              `${binary} with ${run.streams} stream(s) did not run (${outcome.error}); workers batch their streams`,
             );
             return undefined;
           }
-          (streams === 1 ? single : two).push(outcome.tokensPerSecond);
+          figures[i].push(outcome.tokensPerSecond);
           break;
         }
       }
     }
-    return { single_tokens_per_second: median(single), two_streams_tokens_per_second: median(two) };
+    return {
+      single_tokens_per_second: median(figures[0]),
+      two_streams_tokens_per_second: median(figures[1]),
+      two_streams_one_at_a_time_tokens_per_second: median(figures[2]),
+    };
   }
 
   /** Returns once no worker is generating or loading (or on abort), checking every IDLE_POLL_MS. */
@@ -315,7 +337,12 @@ export class Calibrator {
   }
 
   /** One run of one binary in its own process at the lowest priority; killed when a worker gets busy meanwhile. */
-  private runOnce(binary: CpuBinary, threads: number, signal: AbortSignal, streams = 1): Promise<RunOutcome> {
+  private runOnce(
+    binary: CpuBinary,
+    threads: number,
+    signal: AbortSignal,
+    run: StreamRun = STREAM_RUNS[0],
+  ): Promise<RunOutcome> {
     return new Promise((resolve) => {
       const args = [
         this.opts.agentScript,
@@ -329,7 +356,8 @@ export class Calibrator {
         "--warmup",
         String(WARMUP_TOKENS),
         "--streams",
-        String(streams),
+        String(run.streams),
+        ...("decodeBatching" in run ? ["--decode-batching", run.decodeBatching] : []),
         "--model-dir",
         this.opts.home,
         "--variants-dir",
@@ -430,8 +458,8 @@ export function calibrationKey(
     cpu,
     threads,
     model: CALIBRATION_MODEL_VERSION,
-    // 2: the winner's two-stream check (a result from before it has no decode_batching).
-    method: 2,
+    // 3: the winner's two-stream check, batched and one at a time (a result from before it has no decode_batching).
+    method: 3,
     rounds: opts.rounds,
     tokens: opts.tokens,
   });
@@ -451,6 +479,16 @@ function readCache(file: string): CacheFile | undefined {
     if (x.winner !== undefined && !x.results!.some((r) => r.binary === x.winner && r.tokens_per_second !== undefined))
       return undefined;
     if (x.decode_batching !== undefined && !DECODE_BATCHING.includes(x.decode_batching)) return undefined;
+    const check = x.streams_check;
+    if (
+      check !== undefined &&
+      ![
+        check?.single_tokens_per_second,
+        check?.two_streams_tokens_per_second,
+        check?.two_streams_one_at_a_time_tokens_per_second,
+      ].every((n) => typeof n === "number")
+    )
+      return undefined;
     return x as CacheFile;
   } catch {
     return undefined; // missing or corrupt: measured again
@@ -475,15 +513,20 @@ function statusOf(f: CacheFile): CpuCalibration {
   const check = f.streams_check;
   const streams = check
     ? f.decode_batching === "one-at-a-time"
-      ? `; 2 batched streams give ${check.two_streams_tokens_per_second} tok/s against one's ${check.single_tokens_per_second}, so they decode one at a time`
-      : `; 2 streams decode together (${check.two_streams_tokens_per_second} tok/s against one's ${check.single_tokens_per_second})`
+      ? `; 2 streams give ${check.two_streams_one_at_a_time_tokens_per_second} tok/s decoded one at a time against ${check.two_streams_tokens_per_second} batched (one stream: ${check.single_tokens_per_second}), so they decode one at a time`
+      : `; 2 streams decode together (${check.two_streams_tokens_per_second} tok/s against ${check.two_streams_one_at_a_time_tokens_per_second} one at a time; one stream: ${check.single_tokens_per_second})`
     : "";
   return {
     state: "ready",
     detail: `${winner.binary} is fastest at ${f.threads} thread(s) (${winner.tokens_per_second} tok/s); CPU workers of ${f.threads} thread(s) use it${streams}`,
     winner: winner.binary,
     winner_tokens_per_second: winner.tokens_per_second,
-    ...(check ? { two_streams_tokens_per_second: check.two_streams_tokens_per_second } : {}),
+    ...(check
+      ? {
+          two_streams_tokens_per_second: check.two_streams_tokens_per_second,
+          two_streams_one_at_a_time_tokens_per_second: check.two_streams_one_at_a_time_tokens_per_second,
+        }
+      : {}),
     ...(f.decode_batching ? { decode_batching: f.decode_batching } : {}),
     ...base,
   };
@@ -498,7 +541,7 @@ function summary(f: CacheFile): string {
     .join(", ");
   const check = f.streams_check;
   return check
-    ? `${binaries}; 2 streams: ${check.two_streams_tokens_per_second} tok/s against ${check.single_tokens_per_second}, ${f.decode_batching}`
+    ? `${binaries}; 2 streams: ${check.two_streams_tokens_per_second} tok/s together, ${check.two_streams_one_at_a_time_tokens_per_second} one at a time (1 stream ${check.single_tokens_per_second}): ${f.decode_batching}`
     : binaries;
 }
 

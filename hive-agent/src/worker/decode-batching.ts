@@ -3,8 +3,10 @@
 // one: a batch of 2 tokens took 1.3× a batch of 1 here (test/bench/FINDINGS.md §7). Issue 16's
 // figures from another CPU show the opposite: 2 streams gave half the aggregate of one, and
 // llama-server lost the same way, so the cost is llama.cpp's small-batch kernels on that CPU, not the
-// worker. Where the node's calibration measures that (hive/calibrator.ts), workers decode one
-// stream's token per batch instead: 2 streams then share one stream's speed rather than losing to it.
+// worker. Decoding one stream's token per batch instead gives two streams close to one stream's speed
+// (not all of it: here 0.8–0.9×, each decode of another sequence costs llama.cpp some set-up), so
+// it is no free choice either: the node's calibration runs two streams both ways and workers use the
+// faster (hive/calibrator.ts).
 
 import type { CustomBatchingPrioritizationStrategy, PrioritizedBatchItem } from "node-llama-cpp";
 import { DECODE_BATCHING, type DecodeBatching } from "../protocol";
@@ -14,15 +16,17 @@ export function isDecodeBatching(x: unknown): x is DecodeBatching {
 }
 
 /**
- * Below this share of one stream's speed, two batched streams lose to one: decoding them one at a
- * time then pays (it gives one stream's speed, minus a little bookkeeping). A margin under 1, so the
- * noise of a short measurement does not switch a CPU where batching roughly breaks even.
+ * How much faster two streams decoded one at a time must be than batched for workers to switch: a
+ * clear win, so the noise of a short measurement does not switch a CPU where the two are even.
  */
-export const ONE_AT_A_TIME_BELOW = 0.9;
+export const ONE_AT_A_TIME_MARGIN = 1.1;
 
-/** The calibration's decision from one binary's single-stream and two-stream aggregate speed. */
-export function decideDecodeBatching(singleTokensPerSecond: number, twoStreamsTokensPerSecond: number): DecodeBatching {
-  return twoStreamsTokensPerSecond < singleTokensPerSecond * ONE_AT_A_TIME_BELOW ? "one-at-a-time" : "together";
+/** The calibration's decision from two streams' aggregate speed, batched and one at a time. */
+export function decideDecodeBatching(
+  togetherTokensPerSecond: number,
+  oneAtATimeTokensPerSecond: number,
+): DecodeBatching {
+  return oneAtATimeTokensPerSecond >= togetherTokensPerSecond * ONE_AT_A_TIME_MARGIN ? "one-at-a-time" : "together";
 }
 
 /**

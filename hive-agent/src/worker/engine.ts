@@ -438,7 +438,9 @@ export class Engine {
         }
         if (!firstTokenAt) {
           firstTokenAt = performance.now();
-          inStep = this.stepGate.join(this.slotIds.get(slot)!);
+          // Lined up with the other streams so their tokens share each decode; decoding one at a time,
+          // each stream queues its next token at once instead, while the other's decode runs.
+          if (this.decodeBatching === "together") inStep = this.stepGate.join(this.slotIds.get(slot)!);
         }
         if (this.model.isEogToken(token)) {
           stopReason = "eos";
