@@ -11,7 +11,7 @@ import type { Token } from "node-llama-cpp";
 import { installedPackageDir, loadLlama, type CpuBinary } from "../worker/native-build";
 import { prepareVariant } from "../worker/cpu-variants";
 import { StepGate } from "../worker/step-gate";
-import { prioritizationFor } from "../worker/decode-batching";
+import { linesUpStreams, prioritizationFor } from "../worker/decode-batching";
 import type { DecodeBatching } from "../protocol";
 import { CALIBRATION_TOKENS, ensureCalibrationModel } from "./model";
 
@@ -77,7 +77,7 @@ export async function measureBinary(opts: MeasureOptions): Promise<MeasureResult
       CALIBRATION_TOKENS.bos,
       ...Array.from({ length: 16 }, (_, i) => CALIBRATION_TOKENS.firstNormal + 7 * i + 3 * index),
     ] as unknown as Token[];
-    const member = opts.decodeBatching === "one-at-a-time" ? undefined : gate.join(index);
+    const member = linesUpStreams(opts.decodeBatching) ? gate.join(index) : undefined;
     let count = 0;
     try {
       for await (const token of sequence.evaluate(prompt, { temperature: 0 })) {

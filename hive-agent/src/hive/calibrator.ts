@@ -16,8 +16,9 @@
 //   native build's stamp included), the CPU's flags, the thread count and the measurement itself; a
 //   missing, corrupt or stale file is measured again. A finished native build changes the candidates,
 //   so it is measured against the others as soon as it is ready;
-// - then the winner decodes two streams at once, in rounds paired with single-stream runs: where the
-//   two streams' aggregate is clearly higher decoded one at a time than batched (llama.cpp's
+// - then the winner runs once more per round with one stream, two streams batched and two streams
+//   one at a time (each round starting one run further along): where the two streams' aggregate is
+//   clearly higher decoded one at a time than batched (llama.cpp's
 //   small-batch kernels lose on some CPUs), CPU workers decode their streams one at a time
 //   (worker/decode-batching.ts).
 // GPU workers are out of scope: their speed is the GPU's, and their binary is the GPU backend's.
@@ -79,7 +80,7 @@ interface CacheFile {
   measured_at: number;
   winner?: string;
   results: CalibrationResult[];
-  /** The winner's single-stream and two-stream figures from the paired rounds, and the decision. */
+  /** The winner's one-stream and two-stream figures from the streams check, and the decision. */
   streams_check?: StreamsCheck;
   decode_batching?: DecodeBatching;
 }
@@ -218,23 +219,12 @@ export class Calibrator {
       // Interleaved, each round starting one further along: no candidate always runs first or last.
       const order = candidates.map((_, i) => candidates[(i + round) % candidates.length]).filter((c) => !errors.has(c));
       for (const binary of order) {
-        for (;;) {
-          await this.waitIdle(signal);
-          if (signal.aborted) return;
-          const outcome = await this.runOnce(binary, threads, signal);
-          if (signal.aborted) return;
-          if ("interrupted" in outcome) {
-            this.opts.log.info(
-              `run of ${binary} stopped (${outcome.interrupted}); it runs again once workers are idle`,
-            );
-            continue;
-          }
-          if (outcome.ok) runs.get(binary)!.push(outcome.tokensPerSecond);
-          else {
-            errors.set(binary, outcome.error);
-            this.opts.log.info(`${binary} is unusable here: ${outcome.error}`);
-          }
-          break;
+        const outcome = await this.runWhenIdle(binary, threads, signal);
+        if (!outcome) return;
+        if (outcome.ok) runs.get(binary)!.push(outcome.tokensPerSecond);
+        else {
+          errors.set(binary, outcome.error);
+          this.opts.log.info(`${binary} is unusable here: ${outcome.error}`);
         }
       }
     }
@@ -289,21 +279,15 @@ export class Calibrator {
       for (let k = 0; k < STREAM_RUNS.length; k++) {
         const i = (k + round) % STREAM_RUNS.length;
         const run: StreamRun = STREAM_RUNS[i];
-        for (;;) {
-          await this.waitIdle(signal);
-          if (signal.aborted) return undefined;
-          const outcome = await this.runOnce(binary, threads, signal, run);
-          if (signal.aborted) return undefined;
-          if ("interrupted" in outcome) continue;
-          if (!outcome.ok) {
-            this.opts.log.warn(
-              `${binary} with ${run.streams} stream(s) did not run (${outcome.error}); workers batch their streams`,
-            );
-            return undefined;
-          }
-          figures[i].push(outcome.tokensPerSecond);
-          break;
+        const outcome = await this.runWhenIdle(binary, threads, signal, run);
+        if (!outcome) return undefined;
+        if (!outcome.ok) {
+          this.opts.log.warn(
+            `${binary} with ${run.streams} stream(s) did not run (${outcome.error}); workers batch their streams`,
+          );
+          return undefined;
         }
+        figures[i].push(outcome.tokensPerSecond);
       }
     }
     return {
@@ -311,6 +295,26 @@ export class Calibrator {
       two_streams_tokens_per_second: median(figures[1]),
       two_streams_one_at_a_time_tokens_per_second: median(figures[2]),
     };
+  }
+
+  /**
+   * One run, started once the workers are idle and started again when a worker got busy during it;
+   * undefined when the measurement was aborted.
+   */
+  private async runWhenIdle(
+    binary: CpuBinary,
+    threads: number,
+    signal: AbortSignal,
+    run?: StreamRun,
+  ): Promise<Exclude<RunOutcome, { interrupted: string }> | undefined> {
+    for (;;) {
+      await this.waitIdle(signal);
+      if (signal.aborted) return undefined;
+      const outcome = await this.runOnce(binary, threads, signal, run);
+      if (signal.aborted) return undefined;
+      if (!("interrupted" in outcome)) return outcome;
+      this.opts.log.info(`run of ${binary} stopped (${outcome.interrupted}); it runs again once workers are idle`);
+    }
   }
 
   /** Returns once no worker is generating or loading (or on abort), checking every IDLE_POLL_MS. */

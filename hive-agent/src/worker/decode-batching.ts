@@ -51,6 +51,15 @@ export const oneDecodeStepPerBatch: CustomBatchingPrioritizationStrategy = ({ it
   return chosen;
 };
 
+/**
+ * Whether concurrent streams line up at the step gate (step-gate.ts) so their tokens share a decode:
+ * only when decoding together. One at a time, each stream queues its next token at once instead,
+ * while the other's decode runs.
+ */
+export function linesUpStreams(mode: DecodeBatching | undefined): boolean {
+  return mode !== "one-at-a-time";
+}
+
 /** The item strategy for node-llama-cpp's `createContext({ batching: { itemPrioritizationStrategy } })`. */
 export function prioritizationFor(
   mode: DecodeBatching | undefined,

@@ -8,7 +8,7 @@ import { StopMatcher } from "./stop-matcher";
 import { LineLimits } from "./line-limits";
 import { loadLlama, type CpuBinary } from "./native-build";
 import { StepGate, type StepGateMember } from "./step-gate";
-import { prioritizationFor } from "./decode-batching";
+import { linesUpStreams, prioritizationFor } from "./decode-batching";
 import { infillLimits, layoutInfill, type InfillVocab } from "./infill-prompt";
 
 export interface EngineOptions {
@@ -438,9 +438,8 @@ export class Engine {
         }
         if (!firstTokenAt) {
           firstTokenAt = performance.now();
-          // Lined up with the other streams so their tokens share each decode; decoding one at a time,
-          // each stream queues its next token at once instead, while the other's decode runs.
-          if (this.decodeBatching === "together") inStep = this.stepGate.join(this.slotIds.get(slot)!);
+          // Lined up with the other streams so their tokens share each decode (not when one at a time).
+          if (linesUpStreams(this.decodeBatching)) inStep = this.stepGate.join(this.slotIds.get(slot)!);
         }
         if (this.model.isEogToken(token)) {
           stopReason = "eos";

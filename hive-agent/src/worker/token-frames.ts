@@ -17,7 +17,7 @@
 // its way (none scheduled, no stream held at the step gate for the others) goes out on the next turn
 // (the fallback), and a stream's last frames go out before its end or error event (take()). Every
 // held stream is let go when the last one arrives or leaves, and then queues a decode: so no frame is
-// held for longer than the step it belongs to.
+// held for longer than its stream's window and the step after it.
 
 import type { ServerResponse } from "node:http";
 
@@ -73,7 +73,7 @@ export class TokenFrames {
       }
       this.pending.delete(res);
       this.lastWrite.set(res, now);
-      if (!res.writableEnded && !res.destroyed) res.write(data);
+      write(res, data);
     }
     // Held frames go out with the first decode's flush once their time is up, or at that time when no
     // decode is on its way (a long prompt being evaluated, the stream's own end coming).
@@ -91,7 +91,7 @@ export class TokenFrames {
     const data = this.pending.get(res);
     if (data === undefined) return;
     this.pending.delete(res);
-    if (!res.writableEnded && !res.destroyed) res.write(data);
+    write(res, data);
   }
 
   // A decode on its way (scheduled behind this callback, or about to be queued by the streams held
@@ -101,4 +101,9 @@ export class TokenFrames {
     this.fallbackArmed = false;
     if (!this.decodeComing()) this.flush();
   };
+}
+
+/** Writes to a stream the client has not closed. */
+function write(res: ServerResponse, data: string): void {
+  if (!res.writableEnded && !res.destroyed) res.write(data);
 }
