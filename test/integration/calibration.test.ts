@@ -105,15 +105,15 @@ describe(
         check.two_streams_one_at_a_time_tokens_per_second,
       ])
         assert.ok(figure > 0, JSON.stringify(check));
-      assert.equal(
-        file.decode_batching,
-        decideDecodeBatching(check.two_streams_tokens_per_second, check.two_streams_one_at_a_time_tokens_per_second),
+      const decision = decideDecodeBatching(
+        check.two_streams_tokens_per_second,
+        check.two_streams_one_at_a_time_tokens_per_second,
       );
       assert.equal(
         row.cpu_calibration.two_streams_one_at_a_time_tokens_per_second,
         check.two_streams_one_at_a_time_tokens_per_second,
       );
-      assert.equal(row.cpu_calibration.decode_batching, file.decode_batching);
+      assert.equal(row.cpu_calibration.decode_batching, decision);
       assert.equal(row.cpu_calibration.two_streams_tokens_per_second, check.two_streams_tokens_per_second);
       assert.match(
         hiveLog(),
@@ -123,7 +123,7 @@ describe(
       const worker = await cpuWorker(env());
       assert.equal(worker.backend, "cpu");
       assert.equal(worker.cpu_binary, file.winner, "the worker loaded the winning variant");
-      assert.equal(worker.decode_batching, file.decode_batching, "the worker shares decodes as calibration decided");
+      assert.equal(worker.decode_batching, decision, "the worker shares decodes as calibration decided");
       assert.match(hiveLog(), new RegExp(`ready after \\d+ ms on the ${file.winner} binary`));
     });
 
@@ -143,11 +143,19 @@ describe(
     });
 
     test("a stored one-at-a-time decision reaches CPU workers; --decode-batching overrides it", async () => {
-      // This CPU batches well, so the decision a CPU like issue 16's gets is written into the stored
-      // result (same key, so the hive takes it as measured) to follow it to the workers.
+      // This CPU batches well, so figures like those of a CPU where one at a time wins are written into
+      // the stored result (same key, so the hive takes them as measured) to follow the decision to the workers.
       await stop(env());
       const measured = readFileSync(cacheFile, "utf8");
-      writeFileSync(cacheFile, JSON.stringify({ ...JSON.parse(measured), decode_batching: "one-at-a-time" }));
+      const stored = JSON.parse(measured);
+      const together = stored.streams_check.two_streams_tokens_per_second;
+      writeFileSync(
+        cacheFile,
+        JSON.stringify({
+          ...stored,
+          streams_check: { ...stored.streams_check, two_streams_one_at_a_time_tokens_per_second: together * 2 },
+        }),
+      );
       try {
         await start(env());
         const row = await calibrated(env());

@@ -29,13 +29,7 @@ import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { setPriority } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import path from "node:path";
-import {
-  DECODE_BATCHING,
-  type CalibrationResult,
-  type CpuCalibration,
-  type DecodeBatching,
-  type NodeHardware,
-} from "../protocol";
+import { type CalibrationResult, type CpuCalibration, type DecodeBatching, type NodeHardware } from "../protocol";
 import type { Logger } from "../util/log";
 import { childEnv } from "../util/env";
 import { CALIBRATION_MODEL_VERSION } from "../calibration/model";
@@ -80,9 +74,8 @@ interface CacheFile {
   measured_at: number;
   winner?: string;
   results: CalibrationResult[];
-  /** The winner's one-stream and two-stream figures from the streams check, and the decision. */
+  /** The winner's one-stream and two-stream figures from the streams check (the decision follows from them). */
   streams_check?: StreamsCheck;
-  decode_batching?: DecodeBatching;
 }
 
 /** The winner's medians: one stream, and two streams batched (together) and one at a time. */
@@ -124,7 +117,7 @@ export class Calibrator {
 
   /** How CPU workers of `threads` threads share decodes between streams, when calibration measured that thread count. */
   decodeBatchingFor(threads: number): DecodeBatching | undefined {
-    return this.binaryFor(threads) ? this.done!.decode_batching : undefined;
+    return this.binaryFor(threads) ? decodeBatchingOf(this.done!) : undefined;
   }
 
   /** The candidates on this node now: the prebuilt's CPU variants (as filtered), and the native build when it is ready. */
@@ -244,15 +237,7 @@ export class Calibrator {
       measured_at: Date.now(),
       ...(best ? { winner: best.binary } : {}),
       results,
-      ...(streamsCheck
-        ? {
-            streams_check: streamsCheck,
-            decode_batching: decideDecodeBatching(
-              streamsCheck.two_streams_tokens_per_second,
-              streamsCheck.two_streams_one_at_a_time_tokens_per_second,
-            ),
-          }
-        : {}),
+      ...(streamsCheck ? { streams_check: streamsCheck } : {}),
     };
     writeCache(path.join(this.opts.home, CALIBRATION_FILE), file);
     this.done = file;
@@ -462,7 +447,7 @@ export function calibrationKey(
     cpu,
     threads,
     model: CALIBRATION_MODEL_VERSION,
-    // 3: the winner's two-stream check, batched and one at a time (a result from before it has no decode_batching).
+    // 3: the winner's two-stream check, batched and one at a time (a result from before it has no streams_check).
     method: 3,
     rounds: opts.rounds,
     tokens: opts.tokens,
@@ -482,7 +467,6 @@ function readCache(file: string): CacheFile | undefined {
       return undefined;
     if (x.winner !== undefined && !x.results!.some((r) => r.binary === x.winner && r.tokens_per_second !== undefined))
       return undefined;
-    if (x.decode_batching !== undefined && !DECODE_BATCHING.includes(x.decode_batching)) return undefined;
     const check = x.streams_check;
     if (
       check !== undefined &&
@@ -505,6 +489,14 @@ function writeCache(file: string, data: CacheFile): void {
   renameSync(tmp, file);
 }
 
+/** How CPU workers share decodes by this result: the faster way in its streams check; none measured: undefined. */
+function decodeBatchingOf(f: CacheFile): DecodeBatching | undefined {
+  const check = f.streams_check;
+  return check
+    ? decideDecodeBatching(check.two_streams_tokens_per_second, check.two_streams_one_at_a_time_tokens_per_second)
+    : undefined;
+}
+
 function statusOf(f: CacheFile): CpuCalibration {
   const winner = f.results.find((r) => r.binary === f.winner);
   const base = { threads: f.threads, results: f.results, measured_at: f.measured_at };
@@ -516,7 +508,7 @@ function statusOf(f: CacheFile): CpuCalibration {
     };
   const check = f.streams_check;
   const streams = check
-    ? f.decode_batching === "one-at-a-time"
+    ? decodeBatchingOf(f) === "one-at-a-time"
       ? `; 2 streams give ${check.two_streams_one_at_a_time_tokens_per_second} tok/s decoded one at a time against ${check.two_streams_tokens_per_second} batched (one stream: ${check.single_tokens_per_second}), so they decode one at a time`
       : `; 2 streams decode together (${check.two_streams_tokens_per_second} tok/s against ${check.two_streams_one_at_a_time_tokens_per_second} one at a time; one stream: ${check.single_tokens_per_second})`
     : "";
@@ -531,7 +523,7 @@ function statusOf(f: CacheFile): CpuCalibration {
           two_streams_one_at_a_time_tokens_per_second: check.two_streams_one_at_a_time_tokens_per_second,
         }
       : {}),
-    ...(f.decode_batching ? { decode_batching: f.decode_batching } : {}),
+    ...(check ? { decode_batching: decodeBatchingOf(f) } : {}),
     ...base,
   };
 }
@@ -545,7 +537,7 @@ function summary(f: CacheFile): string {
     .join(", ");
   const check = f.streams_check;
   return check
-    ? `${binaries}; 2 streams: ${check.two_streams_tokens_per_second} tok/s together, ${check.two_streams_one_at_a_time_tokens_per_second} one at a time (1 stream ${check.single_tokens_per_second}): ${f.decode_batching}`
+    ? `${binaries}; 2 streams: ${check.two_streams_tokens_per_second} tok/s together, ${check.two_streams_one_at_a_time_tokens_per_second} one at a time (1 stream ${check.single_tokens_per_second}): ${decodeBatchingOf(f)}`
     : binaries;
 }
 
