@@ -205,7 +205,7 @@ describe("hive lifecycle", () => {
     }
   });
 
-  test("the daemon refuses a non-loopback address and a missing token file", async () => {
+  test("the daemon refuses a non-loopback address, a missing token file and unknown modes", async () => {
     const r1 = spawnSync(
       process.execPath,
       [
@@ -232,6 +232,22 @@ describe("hive lifecycle", () => {
     );
     assert.equal(r3.status, 2);
     assert.match(r3.stderr, /--native-build must be one of auto, off, got "always"/);
+    const r4 = spawnSync(
+      process.execPath,
+      [
+        AGENT_BUNDLE,
+        "daemon",
+        "--token-file",
+        "/nonexistent",
+        "--home",
+        "/tmp/rbee-never",
+        "--decode-batching",
+        "alternate",
+      ],
+      { encoding: "utf8" },
+    );
+    assert.equal(r4.status, 2);
+    assert.match(r4.stderr, /--decode-batching must be one of auto, together, one-at-a-time, got "alternate"/);
   });
 
   test("with --native-build auto a hive decides by itself, and says why it builds nothing here", async () => {
