@@ -15,6 +15,7 @@ const CASES = [
   "a ref that fails is not remembered and leaves no editor; the picker takes a typed ref; Infer ends with a summary",
   "the chat's model list follows the workers, the refused question is still there to send, and Clear can be undone",
   "typing into the Infer output while it streams: the answer keeps landing after the typed text",
+  "text arriving in bursts while the user types ahead of it lands in order, behind the typing, every time",
   "max tokens beyond the worker's context is lowered to fit, with a note that says how to get more",
   "Cancel during a cold start stops the loading worker, says so, and leaves no empty editor",
   "ghost text appears once the completion worker is ready, without another keystroke",

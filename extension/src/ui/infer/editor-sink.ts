@@ -96,6 +96,21 @@ export class DocumentAppender implements vscode.Disposable {
     return this.offset;
   }
 
+  /**
+   * Inserts `text` at `at` unless the document changed since the extension host last saw it. Through an
+   * editor that shows the document the check and the edit happen together. A WorkspaceEdit is checked
+   * first and applied after an await in the workbench, so keystrokes that land in between make it
+   * apply at a stale position, in the middle of the text (seen under load). Without a visible editor
+   * nobody can type into the document, and the WorkspaceEdit is safe.
+   */
+  private async insert(at: vscode.Position, text: string): Promise<boolean> {
+    const editor = vscode.window.visibleTextEditors.find((e) => e.document === this.document);
+    if (editor) return editor.edit((b) => b.insert(at, text)).then(undefined, () => false); // closed meanwhile
+    const edit = new vscode.WorkspaceEdit();
+    edit.insert(this.document.uri, at, text);
+    return vscode.workspace.applyEdit(edit);
+  }
+
   /** Resolves at the document's next change, or after a short while when none comes. */
   private nextChange(): Promise<void> {
     return new Promise((resolve) => {
@@ -122,9 +137,7 @@ export class DocumentAppender implements vscode.Disposable {
           if (attempt > 0) await this.nextChange();
           const at = this.anchored();
           this.expecting = { offset: at, text };
-          const edit = new vscode.WorkspaceEdit();
-          edit.insert(this.document.uri, this.document.positionAt(at), text);
-          written = await vscode.workspace.applyEdit(edit);
+          written = await this.insert(this.document.positionAt(at), text);
           if (written && this.expecting) this.offset = this.expecting.offset + text.length; // no change event seen
           this.expecting = undefined;
         }
