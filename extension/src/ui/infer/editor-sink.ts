@@ -78,16 +78,17 @@ export class DocumentAppender implements vscode.Disposable {
   }
 
   /**
-   * The insertion point, checked against the document: change events of our own edits and the user's
-   * typing can arrive interleaved in ways the offset arithmetic misreads, and a point that drifted even
-   * by one character would put later tokens in front of earlier ones. Where the text before the offset
-   * is not the end of what we wrote, the point moves to just after the nearest copy of it.
+   * The insertion point, checked against the document: an edit that landed somewhere other than asked
+   * (a WorkspaceEdit applied at a stale position, see insert(), or another extension's edit the offset
+   * arithmetic misreads) leaves a point that drifted, and a point off by even one character would put
+   * later tokens in front of earlier ones. Where the text before the offset is not the end of what we
+   * wrote, the point moves to just after the nearest copy of it.
    */
   private anchored(): number {
     const tail = this.tail;
     if (!tail) return this.offset;
-    const at = Math.min(this.offset, this.document.getText().length);
     const doc = this.document.getText();
+    const at = Math.min(this.offset, doc.length);
     if (doc.slice(Math.max(0, at - tail.length), at) === tail) return (this.offset = at);
     const before = doc.lastIndexOf(tail, at);
     const after = doc.indexOf(tail, at);
